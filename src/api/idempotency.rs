@@ -1,0 +1,108 @@
+//! `Idempotency-Key` for every POST, as one middleware rather than in each handler.
+//!
+//! The key is claimed before the handler runs; its response (success or refusal) is
+//! kept and replayed to a retry with the same key and body. The same key with another
+//! body, path or method is refused with 422 `idempotency_key_reused`. A transient failure
+//! (a conflict, a 5xx) gives the claim back, so the retry really runs again.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::error::{ApiError, Transient};
+use super::extract::{header_text, read_body, IDEMPOTENCY_KEY};
+use crate::app::AppState;
+use crate::store::idempotency::Claim;
+
+pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match run(state, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn run(state: AppState, request: Request, next: Next) -> Result<Response, Response> {
+    if request.method() != Method::POST {
+        return Ok(next.run(request).await);
+    }
+    let key = header_text(request.headers(), IDEMPOTENCY_KEY).map_err(IntoResponse::into_response)?;
+    let Some(key) = key else {
+        return Ok(next.run(request).await);
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, state.settings.body_limit)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let request_hash = fingerprint(&parts.method, parts.uri.path(), &bytes);
+
+    let claim = state
+        .idempotency
+        .claim(&key, &request_hash, Utc::now())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    match claim {
+        Claim::Claimed => {}
+        Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request",
+            )
+            .with_field(IDEMPOTENCY_KEY)
+            .into_response())
+        }
+        Claim::InFlight => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            )
+            .into_response())
+        }
+    }
+
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if response.extensions().get::<Transient>().is_some() {
+        if let Err(e) = state.idempotency.release(&key).await {
+            tracing::warn!(error = %e, "could not release an idempotency claim");
+        }
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    // Our handlers answer with small JSON bodies; the request limit bounds them well.
+    let body = read_body(body, usize::MAX)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    // The command has taken effect: the client hears so even if keeping the response
+    // fails. The claim then stays in flight until it expires, so a retry is refused
+    // rather than run twice.
+    if let Err(e) = state
+        .idempotency
+        .complete(&key, parts.status.as_u16(), &body, Utc::now())
+        .await
+    {
+        tracing::error!(error = %e, "could not keep the response of an idempotent request");
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b" ");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    hex::encode(hash.finalize())
+}

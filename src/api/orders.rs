@@ -1,0 +1,524 @@
+//! `/v1/orders`: place an order and drive it through payment, shipment, cancellation and
+//! refunds; read its state and its events.
+//!
+//! Handlers parse input into typed commands, hand them to the order store and render
+//! the result. They decide nothing: every rule lives in the Order aggregate.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, FieldExt};
+use super::extract::{CommandContext, JsonBody};
+use crate::app::AppState;
+use crate::domain::order::*;
+use crate::domain::values::*;
+use crate::store::log::{self, StoredEvent};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/orders/{order_id}/events", get(get_order_events))
+        .route("/orders/{order_id}/payments", post(attempt_payment))
+        .route(
+            "/orders/{order_id}/payments/{payment_id}/capture",
+            post(capture_payment),
+        )
+        .route(
+            "/orders/{order_id}/payments/{payment_id}/fail",
+            post(fail_payment),
+        )
+        .route("/orders/{order_id}/shipments", post(dispatch_shipment))
+        .route(
+            "/orders/{order_id}/shipments/{shipment_id}/deliver",
+            post(deliver_shipment),
+        )
+        .route("/orders/{order_id}/cancel", post(cancel_order))
+        .route("/orders/{order_id}/refunds", post(refund_order))
+}
+
+// Input
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrderIn {
+    order_id: Option<OrderId>,
+    customer_id: CustomerId,
+    currency: Currency,
+    lines: Vec<LineIn>,
+    shipping_address: Option<ShippingAddress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineIn {
+    sku: Sku,
+    quantity: Quantity,
+    /// Minor units of the order's currency.
+    unit_price: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentIn {
+    payment_id: Option<PaymentId>,
+    amount: MinorUnits,
+    method: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonIn {
+    reason: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentIn {
+    shipment_id: Option<ShipmentId>,
+    carrier: Text,
+    tracking_number: Text,
+    lines: Option<Vec<ShipmentLineIn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentLineIn {
+    sku: Sku,
+    quantity: Quantity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundIn {
+    refund_id: Option<RefundId>,
+    amount: MinorUnits,
+    reason: Text,
+}
+
+// Output: amounts are integers in minor units of the order's `currency`.
+
+#[derive(Serialize)]
+struct OrderOut {
+    order_id: OrderId,
+    version: usize,
+    status: OrderStatus,
+    customer_id: CustomerId,
+    currency: Currency,
+    lines: Vec<LineOut>,
+    total: i64,
+    amount_due: i64,
+    captured: i64,
+    refunded: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping_address: Option<ShippingAddress>,
+    payments: Vec<PaymentOut>,
+    shipments: Vec<ShipmentOut>,
+    refunds: Vec<RefundOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancellation: Option<CancellationOut>,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fulfilled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct LineOut {
+    sku: Sku,
+    quantity: Quantity,
+    unit_price: i64,
+    line_total: i64,
+}
+
+#[derive(Serialize)]
+struct PaymentOut {
+    payment_id: PaymentId,
+    amount: i64,
+    status: PaymentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<Text>,
+    attempted_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct ShipmentOut {
+    shipment_id: ShipmentId,
+    carrier: Text,
+    tracking_number: Text,
+    lines: Vec<ShipmentLine>,
+    status: ShipmentStatus,
+    dispatched_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct RefundOut {
+    refund_id: RefundId,
+    amount: i64,
+    reason: Text,
+    refunded_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct CancellationOut {
+    reason: Text,
+    cancelled_at: DateTime<Utc>,
+}
+
+/// The answer to a command on part of an order: that part, plus where the order now is.
+#[derive(Serialize)]
+struct PartOut<T: Serialize> {
+    order_id: OrderId,
+    order_status: OrderStatus,
+    version: usize,
+    #[serde(flatten)]
+    part: T,
+}
+
+#[derive(Serialize)]
+struct EventsOut {
+    order_id: OrderId,
+    events: Vec<StoredEvent>,
+}
+
+impl OrderOut {
+    fn new(order: &PlacedOrder, version: usize) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            version,
+            status: order.status(),
+            customer_id: order.customer_id.clone(),
+            currency: order.currency,
+            lines: order
+                .lines
+                .iter()
+                .map(|l| LineOut {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.amount(),
+                    line_total: l.line_total.amount(),
+                })
+                .collect(),
+            total: order.total.amount(),
+            amount_due: order.amount_due().amount(),
+            captured: order.captured.amount(),
+            refunded: order.refunded.amount(),
+            shipping_address: order.shipping_address.clone(),
+            payments: order.payments.iter().map(PaymentOut::new).collect(),
+            shipments: order.shipments.iter().map(ShipmentOut::new).collect(),
+            refunds: order.refunds.iter().map(RefundOut::new).collect(),
+            cancellation: order.cancellation.as_ref().map(|c| CancellationOut {
+                reason: c.reason.clone(),
+                cancelled_at: c.cancelled_at,
+            }),
+            placed_at: order.placed_at,
+            updated_at: order.updated_at,
+            fulfilled_at: order.fulfilled_at,
+        }
+    }
+}
+
+impl PaymentOut {
+    fn new(p: &Payment) -> Self {
+        Self {
+            payment_id: p.payment_id.clone(),
+            amount: p.amount.amount(),
+            status: p.status,
+            method: p.method.clone(),
+            failure_reason: p.failure_reason.clone(),
+            attempted_at: p.attempted_at,
+        }
+    }
+}
+
+impl ShipmentOut {
+    fn new(s: &Shipment) -> Self {
+        Self {
+            shipment_id: s.shipment_id.clone(),
+            carrier: s.carrier.clone(),
+            tracking_number: s.tracking_number.clone(),
+            lines: s.lines.clone(),
+            status: s.status,
+            dispatched_at: s.dispatched_at,
+            delivered_at: s.delivered_at,
+        }
+    }
+}
+
+impl RefundOut {
+    fn new(r: &Refund) -> Self {
+        Self {
+            refund_id: r.refund_id.clone(),
+            amount: r.amount.amount(),
+            reason: r.reason.clone(),
+            refunded_at: r.refunded_at,
+        }
+    }
+}
+
+// Handlers
+
+fn path_order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).field("order_id")
+}
+
+/// Runs a command and returns the order as it is afterwards.
+async fn execute(
+    state: &AppState,
+    order_id: &OrderId,
+    command: OrderCommand,
+    ctx: CommandContext,
+) -> Result<(PlacedOrder, usize), ApiError> {
+    let executed = state
+        .orders
+        .execute(order_id.as_str(), command, &ctx.0)
+        .await?;
+    let version = executed.state.version();
+    let order = executed
+        .state
+        .placed()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(&"an accepted command left no order behind"))?;
+    Ok((order, version))
+}
+
+fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
+    PartOut {
+        order_id: order.order_id.clone(),
+        order_status: order.status(),
+        version,
+        part,
+    }
+}
+
+fn created<T: Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[tracing::instrument(skip_all, fields(order_id))]
+async fn place_order(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<PlaceOrderIn>,
+) -> Result<Response, ApiError> {
+    let order_id = body.order_id.unwrap_or_else(OrderId::generate);
+    tracing::Span::current().record("order_id", order_id.as_str());
+    let lines = body
+        .lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            Ok(RequestedLine {
+                unit_price: Money::parse(line.unit_price, body.currency)
+                    .field(format!("lines[{i}].unit_price"))?,
+                sku: line.sku,
+                quantity: line.quantity,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let command = OrderCommand::PlaceOrder(PlaceOrder {
+        order_id: order_id.clone(),
+        customer_id: body.customer_id,
+        currency: body.currency,
+        lines,
+        shipping_address: body.shipping_address,
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    let mut response = created(OrderOut::new(&order, version));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderOut>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let order = state.orders.load(order_id.as_str()).await?;
+    let placed = order.placed().ok_or(OrderError::NotFound)?;
+    Ok(Json(OrderOut::new(placed, order.version())))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn get_order_events(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<EventsOut>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let events = log::aggregate_events(&state.db, <Order as cqrs_es::Aggregate>::TYPE, order_id.as_str()).await?;
+    if events.is_empty() {
+        return Err(OrderError::NotFound.into());
+    }
+    Ok(Json(EventsOut { order_id, events }))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn attempt_payment(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<PaymentIn>,
+) -> Result<Response, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let payment_id = body.payment_id.unwrap_or_else(PaymentId::generate);
+    let command = OrderCommand::AttemptPayment(AttemptPayment {
+        payment_id: payment_id.clone(),
+        amount: body.amount,
+        method: body.method,
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    let payment = payment_out(&order, &payment_id)?;
+    Ok(created(part(&order, version, payment)))
+}
+
+fn payment_out(order: &PlacedOrder, id: &PaymentId) -> Result<PaymentOut, ApiError> {
+    order
+        .payments
+        .iter()
+        .find(|p| &p.payment_id == id)
+        .map(PaymentOut::new)
+        .ok_or_else(|| ApiError::internal(&"an accepted payment command left no payment"))
+}
+
+fn shipment_out(order: &PlacedOrder, id: &ShipmentId) -> Result<ShipmentOut, ApiError> {
+    order
+        .shipments
+        .iter()
+        .find(|s| &s.shipment_id == id)
+        .map(ShipmentOut::new)
+        .ok_or_else(|| ApiError::internal(&"an accepted shipment command left no shipment"))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
+async fn capture_payment(
+    State(state): State<AppState>,
+    Path((order_id, payment_id)): Path<(String, String)>,
+    ctx: CommandContext,
+) -> Result<Json<PartOut<PaymentOut>>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
+    let command = OrderCommand::CapturePayment(CapturePayment {
+        payment_id: payment_id.clone(),
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    Ok(Json(part(&order, version, payment_out(&order, &payment_id)?)))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
+async fn fail_payment(
+    State(state): State<AppState>,
+    Path((order_id, payment_id)): Path<(String, String)>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<ReasonIn>,
+) -> Result<Json<PartOut<PaymentOut>>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
+    let command = OrderCommand::FailPayment(FailPayment {
+        payment_id: payment_id.clone(),
+        reason: body.reason,
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    Ok(Json(part(&order, version, payment_out(&order, &payment_id)?)))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn dispatch_shipment(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<ShipmentIn>,
+) -> Result<Response, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let shipment_id = body.shipment_id.unwrap_or_else(ShipmentId::generate);
+    if body.lines.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid_field(
+            "lines",
+            "must list at least one line, or be left out to ship everything remaining",
+        ));
+    }
+    let command = OrderCommand::DispatchShipment(DispatchShipment {
+        shipment_id: shipment_id.clone(),
+        carrier: body.carrier,
+        tracking_number: body.tracking_number,
+        lines: body
+            .lines
+            .map(|lines| lines.into_iter().map(|l| (l.sku, l.quantity)).collect()),
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    let shipment = shipment_out(&order, &shipment_id)?;
+    Ok(created(part(&order, version, shipment)))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id, shipment_id = %shipment_id))]
+async fn deliver_shipment(
+    State(state): State<AppState>,
+    Path((order_id, shipment_id)): Path<(String, String)>,
+    ctx: CommandContext,
+) -> Result<Json<PartOut<ShipmentOut>>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let shipment_id = ShipmentId::parse(&shipment_id).field("shipment_id")?;
+    let command = OrderCommand::DeliverShipment(DeliverShipment {
+        shipment_id: shipment_id.clone(),
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    Ok(Json(part(&order, version, shipment_out(&order, &shipment_id)?)))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn cancel_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<ReasonIn>,
+) -> Result<Json<OrderOut>, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let command = OrderCommand::CancelOrder(CancelOrder {
+        reason: body.reason,
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    Ok(Json(OrderOut::new(&order, version)))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+async fn refund_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<RefundIn>,
+) -> Result<Response, ApiError> {
+    let order_id = path_order_id(&order_id)?;
+    let refund_id = body.refund_id.unwrap_or_else(RefundId::generate);
+    let command = OrderCommand::RefundOrder(RefundOrder {
+        refund_id: refund_id.clone(),
+        amount: body.amount,
+        reason: body.reason,
+        at: ctx.0.received_at,
+    });
+    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    let refund = order
+        .refunds
+        .iter()
+        .find(|r| r.refund_id == refund_id)
+        .map(RefundOut::new)
+        .ok_or_else(|| ApiError::internal(&"an accepted refund left no refund"))?;
+    Ok(created(part(&order, version, refund)))
+}

@@ -1,0 +1,138 @@
+//! Wiring: connect the store, build the shared state, serve HTTP, and shut everything
+//! down together.
+//!
+//! `main` only parses the CLI and calls in here; tests call [`Application::build`]
+//! directly with their own settings and port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::domain::order::Order;
+use crate::store::commands::AggregateStore;
+use crate::store::idempotency::IdempotencyStore;
+use crate::store::Database;
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+    pub orders: Arc<AggregateStore<Order>>,
+    pub idempotency: IdempotencyStore,
+}
+
+/// How often expired idempotency keys are swept away.
+const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, migrates and binds; serving starts with [`Application::run`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Database::connect(&settings.database_url, settings.db_pool_size)
+            .await
+            .with_context(|| format!("connecting to the database at {}", redact(&settings.database_url)))?;
+        db.migrate().await.context("applying the schema migrations")?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let state = AppState {
+            orders: Arc::new(AggregateStore::new(&db, ())),
+            idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
+            settings: Arc::new(settings),
+            db,
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops taking requests, lets the ones
+    /// in flight finish and stops the background workers.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let sweeper = tokio::spawn(sweep_idempotency_keys(self.state.clone(), shutdown.clone()));
+        let router = crate::api::router(self.state.clone());
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            database = self.state.db.backend_name(),
+            "orderlog is serving"
+        );
+        let stop = shutdown.clone();
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("serving HTTP")?;
+        shutdown.cancel();
+        let _ = sweeper.await;
+        self.state.db.close().await;
+        tracing::info!("orderlog stopped");
+        Ok(())
+    }
+}
+
+async fn sweep_idempotency_keys(state: AppState, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(IDEMPOTENCY_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                match state.idempotency.purge_expired(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired idempotency keys removed"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,93 @@
+//! What may be asked of an order. Every field is already a typed value: the API parsed
+//! it. Each command carries `at`, the time the request was received, so that the
+//! aggregate stays pure and its tests deterministic.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::values::{
+    Currency, CustomerId, MinorUnits, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
+    ShippingAddress, Sku, Text,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderCommand {
+    PlaceOrder(PlaceOrder),
+    AttemptPayment(AttemptPayment),
+    CapturePayment(CapturePayment),
+    FailPayment(FailPayment),
+    DispatchShipment(DispatchShipment),
+    DeliverShipment(DeliverShipment),
+    CancelOrder(CancelOrder),
+    RefundOrder(RefundOrder),
+}
+
+/// One requested line: a SKU, how many, and the price per unit in the order's currency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceOrder {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub currency: Currency,
+    pub lines: Vec<RequestedLine>,
+    pub shipping_address: Option<ShippingAddress>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptPayment {
+    pub payment_id: PaymentId,
+    /// In minor units of the order's currency; it must equal the amount due.
+    pub amount: MinorUnits,
+    pub method: Option<Text>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturePayment {
+    pub payment_id: PaymentId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailPayment {
+    pub payment_id: PaymentId,
+    pub reason: Text,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchShipment {
+    pub shipment_id: ShipmentId,
+    pub carrier: Text,
+    pub tracking_number: Text,
+    /// `None` ships everything not yet shipped.
+    pub lines: Option<Vec<(Sku, Quantity)>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverShipment {
+    pub shipment_id: ShipmentId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelOrder {
+    pub reason: Text,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundOrder {
+    pub refund_id: RefundId,
+    /// In minor units of the order's currency.
+    pub amount: MinorUnits,
+    pub reason: Text,
+    pub at: DateTime<Utc>,
+}

@@ -1,0 +1,177 @@
+//! The order's events: the facts the log keeps forever.
+//!
+//! Each variant's `rename` is its stored `event_type`, a contract with every reader,
+//! webhook receiver and replay; it never changes. A change of shape bumps
+//! [`OrderEvent::VERSION`] for that event and adds an upcaster, never a rename.
+//! Events carry every fact a reader needs (prices, totals, running sums, currency), so no
+//! projection or receiver ever has to recompute or look anything up.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::values::{
+    Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
+    ShippingAddress, Sku, Text,
+};
+
+/// One line of an order, priced when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+    /// `unit_price × quantity`, stated so readers never multiply.
+    pub line_total: Money,
+}
+
+/// Units of one SKU that left in a shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    /// Emitted once, when a storefront places an order.
+    #[serde(rename = "order.created")]
+    OrderPlaced {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        currency: Currency,
+        lines: Vec<OrderLine>,
+        total: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping_address: Option<ShippingAddress>,
+        placed_at: DateTime<Utc>,
+    },
+    /// Emitted when a payment for the amount due is started with a payment provider.
+    #[serde(rename = "payment.attempted")]
+    PaymentAttempted {
+        order_id: OrderId,
+        payment_id: PaymentId,
+        amount: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<Text>,
+        attempted_at: DateTime<Utc>,
+    },
+    /// Emitted when the provider confirms a pending payment's funds.
+    #[serde(rename = "payment.captured")]
+    PaymentCaptured {
+        order_id: OrderId,
+        payment_id: PaymentId,
+        amount: Money,
+        /// Everything captured on the order so far, this payment included.
+        captured_total: Money,
+        captured_at: DateTime<Utc>,
+    },
+    /// Emitted when the provider declines a pending payment; a new attempt may follow.
+    #[serde(rename = "payment.failed")]
+    PaymentFailed {
+        order_id: OrderId,
+        payment_id: PaymentId,
+        amount: Money,
+        reason: Text,
+        failed_at: DateTime<Utc>,
+    },
+    /// Emitted when some or all of the remaining units leave the warehouse.
+    #[serde(rename = "shipment.dispatched")]
+    ShipmentDispatched {
+        order_id: OrderId,
+        shipment_id: ShipmentId,
+        carrier: Text,
+        tracking_number: Text,
+        lines: Vec<ShipmentLine>,
+        /// True when this shipment sent the last unshipped unit of the order.
+        order_fully_shipped: bool,
+        dispatched_at: DateTime<Utc>,
+    },
+    /// Emitted when a carrier reports a dispatched shipment as delivered.
+    #[serde(rename = "shipment.delivered")]
+    ShipmentDelivered {
+        order_id: OrderId,
+        shipment_id: ShipmentId,
+        delivered_at: DateTime<Utc>,
+    },
+    /// Emitted right after the delivery that leaves no unit undelivered.
+    #[serde(rename = "order.fulfilled")]
+    OrderFulfilled {
+        order_id: OrderId,
+        total: Money,
+        fulfilled_at: DateTime<Utc>,
+    },
+    /// Emitted when an order is cancelled before any shipment. `lines` are the units it
+    /// no longer needs; `refundable` is what was captured and not yet refunded.
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled {
+        order_id: OrderId,
+        reason: Text,
+        lines: Vec<OrderLine>,
+        refundable: Money,
+        cancelled_at: DateTime<Utc>,
+    },
+    /// Emitted for each refund, partial or full, of captured money. A refund does not
+    /// restock anything: stock comes back only through an explicit receipt.
+    #[serde(rename = "order.refunded")]
+    OrderRefunded {
+        order_id: OrderId,
+        refund_id: RefundId,
+        amount: Money,
+        reason: Text,
+        /// Everything refunded on the order so far, this refund included.
+        refunded_total: Money,
+        /// True when everything captured has now been refunded.
+        fully_refunded: bool,
+        refunded_at: DateTime<Utc>,
+    },
+}
+
+impl OrderEvent {
+    /// The version every order event is stored at today.
+    pub const VERSION: &'static str = "1.0";
+
+    /// The stored name of this event: a contract that never changes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderPlaced { .. } => "order.created",
+            OrderEvent::PaymentAttempted { .. } => "payment.attempted",
+            OrderEvent::PaymentCaptured { .. } => "payment.captured",
+            OrderEvent::PaymentFailed { .. } => "payment.failed",
+            OrderEvent::ShipmentDispatched { .. } => "shipment.dispatched",
+            OrderEvent::ShipmentDelivered { .. } => "shipment.delivered",
+            OrderEvent::OrderFulfilled { .. } => "order.fulfilled",
+            OrderEvent::OrderCancelled { .. } => "order.cancelled",
+            OrderEvent::OrderRefunded { .. } => "order.refunded",
+        }
+    }
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> String {
+        self.name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        Self::VERSION.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_type_tag_is_the_event_type() {
+        let event = OrderEvent::ShipmentDelivered {
+            order_id: OrderId::parse("o-1").unwrap(),
+            shipment_id: ShipmentId::parse("s-1").unwrap(),
+            delivered_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], event.name());
+        assert_eq!(event.event_type(), "shipment.delivered");
+        assert_eq!(serde_json::from_value::<OrderEvent>(json).unwrap(), event);
+    }
+}

@@ -1,0 +1,16 @@
+//! The order: its commands, events, rules and state machine.
+
+mod aggregate;
+mod commands;
+mod errors;
+mod events;
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{
+    Cancellation, Order, OrderStatus, Payment, PaymentStatus, PlacedOrder, Refund, Shipment,
+    ShipmentStatus,
+};
+pub use commands::*;
+pub use errors::OrderError;
+pub use events::{OrderEvent, OrderLine, ShipmentLine};

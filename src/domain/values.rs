@@ -1,0 +1,497 @@
+//! Typed values that every command and event is made of.
+//!
+//! Raw input becomes one of these at the edge, through `parse`, and nothing past the
+//! edge ever holds an unchecked string or a float amount. Each value serialises to its
+//! plain form (a string or an integer), so stored events stay readable by any consumer.
+//! This module never does I/O and never knows which field a value came from: the API
+//! names the field when it reports a [`ValueError`].
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a raw value was refused. The API pairs it with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("may contain only letters, digits and {allowed}")]
+    InvalidCharacters { allowed: &'static str },
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("must not be negative")]
+    Negative,
+    #[error("must be at most {max}")]
+    TooLarge { max: i64 },
+    #[error("`{0}` is not an ISO 4217 currency code in circulation")]
+    UnknownCurrency(String),
+    #[error("`{0}` is not an ISO 3166-1 alpha-2 country code")]
+    InvalidCountry(String),
+}
+
+/// Checks an identifier: 1 to `max` characters from ASCII letters, digits and `extra`.
+/// Identifiers end up in URLs, log lines and NATS subjects, so the alphabet is narrow.
+fn check_identifier(raw: &str, max: usize, extra: &'static str) -> Result<(), ValueError> {
+    if raw.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if raw.chars().count() > max {
+        return Err(ValueError::TooLong { max });
+    }
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    {
+        return Err(ValueError::InvalidCharacters {
+            allowed: match extra {
+                "-_" => "`-` or `_`",
+                "-_." => "`-`, `_` or `.`",
+                _ => extra,
+            },
+        });
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, max = $max:expr, extra = $extra:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+
+            pub fn parse(raw: &str) -> Result<Self, ValueError> {
+                check_identifier(raw, $max, $extra)?;
+                Ok(Self(raw.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// An order's id: the storefront's own, or one we generate.
+    OrderId, max = 64, extra = "-_"
+);
+identifier!(
+    /// The storefront's customer id.
+    CustomerId, max = 64, extra = "-_"
+);
+identifier!(
+    /// A stock keeping unit. Dots are common in SKUs (`TSHIRT.RED.M`).
+    Sku, max = 64, extra = "-_."
+);
+identifier!(
+    /// A payment attempt's id, unique within its order.
+    PaymentId, max = 64, extra = "-_"
+);
+identifier!(
+    /// A shipment's id, unique within its order.
+    ShipmentId, max = 64, extra = "-_"
+);
+identifier!(
+    /// A refund's id, unique within its order.
+    RefundId, max = 64, extra = "-_"
+);
+
+impl OrderId {
+    /// A fresh id. UUIDv7 sorts by creation time, which keeps indexes and listings tidy.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+}
+
+impl PaymentId {
+    pub fn generate() -> Self {
+        Self(format!("pay_{}", uuid::Uuid::now_v7().simple()))
+    }
+}
+
+impl ShipmentId {
+    pub fn generate() -> Self {
+        Self(format!("shp_{}", uuid::Uuid::now_v7().simple()))
+    }
+}
+
+impl RefundId {
+    pub fn generate() -> Self {
+        Self(format!("ref_{}", uuid::Uuid::now_v7().simple()))
+    }
+}
+
+/// A count of units: at least one, and bounded so that totals cannot overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 1_000_000;
+
+    pub fn parse(raw: i64) -> Result<Self, ValueError> {
+        if raw <= 0 {
+            return Err(ValueError::NotPositive);
+        }
+        if raw > i64::from(Self::MAX) {
+            return Err(ValueError::TooLarge {
+                max: i64::from(Self::MAX),
+            });
+        }
+        Ok(Self(raw as u32))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A strictly positive amount in minor units whose currency is implied by its context, as
+/// in a payment or a refund, which are always in the order's currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct MinorUnits(i64);
+
+impl MinorUnits {
+    pub fn parse(raw: i64) -> Result<Self, ValueError> {
+        if raw <= 0 {
+            return Err(ValueError::NotPositive);
+        }
+        if raw > Money::MAX_AMOUNT {
+            return Err(ValueError::TooLarge {
+                max: Money::MAX_AMOUNT,
+            });
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    pub fn in_currency(self, currency: Currency) -> Money {
+        Money {
+            amount: self.0,
+            currency,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MinorUnits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ISO 4217 currency in circulation. Funds, precious metals and test codes are refused:
+/// nobody checks out in troy ounces of gold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency(iso_currency::Currency);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        iso_currency::Currency::from_code(raw)
+            .filter(|c| c.exponent().is_some() && !c.is_fund() && !c.is_special())
+            .filter(|c| c.is_superseded().is_none())
+            .map(Self)
+            .ok_or_else(|| ValueError::UnknownCurrency(raw.to_owned()))
+    }
+
+    pub fn code(self) -> &'static str {
+        self.0.code()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An amount in a currency's minor units (cents for USD, yen for JPY). Never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawMoney")]
+pub struct Money {
+    amount: i64,
+    currency: Currency,
+}
+
+impl Money {
+    /// The largest amount accepted anywhere: 10^15 minor units, far beyond any real order,
+    /// and far enough from `i64::MAX` that sums of many amounts cannot overflow.
+    pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
+    /// A non-negative amount (prices may be zero: free samples exist).
+    pub fn parse(amount: i64, currency: Currency) -> Result<Self, ValueError> {
+        if amount < 0 {
+            return Err(ValueError::Negative);
+        }
+        if amount > Self::MAX_AMOUNT {
+            return Err(ValueError::TooLarge {
+                max: Self::MAX_AMOUNT,
+            });
+        }
+        Ok(Self { amount, currency })
+    }
+
+    /// A strictly positive amount, as payments and refunds must be.
+    pub fn parse_positive(amount: i64, currency: Currency) -> Result<Self, ValueError> {
+        if amount <= 0 {
+            return Err(ValueError::NotPositive);
+        }
+        Self::parse(amount, currency)
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self {
+            amount: 0,
+            currency,
+        }
+    }
+
+    pub fn amount(self) -> i64 {
+        self.amount
+    }
+
+    pub fn currency(self) -> Currency {
+        self.currency
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.amount == 0
+    }
+
+    /// `None` when the currencies differ or the sum leaves the accepted range.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        if self.currency != other.currency {
+            return None;
+        }
+        let amount = self.amount.checked_add(other.amount)?;
+        (amount <= Self::MAX_AMOUNT).then_some(Money { amount, ..self })
+    }
+
+    /// `None` when the currencies differ or the result would be negative.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        if self.currency != other.currency || other.amount > self.amount {
+            return None;
+        }
+        Some(Money {
+            amount: self.amount - other.amount,
+            ..self
+        })
+    }
+
+    pub fn checked_mul(self, quantity: Quantity) -> Option<Money> {
+        let amount = self.amount.checked_mul(i64::from(quantity.get()))?;
+        (amount <= Self::MAX_AMOUNT).then_some(Money { amount, ..self })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawMoney {
+    amount: i64,
+    currency: Currency,
+}
+
+impl TryFrom<RawMoney> for Money {
+    type Error = ValueError;
+
+    fn try_from(raw: RawMoney) -> Result<Self, Self::Error> {
+        Money::parse(raw.amount, raw.currency)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} (minor units)", self.amount, self.currency)
+    }
+}
+
+/// Where an order goes. Only the country is structured: address formats vary too much
+/// across countries for more rules to help rather than hurt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    pub country: CountryCode,
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CountryCode(String);
+
+impl CountryCode {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        if raw.len() == 2 && raw.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValueError::InvalidCountry(raw.to_owned()))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CountryCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Free text a person wrote (a cancellation reason, a carrier name): trimmed, non-empty
+/// and bounded, so that no single event can carry a novel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Text(String);
+
+impl Text {
+    pub const MAX_LEN: usize = 500;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if trimmed.chars().count() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn identifiers_accept_the_storefront_alphabet_and_nothing_else() {
+        assert!(OrderId::parse("1001-a_B").is_ok());
+        assert_eq!(OrderId::parse(""), Err(ValueError::Empty));
+        assert!(matches!(
+            OrderId::parse("a/b"),
+            Err(ValueError::InvalidCharacters { .. })
+        ));
+        assert_eq!(
+            OrderId::parse(&"x".repeat(65)),
+            Err(ValueError::TooLong { max: 64 })
+        );
+        assert!(Sku::parse("TSHIRT.RED.M").is_ok());
+        assert!(OrderId::parse("TSHIRT.RED.M").is_err());
+    }
+
+    #[test]
+    fn quantities_are_positive_and_bounded() {
+        assert_eq!(Quantity::parse(0), Err(ValueError::NotPositive));
+        assert_eq!(Quantity::parse(-3), Err(ValueError::NotPositive));
+        assert_eq!(Quantity::parse(2).unwrap().get(), 2);
+        assert!(matches!(
+            Quantity::parse(1_000_001),
+            Err(ValueError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn currencies_in_circulation_only() {
+        assert_eq!(usd().code(), "USD");
+        assert!(Currency::parse("JPY").is_ok());
+        assert!(Currency::parse("usd").is_err());
+        assert!(Currency::parse("XAU").is_err(), "gold is not a checkout currency");
+        assert!(Currency::parse("XXX").is_err());
+        assert!(Currency::parse("ABC").is_err());
+    }
+
+    #[test]
+    fn money_arithmetic_never_overflows_or_mixes_currencies() {
+        let eur = Currency::parse("EUR").unwrap();
+        let ten = Money::parse(10, usd()).unwrap();
+        assert_eq!(ten.checked_add(ten).unwrap().amount(), 20);
+        assert_eq!(ten.checked_add(Money::parse(1, eur).unwrap()), None);
+        assert_eq!(ten.checked_sub(Money::parse(11, usd()).unwrap()), None);
+        let big = Money::parse(Money::MAX_AMOUNT, usd()).unwrap();
+        assert_eq!(big.checked_add(ten), None);
+        assert_eq!(big.checked_mul(Quantity::parse(2).unwrap()), None);
+        assert_eq!(Money::parse(-1, usd()), Err(ValueError::Negative));
+        assert_eq!(Money::parse_positive(0, usd()), Err(ValueError::NotPositive));
+    }
+
+    #[test]
+    fn values_round_trip_through_their_plain_json_form() {
+        let money = Money::parse(1999, usd()).unwrap();
+        let json = serde_json::to_value(money).unwrap();
+        assert_eq!(json, serde_json::json!({"amount": 1999, "currency": "USD"}));
+        assert_eq!(serde_json::from_value::<Money>(json).unwrap(), money);
+        assert!(serde_json::from_value::<Sku>(serde_json::json!("bad sku")).is_err());
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(Text::parse("  late  ").unwrap().as_str(), "late");
+        assert_eq!(Text::parse("   "), Err(ValueError::Empty));
+        assert!(Text::parse(&"x".repeat(501)).is_err());
+    }
+}

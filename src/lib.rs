@@ -1,0 +1,8 @@
+//! orderlog: an event-sourced order lifecycle engine. ARCHITECTURE.md is the map.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,95 @@
+//! Who asked for a command and why: stamped on every event the command appends.
+//!
+//! The keys are part of the stored contract, like event types: readers and receivers
+//! follow an order from the storefront's request to every effect through them.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// Unique per command, shared by all the events it appended.
+    pub command_id: Uuid,
+    pub idempotency_key: Option<String>,
+    /// Groups everything one storefront interaction caused.
+    pub correlation_id: String,
+    /// What directly caused this command: the caller's id, or the command itself.
+    pub causation_id: String,
+    /// W3C trace context.
+    pub traceparent: String,
+    pub actor: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl CommandMetadata {
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::with_capacity(7);
+        map.insert("command_id".into(), self.command_id.to_string());
+        if let Some(key) = &self.idempotency_key {
+            map.insert("idempotency_key".into(), key.clone());
+        }
+        map.insert("correlation_id".into(), self.correlation_id.clone());
+        map.insert("causation_id".into(), self.causation_id.clone());
+        map.insert("traceparent".into(), self.traceparent.clone());
+        map.insert("actor".into(), self.actor.clone());
+        map.insert(
+            "received_at".into(),
+            self.received_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+        );
+        map
+    }
+}
+
+/// A W3C `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent(String);
+
+impl TraceParent {
+    /// Accepts a well-formed header; anything else is ignored by the caller, who starts a
+    /// new trace, as the spec asks of a receiver that cannot parse the header.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let parts: Vec<&str> = raw.trim().split('-').collect();
+        let [version, trace_id, parent_id, flags] = parts.as_slice() else {
+            return None;
+        };
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = *version == "00"
+            && hex(trace_id, 32)
+            && hex(parent_id, 16)
+            && hex(flags, 2)
+            && trace_id.bytes().any(|b| b != b'0')
+            && parent_id.bytes().any(|b| b != b'0');
+        valid.then(|| Self(raw.trim().to_owned()))
+    }
+
+    /// A new trace, sampled, with random ids.
+    pub fn generate() -> Self {
+        let trace = Uuid::new_v4().simple().to_string();
+        let span = &Uuid::new_v4().simple().to_string()[..16];
+        Self(format!("00-{trace}-{span}-01"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_is_kept_and_a_broken_one_refused() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(TraceParent::parse(good).unwrap().as_str(), good);
+        assert!(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7").is_none());
+        assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(TraceParent::parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
+        assert!(TraceParent::parse(TraceParent::generate().as_str()).is_some());
+    }
+}

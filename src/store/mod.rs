@@ -1,0 +1,115 @@
+//! The event log and everything stored beside it, on PostgreSQL or SQLite.
+//!
+//! This module owns the connection pools, the schema (applied from `migrations/`), the
+//! command path that appends events ([`commands`]), the reads of stored events
+//! ([`log`]) and idempotency records ([`idempotency`]). It never decides a business rule:
+//! aggregates do. It never updates or deletes an event: the database refuses that anyway.
+
+pub mod commands;
+pub mod idempotency;
+pub mod log;
+pub mod metadata;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// The one error type of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("could not apply the schema migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not create the directory for the SQLite file `{path}`: {source}")]
+    CreateDirectory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("a stored row could not be read: {0}")]
+    Corrupt(String),
+}
+
+/// Where the log lives. Chosen once, from `ORDERLOG_DATABASE_URL`.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`). A SQLite file and its directory
+    /// are created when missing, so the default needs no setup at all.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                // WAL lets readers run beside the single writer; FULL makes each commit
+                // durable before the client hears about it.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(parent) = options.get_filename().parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|source| {
+                        StoreError::CreateDirectory {
+                            path: options.get_filename().display().to_string(),
+                            source,
+                        }
+                    })?;
+                }
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(pool_size)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Database::Sqlite(pool))
+        } else {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Database::Postgres(pool))
+        }
+    }
+
+    /// Applies every migration not applied yet. Safe to run on every start.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Database::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            Database::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Readiness: the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
