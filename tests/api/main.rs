@@ -1,1 +1,10 @@
+//! The HTTP-level suite: the real server, over real HTTP, on SQLite and on PostgreSQL.
 
+mod helpers;
+
+mod append_only;
+mod concurrency;
+mod errors;
+mod idempotency;
+mod lifecycle;
+mod metadata;
