@@ -39,8 +39,15 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Database::connect(&settings.database_url, settings.db_pool_size)
             .await
-            .with_context(|| format!("connecting to the database at {}", redact(&settings.database_url)))?;
-        db.migrate().await.context("applying the schema migrations")?;
+            .with_context(|| {
+                format!(
+                    "connecting to the database at {}",
+                    redact(&settings.database_url)
+                )
+            })?;
+        db.migrate()
+            .await
+            .context("applying the schema migrations")?;
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;

@@ -57,7 +57,9 @@ impl Settings {
     }
 
     /// Settings from `(name, value)` pairs; names other than `ORDERLOG_*` are ignored.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut settings = Settings::default();
         for (name, value) in vars {
             let invalid = |name: &'static str, reason: &str| ConfigError {
@@ -77,32 +79,51 @@ impl Settings {
                     settings.database_url = value.clone();
                 }
                 "ORDERLOG_BIND" => {
-                    settings.bind = value
-                        .parse()
-                        .map_err(|_| invalid("ORDERLOG_BIND", "must be an address and port, such as 127.0.0.1:8080"))?;
+                    settings.bind = value.parse().map_err(|_| {
+                        invalid(
+                            "ORDERLOG_BIND",
+                            "must be an address and port, such as 127.0.0.1:8080",
+                        )
+                    })?;
                 }
                 "ORDERLOG_BODY_LIMIT" => {
-                    settings.body_limit = parse_bytes(&value)
-                        .filter(|&b| b >= 1024)
-                        .ok_or_else(|| invalid("ORDERLOG_BODY_LIMIT", "must be a size of at least 1KiB, such as 1048576, 512KiB or 1MiB"))?;
+                    settings.body_limit =
+                        parse_bytes(&value).filter(|&b| b >= 1024).ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_BODY_LIMIT",
+                                "must be a size of at least 1KiB, such as 1048576, 512KiB or 1MiB",
+                            )
+                        })?;
                 }
                 "ORDERLOG_DB_POOL_SIZE" => {
                     settings.db_pool_size = value
                         .parse()
                         .ok()
                         .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| invalid("ORDERLOG_DB_POOL_SIZE", "must be a whole number from 1 to 1000"))?;
+                        .ok_or_else(|| {
+                        invalid(
+                            "ORDERLOG_DB_POOL_SIZE",
+                            "must be a whole number from 1 to 1000",
+                        )
+                    })?;
                 }
                 "ORDERLOG_IDEMPOTENCY_TTL" => {
                     settings.idempotency_ttl = parse_duration(&value)
                         .filter(|d| !d.is_zero())
-                        .ok_or_else(|| invalid("ORDERLOG_IDEMPOTENCY_TTL", "must be a duration such as 90s, 30m, 24h or 7d"))?;
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_IDEMPOTENCY_TTL",
+                                "must be a duration such as 90s, 30m, 24h or 7d",
+                            )
+                        })?;
                 }
                 "ORDERLOG_LOG_FORMAT" => {
                     settings.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
                         "json" => LogFormat::Json,
-                        _ => return Err(invalid("ORDERLOG_LOG_FORMAT", "must be `text` or `json`")),
+                        _ => {
+                            return Err(invalid("ORDERLOG_LOG_FORMAT", "must be `text` or `json`"))
+                        }
                     };
                 }
                 _ => {}
@@ -165,7 +186,10 @@ mod tests {
     #[test]
     fn every_setting_is_read_from_its_variable() {
         let settings = Settings::from_vars(vars(&[
-            ("ORDERLOG_DATABASE_URL", "postgres://postgres@127.0.0.1/orderlog"),
+            (
+                "ORDERLOG_DATABASE_URL",
+                "postgres://postgres@127.0.0.1/orderlog",
+            ),
             ("ORDERLOG_BIND", "0.0.0.0:9000"),
             ("ORDERLOG_BODY_LIMIT", "2MiB"),
             ("ORDERLOG_DB_POOL_SIZE", "32"),
@@ -173,7 +197,10 @@ mod tests {
             ("ORDERLOG_LOG_FORMAT", "json"),
         ]))
         .unwrap();
-        assert_eq!(settings.database_url, "postgres://postgres@127.0.0.1/orderlog");
+        assert_eq!(
+            settings.database_url,
+            "postgres://postgres@127.0.0.1/orderlog"
+        );
         assert_eq!(settings.bind.port(), 9000);
         assert_eq!(settings.body_limit, 2 * 1024 * 1024);
         assert_eq!(settings.db_pool_size, 32);

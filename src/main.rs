@@ -44,8 +44,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let db = Database::connect(&settings.database_url, 1)
                 .await
-                .with_context(|| format!("connecting to {}", app::redact(&settings.database_url)))?;
-            db.migrate().await.context("applying the schema migrations")?;
+                .with_context(|| {
+                    format!("connecting to {}", app::redact(&settings.database_url))
+                })?;
+            db.migrate()
+                .await
+                .context("applying the schema migrations")?;
             tracing::info!(database = db.backend_name(), "schema is up to date");
             db.close().await;
             Ok(())

@@ -138,10 +138,14 @@ impl From<OrderError> for ApiError {
             OrderError::DuplicateLine { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "duplicate_line", Some("lines"))
             }
-            OrderError::CurrencyMismatch => {
-                (S::UNPROCESSABLE_ENTITY, "currency_mismatch", Some("currency"))
+            OrderError::CurrencyMismatch => (
+                S::UNPROCESSABLE_ENTITY,
+                "currency_mismatch",
+                Some("currency"),
+            ),
+            OrderError::TotalTooLarge => {
+                (S::UNPROCESSABLE_ENTITY, "total_too_large", Some("lines"))
             }
-            OrderError::TotalTooLarge => (S::UNPROCESSABLE_ENTITY, "total_too_large", Some("lines")),
             OrderError::Cancelled => (S::CONFLICT, "order_cancelled", None),
             OrderError::PaymentInProgress { .. } => (S::CONFLICT, "payment_in_progress", None),
             OrderError::AlreadyPaid => (S::CONFLICT, "already_paid", None),
@@ -166,7 +170,9 @@ impl From<OrderError> for ApiError {
                 (S::CONFLICT, "shipment_exists", Some("shipment_id"))
             }
             OrderError::ShipmentNotFound { .. } => (S::NOT_FOUND, "shipment_not_found", None),
-            OrderError::AlreadyDelivered { .. } => (S::CONFLICT, "shipment_already_delivered", None),
+            OrderError::AlreadyDelivered { .. } => {
+                (S::CONFLICT, "shipment_already_delivered", None)
+            }
             OrderError::NothingCaptured => (S::CONFLICT, "nothing_to_refund", None),
             OrderError::RefundExceedsCaptured { .. } => (
                 S::UNPROCESSABLE_ENTITY,

@@ -60,7 +60,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Reads a whole body, refusing one larger than `limit` bytes with 413.
@@ -75,7 +76,10 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
                 format!("the request body exceeds the limit of {limit} bytes"),
             )
         } else {
-            ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}"))
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("the request body could not be read: {e}"),
+            )
         }
     })
 }
@@ -163,7 +167,9 @@ pub fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<Str
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_header",
-                format!("header `{name}` must be 1 to 255 printable ASCII characters without spaces"),
+                format!(
+                    "header `{name}` must be 1 to 255 printable ASCII characters without spaces"
+                ),
             )
             .with_field(name)
         })?;

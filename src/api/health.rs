@@ -30,5 +30,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             "the database does not answer",
         )
     })?;
-    Ok(Json(json!({ "status": "ready", "database": state.db.backend_name() })))
+    Ok(Json(
+        json!({ "status": "ready", "database": state.db.backend_name() }),
+    ))
 }

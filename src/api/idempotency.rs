@@ -28,7 +28,8 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     if request.method() != Method::POST {
         return Ok(next.run(request).await);
     }
-    let key = header_text(request.headers(), IDEMPOTENCY_KEY).map_err(IntoResponse::into_response)?;
+    let key =
+        header_text(request.headers(), IDEMPOTENCY_KEY).map_err(IntoResponse::into_response)?;
     let Some(key) = key else {
         return Ok(next.run(request).await);
     };
@@ -49,7 +50,10 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
@@ -72,7 +76,9 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     if response.extensions().get::<Transient>().is_some() {
         if let Err(e) = state.idempotency.release(&key).await {
             tracing::warn!(error = %e, "could not release an idempotency claim");

@@ -358,7 +358,12 @@ async fn get_order_events(
     Path(order_id): Path<String>,
 ) -> Result<Json<EventsOut>, ApiError> {
     let order_id = path_order_id(&order_id)?;
-    let events = log::aggregate_events(&state.db, <Order as cqrs_es::Aggregate>::TYPE, order_id.as_str()).await?;
+    let events = log::aggregate_events(
+        &state.db,
+        <Order as cqrs_es::Aggregate>::TYPE,
+        order_id.as_str(),
+    )
+    .await?;
     if events.is_empty() {
         return Err(OrderError::NotFound.into());
     }
@@ -416,7 +421,11 @@ async fn capture_payment(
         at: ctx.0.received_at,
     });
     let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(&order, version, payment_out(&order, &payment_id)?)))
+    Ok(Json(part(
+        &order,
+        version,
+        payment_out(&order, &payment_id)?,
+    )))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
@@ -434,7 +443,11 @@ async fn fail_payment(
         at: ctx.0.received_at,
     });
     let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(&order, version, payment_out(&order, &payment_id)?)))
+    Ok(Json(part(
+        &order,
+        version,
+        payment_out(&order, &payment_id)?,
+    )))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -479,7 +492,11 @@ async fn deliver_shipment(
         at: ctx.0.received_at,
     });
     let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(&order, version, shipment_out(&order, &shipment_id)?)))
+    Ok(Json(part(
+        &order,
+        version,
+        shipment_out(&order, &shipment_id)?,
+    )))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]

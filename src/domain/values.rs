@@ -460,7 +460,10 @@ mod tests {
         assert_eq!(usd().code(), "USD");
         assert!(Currency::parse("JPY").is_ok());
         assert!(Currency::parse("usd").is_err());
-        assert!(Currency::parse("XAU").is_err(), "gold is not a checkout currency");
+        assert!(
+            Currency::parse("XAU").is_err(),
+            "gold is not a checkout currency"
+        );
         assert!(Currency::parse("XXX").is_err());
         assert!(Currency::parse("ABC").is_err());
     }
@@ -476,7 +479,10 @@ mod tests {
         assert_eq!(big.checked_add(ten), None);
         assert_eq!(big.checked_mul(Quantity::parse(2).unwrap()), None);
         assert_eq!(Money::parse(-1, usd()), Err(ValueError::Negative));
-        assert_eq!(Money::parse_positive(0, usd()), Err(ValueError::NotPositive));
+        assert_eq!(
+            Money::parse_positive(0, usd()),
+            Err(ValueError::NotPositive)
+        );
     }
 
     #[test]

@@ -155,7 +155,9 @@ where
         .map_err(AggregateError::UserError)?;
     // `handle` applied the new events through the sink, so this is the state after them.
     let state = context.aggregate().clone();
-    let events = store.commit(sink.collect().await, context, metadata).await?;
+    let events = store
+        .commit(sink.collect().await, context, metadata)
+        .await?;
     Ok(Executed { state, events })
 }
 

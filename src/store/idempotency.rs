@@ -172,8 +172,16 @@ impl IdempotencyStore {
         let sql_pg = "DELETE FROM idempotency_keys WHERE key = $1 AND status_code IS NULL";
         let sql_lite = "DELETE FROM idempotency_keys WHERE key = ? AND status_code IS NULL";
         match &self.db {
-            Database::Postgres(pool) => sqlx::query(sql_pg).bind(key).execute(pool).await.map(drop)?,
-            Database::Sqlite(pool) => sqlx::query(sql_lite).bind(key).execute(pool).await.map(drop)?,
+            Database::Postgres(pool) => sqlx::query(sql_pg)
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(drop)?,
+            Database::Sqlite(pool) => sqlx::query(sql_lite)
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(drop)?,
         }
         Ok(())
     }

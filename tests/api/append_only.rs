@@ -20,14 +20,18 @@ async fn the_database_refuses_to_update_or_delete_events(backend: Backend) {
     ];
     match backend {
         Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+            let mut conn = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
             for sql in attempts.iter().chain(&["TRUNCATE events"]) {
                 let error = conn.execute(*sql).await.expect_err(sql);
                 assert!(error.to_string().contains("append-only"), "{sql}: {error}");
             }
         }
         Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&app.database_url).await.unwrap();
+            let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .unwrap();
             for sql in attempts {
                 let error = conn.execute(sql).await.expect_err(sql);
                 assert!(error.to_string().contains("append-only"), "{sql}: {error}");

@@ -15,7 +15,10 @@ on_both_backends!(
 );
 
 fn assert_contiguous(events: &[Value]) {
-    let sequences: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
     let expected: Vec<i64> = (1..=events.len() as i64).collect();
     assert_eq!(sequences, expected);
 }
@@ -85,9 +88,18 @@ async fn two_servers_writing_one_order_lose_no_update(backend: Backend) {
     }
     let events = first.events("ord-2p").await;
     assert_contiguous(&events);
-    let refunds = events.iter().filter(|e| e["event_type"] == "order.refunded").count();
-    assert_eq!(refunds, accepted, "every acknowledged refund is in the log, and only those");
+    let refunds = events
+        .iter()
+        .filter(|e| e["event_type"] == "order.refunded")
+        .count();
+    assert_eq!(
+        refunds, accepted,
+        "every acknowledged refund is in the log, and only those"
+    );
     let order = expect_status(second.get("/v1/orders/ord-2p").await, StatusCode::OK).await;
     assert_eq!(order["refunded"], 10 * accepted as i64);
-    assert!(accepted >= 45, "retries absorb most conflicts: {accepted} of 50 accepted");
+    assert!(
+        accepted >= 45,
+        "retries absorb most conflicts: {accepted} of 50 accepted"
+    );
 }

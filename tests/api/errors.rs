@@ -41,7 +41,12 @@ async fn a_body_that_is_not_json_is_a_415(backend: Backend) {
         .send()
         .await
         .unwrap();
-    expect_error(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    expect_error(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
 }
 
 async fn a_body_over_the_limit_is_a_413(backend: Backend) {
@@ -82,7 +87,11 @@ async fn invalid_values_are_a_422_naming_the_field(backend: Backend) {
         ("/currency", json!("XAU"), "currency"),
         ("/customer_id", json!(""), "customer_id"),
         ("/order_id", json!("a/b"), "order_id"),
-        ("/shipping_address/country", json!("Britain"), "shipping_address.country"),
+        (
+            "/shipping_address/country",
+            json!("Britain"),
+            "shipping_address.country",
+        ),
     ];
     for (pointer, value, field) in cases {
         let mut body = base.clone();
@@ -94,21 +103,41 @@ async fn invalid_values_are_a_422_naming_the_field(backend: Backend) {
 
     let mut missing = base.clone();
     missing.as_object_mut().unwrap().remove("customer_id");
-    let error = expect_error(app.post("/v1/orders", &missing).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    let error = expect_error(
+        app.post("/v1/orders", &missing).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
     assert_eq!(error["field"], "customer_id");
 
     let mut unknown = base.clone();
     unknown["coupon"] = json!("FREE");
-    expect_error(app.post("/v1/orders", &unknown).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    expect_error(
+        app.post("/v1/orders", &unknown).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
 
     let mut empty = base.clone();
     empty["lines"] = json!([]);
-    let error = expect_error(app.post("/v1/orders", &empty).await, StatusCode::UNPROCESSABLE_ENTITY, "no_lines").await;
+    let error = expect_error(
+        app.post("/v1/orders", &empty).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no_lines",
+    )
+    .await;
     assert_eq!(error["field"], "lines");
 
     let mut duplicate = base.clone();
     duplicate["lines"][1]["sku"] = json!("MUG-BLUE");
-    expect_error(app.post("/v1/orders", &duplicate).await, StatusCode::UNPROCESSABLE_ENTITY, "duplicate_line").await;
+    expect_error(
+        app.post("/v1/orders", &duplicate).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "duplicate_line",
+    )
+    .await;
 
     // Nothing refused was written.
     let r = app.get("/v1/orders/ord-v").await;
@@ -117,62 +146,137 @@ async fn invalid_values_are_a_422_naming_the_field(backend: Backend) {
 
 async fn unknown_orders_payments_and_shipments_are_404s(backend: Backend) {
     let app = spawn_app(backend).await;
-    expect_error(app.get("/v1/orders/nope").await, StatusCode::NOT_FOUND, "order_not_found").await;
-    expect_error(app.get("/v1/orders/nope/events").await, StatusCode::NOT_FOUND, "order_not_found").await;
-    let r = app.post("/v1/orders/nope/payments", &json!({"amount": 100})).await;
+    expect_error(
+        app.get("/v1/orders/nope").await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/v1/orders/nope/events").await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+    let r = app
+        .post("/v1/orders/nope/payments", &json!({"amount": 100}))
+        .await;
     expect_error(r, StatusCode::NOT_FOUND, "order_not_found").await;
 
     app.paid_order("ord-404").await;
-    let r = app.post_empty("/v1/orders/ord-404/payments/pay-x/capture").await;
+    let r = app
+        .post_empty("/v1/orders/ord-404/payments/pay-x/capture")
+        .await;
     expect_error(r, StatusCode::NOT_FOUND, "payment_not_found").await;
-    let r = app.post_empty("/v1/orders/ord-404/shipments/shp-x/deliver").await;
+    let r = app
+        .post_empty("/v1/orders/ord-404/shipments/shp-x/deliver")
+        .await;
     expect_error(r, StatusCode::NOT_FOUND, "shipment_not_found").await;
 }
 
 async fn invalid_transitions_are_409s(backend: Backend) {
     let app = spawn_app(backend).await;
     app.place_order("ord-t").await;
-    let again = app.post("/v1/orders", &fixture("place_order.json", "ord-t")).await;
+    let again = app
+        .post("/v1/orders", &fixture("place_order.json", "ord-t"))
+        .await;
     expect_error(again, StatusCode::CONFLICT, "order_exists").await;
 
-    let r = app.post("/v1/orders/ord-t/shipments", &json!({"carrier": "UPS", "tracking_number": "1"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-t/shipments",
+            &json!({"carrier": "UPS", "tracking_number": "1"}),
+        )
+        .await;
     expect_error(r, StatusCode::CONFLICT, "order_not_paid").await;
-    let r = app.post("/v1/orders/ord-t/refunds", &json!({"amount": 1, "reason": "x"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-t/refunds",
+            &json!({"amount": 1, "reason": "x"}),
+        )
+        .await;
     expect_error(r, StatusCode::CONFLICT, "nothing_to_refund").await;
 
-    let r = app.post("/v1/orders/ord-t/payments", &json!({"payment_id": "p1", "amount": 5000})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-t/payments",
+            &json!({"payment_id": "p1", "amount": 5000}),
+        )
+        .await;
     expect_status(r, StatusCode::CREATED).await;
-    let r = app.post("/v1/orders/ord-t/payments", &json!({"payment_id": "p2", "amount": 5000})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-t/payments",
+            &json!({"payment_id": "p2", "amount": 5000}),
+        )
+        .await;
     expect_error(r, StatusCode::CONFLICT, "payment_in_progress").await;
-    expect_status(app.post_empty("/v1/orders/ord-t/payments/p1/capture").await, StatusCode::OK).await;
+    expect_status(
+        app.post_empty("/v1/orders/ord-t/payments/p1/capture").await,
+        StatusCode::OK,
+    )
+    .await;
     let r = app.post_empty("/v1/orders/ord-t/payments/p1/capture").await;
     expect_error(r, StatusCode::CONFLICT, "payment_not_pending").await;
 
-    let r = app.post("/v1/orders/ord-t/shipments", &json!({"shipment_id": "s1", "carrier": "UPS", "tracking_number": "1"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-t/shipments",
+            &json!({"shipment_id": "s1", "carrier": "UPS", "tracking_number": "1"}),
+        )
+        .await;
     expect_status(r, StatusCode::CREATED).await;
-    let r = app.post("/v1/orders/ord-t/cancel", &json!({"reason": "too late"})).await;
+    let r = app
+        .post("/v1/orders/ord-t/cancel", &json!({"reason": "too late"}))
+        .await;
     expect_error(r, StatusCode::CONFLICT, "order_already_shipped").await;
-    expect_status(app.post_empty("/v1/orders/ord-t/shipments/s1/deliver").await, StatusCode::OK).await;
-    let r = app.post_empty("/v1/orders/ord-t/shipments/s1/deliver").await;
+    expect_status(
+        app.post_empty("/v1/orders/ord-t/shipments/s1/deliver")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let r = app
+        .post_empty("/v1/orders/ord-t/shipments/s1/deliver")
+        .await;
     expect_error(r, StatusCode::CONFLICT, "shipment_already_delivered").await;
 }
 
 async fn amounts_that_break_the_rules_are_422s(backend: Backend) {
     let app = spawn_app(backend).await;
     app.place_order("ord-a").await;
-    let r = app.post("/v1/orders/ord-a/payments", &json!({"amount": 4999})).await;
+    let r = app
+        .post("/v1/orders/ord-a/payments", &json!({"amount": 4999}))
+        .await;
     let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch").await;
     assert_eq!(error["field"], "amount");
-    let r = app.post("/v1/orders/ord-a/payments", &json!({"amount": 0})).await;
+    let r = app
+        .post("/v1/orders/ord-a/payments", &json!({"amount": 0}))
+        .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
 
     app.paid_order("ord-b").await;
-    let r = app.post("/v1/orders/ord-b/refunds", &json!({"amount": 5001, "reason": "too much"})).await;
-    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_captured").await;
+    let r = app
+        .post(
+            "/v1/orders/ord-b/refunds",
+            &json!({"amount": 5001, "reason": "too much"}),
+        )
+        .await;
+    expect_error(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "refund_exceeds_captured",
+    )
+    .await;
     let r = app
         .post("/v1/orders/ord-b/shipments", &json!({"carrier": "UPS", "tracking_number": "1", "lines": [{"sku": "MUG-BLUE", "quantity": 3}]}))
         .await;
-    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "shipment_exceeds_remaining").await;
+    expect_error(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "shipment_exceeds_remaining",
+    )
+    .await;
     let r = app
         .post("/v1/orders/ord-b/shipments", &json!({"carrier": "UPS", "tracking_number": "1", "lines": [{"sku": "HAT", "quantity": 1}]}))
         .await;
@@ -181,8 +285,18 @@ async fn amounts_that_break_the_rules_are_422s(backend: Backend) {
 
 async fn unknown_routes_and_methods_answer_in_json(backend: Backend) {
     let app = spawn_app(backend).await;
-    expect_error(app.get("/v2/whatever").await, StatusCode::NOT_FOUND, "route_not_found").await;
-    let r = app.client.delete(app.url("/v1/orders/x")).send().await.unwrap();
+    expect_error(
+        app.get("/v2/whatever").await,
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+    )
+    .await;
+    let r = app
+        .client
+        .delete(app.url("/v1/orders/x"))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
 
@@ -190,7 +304,12 @@ async fn no_hostile_body_causes_a_server_error(backend: Backend) {
     let app = spawn_app(backend).await;
     app.paid_order("ord-h").await;
     let bodies = [
-        "null", "[]", "0", "\"x\"", "{}", r#"{"lines": null}"#,
+        "null",
+        "[]",
+        "0",
+        "\"x\"",
+        "{}",
+        r#"{"lines": null}"#,
         r#"{"customer_id": "c", "currency": "USD", "lines": [{"sku": "A", "quantity": 1e30, "unit_price": 1}]}"#,
         r#"{"customer_id": "c", "currency": "USD", "lines": [{"sku": "A", "quantity": 1, "unit_price": 9223372036854775807}]}"#,
         r#"{"customer_id": "c", "currency": "USD", "lines": [{"sku": "A", "quantity": 1000000, "unit_price": 1000000000000000}]}"#,
@@ -218,7 +337,10 @@ async fn no_hostile_body_causes_a_server_error(backend: Backend) {
                 .await
                 .unwrap();
             let status = r.status();
-            assert!(status.is_client_error(), "{path} with {body:?} answered {status}");
+            assert!(
+                status.is_client_error(),
+                "{path} with {body:?} answered {status}"
+            );
             let error: Value = r.json().await.unwrap();
             assert!(error["code"].is_string(), "{error}");
         }
@@ -226,6 +348,9 @@ async fn no_hostile_body_causes_a_server_error(backend: Backend) {
     let weird_ids = ["%20", "a%2Fb", &"x".repeat(300), "%F0%9F%92%A9"];
     for id in weird_ids {
         let status = app.get(&format!("/v1/orders/{id}")).await.status();
-        assert!(status.is_client_error(), "GET /v1/orders/{id} answered {status}");
+        assert!(
+            status.is_client_error(),
+            "GET /v1/orders/{id} answered {status}"
+        );
     }
 }

@@ -52,14 +52,16 @@ pub async fn fresh_database(backend: Backend) -> String {
         }
         Backend::Postgres => {
             let base = postgres_base_url();
-            let mut conn = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is not reachable at {base}: {e}\n\
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {base}: {e}\n\
                      The suite never skips PostgreSQL. Run `scripts/test`, which starts a \
                      throwaway server when none answers, or point ORDERLOG_TEST_DATABASE_URL \
                      at a server where this user may create schemas."
-                )
-            });
+                    )
+                });
             let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
             sqlx::query(&format!("CREATE SCHEMA {schema}"))
                 .execute(&mut conn)
@@ -100,7 +102,9 @@ pub async fn spawn_app_on(database_url: &str, tweak: impl FnOnce(&mut Settings))
         ..Settings::default()
     };
     tweak(&mut settings);
-    let application = Application::build(settings).await.expect("build the server");
+    let application = Application::build(settings)
+        .await
+        .expect("build the server");
     let addr = application.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run(shutdown.clone()));
@@ -157,7 +161,9 @@ impl TestApp {
     pub async fn paid_order(&self, order_id: &str) -> Value {
         self.place_order(order_id).await;
         let path = format!("/v1/orders/{order_id}/payments");
-        let r = self.post(&path, &json!({"payment_id": "pay-1", "amount": 5000})).await;
+        let r = self
+            .post(&path, &json!({"payment_id": "pay-1", "amount": 5000}))
+            .await;
         expect_status(r, StatusCode::CREATED).await;
         let r = self
             .post_empty(&format!("/v1/orders/{order_id}/payments/pay-1/capture"))
@@ -175,7 +181,10 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stopped cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
         }
     }
 }

@@ -15,7 +15,9 @@ on_both_backends!(
     a_malformed_key_is_refused,
 );
 
-async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing(backend: Backend) {
+async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing(
+    backend: Backend,
+) {
     let app = spawn_app(backend).await;
     // No order_id: without the key, a retry would create a second order.
     let mut body = fixture("place_order.json", "unused");
@@ -38,8 +40,16 @@ async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothin
     // Each step of the lifecycle is covered the same way.
     let pay = json!({"amount": 5000});
     let path = format!("/v1/orders/{order_id}/payments");
-    let a = expect_status(app.post_with_key(&path, "key-2", &pay).await, StatusCode::CREATED).await;
-    let b = expect_status(app.post_with_key(&path, "key-2", &pay).await, StatusCode::CREATED).await;
+    let a = expect_status(
+        app.post_with_key(&path, "key-2", &pay).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let b = expect_status(
+        app.post_with_key(&path, "key-2", &pay).await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(a, b);
     assert_eq!(app.events(order_id).await.len(), 2);
 }
@@ -49,7 +59,12 @@ async fn a_retry_of_a_refused_command_replays_the_refusal(backend: Backend) {
     app.place_order("ord-r").await;
     let wrong = json!({"amount": 1});
     let path = "/v1/orders/ord-r/payments";
-    expect_error(app.post_with_key(path, "key-w", &wrong).await, StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch").await;
+    expect_error(
+        app.post_with_key(path, "key-w", &wrong).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "amount_mismatch",
+    )
+    .await;
     let again = app.post_with_key(path, "key-w", &wrong).await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     expect_error(again, StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch").await;
@@ -58,17 +73,33 @@ async fn a_retry_of_a_refused_command_replays_the_refusal(backend: Backend) {
 async fn the_same_key_with_another_body_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let body = fixture("place_order.json", "ord-k1");
-    expect_status(app.post_with_key("/v1/orders", "key-x", &body).await, StatusCode::CREATED).await;
+    expect_status(
+        app.post_with_key("/v1/orders", "key-x", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
 
     let other = fixture("place_order.json", "ord-k2");
     let r = app.post_with_key("/v1/orders", "key-x", &other).await;
-    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+    expect_error(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
     let r = app.get("/v1/orders/ord-k2").await;
     expect_error(r, StatusCode::NOT_FOUND, "order_not_found").await;
 
     // Another endpoint is another request too.
-    let r = app.post_with_key("/v1/orders/ord-k1/cancel", "key-x", &body).await;
-    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+    let r = app
+        .post_with_key("/v1/orders/ord-k1/cancel", "key-x", &body)
+        .await;
+    expect_error(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
 }
 
 async fn keys_survive_a_restart(backend: Backend) {
@@ -76,7 +107,11 @@ async fn keys_survive_a_restart(backend: Backend) {
     let url = app.database_url.clone();
     let mut body = fixture("place_order.json", "unused");
     body.as_object_mut().unwrap().remove("order_id");
-    let first = expect_status(app.post_with_key("/v1/orders", "key-r", &body).await, StatusCode::CREATED).await;
+    let first = expect_status(
+        app.post_with_key("/v1/orders", "key-r", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
     app.stop().await;
 
     let restarted = spawn_app_on(&url, |_| {}).await;
@@ -87,11 +122,18 @@ async fn keys_survive_a_restart(backend: Backend) {
 
 async fn keys_expire_after_their_retention(backend: Backend) {
     let url = fresh_database(backend).await;
-    let app = spawn_app_on(&url, |s| s.idempotency_ttl = std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_on(&url, |s| {
+        s.idempotency_ttl = std::time::Duration::from_millis(300)
+    })
+    .await;
     let body = json!({"amount": 5000});
     app.place_order("ord-e").await;
     let path = "/v1/orders/ord-e/payments";
-    expect_status(app.post_with_key(path, "key-e", &body).await, StatusCode::CREATED).await;
+    expect_status(
+        app.post_with_key(path, "key-e", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     // The key is gone, so the request runs again, and the order refuses it on its merits.
     let r = app.post_with_key(path, "key-e", &body).await;
@@ -102,7 +144,11 @@ async fn keys_expire_after_their_retention(backend: Backend) {
 async fn a_malformed_key_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = app
-        .post_with_key("/v1/orders", &"k".repeat(300), &fixture("place_order.json", "ord-m"))
+        .post_with_key(
+            "/v1/orders",
+            &"k".repeat(300),
+            &fixture("place_order.json", "ord-m"),
+        )
         .await;
     expect_error(r, StatusCode::BAD_REQUEST, "invalid_header").await;
 }

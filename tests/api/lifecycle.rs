@@ -26,40 +26,56 @@ async fn an_order_goes_from_placement_through_payment_and_shipment_to_refund(bac
     assert_eq!(placed["version"], 1);
 
     let r = app
-        .post("/v1/orders/ord-1/payments", &json!({"payment_id": "pay-1", "amount": 5000, "method": "card"}))
+        .post(
+            "/v1/orders/ord-1/payments",
+            &json!({"payment_id": "pay-1", "amount": 5000, "method": "card"}),
+        )
         .await;
     let payment = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(payment["payment_id"], "pay-1");
     assert_eq!(payment["status"], "pending");
     assert_eq!(payment["order_status"], "payment_pending");
 
-    let r = app.post_empty("/v1/orders/ord-1/payments/pay-1/capture").await;
+    let r = app
+        .post_empty("/v1/orders/ord-1/payments/pay-1/capture")
+        .await;
     let captured = expect_status(r, StatusCode::OK).await;
     assert_eq!(captured["status"], "captured");
     assert_eq!(captured["order_status"], "paid");
 
     let r = app
-        .post("/v1/orders/ord-1/shipments", &json!({"shipment_id": "shp-1", "carrier": "UPS", "tracking_number": "1Z999"}))
+        .post(
+            "/v1/orders/ord-1/shipments",
+            &json!({"shipment_id": "shp-1", "carrier": "UPS", "tracking_number": "1Z999"}),
+        )
         .await;
     let shipment = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(shipment["status"], "dispatched");
     assert_eq!(shipment["order_status"], "shipped");
     assert_eq!(shipment["lines"].as_array().unwrap().len(), 2);
 
-    let r = app.post_empty("/v1/orders/ord-1/shipments/shp-1/deliver").await;
+    let r = app
+        .post_empty("/v1/orders/ord-1/shipments/shp-1/deliver")
+        .await;
     let delivered = expect_status(r, StatusCode::OK).await;
     assert_eq!(delivered["status"], "delivered");
     assert_eq!(delivered["order_status"], "fulfilled");
 
     let r = app
-        .post("/v1/orders/ord-1/refunds", &json!({"refund_id": "ref-1", "amount": 1500, "reason": "one mug arrived broken"}))
+        .post(
+            "/v1/orders/ord-1/refunds",
+            &json!({"refund_id": "ref-1", "amount": 1500, "reason": "one mug arrived broken"}),
+        )
         .await;
     let refund = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(refund["amount"], 1500);
     assert_eq!(refund["order_status"], "partially_refunded");
 
     let r = app
-        .post("/v1/orders/ord-1/refunds", &json!({"amount": 3500, "reason": "goodwill"}))
+        .post(
+            "/v1/orders/ord-1/refunds",
+            &json!({"amount": 3500, "reason": "goodwill"}),
+        )
         .await;
     let refund = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(refund["order_status"], "refunded");
@@ -99,15 +115,30 @@ async fn an_order_goes_from_placement_through_payment_and_shipment_to_refund(bac
 async fn a_failed_payment_can_be_retried(backend: Backend) {
     let app = spawn_app(backend).await;
     app.place_order("ord-f").await;
-    let r = app.post("/v1/orders/ord-f/payments", &json!({"payment_id": "p1", "amount": 5000})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-f/payments",
+            &json!({"payment_id": "p1", "amount": 5000}),
+        )
+        .await;
     expect_status(r, StatusCode::CREATED).await;
-    let r = app.post("/v1/orders/ord-f/payments/p1/fail", &json!({"reason": "card declined"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-f/payments/p1/fail",
+            &json!({"reason": "card declined"}),
+        )
+        .await;
     let failed = expect_status(r, StatusCode::OK).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["failure_reason"], "card declined");
     assert_eq!(failed["order_status"], "placed");
 
-    let r = app.post("/v1/orders/ord-f/payments", &json!({"payment_id": "p2", "amount": 5000})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-f/payments",
+            &json!({"payment_id": "p2", "amount": 5000}),
+        )
+        .await;
     expect_status(r, StatusCode::CREATED).await;
     let r = app.post_empty("/v1/orders/ord-f/payments/p2/capture").await;
     let captured = expect_status(r, StatusCode::OK).await;
@@ -117,15 +148,30 @@ async fn a_failed_payment_can_be_retried(backend: Backend) {
 async fn a_cancelled_order_can_be_refunded_but_not_shipped(backend: Backend) {
     let app = spawn_app(backend).await;
     app.paid_order("ord-c").await;
-    let r = app.post("/v1/orders/ord-c/cancel", &json!({"reason": "customer asked"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-c/cancel",
+            &json!({"reason": "customer asked"}),
+        )
+        .await;
     let cancelled = expect_status(r, StatusCode::OK).await;
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["cancellation"]["reason"], "customer asked");
 
-    let r = app.post("/v1/orders/ord-c/shipments", &json!({"carrier": "UPS", "tracking_number": "1"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-c/shipments",
+            &json!({"carrier": "UPS", "tracking_number": "1"}),
+        )
+        .await;
     expect_error(r, StatusCode::CONFLICT, "order_cancelled").await;
 
-    let r = app.post("/v1/orders/ord-c/refunds", &json!({"amount": 5000, "reason": "cancelled"})).await;
+    let r = app
+        .post(
+            "/v1/orders/ord-c/refunds",
+            &json!({"amount": 5000, "reason": "cancelled"}),
+        )
+        .await;
     let refund = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(refund["order_status"], "refunded");
 }
@@ -139,18 +185,25 @@ async fn partial_shipments_fulfil_the_order_when_the_last_is_delivered(backend: 
     let first = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(first["order_status"], "partially_shipped");
 
-    let r = app.post_empty("/v1/orders/ord-p/shipments/s1/deliver").await;
+    let r = app
+        .post_empty("/v1/orders/ord-p/shipments/s1/deliver")
+        .await;
     let delivered = expect_status(r, StatusCode::OK).await;
     assert_eq!(delivered["order_status"], "partially_shipped");
 
     let r = app
-        .post("/v1/orders/ord-p/shipments", &json!({"shipment_id": "s2", "carrier": "DHL", "tracking_number": "A2"}))
+        .post(
+            "/v1/orders/ord-p/shipments",
+            &json!({"shipment_id": "s2", "carrier": "DHL", "tracking_number": "A2"}),
+        )
         .await;
     let second = expect_status(r, StatusCode::CREATED).await;
     assert_eq!(second["lines"], json!([{"sku": "TEE-M", "quantity": 1}]));
     assert_eq!(second["order_status"], "shipped");
 
-    let r = app.post_empty("/v1/orders/ord-p/shipments/s2/deliver").await;
+    let r = app
+        .post_empty("/v1/orders/ord-p/shipments/s2/deliver")
+        .await;
     let done = expect_status(r, StatusCode::OK).await;
     assert_eq!(done["order_status"], "fulfilled");
 }
@@ -160,10 +213,19 @@ async fn an_order_without_an_id_gets_one(backend: Backend) {
     let mut body = fixture("place_order.json", "unused");
     body.as_object_mut().unwrap().remove("order_id");
     let r = app.post("/v1/orders", &body).await;
-    let location = r.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let location = r
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let placed = expect_status(r, StatusCode::CREATED).await;
     let id = placed["order_id"].as_str().unwrap();
-    assert!(uuid::Uuid::parse_str(id).is_ok(), "generated id {id} is a UUID");
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "generated id {id} is a UUID"
+    );
     assert_eq!(location, format!("/v1/orders/{id}"));
     let r = app.get(&location).await;
     expect_status(r, StatusCode::OK).await;

@@ -36,7 +36,9 @@ async fn events_carry_the_request_metadata(backend: Backend) {
     assert_eq!(metadata["actor"], "storefront:shopify");
     assert_eq!(metadata["idempotency_key"], "meta-1");
     assert!(uuid::Uuid::parse_str(metadata["command_id"].as_str().unwrap()).is_ok());
-    assert!(chrono::DateTime::parse_from_rfc3339(metadata["received_at"].as_str().unwrap()).is_ok());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(metadata["received_at"].as_str().unwrap()).is_ok()
+    );
 
     assert!(uuid::Uuid::parse_str(event["event_id"].as_str().unwrap()).is_ok());
     assert!(event["global_position"].as_i64().unwrap() >= 1);

@@ -431,9 +431,10 @@ impl Order {
             });
         }
         let everything_delivered = order.remaining_to_ship().is_empty()
-            && order.shipments.iter().all(|s| {
-                s.shipment_id == cmd.shipment_id || s.status == ShipmentStatus::Delivered
-            });
+            && order
+                .shipments
+                .iter()
+                .all(|s| s.shipment_id == cmd.shipment_id || s.status == ShipmentStatus::Delivered);
         let mut events = vec![OrderEvent::ShipmentDelivered {
             order_id: order.order_id.clone(),
             shipment_id: cmd.shipment_id,
@@ -556,7 +557,11 @@ impl Order {
                 captured_at,
                 ..
             } => {
-                if let Some(p) = order.payments.iter_mut().find(|p| p.payment_id == payment_id) {
+                if let Some(p) = order
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.payment_id == payment_id)
+                {
                     p.status = PaymentStatus::Captured;
                 }
                 order.captured = captured_total;
@@ -568,7 +573,11 @@ impl Order {
                 failed_at,
                 ..
             } => {
-                if let Some(p) = order.payments.iter_mut().find(|p| p.payment_id == payment_id) {
+                if let Some(p) = order
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.payment_id == payment_id)
+                {
                     p.status = PaymentStatus::Failed;
                     p.failure_reason = Some(reason);
                 }

@@ -39,7 +39,9 @@ pub enum OrderError {
     NothingToShip,
     #[error("SKU `{sku}` is not on this order")]
     LineNotInOrder { sku: Sku },
-    #[error("SKU `{sku}` has {remaining} unit(s) left to ship, fewer than the {requested} requested")]
+    #[error(
+        "SKU `{sku}` has {remaining} unit(s) left to ship, fewer than the {requested} requested"
+    )]
     ShipmentExceedsRemaining {
         sku: Sku,
         requested: Quantity,

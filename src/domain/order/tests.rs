@@ -552,16 +552,14 @@ fn delivering_the_last_shipment_fulfils_the_order() {
     history.push(dispatched("s1", vec![("MUG", 1)], false));
     history.push(delivered("s1"));
     history.push(dispatched("s2", vec![("MUG", 1), ("TEE", 1)], true));
-    given(history)
-        .when(deliver("s2"))
-        .then_expect_events(vec![
-            delivered("s2"),
-            OrderEvent::OrderFulfilled {
-                order_id: order_id(),
-                total: money(5000),
-                fulfilled_at: at(4),
-            },
-        ]);
+    given(history).when(deliver("s2")).then_expect_events(vec![
+        delivered("s2"),
+        OrderEvent::OrderFulfilled {
+            order_id: order_id(),
+            total: money(5000),
+            fulfilled_at: at(4),
+        },
+    ]);
 }
 
 #[test]
