@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::domain::order::Order;
+use crate::projections::runner::{FaultHook, Projections};
+use crate::projections::{self, Projection};
 use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
+use crate::store::reader::LogSignal;
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -24,6 +27,16 @@ pub struct AppState {
     pub db: Database,
     pub orders: Arc<AggregateStore<Order>>,
     pub idempotency: IdempotencyStore,
+    pub projections: Projections,
+    /// Told whenever events may have been appended.
+    pub log_signal: LogSignal,
+}
+
+/// What tests may swap: the projections run, and a fault hook inside the runner.
+#[derive(Default)]
+pub struct Overrides {
+    pub projections: Option<Vec<Arc<dyn Projection>>>,
+    pub fault: Option<FaultHook>,
 }
 
 /// How often expired idempotency keys are swept away.
@@ -37,6 +50,10 @@ pub struct Application {
 impl Application {
     /// Connects, migrates and binds; serving starts with [`Application::run`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         let db = Database::connect(&settings.database_url, settings.db_pool_size)
             .await
             .with_context(|| {
@@ -51,8 +68,21 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
+        let log_signal = LogSignal::default();
+        let projections = Projections::new(
+            db.clone(),
+            overrides.projections.unwrap_or_else(projections::all),
+            log_signal.clone(),
+            overrides.fault,
+        );
+        projections
+            .init()
+            .await
+            .context("registering the projections")?;
         let state = AppState {
-            orders: Arc::new(AggregateStore::new(&db, ())),
+            orders: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
+            projections,
+            log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
             settings: Arc::new(settings),
             db,
@@ -72,6 +102,10 @@ impl Application {
     /// in flight finish and stops the background workers.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_idempotency_keys(self.state.clone(), shutdown.clone()));
+        self.state
+            .log_signal
+            .listen(&self.state.db, shutdown.clone());
+        let runners = self.state.projections.spawn(shutdown.clone());
         let router = crate::api::router(self.state.clone());
         tracing::info!(
             addr = %self.listener.local_addr()?,
@@ -85,6 +119,9 @@ impl Application {
             .context("serving HTTP")?;
         shutdown.cancel();
         let _ = sweeper.await;
+        for runner in runners {
+            let _ = runner.await;
+        }
         self.state.db.close().await;
         tracing::info!("orderlog stopped");
         Ok(())

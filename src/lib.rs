@@ -4,5 +4,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod projections;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
 use orderlog::config::Settings;
+use orderlog::projections::{
+    self,
+    runner::{Projections, Status},
+};
+use orderlog::store::reader::LogSignal;
 use orderlog::store::Database;
 use orderlog::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +28,27 @@ enum Command {
     Serve,
     /// Apply the schema migrations to the configured database, then exit.
     Migrate,
+    /// Inspect and rebuild the projections (read models).
+    Projections {
+        #[command(subcommand)]
+        action: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Show every projection's state, checkpoint and lag.
+    List,
+    /// Rebuild projections from the log into fresh tables, then switch to them.
+    /// The current tables keep answering queries until the switch.
+    Rebuild {
+        /// The projection to rebuild.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projection.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[tokio::main]
@@ -42,17 +68,74 @@ async fn main() -> anyhow::Result<()> {
             application.run(shutdown).await
         }
         Command::Migrate => {
-            let db = Database::connect(&settings.database_url, 1)
-                .await
-                .with_context(|| {
-                    format!("connecting to {}", app::redact(&settings.database_url))
-                })?;
-            db.migrate()
-                .await
-                .context("applying the schema migrations")?;
+            let db = connect(&settings).await?;
             tracing::info!(database = db.backend_name(), "schema is up to date");
             db.close().await;
             Ok(())
         }
+        Command::Projections { action } => {
+            let db = connect(&settings).await?;
+            let projections =
+                Projections::new(db.clone(), projections::all(), LogSignal::default(), None);
+            projections
+                .init()
+                .await
+                .context("registering the projections")?;
+            if let ProjectionsCommand::Rebuild { name, all } = action {
+                let names: Vec<String> = match (name, all) {
+                    (_, true) => projections.names().into_iter().map(str::to_owned).collect(),
+                    (Some(name), false) => vec![name],
+                    (None, false) => Vec::new(),
+                };
+                for name in &names {
+                    projections
+                        .rebuild(name)
+                        .await
+                        .with_context(|| format!("starting the rebuild of {name}"))?;
+                }
+                for name in &names {
+                    let started = std::time::Instant::now();
+                    projections
+                        .finish_rebuild(name)
+                        .await
+                        .with_context(|| format!("rebuilding {name}"))?;
+                    println!("rebuilt {name} in {:.2}s", started.elapsed().as_secs_f64());
+                }
+            }
+            print_status(&projections.status().await?);
+            db.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+    let db = Database::connect(&settings.database_url, 2)
+        .await
+        .with_context(|| format!("connecting to {}", app::redact(&settings.database_url)))?;
+    db.migrate()
+        .await
+        .context("applying the schema migrations")?;
+    Ok(db)
+}
+
+/// The CLI's one table of output: for people, so plain text on stdout.
+fn print_status(statuses: &[Status]) {
+    println!(
+        "{:<14} {:>7} {:>10} {:<11} {:>12} {:>10} {:>9}  last error",
+        "projection", "version", "generation", "state", "checkpoint", "lag", "lag (s)"
+    );
+    for s in statuses {
+        println!(
+            "{:<14} {:>7} {:>10} {:<11} {:>12} {:>10} {:>9.3}  {}",
+            s.name,
+            s.version,
+            s.generation,
+            s.state,
+            s.checkpoint.position,
+            s.lag_events,
+            s.lag_seconds,
+            s.last_error.as_deref().unwrap_or("-")
+        );
     }
 }

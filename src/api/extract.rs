@@ -21,6 +21,12 @@ const CORRELATION_ID: &str = "x-correlation-id";
 const CAUSATION_ID: &str = "x-causation-id";
 const ACTOR: &str = "x-actor";
 const TRACEPARENT: &str = "traceparent";
+const WAIT_FOR: &str = "x-wait-for";
+const WAIT_TIMEOUT: &str = "x-wait-timeout-ms";
+/// The response header saying whether the projections waited for caught up.
+pub const WAIT_RESULT: &str = "x-wait-for-result";
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_WAIT_MS: u64 = 30_000;
 
 /// A JSON request body, parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -122,6 +128,30 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Query-string parameters parsed into `T`; a bad one is a 422 naming it.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = strip_position(&e.into_inner().to_string());
+                let field = if path == "." {
+                    message.split('`').nth(1).unwrap_or("query").to_owned()
+                } else {
+                    path
+                };
+                ApiError::invalid_field(field, format!("is invalid: {message}"))
+            })
+    }
+}
+
 /// The metadata every event of this request's command will carry.
 pub struct CommandContext(pub CommandMetadata);
 
@@ -154,6 +184,63 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     }
 }
 
+/// `X-Wait-For: order_summary,billing` (or `all`), with an optional
+/// `X-Wait-Timeout-Ms` (default 5000, at most 30000): read-your-writes for a command.
+pub struct WaitFor(pub Option<(Vec<&'static str>, std::time::Duration)>);
+
+impl<S> FromRequestParts<S> for WaitFor
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(raw) = header_text(&parts.headers, WAIT_FOR)? else {
+            return Ok(WaitFor(None));
+        };
+        let known = AppState::from_ref(state).projections.names();
+        let names = if raw == "all" {
+            known
+        } else {
+            raw.split(',')
+                .map(|name| {
+                    known
+                        .iter()
+                        .copied()
+                        .find(|k| *k == name.trim())
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_header",
+                                format!(
+                                    "`{name}` in X-Wait-For is not a projection; known: all, {}",
+                                    known.join(", ")
+                                ),
+                            )
+                            .with_field(WAIT_FOR)
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let timeout = match header_text(&parts.headers, WAIT_TIMEOUT)? {
+            None => DEFAULT_WAIT,
+            Some(ms) => ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms <= MAX_WAIT_MS)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_header",
+                        format!("X-Wait-Timeout-Ms must be a whole number of milliseconds up to {MAX_WAIT_MS}"),
+                    )
+                    .with_field(WAIT_TIMEOUT)
+                })?,
+        };
+        Ok(WaitFor(Some((names, timeout))))
+    }
+}
+
 /// A short, printable header value, or `None` when absent.
 pub fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(name) else {
@@ -174,4 +261,35 @@ pub fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<Str
             .with_field(name)
         })?;
     Ok(Some(text.to_owned()))
+}
+
+/// An RFC 3339 time from a query parameter.
+pub fn parse_time(field: &str, raw: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::invalid_field(
+                field,
+                "must be an RFC 3339 time, such as 2026-11-21T12:00:00Z",
+            )
+        })
+}
+
+/// A calendar day (`2026-11-21`) from a query parameter.
+pub fn parse_day(field: &str, raw: &str) -> Result<String, ApiError> {
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map_err(|_| ApiError::invalid_field(field, "must be a day, such as 2026-11-21"))
+}
+
+/// A page size: `default` when absent, at most `max`.
+pub fn parse_limit(raw: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            format!("must be from 1 to {max}"),
+        )),
+    }
 }

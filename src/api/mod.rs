@@ -4,11 +4,15 @@
 //! the cross-cutting layers: request tracing, idempotency keys, and JSON errors for
 //! unknown routes and methods. It holds no business rule.
 
+mod admin;
+mod analytics;
+mod billing;
 pub mod error;
 pub mod extract;
 mod health;
 mod idempotency;
 mod orders;
+mod shipping;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
@@ -22,6 +26,10 @@ use error::ApiError;
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(orders::router())
+        .merge(billing::router())
+        .merge(shipping::router())
+        .merge(analytics::router())
+        .merge(admin::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

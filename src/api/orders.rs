@@ -5,7 +5,7 @@
 //! the result. They decide nothing: every rule lives in the Order aggregate.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,15 +13,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{CommandContext, JsonBody};
+use super::extract::{
+    parse_limit, parse_time, CommandContext, JsonBody, QueryParams, WaitFor, WAIT_RESULT,
+};
 use crate::app::AppState;
 use crate::domain::order::*;
 use crate::domain::values::*;
+use crate::projections::order_summary;
 use crate::store::log::{self, StoredEvent};
+use crate::store::reader;
+use crate::store::views::fixed_time;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/orders", post(place_order))
+        .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{order_id}", get(get_order))
         .route("/orders/{order_id}/events", get(get_order_events))
         .route("/orders/{order_id}/payments", post(attempt_payment))
@@ -271,13 +276,22 @@ fn path_order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).field("order_id")
 }
 
-/// Runs a command and returns the order as it is afterwards.
+/// A command the order accepted: the order afterwards, and how a wait went.
+struct Accepted {
+    order: PlacedOrder,
+    version: usize,
+    waited: Option<HeaderValue>,
+}
+
+/// Runs a command and returns the order as it is afterwards. With `X-Wait-For`, it
+/// also waits for the named projections to apply the command's events.
 async fn execute(
     state: &AppState,
     order_id: &OrderId,
     command: OrderCommand,
     ctx: CommandContext,
-) -> Result<(PlacedOrder, usize), ApiError> {
+    wait: WaitFor,
+) -> Result<Accepted, ApiError> {
     let executed = state
         .orders
         .execute(order_id.as_str(), command, &ctx.0)
@@ -288,7 +302,41 @@ async fn execute(
         .placed()
         .cloned()
         .ok_or_else(|| ApiError::internal(&"an accepted command left no order behind"))?;
-    Ok((order, version))
+    let waited = match wait.0 {
+        None => None,
+        Some((names, timeout)) => {
+            let target = reader::cursor_of(
+                &state.db,
+                <Order as cqrs_es::Aggregate>::TYPE,
+                order_id.as_str(),
+                version as i64,
+            )
+            .await?
+            .ok_or_else(|| ApiError::internal(&"an accepted command's event is not in the log"))?;
+            let lagging = state.projections.wait_for(&names, target, timeout).await;
+            let result = if lagging.is_empty() {
+                "caught_up".to_owned()
+            } else {
+                format!("timed_out; lagging={}", lagging.join(","))
+            };
+            HeaderValue::from_str(&result).ok()
+        }
+    };
+    Ok(Accepted {
+        order,
+        version,
+        waited,
+    })
+}
+
+fn respond<T: Serialize>(status: StatusCode, body: T, accepted: &Accepted) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Some(waited) = &accepted.waited {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(WAIT_RESULT), waited.clone());
+    }
+    response
 }
 
 fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
@@ -300,14 +348,11 @@ fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T
     }
 }
 
-fn created<T: Serialize>(body: T) -> Response {
-    (StatusCode::CREATED, Json(body)).into_response()
-}
-
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<AppState>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<PlaceOrderIn>,
 ) -> Result<Response, ApiError> {
     let order_id = body.order_id.unwrap_or_else(OrderId::generate);
@@ -333,23 +378,194 @@ async fn place_order(
         shipping_address: body.shipping_address,
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    let mut response = created(OrderOut::new(&order, version));
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    let mut response = respond(
+        StatusCode::CREATED,
+        OrderOut::new(order, version),
+        &accepted,
+    );
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    /// A global position or an RFC 3339 time: the order as it was then.
+    at: Option<String>,
+}
+
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
+    QueryParams(query): QueryParams<GetQuery>,
 ) -> Result<Json<OrderOut>, ApiError> {
     let order_id = path_order_id(&order_id)?;
-    let order = state.orders.load(order_id.as_str()).await?;
+    let order = match query.at.as_deref() {
+        None => state.orders.load(order_id.as_str()).await?,
+        Some(at) => order_at(&state, &order_id, parse_at(at)?).await?,
+    };
     let placed = order.placed().ok_or(OrderError::NotFound)?;
     Ok(Json(OrderOut::new(placed, order.version())))
+}
+
+enum At {
+    Position(i64),
+    Time(DateTime<Utc>),
+}
+
+fn parse_at(raw: &str) -> Result<At, ApiError> {
+    if let Ok(position) = raw.parse::<i64>() {
+        return Ok(At::Position(position));
+    }
+    parse_time("at", raw)
+        .map(At::Time)
+        .map_err(|_| ApiError::invalid_field("at", "must be a global position or an RFC 3339 time"))
+}
+
+/// Replays the order's events up to a point in the log: time travel for support and
+/// audits. Its events' positions grow with their sequence, so the cut is a prefix.
+async fn order_at(state: &AppState, order_id: &OrderId, at: At) -> Result<Order, ApiError> {
+    let events = log::aggregate_events(
+        &state.db,
+        <Order as cqrs_es::Aggregate>::TYPE,
+        order_id.as_str(),
+    )
+    .await?;
+    let mut order = Order::default();
+    for event in events {
+        let included = match at {
+            At::Position(p) => event.global_position <= p,
+            At::Time(t) => event.recorded_at <= t,
+        };
+        if !included {
+            break;
+        }
+        let event: OrderEvent = serde_json::from_value(event.payload).map_err(|e| {
+            ApiError::internal(&format!("a stored order event does not decode: {e}"))
+        })?;
+        cqrs_es::Aggregate::apply(&mut order, event);
+    }
+    Ok(order)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    customer_id: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListOut {
+    orders: Vec<SummaryOut>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SummaryOut {
+    order_id: String,
+    status: String,
+    customer_id: String,
+    currency: String,
+    total: i64,
+    paid: i64,
+    refunded: i64,
+    item_count: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Lists orders from the order summary view, newest first.
+async fn list_orders(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<ListOut>, ApiError> {
+    let limit = parse_limit(query.limit, 50, 500)?;
+    let filter = order_summary::Filter {
+        status: query
+            .status
+            .as_deref()
+            .map(|s| {
+                OrderStatus::parse(s)
+                    .ok_or_else(|| ApiError::invalid_field("status", "is not an order status"))
+            })
+            .transpose()?,
+        customer_id: query
+            .customer_id
+            .as_deref()
+            .map(|c| {
+                CustomerId::parse(c)
+                    .field("customer_id")
+                    .map(|c| c.to_string())
+            })
+            .transpose()?,
+        created_after: query
+            .created_after
+            .as_deref()
+            .map(|t| parse_time("created_after", t))
+            .transpose()?,
+        created_before: query
+            .created_before
+            .as_deref()
+            .map(|t| parse_time("created_before", t))
+            .transpose()?,
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let table = state
+        .projections
+        .table(order_summary::NAME, order_summary::ORDERS.name)
+        .await?;
+    let mut rows = order_summary::list(&state.db, &table, &filter).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| encode_cursor(&fixed_time::format(&r.created_at), &r.id))
+    } else {
+        None
+    };
+    Ok(Json(ListOut {
+        orders: rows
+            .into_iter()
+            .map(|r| SummaryOut {
+                order_id: r.id,
+                status: r.status,
+                customer_id: r.customer_id,
+                currency: r.currency,
+                total: r.total,
+                paid: r.paid,
+                refunded: r.refunded,
+                item_count: r.item_count,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// Page cursors are opaque to clients: hex of `created_at|order_id`.
+fn encode_cursor(created_at: &str, id: &str) -> String {
+    hex::encode(format!("{created_at}|{id}"))
+}
+
+fn decode_cursor(raw: &str) -> Result<(String, String), ApiError> {
+    let invalid = || ApiError::invalid_field("cursor", "is not a cursor this API returned");
+    let bytes = hex::decode(raw).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (created_at, id) = text.split_once('|').ok_or_else(invalid)?;
+    Ok((created_at.to_owned(), id.to_owned()))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -375,6 +591,7 @@ async fn attempt_payment(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<PaymentIn>,
 ) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
@@ -385,9 +602,14 @@ async fn attempt_payment(
         method: body.method,
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    let payment = payment_out(&order, &payment_id)?;
-    Ok(created(part(&order, version, payment)))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    let payment = payment_out(order, &payment_id)?;
+    Ok(respond(
+        StatusCode::CREATED,
+        part(order, version, payment),
+        &accepted,
+    ))
 }
 
 fn payment_out(order: &PlacedOrder, id: &PaymentId) -> Result<PaymentOut, ApiError> {
@@ -413,19 +635,21 @@ async fn capture_payment(
     State(state): State<AppState>,
     Path((order_id, payment_id)): Path<(String, String)>,
     ctx: CommandContext,
-) -> Result<Json<PartOut<PaymentOut>>, ApiError> {
+    wait: WaitFor,
+) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
     let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
     let command = OrderCommand::CapturePayment(CapturePayment {
         payment_id: payment_id.clone(),
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(
-        &order,
-        version,
-        payment_out(&order, &payment_id)?,
-    )))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    Ok(respond(
+        StatusCode::OK,
+        part(order, version, payment_out(order, &payment_id)?),
+        &accepted,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
@@ -433,8 +657,9 @@ async fn fail_payment(
     State(state): State<AppState>,
     Path((order_id, payment_id)): Path<(String, String)>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<ReasonIn>,
-) -> Result<Json<PartOut<PaymentOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
     let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
     let command = OrderCommand::FailPayment(FailPayment {
@@ -442,12 +667,13 @@ async fn fail_payment(
         reason: body.reason,
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(
-        &order,
-        version,
-        payment_out(&order, &payment_id)?,
-    )))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    Ok(respond(
+        StatusCode::OK,
+        part(order, version, payment_out(order, &payment_id)?),
+        &accepted,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -455,6 +681,7 @@ async fn dispatch_shipment(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<ShipmentIn>,
 ) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
@@ -474,9 +701,14 @@ async fn dispatch_shipment(
             .map(|lines| lines.into_iter().map(|l| (l.sku, l.quantity)).collect()),
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    let shipment = shipment_out(&order, &shipment_id)?;
-    Ok(created(part(&order, version, shipment)))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    let shipment = shipment_out(order, &shipment_id)?;
+    Ok(respond(
+        StatusCode::CREATED,
+        part(order, version, shipment),
+        &accepted,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id, shipment_id = %shipment_id))]
@@ -484,19 +716,21 @@ async fn deliver_shipment(
     State(state): State<AppState>,
     Path((order_id, shipment_id)): Path<(String, String)>,
     ctx: CommandContext,
-) -> Result<Json<PartOut<ShipmentOut>>, ApiError> {
+    wait: WaitFor,
+) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
     let shipment_id = ShipmentId::parse(&shipment_id).field("shipment_id")?;
     let command = OrderCommand::DeliverShipment(DeliverShipment {
         shipment_id: shipment_id.clone(),
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(part(
-        &order,
-        version,
-        shipment_out(&order, &shipment_id)?,
-    )))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    Ok(respond(
+        StatusCode::OK,
+        part(order, version, shipment_out(order, &shipment_id)?),
+        &accepted,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -504,15 +738,21 @@ async fn cancel_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<ReasonIn>,
-) -> Result<Json<OrderOut>, ApiError> {
+) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
     let command = OrderCommand::CancelOrder(CancelOrder {
         reason: body.reason,
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
-    Ok(Json(OrderOut::new(&order, version)))
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
+    Ok(respond(
+        StatusCode::OK,
+        OrderOut::new(order, version),
+        &accepted,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -520,6 +760,7 @@ async fn refund_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<RefundIn>,
 ) -> Result<Response, ApiError> {
     let order_id = path_order_id(&order_id)?;
@@ -530,12 +771,17 @@ async fn refund_order(
         reason: body.reason,
         at: ctx.0.received_at,
     });
-    let (order, version) = execute(&state, &order_id, command, ctx).await?;
+    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    let (order, version) = (&accepted.order, accepted.version);
     let refund = order
         .refunds
         .iter()
         .find(|r| r.refund_id == refund_id)
         .map(RefundOut::new)
         .ok_or_else(|| ApiError::internal(&"an accepted refund left no refund"))?;
-    Ok(created(part(&order, version, refund)))
+    Ok(respond(
+        StatusCode::CREATED,
+        part(order, version, refund),
+        &accepted,
+    ))
 }

@@ -25,6 +25,7 @@ use sqlite_es::SqliteEventRepository;
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::metadata::CommandMetadata;
+use super::reader::LogSignal;
 use super::Database;
 
 /// How often a command that lost an optimistic-concurrency race is replayed against
@@ -62,6 +63,7 @@ pub struct AggregateStore<A: Aggregate> {
     backend: Backend<A>,
     services: A::Services,
     stripes: Vec<Mutex<()>>,
+    appended: LogSignal,
 }
 
 impl<A> AggregateStore<A>
@@ -69,7 +71,8 @@ where
     A: Aggregate + Clone + 'static,
     A::Command: Clone + Send,
 {
-    pub fn new(db: &Database, services: A::Services) -> Self {
+    /// `appended` is told after every commit, to wake readers of the log at once.
+    pub fn new(db: &Database, services: A::Services, appended: LogSignal) -> Self {
         let backend = match db {
             Database::Postgres(pool) => Backend::Postgres(PersistedEventStore::new_event_store(
                 PostgresEventRepository::new(pool.clone()),
@@ -82,6 +85,7 @@ where
             backend,
             services,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            appended,
         }
     }
 
@@ -122,7 +126,11 @@ where
                     // rather than racing it again at once.
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
                 }
-                other => return other,
+                Ok(executed) => {
+                    self.appended.notify();
+                    return Ok(executed);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

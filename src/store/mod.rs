@@ -9,6 +9,8 @@ pub mod commands;
 pub mod idempotency;
 pub mod log;
 pub mod metadata;
+pub mod reader;
+pub mod views;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -122,35 +122,108 @@ impl Order {
     }
 }
 
-impl PlacedOrder {
-    pub fn status(&self) -> OrderStatus {
-        if !self.refunded.is_zero() {
-            return if self.refunded == self.captured {
+/// The few facts an order's status follows from. Readers that keep these facts (the
+/// order summary view) derive the status with the same rule as the aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusFacts {
+    pub total: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub pending_payment: bool,
+    pub units_ordered: u64,
+    pub units_shipped: u64,
+    pub cancelled: bool,
+    pub fulfilled: bool,
+}
+
+impl OrderStatus {
+    /// The status as the API and the views spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::PaymentPending => "payment_pending",
+            OrderStatus::Paid => "paid",
+            OrderStatus::PartiallyShipped => "partially_shipped",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::PartiallyRefunded => "partially_refunded",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<OrderStatus> {
+        [
+            OrderStatus::Placed,
+            OrderStatus::PaymentPending,
+            OrderStatus::Paid,
+            OrderStatus::PartiallyShipped,
+            OrderStatus::Shipped,
+            OrderStatus::Fulfilled,
+            OrderStatus::Cancelled,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
+    pub fn of(facts: &StatusFacts) -> OrderStatus {
+        if facts.refunded > 0 {
+            return if facts.refunded >= facts.captured {
                 OrderStatus::Refunded
             } else {
                 OrderStatus::PartiallyRefunded
             };
         }
-        if self.cancellation.is_some() {
+        if facts.cancelled {
             return OrderStatus::Cancelled;
         }
-        if self.fulfilled_at.is_some() {
+        if facts.fulfilled {
             return OrderStatus::Fulfilled;
         }
-        if !self.shipments.is_empty() {
-            return if self.remaining_to_ship().is_empty() {
+        if facts.units_shipped > 0 {
+            return if facts.units_shipped >= facts.units_ordered {
                 OrderStatus::Shipped
             } else {
                 OrderStatus::PartiallyShipped
             };
         }
-        if self.amount_due().is_zero() {
+        if facts.captured >= facts.total {
             return OrderStatus::Paid;
         }
-        if self.pending_payment().is_some() {
+        if facts.pending_payment {
             return OrderStatus::PaymentPending;
         }
         OrderStatus::Placed
+    }
+}
+
+impl PlacedOrder {
+    pub fn status(&self) -> OrderStatus {
+        OrderStatus::of(&self.status_facts())
+    }
+
+    pub fn status_facts(&self) -> StatusFacts {
+        let units = |lines: &mut dyn Iterator<Item = Quantity>| -> u64 {
+            lines.map(|q| u64::from(q.get())).sum()
+        };
+        StatusFacts {
+            total: self.total.amount(),
+            captured: self.captured.amount(),
+            refunded: self.refunded.amount(),
+            pending_payment: self.pending_payment().is_some(),
+            units_ordered: units(&mut self.lines.iter().map(|l| l.quantity)),
+            units_shipped: units(
+                &mut self
+                    .shipments
+                    .iter()
+                    .flat_map(|s| &s.lines)
+                    .map(|l| l.quantity),
+            ),
+            cancelled: self.cancellation.is_some(),
+            fulfilled: self.fulfilled_at.is_some(),
+        }
     }
 
     /// What is still to be captured. Never negative: captures are bounded by the total.

@@ -148,6 +148,51 @@ impl OrderEvent {
     }
 }
 
+impl OrderEvent {
+    /// When the fact happened, as the command that caused it stated.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            OrderEvent::OrderPlaced { placed_at: at, .. }
+            | OrderEvent::PaymentAttempted {
+                attempted_at: at, ..
+            }
+            | OrderEvent::PaymentCaptured {
+                captured_at: at, ..
+            }
+            | OrderEvent::PaymentFailed { failed_at: at, .. }
+            | OrderEvent::ShipmentDispatched {
+                dispatched_at: at, ..
+            }
+            | OrderEvent::ShipmentDelivered {
+                delivered_at: at, ..
+            }
+            | OrderEvent::OrderFulfilled {
+                fulfilled_at: at, ..
+            }
+            | OrderEvent::OrderCancelled {
+                cancelled_at: at, ..
+            }
+            | OrderEvent::OrderRefunded {
+                refunded_at: at, ..
+            } => *at,
+        }
+    }
+
+    pub fn order_id(&self) -> &OrderId {
+        match self {
+            OrderEvent::OrderPlaced { order_id, .. }
+            | OrderEvent::PaymentAttempted { order_id, .. }
+            | OrderEvent::PaymentCaptured { order_id, .. }
+            | OrderEvent::PaymentFailed { order_id, .. }
+            | OrderEvent::ShipmentDispatched { order_id, .. }
+            | OrderEvent::ShipmentDelivered { order_id, .. }
+            | OrderEvent::OrderFulfilled { order_id, .. }
+            | OrderEvent::OrderCancelled { order_id, .. }
+            | OrderEvent::OrderRefunded { order_id, .. } => order_id,
+        }
+    }
+}
+
 impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         self.name().to_owned()

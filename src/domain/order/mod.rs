@@ -9,7 +9,7 @@ mod tests;
 
 pub use aggregate::{
     Cancellation, Order, OrderStatus, Payment, PaymentStatus, PlacedOrder, Refund, Shipment,
-    ShipmentStatus,
+    ShipmentStatus, StatusFacts,
 };
 pub use commands::*;
 pub use errors::OrderError;

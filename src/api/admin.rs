@@ -1,0 +1,92 @@
+//! `/v1/admin/projections`: the state of every projection, and the operator's levers:
+//! rebuild, retry, skip the failing event, stop.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::projections::runner::{RunnerError, Status};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/projections", get(list))
+        .route("/admin/projections/{name}", get(show))
+        .route("/admin/projections/{name}/rebuild", post(rebuild))
+        .route("/admin/projections/{name}/retry", post(retry))
+        .route("/admin/projections/{name}/skip", post(skip))
+        .route("/admin/projections/{name}/stop", post(stop))
+}
+
+impl From<RunnerError> for ApiError {
+    fn from(error: RunnerError) -> Self {
+        match error {
+            RunnerError::Unknown(_) => {
+                ApiError::not_found("projection_not_found", error.to_string())
+            }
+            RunnerError::WrongState { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "projection_state_conflict",
+                error.to_string(),
+            ),
+            RunnerError::Store(e) => e.into(),
+            RunnerError::Projection(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ListOut {
+    projections: Vec<Status>,
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<ListOut>, ApiError> {
+    Ok(Json(ListOut {
+        projections: state.projections.status().await?,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    Ok(Json(state.projections.status_one(&name).await?))
+}
+
+async fn rebuild(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Status>), ApiError> {
+    state.projections.rebuild(&name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.projections.status_one(&name).await?),
+    ))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    state.projections.retry(&name).await?;
+    Ok(Json(state.projections.status_one(&name).await?))
+}
+
+async fn skip(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    state.projections.skip(&name).await?;
+    Ok(Json(state.projections.status_one(&name).await?))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Status>, ApiError> {
+    state.projections.stop(&name).await?;
+    Ok(Json(state.projections.status_one(&name).await?))
+}

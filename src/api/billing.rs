@@ -1,0 +1,66 @@
+//! `/v1/billing`: what each order owes and holds, and money per day, from the billing
+//! projection.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, FieldExt};
+use super::extract::{parse_day, QueryParams};
+use crate::app::AppState;
+use crate::domain::values::{Currency, OrderId};
+use crate::projections::billing::{self, BillingRow, DailyRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/billing/orders/{order_id}", get(order))
+        .route("/billing/daily", get(daily))
+}
+
+async fn order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<BillingRow>, ApiError> {
+    let order_id = OrderId::parse(&order_id).field("order_id")?;
+    let table = state
+        .projections
+        .table(billing::NAME, billing::ORDERS.name)
+        .await?;
+    billing::order(&state.db, &table, order_id.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("order_not_found", "the billing view has no such order"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DailyQuery {
+    from: String,
+    to: String,
+    currency: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DailyOut {
+    days: Vec<DailyRow>,
+}
+
+async fn daily(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<DailyQuery>,
+) -> Result<Json<DailyOut>, ApiError> {
+    let from = parse_day("from", &query.from)?;
+    let to = parse_day("to", &query.to)?;
+    let currency = query
+        .currency
+        .as_deref()
+        .map(|c| Currency::parse(c).field("currency"))
+        .transpose()?;
+    let table = state
+        .projections
+        .table(billing::NAME, billing::DAILY.name)
+        .await?;
+    let days = billing::daily(&state.db, &table, &from, &to, currency.map(|c| c.code())).await?;
+    Ok(Json(DailyOut { days }))
+}

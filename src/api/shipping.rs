@@ -1,0 +1,75 @@
+//! `/v1/shipping`: shipments and the backlog of paid orders still to ship, from the
+//! shipping projection.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{parse_limit, QueryParams};
+use crate::app::AppState;
+use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/shipping/shipments", get(shipments))
+        .route("/shipping/backlog", get(backlog))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentsQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ShipmentsOut {
+    shipments: Vec<ShipmentRow>,
+}
+
+async fn shipments(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ShipmentsQuery>,
+) -> Result<Json<ShipmentsOut>, ApiError> {
+    if let Some(status) = &query.status {
+        if !["dispatched", "delivered"].contains(&status.as_str()) {
+            return Err(ApiError::invalid_field(
+                "status",
+                "must be `dispatched` or `delivered`",
+            ));
+        }
+    }
+    let limit = parse_limit(query.limit, 100, 1000)?;
+    let table = state
+        .projections
+        .table(shipping::NAME, shipping::SHIPMENTS.name)
+        .await?;
+    let shipments = shipping::shipments(&state.db, &table, query.status.as_deref(), limit).await?;
+    Ok(Json(ShipmentsOut { shipments }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BacklogQuery {
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct BacklogOut {
+    orders: Vec<BacklogRow>,
+}
+
+async fn backlog(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<BacklogQuery>,
+) -> Result<Json<BacklogOut>, ApiError> {
+    let limit = parse_limit(query.limit, 100, 1000)?;
+    let table = state
+        .projections
+        .table(shipping::NAME, shipping::ORDERS.name)
+        .await?;
+    let orders = shipping::backlog(&state.db, &table, limit).await?;
+    Ok(Json(BacklogOut { orders }))
+}

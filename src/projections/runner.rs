@@ -1,0 +1,920 @@
+//! Runs every projection over the global log, exactly once per event.
+//!
+//! Each projection has one task. A step reads a batch after the checkpoint, then in one
+//! transaction locks the projection's row, checks nobody moved the checkpoint, applies
+//! the batch to the active generation of tables and advances the checkpoint. A crash
+//! anywhere before the commit leaves view and checkpoint as they were.
+//!
+//! Failures are contained: a failing batch is retried with backoff, then narrowed to
+//! the failing event; the events before it are applied, and the projection stops with
+//! that event and the error recorded, while the others go on. An operator retries it
+//! after a fix or skips the event (the skip is recorded).
+//!
+//! Rebuilds are blue/green: a new generation of tables is filled from the start of the
+//! log while the current one keeps answering queries; once caught up, the switch and
+//! the checkpoint move in one transaction, and the old tables are dropped shortly after
+//! (queries already running on them finish first). A projection whose code version
+//! differs from its stored version is rebuilt at start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Envelope, Projection, ProjectionError, View};
+use crate::store::reader::{self, Cursor, LogEntry, LogSignal};
+use crate::store::views::{fixed_time, physical, Param, Tx};
+use crate::store::{Database, StoreError};
+
+/// Events per live batch; rebuilds take bigger bites.
+const LIVE_BATCH: i64 = 500;
+const REBUILD_BATCH: i64 = 5_000;
+/// The slow poll behind the wake-up signal.
+const POLL: Duration = Duration::from_secs(1);
+/// Attempts at a failing batch before narrowing it down to the failing event.
+const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How long retired tables stay for queries that started before a switch.
+const RETIRE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// A test-only way to make a projection fail on chosen events, as a crash or a bug
+/// would. Returns true to fail.
+pub type FaultHook = Arc<dyn Fn(&str, &Envelope) -> bool + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("no projection is named `{0}`")]
+    Unknown(String),
+    #[error("projection `{name}` is {state}; {action} needs it {needed}")]
+    WrongState {
+        name: String,
+        state: String,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+/// The stored row of one projection.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    version: i64,
+    generation: i64,
+    cursor: Cursor,
+    status: String,
+    last_error: Option<String>,
+    failed: Option<(Cursor, String)>,
+    rebuild: Option<(i64, i64, Cursor)>,
+    retired: Option<i64>,
+    updated_at: DateTime<Utc>,
+}
+
+/// What `GET /v1/admin/projections` and `orderlog projections list` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: &'static str,
+    pub version: i64,
+    pub code_version: i64,
+    pub generation: i64,
+    /// `running`, `rebuilding`, `stopped` or `failed`.
+    pub state: String,
+    pub checkpoint: Cursor,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+    pub failed_event: Option<FailedEvent>,
+    pub skipped_events: i64,
+    pub rebuild: Option<RebuildProgress>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedEvent {
+    pub position: i64,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildProgress {
+    pub generation: i64,
+    pub version: i64,
+    pub checkpoint: Cursor,
+}
+
+/// The set of projections, shared by the runners, the API and the CLI.
+#[derive(Clone)]
+pub struct Projections {
+    db: Database,
+    list: Arc<Vec<Arc<dyn Projection>>>,
+    checkpoints: Arc<HashMap<&'static str, watch::Sender<Cursor>>>,
+    signal: LogSignal,
+    fault: Option<FaultHook>,
+}
+
+impl Projections {
+    pub fn new(
+        db: Database,
+        list: Vec<Arc<dyn Projection>>,
+        signal: LogSignal,
+        fault: Option<FaultHook>,
+    ) -> Self {
+        let checkpoints = list
+            .iter()
+            .map(|p| (p.name(), watch::channel(Cursor::START).0))
+            .collect();
+        Self {
+            db,
+            list: Arc::new(list),
+            checkpoints: Arc::new(checkpoints),
+            signal,
+            fault,
+        }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(|p| p.name()).collect()
+    }
+
+    fn find(&self, name: &str) -> Result<&Arc<dyn Projection>, RunnerError> {
+        self.list
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| RunnerError::Unknown(name.to_owned()))
+    }
+
+    /// Registers new projections (their first generation is built from the log by the
+    /// runner) and starts a rebuild for each whose code version changed.
+    pub async fn init(&self) -> Result<(), RunnerError> {
+        for projection in self.list.iter() {
+            let name = projection.name();
+            let mut tx = Tx::begin(&self.db).await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO projections (name, version, generation, updated_at)
+                     VALUES ($1, $2, 1, $3) ON CONFLICT (name) DO NOTHING",
+                    &[
+                        Param::Text(name.to_owned()),
+                        Param::Int(projection.version()),
+                        Param::Text(now()),
+                    ],
+                )
+                .await?;
+            if inserted == 1 {
+                for table in projection.tables() {
+                    tx.create_table(&physical(name, 1, table.name), table)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            let row = load_row(&self.db, name).await?;
+            let code = projection.version();
+            let rebuilding_to = row.rebuild.map(|(_, version, _)| version);
+            if row.version != code && rebuilding_to != Some(code) {
+                tracing::info!(
+                    projection = name,
+                    stored = row.version,
+                    code,
+                    "projection version changed; rebuilding"
+                );
+                self.rebuild(name).await?;
+            }
+            self.publish(name, row.cursor);
+        }
+        Ok(())
+    }
+
+    /// Starts one task per projection; they stop with `shutdown`.
+    pub fn spawn(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        self.list
+            .iter()
+            .map(|projection| {
+                let this = self.clone();
+                let projection = projection.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { this.run(projection, shutdown).await })
+            })
+            .collect()
+    }
+
+    /// Runs one projection until `shutdown`.
+    pub async fn run(&self, projection: Arc<dyn Projection>, shutdown: CancellationToken) {
+        let name = projection.name();
+        let mut wake = self.signal.subscribe();
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.step(&projection) => outcome,
+            };
+            let busy = match outcome {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
+                    false
+                }
+            };
+            if !busy {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.changed() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    /// Runs a projection until no rebuild is under way (for `orderlog projections
+    /// rebuild`). Returns at once when none is.
+    pub async fn finish_rebuild(&self, name: &str) -> Result<(), RunnerError> {
+        let projection = self.find(name)?.clone();
+        loop {
+            if load_row(&self.db, name).await?.rebuild.is_none() {
+                return Ok(());
+            }
+            self.step(&projection).await?;
+        }
+    }
+
+    /// One unit of work. Returns true when there may be more to do right away.
+    async fn step(&self, projection: &Arc<dyn Projection>) -> Result<bool, ProjectionError> {
+        let name = projection.name();
+        let row = load_row(&self.db, name).await?;
+        if let Some(retired) = row.retired {
+            if Utc::now() - row.updated_at > RETIRE_AFTER {
+                self.drop_retired(projection, retired).await?;
+            }
+        }
+        if let Some((generation, version, cursor)) = row.rebuild {
+            return self
+                .rebuild_step(projection, &row, generation, version, cursor)
+                .await;
+        }
+        if row.status != "running" || row.version != projection.version() {
+            return Ok(false);
+        }
+        let entries = reader::read_after(&self.db, row.cursor, LIVE_BATCH).await?;
+        if entries.is_empty() {
+            self.publish(name, row.cursor);
+            return Ok(false);
+        }
+        let full = entries.len() as i64 == LIVE_BATCH;
+        match self.apply_with_retries(projection, &row, entries).await? {
+            Applied::All(cursor) => {
+                self.publish(name, cursor);
+                Ok(full)
+            }
+            Applied::Moved => Ok(true),
+            Applied::FailedAt {
+                applied,
+                entry,
+                error,
+            } => {
+                if let Some(cursor) = applied {
+                    self.publish(name, cursor);
+                }
+                tracing::error!(
+                    projection = name,
+                    position = entry.cursor.position,
+                    event_type = %entry.event_type,
+                    error = %error,
+                    "projection stopped on an event it cannot apply"
+                );
+                self.mark_failed(name, &entry, &error.to_string()).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies live entries; on repeated failure narrows down to the failing event.
+    async fn apply_with_retries(
+        &self,
+        projection: &Arc<dyn Projection>,
+        row: &Row,
+        entries: Vec<LogEntry>,
+    ) -> Result<Applied, ProjectionError> {
+        let target = Target::Live {
+            generation: row.generation,
+            version: projection.version(),
+        };
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error = None;
+        for _ in 0..ATTEMPTS {
+            match self
+                .apply_batch(projection, target, row.cursor, &entries)
+                .await
+            {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => {
+                    tracing::warn!(projection = projection.name(), error = %e, "batch failed; backing off");
+                    last_error = Some(e);
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        // Still failing: apply one event at a time to find the one at fault.
+        let mut cursor = row.cursor;
+        let mut applied = None;
+        for entry in entries {
+            let single = std::slice::from_ref(&entry);
+            let mut result = self.apply_batch(projection, target, cursor, single).await;
+            if result.is_err() {
+                tokio::time::sleep(FIRST_BACKOFF).await;
+                result = self.apply_batch(projection, target, cursor, single).await;
+            }
+            match result {
+                Ok(Applied::All(next)) => {
+                    cursor = next;
+                    applied = Some(next);
+                }
+                Ok(other) => return Ok(other),
+                Err(error) => {
+                    return Ok(Applied::FailedAt {
+                        applied,
+                        entry,
+                        error,
+                    })
+                }
+            }
+        }
+        // Every event passed on its own: the failure was transient after all.
+        match (applied, last_error) {
+            (Some(cursor), _) => Ok(Applied::All(cursor)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(Applied::Moved),
+        }
+    }
+
+    /// One transaction: lock the row, check the checkpoint, apply, advance.
+    async fn apply_batch(
+        &self,
+        projection: &Arc<dyn Projection>,
+        target: Target,
+        expected: Cursor,
+        entries: &[LogEntry],
+    ) -> Result<Applied, ProjectionError> {
+        let name = projection.name();
+        let Some(last) = entries.last() else {
+            return Ok(Applied::Moved);
+        };
+        let events = entries
+            .iter()
+            .cloned()
+            .map(Envelope::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = Tx::begin(&self.db).await?;
+        let locked = lock_row(&mut tx, name).await?;
+        let (generation, matches) = match target {
+            Target::Live {
+                generation,
+                version,
+            } => (
+                generation,
+                locked.generation == generation
+                    && locked.cursor == expected
+                    && locked.status == "running"
+                    && locked.version == version
+                    && locked.rebuild.is_none(),
+            ),
+            Target::Rebuild { generation } => (
+                generation,
+                locked.rebuild.map(|(g, _, c)| (g, c)) == Some((generation, expected)),
+            ),
+        };
+        if !matches {
+            // Another runner, a skip or a switch moved the projection: start over.
+            return Ok(Applied::Moved);
+        }
+        let mut view = View {
+            tx,
+            projection: name,
+            generation,
+        };
+        projection.apply(&mut view, &events).await?;
+        if let Some(fault) = &self.fault {
+            if let Some(event) = events.iter().find(|e| fault(name, e)) {
+                return Err(ProjectionError::Injected(format!(
+                    "{name} at position {}",
+                    event.entry.cursor.position
+                )));
+            }
+        }
+        let mut tx = view.tx;
+        let sql = match target {
+            Target::Live { .. } => {
+                "UPDATE projections SET cursor_tx = $2, cursor_position = $3, updated_at = $4
+                  WHERE name = $1"
+            }
+            Target::Rebuild { .. } => {
+                "UPDATE projections SET rebuild_cursor_tx = $2, rebuild_cursor_position = $3,
+                        updated_at = $4
+                  WHERE name = $1"
+            }
+        };
+        tx.execute(
+            sql,
+            &[
+                Param::Text(name.to_owned()),
+                Param::Int(last.cursor.transaction_id),
+                Param::Int(last.cursor.position),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::All(last.cursor))
+    }
+
+    async fn rebuild_step(
+        &self,
+        projection: &Arc<dyn Projection>,
+        row: &Row,
+        generation: i64,
+        version: i64,
+        cursor: Cursor,
+    ) -> Result<bool, ProjectionError> {
+        let name = projection.name();
+        if version != projection.version() {
+            // This process runs other code than the one that asked for the rebuild.
+            return Ok(false);
+        }
+        let entries = reader::read_after(&self.db, cursor, REBUILD_BATCH).await?;
+        if entries.len() as i64 == REBUILD_BATCH {
+            let target = Target::Rebuild { generation };
+            return match self
+                .apply_batch(projection, target, cursor, &entries)
+                .await?
+            {
+                Applied::All(_) | Applied::Moved => Ok(true),
+                Applied::FailedAt { .. } => Ok(false),
+            };
+        }
+        // Caught up: apply the tail and switch, holding the row lock throughout so no
+        // live batch lands between the two.
+        let mut tx = Tx::begin(&self.db).await?;
+        let locked = lock_row(&mut tx, name).await?;
+        if locked.rebuild.map(|(g, _, c)| (g, c)) != Some((generation, cursor)) {
+            return Ok(true);
+        }
+        let mut view = View {
+            tx,
+            projection: name,
+            generation,
+        };
+        let mut at = cursor;
+        let mut tail = entries;
+        while !tail.is_empty() {
+            let events = tail
+                .into_iter()
+                .map(Envelope::decode)
+                .collect::<Result<Vec<_>, _>>()?;
+            projection.apply(&mut view, &events).await?;
+            at = events.last().map_or(at, |e| e.entry.cursor);
+            tail = reader::read_after(&self.db, at, REBUILD_BATCH).await?;
+        }
+        let mut tx = view.tx;
+        tx.execute(
+            "UPDATE projections
+                SET version = $2, generation = $3, cursor_tx = $4, cursor_position = $5,
+                    status = 'running', last_error = NULL, failed_tx = NULL,
+                    failed_position = NULL, failed_event_id = NULL,
+                    rebuild_generation = NULL, rebuild_version = NULL,
+                    rebuild_cursor_tx = NULL, rebuild_cursor_position = NULL,
+                    retired_generation = $6, updated_at = $7
+              WHERE name = $1",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Int(version),
+                Param::Int(generation),
+                Param::Int(at.transaction_id),
+                Param::Int(at.position),
+                Param::Int(row.generation),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            generation,
+            "rebuild caught up; switched to it"
+        );
+        self.publish(name, at);
+        Ok(true)
+    }
+
+    async fn drop_retired(
+        &self,
+        projection: &Arc<dyn Projection>,
+        retired: i64,
+    ) -> Result<(), StoreError> {
+        let name = projection.name();
+        let mut tx = Tx::begin(&self.db).await?;
+        let locked = lock_row(&mut tx, name).await?;
+        if locked.retired != Some(retired) {
+            return Ok(());
+        }
+        for table in projection.tables() {
+            tx.drop_table(&physical(name, retired, table.name)).await?;
+        }
+        tx.execute(
+            "UPDATE projections SET retired_generation = NULL WHERE name = $1",
+            &[Param::Text(name.to_owned())],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn mark_failed(
+        &self,
+        name: &str,
+        entry: &LogEntry,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = Tx::begin(&self.db).await?;
+        tx.execute(
+            "UPDATE projections
+                SET status = 'failed', last_error = $2, failed_tx = $3, failed_position = $4,
+                    failed_event_id = $5, updated_at = $6
+              WHERE name = $1",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Text(error.to_owned()),
+                Param::Int(entry.cursor.transaction_id),
+                Param::Int(entry.cursor.position),
+                Param::Text(entry.event_id.to_string()),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    fn publish(&self, name: &str, cursor: Cursor) {
+        if let Some(sender) = self.checkpoints.get(name) {
+            sender.send_if_modified(|current| {
+                let newer = cursor > *current;
+                if newer {
+                    *current = cursor;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Starts a blue/green rebuild into a fresh generation of tables.
+    pub async fn rebuild(&self, name: &str) -> Result<(), RunnerError> {
+        let projection = self.find(name)?.clone();
+        let mut tx = Tx::begin(&self.db).await?;
+        let row = lock_row(&mut tx, name).await?;
+        let generation = row
+            .generation
+            .max(row.rebuild.map_or(0, |r| r.0))
+            .max(row.retired.unwrap_or(0))
+            + 1;
+        if let Some((old, _, _)) = row.rebuild {
+            for table in projection.tables() {
+                tx.drop_table(&physical(name, old, table.name)).await?;
+            }
+        }
+        for table in projection.tables() {
+            tx.create_table(&physical(name, generation, table.name), table)
+                .await?;
+        }
+        tx.execute(
+            "UPDATE projections
+                SET rebuild_generation = $2, rebuild_version = $3, rebuild_cursor_tx = 0,
+                    rebuild_cursor_position = 0, updated_at = $4
+              WHERE name = $1",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Int(generation),
+                Param::Int(projection.version()),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.signal.notify();
+        Ok(())
+    }
+
+    /// Puts a failed or stopped projection back to work, from where it stopped.
+    pub async fn retry(&self, name: &str) -> Result<(), RunnerError> {
+        self.find(name)?;
+        self.transition(
+            name,
+            &["failed", "stopped"],
+            "retry",
+            "failed or stopped",
+            "running",
+        )
+        .await
+    }
+
+    /// Stops a running projection; its view stays as it is until `retry`.
+    pub async fn stop(&self, name: &str) -> Result<(), RunnerError> {
+        self.find(name)?;
+        self.transition(name, &["running"], "stop", "running", "stopped")
+            .await
+    }
+
+    async fn transition(
+        &self,
+        name: &str,
+        from: &[&str],
+        action: &'static str,
+        needed: &'static str,
+        to: &str,
+    ) -> Result<(), RunnerError> {
+        let mut tx = Tx::begin(&self.db).await?;
+        let row = lock_row(&mut tx, name).await?;
+        if !from.contains(&row.status.as_str()) {
+            return Err(RunnerError::WrongState {
+                name: name.to_owned(),
+                state: row.status,
+                action,
+                needed,
+            });
+        }
+        tx.execute(
+            "UPDATE projections
+                SET status = $2, last_error = NULL, failed_tx = NULL, failed_position = NULL,
+                    failed_event_id = NULL, updated_at = $3
+              WHERE name = $1",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Text(to.to_owned()),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.signal.notify();
+        Ok(())
+    }
+
+    /// Skips the event a failed projection stopped on, records the skip, and resumes.
+    pub async fn skip(&self, name: &str) -> Result<(), RunnerError> {
+        self.find(name)?;
+        let mut tx = Tx::begin(&self.db).await?;
+        let row = lock_row(&mut tx, name).await?;
+        let (Some((cursor, event_id)), "failed") = (row.failed.clone(), row.status.as_str()) else {
+            return Err(RunnerError::WrongState {
+                name: name.to_owned(),
+                state: row.status,
+                action: "skip",
+                needed: "failed",
+            });
+        };
+        tx.execute(
+            "INSERT INTO projection_skips (name, event_id, position, error, skipped_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Text(event_id),
+                Param::Int(cursor.position),
+                Param::Text(row.last_error.unwrap_or_default()),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE projections
+                SET status = 'running', cursor_tx = $2, cursor_position = $3, last_error = NULL,
+                    failed_tx = NULL, failed_position = NULL, failed_event_id = NULL,
+                    updated_at = $4
+              WHERE name = $1",
+            &[
+                Param::Text(name.to_owned()),
+                Param::Int(cursor.transaction_id),
+                Param::Int(cursor.position),
+                Param::Text(now()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.publish(name, cursor);
+        self.signal.notify();
+        Ok(())
+    }
+
+    pub async fn status(&self) -> Result<Vec<Status>, RunnerError> {
+        let mut out = Vec::with_capacity(self.list.len());
+        for projection in self.list.iter() {
+            out.push(self.status_of(projection).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn status_one(&self, name: &str) -> Result<Status, RunnerError> {
+        let projection = self.find(name)?.clone();
+        self.status_of(&projection).await
+    }
+
+    async fn status_of(&self, projection: &Arc<dyn Projection>) -> Result<Status, RunnerError> {
+        let name = projection.name();
+        let row = load_row(&self.db, name).await?;
+        let (lag_events, lag_seconds) = reader::lag(&self.db, row.cursor).await?;
+        #[derive(serde::Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let skipped: Vec<Count> = crate::store::views::query(
+            &self.db,
+            "SELECT count(*) AS n FROM projection_skips WHERE name = $1",
+            &["n"],
+            &[Param::Text(name.to_owned())],
+        )
+        .await?;
+        let skipped = skipped.first().map_or(0, |c| c.n);
+        let state = if row.rebuild.is_some() {
+            "rebuilding".to_owned()
+        } else {
+            row.status.clone()
+        };
+        Ok(Status {
+            name,
+            version: row.version,
+            code_version: projection.version(),
+            generation: row.generation,
+            state,
+            checkpoint: row.cursor,
+            lag_events,
+            lag_seconds,
+            last_error: row.last_error,
+            failed_event: row.failed.map(|(cursor, event_id)| FailedEvent {
+                position: cursor.position,
+                event_id,
+            }),
+            skipped_events: skipped,
+            rebuild: row
+                .rebuild
+                .map(|(generation, version, checkpoint)| RebuildProgress {
+                    generation,
+                    version,
+                    checkpoint,
+                }),
+        })
+    }
+
+    /// The physical name of a projection's table in its serving generation.
+    pub async fn table(&self, projection: &str, table: &str) -> Result<String, StoreError> {
+        let row = load_row(&self.db, projection).await?;
+        Ok(physical(projection, row.generation, table))
+    }
+
+    /// Waits until each named projection has applied `target`, or `timeout` passes.
+    /// Returns the names that did not catch up in time.
+    pub async fn wait_for(
+        &self,
+        names: &[&'static str],
+        target: Cursor,
+        timeout: Duration,
+    ) -> Vec<&'static str> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut lagging = Vec::new();
+        for name in names {
+            let Some(sender) = self.checkpoints.get(name) else {
+                continue;
+            };
+            let mut rx = sender.subscribe();
+            let reached = tokio::time::timeout_at(deadline, rx.wait_for(|c| *c >= target)).await;
+            if !matches!(reached, Ok(Ok(_))) {
+                lagging.push(*name);
+            }
+        }
+        lagging
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Live { generation: i64, version: i64 },
+    Rebuild { generation: i64 },
+}
+
+enum Applied {
+    All(Cursor),
+    /// Someone else moved the projection; nothing was applied.
+    Moved,
+    FailedAt {
+        applied: Option<Cursor>,
+        entry: LogEntry,
+        error: ProjectionError,
+    },
+}
+
+fn now() -> String {
+    fixed_time::format(&Utc::now())
+}
+
+const ROW_COLUMNS: &str = "version, generation, cursor_tx, cursor_position, status, last_error,
+    failed_tx, failed_position, failed_event_id, rebuild_generation, rebuild_version,
+    rebuild_cursor_tx, rebuild_cursor_position, retired_generation, updated_at";
+
+/// Locks the projection's row for the rest of `tx` (a write comes first, so SQLite's
+/// writer lock and PostgreSQL's row lock are both taken) and returns it.
+async fn lock_row(tx: &mut Tx, name: &str) -> Result<Row, StoreError> {
+    tx.execute(
+        "UPDATE projections SET name = name WHERE name = $1",
+        &[Param::Text(name.to_owned())],
+    )
+    .await?;
+    read_row(tx, name).await
+}
+
+/// Reads the row outside any transaction (no lock: a snapshot to plan the next step).
+async fn load_row(db: &Database, name: &str) -> Result<Row, StoreError> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1");
+    let rows =
+        crate::store::views::query(db, &sql, ROW_FIELDS, &[Param::Text(name.to_owned())]).await?;
+    to_row(name, rows)
+}
+
+async fn read_row(tx: &mut Tx, name: &str) -> Result<Row, StoreError> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1");
+    let rows = tx
+        .select_json(&sql, ROW_FIELDS, &[Param::Text(name.to_owned())])
+        .await?;
+    to_row(name, rows)
+}
+
+const ROW_FIELDS: &[&str] = &[
+    "version",
+    "generation",
+    "cursor_tx",
+    "cursor_position",
+    "status",
+    "last_error",
+    "failed_tx",
+    "failed_position",
+    "failed_event_id",
+    "rebuild_generation",
+    "rebuild_version",
+    "rebuild_cursor_tx",
+    "rebuild_cursor_position",
+    "retired_generation",
+    "updated_at",
+];
+
+fn to_row(name: &str, rows: Vec<RowOut>) -> Result<Row, StoreError> {
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt(format!("projection `{name}` is not registered")))?;
+    let cursor = |tx: Option<i64>, position: Option<i64>| {
+        position.map(|position| Cursor {
+            transaction_id: tx.unwrap_or(0),
+            position,
+        })
+    };
+    Ok(Row {
+        version: row.version,
+        generation: row.generation,
+        cursor: Cursor {
+            transaction_id: row.cursor_tx,
+            position: row.cursor_position,
+        },
+        status: row.status,
+        last_error: row.last_error,
+        failed: cursor(row.failed_tx, row.failed_position).zip(row.failed_event_id),
+        rebuild: match (row.rebuild_generation, row.rebuild_version) {
+            (Some(g), Some(v)) => Some((
+                g,
+                v,
+                cursor(row.rebuild_cursor_tx, row.rebuild_cursor_position).unwrap_or_default(),
+            )),
+            _ => None,
+        },
+        retired: row.retired_generation,
+        updated_at: DateTime::parse_from_rfc3339(&row.updated_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now()),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RowOut {
+    version: i64,
+    generation: i64,
+    cursor_tx: i64,
+    cursor_position: i64,
+    status: String,
+    last_error: Option<String>,
+    failed_tx: Option<i64>,
+    failed_position: Option<i64>,
+    failed_event_id: Option<String>,
+    rebuild_generation: Option<i64>,
+    rebuild_version: Option<i64>,
+    rebuild_cursor_tx: Option<i64>,
+    rebuild_cursor_position: Option<i64>,
+    retired_generation: Option<i64>,
+    updated_at: String,
+}

@@ -1,0 +1,315 @@
+//! The global log reader: every event of every aggregate, in commit order, from a cursor,
+//! in batches. Projections read through it now; deliveries will too.
+//!
+//! On PostgreSQL an identity value is taken when a row is inserted, not when it commits,
+//! so position 101 can be visible while 100 is still in flight. The reader therefore
+//! orders by `(transaction_id, global_position)` and only reads rows whose transaction
+//! is older than every transaction still running (`pg_snapshot_xmin`): no row can ever
+//! appear behind its cursor. A long transaction elsewhere holds readers back (that is
+//! lag) but never makes them skip. On SQLite the single writer commits positions in
+//! order, and the position alone is the cursor.
+//!
+//! New events wake readers through [`LogSignal`]: the command path signals after each
+//! commit in this process, and on PostgreSQL a LISTEN on `orderlog_events` carries
+//! commits from other processes. Readers still poll slowly, in case a signal is lost.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::Row;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Database, StoreError};
+
+/// Where a reader is in the log: everything at or before it has been read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The writing transaction's id on PostgreSQL; always 0 on SQLite.
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl Cursor {
+    pub const START: Cursor = Cursor {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Cursor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.transaction_id, self.position).cmp(&(other.transaction_id, other.position))
+    }
+}
+
+/// One event as readers get it. The payload stays raw JSON text: each reader decodes
+/// what it needs, once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub cursor: Cursor,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Up to `limit` events after `after`, in cursor order.
+pub async fn read_after(
+    db: &Database,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<LogEntry>, StoreError> {
+    match db {
+        Database::Postgres(pool) => {
+            let rows = sqlx::query(
+                "SELECT transaction_id::text::int8 AS transaction_id, global_position, event_id,
+                        aggregate_type, aggregate_id, sequence, event_type, event_version,
+                        payload::text AS payload, recorded_at
+                   FROM events
+                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                  ORDER BY transaction_id, global_position
+                  LIMIT $3",
+            )
+            .bind(after.transaction_id.to_string())
+            .bind(after.position)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(LogEntry {
+                        cursor: Cursor {
+                            transaction_id: row.try_get("transaction_id")?,
+                            position: row.try_get("global_position")?,
+                        },
+                        event_id: row.try_get("event_id")?,
+                        aggregate_type: row.try_get("aggregate_type")?,
+                        aggregate_id: row.try_get("aggregate_id")?,
+                        sequence: row.try_get("sequence")?,
+                        event_type: row.try_get("event_type")?,
+                        event_version: row.try_get("event_version")?,
+                        payload: row.try_get("payload")?,
+                        recorded_at: row.try_get("recorded_at")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        }
+        Database::Sqlite(pool) => {
+            let rows = sqlx::query(
+                "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
+                        event_type, event_version, payload, recorded_at
+                   FROM events
+                  WHERE global_position > $1
+                  ORDER BY global_position
+                  LIMIT $2",
+            )
+            .bind(after.position)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let event_id: String = row.try_get("event_id")?;
+                    let recorded_at: String = row.try_get("recorded_at")?;
+                    Ok(LogEntry {
+                        cursor: Cursor {
+                            transaction_id: 0,
+                            position: row.try_get("global_position")?,
+                        },
+                        event_id: Uuid::parse_str(&event_id)
+                            .map_err(|e| StoreError::Corrupt(format!("events.event_id: {e}")))?,
+                        aggregate_type: row.try_get("aggregate_type")?,
+                        aggregate_id: row.try_get("aggregate_id")?,
+                        sequence: row.try_get("sequence")?,
+                        event_type: row.try_get("event_type")?,
+                        event_version: row.try_get("event_version")?,
+                        payload: row.try_get("payload")?,
+                        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+                            .map_err(|e| StoreError::Corrupt(format!("events.recorded_at: {e}")))?
+                            .with_timezone(&Utc),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// How far behind the head of the log a reader at `cursor` is: the events it has not
+/// read yet (committed or not), and the age of the oldest of them.
+pub async fn lag(db: &Database, cursor: Cursor) -> Result<(i64, f64), StoreError> {
+    let (count, oldest): (i64, Option<DateTime<Utc>>) = match db {
+        Database::Postgres(pool) => {
+            let row = sqlx::query(
+                "SELECT count(*) AS n, min(recorded_at) AS oldest FROM events
+                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2)",
+            )
+            .bind(cursor.transaction_id.to_string())
+            .bind(cursor.position)
+            .fetch_one(pool)
+            .await?;
+            (row.try_get("n")?, row.try_get("oldest")?)
+        }
+        Database::Sqlite(pool) => {
+            let row = sqlx::query(
+                "SELECT count(*) AS n, min(recorded_at) AS oldest FROM events
+                  WHERE global_position > $1",
+            )
+            .bind(cursor.position)
+            .fetch_one(pool)
+            .await?;
+            let oldest: Option<String> = row.try_get("oldest")?;
+            let oldest = oldest
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            (row.try_get("n")?, oldest)
+        }
+    };
+    let seconds = oldest.map_or(0.0, |t| {
+        (Utc::now() - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6
+    });
+    Ok((count, seconds))
+}
+
+/// The cursor of one aggregate's event, for read-your-writes waits.
+pub async fn cursor_of(
+    db: &Database,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Option<Cursor>, StoreError> {
+    match db {
+        Database::Postgres(pool) => {
+            let row = sqlx::query(
+                "SELECT transaction_id::text::int8 AS transaction_id, global_position FROM events
+                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                Ok(Cursor {
+                    transaction_id: r.try_get("transaction_id")?,
+                    position: r.try_get("global_position")?,
+                })
+            })
+            .transpose()
+        }
+        Database::Sqlite(pool) => {
+            let row = sqlx::query(
+                "SELECT global_position FROM events
+                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                Ok(Cursor {
+                    transaction_id: 0,
+                    position: r.try_get("global_position")?,
+                })
+            })
+            .transpose()
+        }
+    }
+}
+
+/// Wakes readers when the log may have grown. A counter, not a pulse: a reader that was
+/// busy when the signal came still sees it changed.
+#[derive(Clone)]
+pub struct LogSignal {
+    sender: watch::Sender<u64>,
+}
+
+impl Default for LogSignal {
+    fn default() -> Self {
+        Self {
+            sender: watch::channel(0).0,
+        }
+    }
+}
+
+impl LogSignal {
+    pub fn notify(&self) {
+        self.sender.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sender.subscribe()
+    }
+
+    /// On PostgreSQL, forwards commits announced by other processes (the events
+    /// table's trigger notifies `orderlog_events`) until `shutdown`.
+    pub fn listen(&self, db: &Database, shutdown: CancellationToken) {
+        let Database::Postgres(pool) = db else {
+            return;
+        };
+        let pool = pool.clone();
+        let signal = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let listened = async {
+                    let mut listener = PgListener::connect_with(&pool).await?;
+                    listener.listen("orderlog_events").await?;
+                    loop {
+                        listener.recv().await?;
+                        signal.notify();
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = listened => {
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "LISTEN orderlog_events failed; readers fall back to polling");
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_order_by_transaction_then_position() {
+        let a = Cursor {
+            transaction_id: 5,
+            position: 100,
+        };
+        let b = Cursor {
+            transaction_id: 6,
+            position: 99,
+        };
+        assert!(a < b);
+        assert!(Cursor::START < a);
+    }
+}
