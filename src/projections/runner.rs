@@ -17,10 +17,11 @@
 //! differs from its stored version is rebuilt at start.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -93,6 +94,17 @@ pub struct Status {
     pub failed_event: Option<FailedEvent>,
     pub skipped_events: i64,
     pub rebuild: Option<RebuildProgress>,
+    /// Since this process started: how long events took from being recorded in the log
+    /// to being applied to this view (committed).
+    pub apply_lag: LagSummary,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LagSummary {
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +126,8 @@ pub struct Projections {
     db: Database,
     list: Arc<Vec<Arc<dyn Projection>>>,
     checkpoints: Arc<HashMap<&'static str, watch::Sender<Cursor>>>,
+    /// Apply lag per projection, in microseconds.
+    lags: Arc<HashMap<&'static str, Mutex<Histogram<u64>>>>,
     signal: LogSignal,
     fault: Option<FaultHook>,
 }
@@ -129,10 +143,19 @@ impl Projections {
             .iter()
             .map(|p| (p.name(), watch::channel(Cursor::START).0))
             .collect();
+        let lags = list
+            .iter()
+            .map(|p| {
+                let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("static histogram bounds are valid");
+                (p.name(), Mutex::new(histogram))
+            })
+            .collect();
         Self {
             db,
             list: Arc::new(list),
             checkpoints: Arc::new(checkpoints),
+            lags: Arc::new(lags),
             signal,
             fault,
         }
@@ -264,7 +287,18 @@ impl Projections {
             return Ok(false);
         }
         let full = entries.len() as i64 == LIVE_BATCH;
-        match self.apply_with_retries(projection, &row, entries).await? {
+        let recorded: Vec<(Cursor, DateTime<Utc>)> =
+            entries.iter().map(|e| (e.cursor, e.recorded_at)).collect();
+        let outcome = self.apply_with_retries(projection, &row, entries).await?;
+        if let Applied::All(cursor)
+        | Applied::FailedAt {
+            applied: Some(cursor),
+            ..
+        } = &outcome
+        {
+            self.record_lag(name, &recorded, *cursor);
+        }
+        match outcome {
             Applied::All(cursor) => {
                 self.publish(name, cursor);
                 Ok(full)
@@ -556,6 +590,34 @@ impl Projections {
         tx.commit().await
     }
 
+    fn record_lag(&self, name: &str, recorded: &[(Cursor, DateTime<Utc>)], upto: Cursor) {
+        let Some(histogram) = self.lags.get(name) else {
+            return;
+        };
+        let now = Utc::now();
+        let mut histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, at) in recorded.iter().filter(|(c, _)| *c <= upto) {
+            let micros = (now - *at).num_microseconds().unwrap_or(0).max(1) as u64;
+            histogram.saturating_record(micros);
+        }
+    }
+
+    fn lag_summary(&self, name: &str) -> LagSummary {
+        let Some(histogram) = self.lags.get(name) else {
+            return LagSummary::default();
+        };
+        let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
+        if histogram.is_empty() {
+            return LagSummary::default();
+        }
+        LagSummary {
+            events: histogram.len(),
+            p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: histogram.max() as f64 / 1000.0,
+        }
+    }
+
     fn publish(&self, name: &str, cursor: Cursor) {
         if let Some(sender) = self.checkpoints.get(name) {
             sender.send_if_modified(|current| {
@@ -761,6 +823,7 @@ impl Projections {
                     version,
                     checkpoint,
                 }),
+            apply_lag: self.lag_summary(name),
         })
     }
 
