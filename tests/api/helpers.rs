@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use orderlog::app::Application;
+use orderlog::app::{Application, Overrides};
 use orderlog::config::Settings;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -94,6 +94,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// A server on an existing database (a restart, or a second instance beside the first).
 pub async fn spawn_app_on(database_url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(database_url, tweak, Overrides::default()).await
+}
+
+/// A server with test overrides: other projections, or a fault hook in the runner.
+pub async fn spawn_app_with(
+    database_url: &str,
+    tweak: impl FnOnce(&mut Settings),
+    overrides: Overrides,
+) -> TestApp {
     orderlog::telemetry::init(orderlog::config::LogFormat::Text);
     let mut settings = Settings {
         database_url: database_url.to_owned(),
@@ -102,7 +111,7 @@ pub async fn spawn_app_on(database_url: &str, tweak: impl FnOnce(&mut Settings))
         ..Settings::default()
     };
     tweak(&mut settings);
-    let application = Application::build(settings)
+    let application = Application::build_with(settings, overrides)
         .await
         .expect("build the server");
     let addr = application.local_addr().unwrap();
@@ -175,6 +184,49 @@ impl TestApp {
         let r = self.get(&format!("/v1/orders/{order_id}/events")).await;
         let body = expect_status(r, StatusCode::OK).await;
         body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until every projection is running and has applied every committed event.
+    pub async fn projections_caught_up(&self) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let status =
+                expect_status(self.get("/v1/admin/projections").await, StatusCode::OK).await;
+            let done = status["projections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["state"] == "running" && p["lag_events"] == 0);
+            if done {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "projections did not catch up: {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the read side answers, for comparing two states of the views.
+    pub async fn read_side(&self) -> Value {
+        let mut billing = Vec::new();
+        let orders = expect_status(self.get("/v1/orders?limit=500").await, StatusCode::OK).await;
+        for order in orders["orders"].as_array().unwrap() {
+            let id = order["order_id"].as_str().unwrap();
+            let r = self.get(&format!("/v1/billing/orders/{id}")).await;
+            billing.push(expect_status(r, StatusCode::OK).await);
+        }
+        let range = "from=2000-01-01&to=2100-01-01";
+        json!({
+            "orders": orders,
+            "billing": billing,
+            "daily": expect_status(self.get(&format!("/v1/billing/daily?{range}")).await, StatusCode::OK).await,
+            "shipments": expect_status(self.get("/v1/shipping/shipments?limit=1000").await, StatusCode::OK).await,
+            "backlog": expect_status(self.get("/v1/shipping/backlog?limit=1000").await, StatusCode::OK).await,
+            "summary": expect_status(self.get(&format!("/v1/analytics/summary?{range}")).await, StatusCode::OK).await,
+            "top": expect_status(self.get(&format!("/v1/analytics/top-skus?{range}&limit=100")).await, StatusCode::OK).await,
+        })
     }
 
     /// Stops the server the way SIGTERM does, and waits for it to finish.

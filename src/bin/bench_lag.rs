@@ -1,0 +1,576 @@
+//! Benchmark: projection lag under a steady command load, on PostgreSQL.
+//!
+//! Starts the real server in this process (fresh schema, port 0), drives it over HTTP
+//! at a fixed command rate for a fixed time, then prints what the server measured for
+//! each projection: `apply_lag` from `GET /v1/admin/projections`, the time from an
+//! event's `recorded_at` to the commit of the view batch that applied it. It also
+//! prints the achieved command rate and the client-side command latency.
+//!
+//! Load model: open loop at the level of flows. A flow (place an order, attempt a
+//! payment for its total, capture that payment: three commands, one event each) starts
+//! every `3 / rate` seconds on a fixed schedule, whatever the responses do; within a
+//! flow each command waits for the previous answer. Flows run on a fixed set of
+//! keep-alive HTTP/1.1 connections; when all are busy a flow waits, and that wait is
+//! reported ("start delay") so that a server which cannot keep up shows it.
+//!
+//! ```text
+//! cargo run --release --bin bench_lag
+//! BENCH_RATE=1000 cargo run --release --bin bench_lag
+//! ```
+//!
+//! Settings (environment): `ORDERLOG_BENCH_LAG_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_lag`; the
+//! schema in its `search_path` is dropped and recreated), `BENCH_SECONDS` (20),
+//! `BENCH_RATE` (400 commands/s), `BENCH_CONNECTIONS` (32), `BENCH_POOL` (the server's
+//! database pool, 16).
+//!
+//! Not a test: it prints figures. BENCHMARKS.md records them.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use orderlog::app::Application;
+use orderlog::config::Settings;
+
+const DEFAULT_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_lag";
+const COMMANDS_PER_FLOW: f64 = 3.0;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let seconds = env_f64("BENCH_SECONDS", 20.0)?;
+    let rate = env_f64("BENCH_RATE", 400.0)?;
+    let connections = env_f64("BENCH_CONNECTIONS", 32.0)? as usize;
+    let pool_size = env_f64("BENCH_POOL", 16.0)? as u32;
+    let url =
+        std::env::var("ORDERLOG_BENCH_LAG_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    if rate <= 0.0 || seconds <= 0.0 || connections == 0 {
+        bail!("BENCH_RATE, BENCH_SECONDS and BENCH_CONNECTIONS must be positive");
+    }
+
+    let schema = recreate_schema(&url).await?;
+    let settings = Settings {
+        database_url: url.clone(),
+        bind: "127.0.0.1:0".parse()?,
+        db_pool_size: pool_size,
+        ..Default::default()
+    };
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    println!(
+        "bench_lag: server on {addr}, schema `{schema}`, database pool {pool_size}; \
+         target {rate} commands/s for {seconds} s over {connections} keep-alive connections \
+         (open-loop flows of 3 commands, one every {:.2} ms)",
+        1000.0 * COMMANDS_PER_FLOW / rate
+    );
+
+    // Open the connections first (GET /health appends nothing).
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut conn = Http::connect(addr).await?;
+        let (status, _) = conn.request("GET", "/health", None).await?;
+        if status != 200 {
+            bail!("GET /health answered {status}");
+        }
+        conns.push(conn);
+    }
+
+    let cpu_before = CpuTimes::now();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(Mutex::new(rx));
+    let started = Instant::now();
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            let rx = rx.clone();
+            tokio::spawn(worker(i, conn, rx, started))
+        })
+        .collect();
+
+    // The schedule: flow k starts at started + k * period.
+    let period = Duration::from_secs_f64(COMMANDS_PER_FLOW / rate);
+    let flows = (seconds * rate / COMMANDS_PER_FLOW).round() as u64;
+    for k in 0..flows {
+        let at = started + period.mul_f64(k as f64);
+        tokio::time::sleep_until(at.into()).await;
+        tx.send(at).map_err(|_| anyhow!("every worker stopped"))?;
+    }
+    drop(tx);
+    let mut report = Report::default();
+    for worker in workers {
+        report.merge(worker.await??);
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let cpu_after = CpuTimes::now();
+
+    // Right after the load: how far behind are the projections?
+    let mut admin = Http::connect(addr).await?;
+    let at_end = projections(&mut admin).await?;
+    let behind: Vec<String> = at_end
+        .iter()
+        .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["lag_events"]))
+        .collect();
+    // Then let them catch up, so every event is in the histogram.
+    let caught_up = Instant::now();
+    let status = loop {
+        let status = projections(&mut admin).await?;
+        let done = status.iter().all(|p| p["lag_events"].as_i64() == Some(0));
+        if done || caught_up.elapsed() > Duration::from_secs(60) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Summary.
+    let commands = report.latencies.len();
+    println!();
+    println!("== bench_lag summary ==");
+    println!(
+        "flows: {} scheduled, {} completed; commands: {} ok, {} failed",
+        flows, report.flows, commands, report.errors
+    );
+    println!(
+        "achieved command rate: {:.1} commands/s over {:.2} s (target {rate}; schedule {seconds} s)",
+        commands as f64 / load_secs,
+        load_secs
+    );
+    let per_second = report.per_second(load_secs);
+    if !per_second.is_empty() {
+        let mut sorted = per_second.clone();
+        sorted.sort_unstable();
+        println!(
+            "commands completed per whole second: min {}, median {}, max {}",
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1]
+        );
+    }
+    println!(
+        "client command latency (send to full response): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&report.latencies, 0.50),
+        percentile(&report.latencies, 0.99),
+        percentile(&report.latencies, 1.0)
+    );
+    for (kind, label) in [(0, "place order"), (1, "attempt payment"), (2, "capture")] {
+        let of_kind: Vec<f64> = report
+            .by_kind
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, ms)| *ms)
+            .collect();
+        println!(
+            "  {label:<16} p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&of_kind, 0.50),
+            percentile(&of_kind, 0.99)
+        );
+    }
+    println!(
+        "flow start delay (scheduled to picked up by a connection): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&report.start_delays, 0.50),
+        percentile(&report.start_delays, 0.99),
+        percentile(&report.start_delays, 1.0)
+    );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        println!(
+            "CPU during the load: this process (server + client) {:.1} s, PostgreSQL processes {:.1} s, \
+             over {load_secs:.1} s wall on {} cores",
+            after.process - before.process,
+            after.postgres - before.postgres,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    println!(
+        "projection lag_events right after the load: {}",
+        behind.join(", ")
+    );
+    println!(
+        "caught up {:.2} s after the load ended",
+        caught_up.elapsed().as_secs_f64()
+    );
+    println!();
+    println!("apply_lag per projection, as the server measured it (recorded_at to view commit):");
+    println!(
+        "{:<14} {:>8} {:>9} {:>9} {:>9}  {:>7}",
+        "projection", "events", "p50 ms", "p99 ms", "max ms", "target"
+    );
+    let mut worst_p99: f64 = 0.0;
+    for p in &status {
+        let lag = &p["apply_lag"];
+        let p99 = lag["p99_ms"].as_f64().unwrap_or(f64::NAN);
+        worst_p99 = worst_p99.max(p99);
+        println!(
+            "{:<14} {:>8} {:>9.2} {:>9.2} {:>9.2}  {:>7}",
+            p["name"].as_str().unwrap_or("?"),
+            lag["events"],
+            lag["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            p99,
+            lag["max_ms"].as_f64().unwrap_or(f64::NAN),
+            if p99 <= 50.0 { "met" } else { "MISSED" }
+        );
+        if p["state"].as_str() != Some("running") || !p["last_error"].is_null() {
+            println!(
+                "ERROR: projection {} is {} ({})",
+                p["name"], p["state"], p["last_error"]
+            );
+        }
+    }
+    println!(
+        "target p99 <= 50 ms: {} (worst projection p99 {:.2} ms)",
+        if worst_p99 <= 50.0 { "MET" } else { "MISSED" },
+        worst_p99
+    );
+
+    shutdown.cancel();
+    server.await??;
+    Ok(())
+}
+
+fn env_f64(name: &str, default: f64) -> Result<f64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name} must be a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Drops and recreates the schema named by the URL's `search_path`.
+async fn recreate_schema(url: &str) -> Result<String> {
+    let options = PgConnectOptions::from_str(url)?;
+    let schema = url
+        .split("search_path]=")
+        .nth(1)
+        .or_else(|| url.split("search_path%5D=").nth(1))
+        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
+        .unwrap_or_else(|| "bench_lag".to_owned());
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        bail!("schema name `{schema}` must be letters, digits and `_`");
+    }
+    let mut conn: PgConnection = options.connect().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(schema)
+}
+
+/// `GET /v1/admin/projections`.
+async fn projections(http: &mut Http) -> Result<Vec<Value>> {
+    let (status, body) = http.request("GET", "/v1/admin/projections", None).await?;
+    if status != 200 {
+        bail!(
+            "GET /v1/admin/projections answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let body: Value = serde_json::from_slice(&body)?;
+    Ok(body["projections"].as_array().cloned().unwrap_or_default())
+}
+
+#[derive(Default)]
+struct Report {
+    flows: u64,
+    errors: u64,
+    /// Milliseconds, every successful command.
+    latencies: Vec<f64>,
+    by_kind: Vec<(u8, f64)>,
+    /// When each command completed, in seconds since the start.
+    completed_at: Vec<f64>,
+    start_delays: Vec<f64>,
+}
+
+impl Report {
+    fn merge(&mut self, other: Report) {
+        self.flows += other.flows;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+        self.by_kind.extend(other.by_kind);
+        self.completed_at.extend(other.completed_at);
+        self.start_delays.extend(other.start_delays);
+    }
+
+    fn per_second(&self, secs: f64) -> Vec<u64> {
+        let whole = secs.floor() as usize;
+        let mut buckets = vec![0u64; whole];
+        for t in &self.completed_at {
+            if let Some(b) = buckets.get_mut(*t as usize) {
+                *b += 1;
+            }
+        }
+        buckets
+    }
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Takes scheduled flows until the schedule ends, runs each on its connection.
+async fn worker(
+    index: usize,
+    mut http: Http,
+    schedule: Arc<Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>>,
+    started: Instant,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (index as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    loop {
+        let next = schedule.lock().await.recv().await;
+        let Some(at) = next else {
+            return Ok(report);
+        };
+        report
+            .start_delays
+            .push(at.elapsed().as_secs_f64() * 1000.0);
+        report.flows += 1;
+        if let Err(e) = run_flow(&mut http, &mut report, &mut rng, started).await {
+            report.errors += 1;
+            if report.errors <= 3 {
+                eprintln!("flow failed on connection {index}: {e:#}");
+            }
+        }
+    }
+}
+
+async fn run_flow(
+    http: &mut Http,
+    report: &mut Report,
+    rng: &mut u64,
+    started: Instant,
+) -> Result<()> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let lines: Vec<Value> = {
+        let count = 1 + next() % 3;
+        let first = next() % 1000;
+        (0..count)
+            .map(|i| {
+                json!({
+                    "sku": format!("SKU-{:04}", (first + i * 37) % 1000 + 1),
+                    "quantity": 1 + next() % 3,
+                    "unit_price": 299 + next() % 19_700,
+                })
+            })
+            .collect()
+    };
+    let body = json!({
+        "customer_id": format!("cust-{}", next() % 50_000),
+        "currency": "USD",
+        "lines": lines,
+    });
+    let order = command(http, report, 0, "/v1/orders", Some(body), 201, started).await?;
+    let order_id = order["order_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no order_id in {order}"))?
+        .to_owned();
+    let total = order["total"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("no total in {order}"))?;
+    let payment = command(
+        http,
+        report,
+        1,
+        &format!("/v1/orders/{order_id}/payments"),
+        Some(json!({ "amount": total })),
+        201,
+        started,
+    )
+    .await?;
+    let payment_id = payment["payment_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no payment_id in {payment}"))?
+        .to_owned();
+    command(
+        http,
+        report,
+        2,
+        &format!("/v1/orders/{order_id}/payments/{payment_id}/capture"),
+        None,
+        200,
+        started,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn command(
+    http: &mut Http,
+    report: &mut Report,
+    kind: u8,
+    path: &str,
+    body: Option<Value>,
+    expect: u16,
+    started: Instant,
+) -> Result<Value> {
+    let body = body.map(|b| b.to_string());
+    let sent = Instant::now();
+    let (status, response) = http.request("POST", path, body.as_deref()).await?;
+    let ms = sent.elapsed().as_secs_f64() * 1000.0;
+    if status != expect {
+        bail!(
+            "POST {path} answered {status}: {}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+    report.latencies.push(ms);
+    report.by_kind.push((kind, ms));
+    report.completed_at.push(started.elapsed().as_secs_f64());
+    Ok(serde_json::from_slice(&response)?)
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection: enough for JSON requests to
+/// this server (Content-Length or chunked bodies).
+struct Http {
+    addr: std::net::SocketAddr,
+    stream: BufReader<TcpStream>,
+}
+
+impl Http {
+    async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            addr,
+            stream: BufReader::new(stream),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let body = body.unwrap_or("");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
+            self.addr
+        );
+        if method == "POST" {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        head.push_str(body);
+        self.stream.get_mut().write_all(head.as_bytes()).await?;
+
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        if line.is_empty() {
+            bail!("the server closed the connection");
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line {line:?}"))?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut close = false;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = Some(value.parse::<usize>()?),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .context("bad chunk size")?;
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = length {
+            body.resize(length, 0);
+            self.stream.read_exact(&mut body).await?;
+        }
+        if close {
+            *self = Http::connect(self.addr).await?;
+        }
+        Ok((status, body))
+    }
+}
+
+/// CPU seconds used so far by this process and by all PostgreSQL processes on this
+/// machine (from /proc; Linux only, assumes 100 clock ticks per second).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    process: f64,
+    postgres: f64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<Self> {
+        let ticks = |stat: &str| -> Option<(String, f64)> {
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let comm = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((comm, (utime + stime) / 100.0))
+        };
+        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some((comm, secs)) = ticks(&stat) {
+                if comm.starts_with("postgres") {
+                    postgres += secs;
+                }
+            }
+        }
+        Some(Self { process, postgres })
+    }
+}

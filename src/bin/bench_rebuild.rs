@@ -1,0 +1,933 @@
+//! Benchmark: rebuild every projection from a large log, on PostgreSQL.
+//!
+//! Loads N order events (default 1,000,000) straight into `events` in a fresh schema,
+//! then, R times (default 3):
+//!
+//! 1. reads the whole log with `store::reader::read_after` (the baseline: the rate a
+//!    reader that does nothing with the events reaches), and
+//! 2. rebuilds each projection in turn with `Projections::rebuild` + `finish_rebuild`,
+//!    exactly as `orderlog projections rebuild --all` does,
+//!
+//! and prints the medians. It then rebuilds all projections at once (as the server does
+//! when several projection versions change), and times the phases of one rebuild pass
+//! (read, decode, apply, commit) by driving the same public APIs the runner uses.
+//!
+//! ```text
+//! cargo run --release --bin bench_rebuild -- 1000000
+//! ```
+//!
+//! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_rebuild`;
+//! its `search_path` names the schema, which is dropped and recreated), `BENCH_EVENTS`
+//! (or the first argument), `BENCH_RUNS` (3), `BENCH_CONCURRENT` (1: also time the
+//! all-at-once rebuild; 0 skips it), `BENCH_PHASES` (1: also time the phases; 0 skips
+//! it).
+//!
+//! Not a test: it prints figures. BENCHMARKS.md records them.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use uuid::Uuid;
+
+use orderlog::domain::order::{OrderEvent, OrderLine, ShipmentLine};
+use orderlog::domain::values::{
+    CountryCode, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
+    ShippingAddress, Sku, Text,
+};
+use orderlog::projections::runner::Projections;
+use orderlog::projections::{self, Envelope, Projection, View};
+use orderlog::store::reader::{self, Cursor, LogSignal};
+use orderlog::store::views::{physical, Tx};
+use orderlog::store::Database;
+
+const DEFAULT_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_rebuild";
+const DEFAULT_EVENTS: usize = 1_000_000;
+/// Rows per INSERT statement (and per transaction) while loading.
+const LOAD_CHUNK: usize = 5_000;
+/// Batch size of the baseline read: the runner's rebuild batch.
+const READ_BATCH: i64 = 5_000;
+/// Orders in flight at once while generating: an order's events are spread over about
+/// this many other events, so a batch never holds an order's whole life.
+const ACTIVE_ORDERS: usize = 2_000;
+const SKUS: usize = 1_000;
+const CUSTOMERS: u64 = 50_000;
+const SPAN_DAYS: i64 = 30;
+/// Scratch generation used by the phase breakdown; far above anything the runner uses.
+const PHASE_GENERATION: i64 = 9_000;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let events: usize = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("BENCH_EVENTS").ok())
+        .map(|s| s.replace('_', "").parse())
+        .transpose()
+        .context("the event count (first argument or BENCH_EVENTS) must be a whole number")?
+        .unwrap_or(DEFAULT_EVENTS);
+    let runs: usize = env_number("BENCH_RUNS", 3)?.max(1);
+    let concurrent = env_number("BENCH_CONCURRENT", 1)? != 0;
+    let phases = env_number("BENCH_PHASES", 1)? != 0;
+    let url = std::env::var("ORDERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+
+    println!("bench_rebuild: {events} events, {runs} run(s), PostgreSQL");
+    let schema = recreate_schema(&url).await?;
+    println!("schema `{schema}` recreated");
+
+    let db = Database::connect(&url, 8).await?;
+    db.migrate().await?;
+    let Database::Postgres(pool) = &db else {
+        bail!("bench_rebuild needs PostgreSQL");
+    };
+
+    // Load.
+    let started = Instant::now();
+    let expected = load(pool, events).await?;
+    let load_secs = started.elapsed().as_secs_f64();
+    println!(
+        "loaded {} events ({} orders, {} refunded) in {:.1} s: {:.0} events/s",
+        expected.events,
+        expected.orders,
+        expected.refunded_orders,
+        load_secs,
+        expected.events as f64 / load_secs
+    );
+    let started = Instant::now();
+    sqlx::raw_sql("VACUUM (ANALYZE) events")
+        .execute(pool)
+        .await?;
+    let vacuum_secs = started.elapsed().as_secs_f64();
+    let log_size: String =
+        sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('events'))")
+            .fetch_one(pool)
+            .await?;
+    println!("VACUUM (ANALYZE) events: {vacuum_secs:.1} s; events table with indexes: {log_size}");
+
+    let p = Projections::new(db.clone(), projections::all(), LogSignal::default(), None);
+    p.init().await?;
+    let names = p.names();
+
+    // Repeated runs: baseline read, then each projection rebuilt in turn.
+    let mut read_secs = Vec::new();
+    let mut per_projection: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut start_secs: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut totals = Vec::new();
+    let mut cpu_use: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
+    let mut last_cursor = Cursor::START;
+    let mut all_ok = true;
+    for run in 1..=runs {
+        let (secs, count, last) = read_log(&db).await?;
+        if count != expected.events {
+            println!(
+                "ERROR: the baseline read saw {count} events, expected {}",
+                expected.events
+            );
+            all_ok = false;
+        }
+        last_cursor = last;
+        read_secs.push(secs);
+        println!(
+            "run {run}: read the log in {secs:.2} s ({:.0} events/s)",
+            count as f64 / secs
+        );
+        let mut total = 0.0;
+        for name in &names {
+            let started = Instant::now();
+            p.rebuild(name).await?;
+            let begun = started.elapsed().as_secs_f64();
+            let cpu = CpuTimes::now();
+            let started = Instant::now();
+            p.finish_rebuild(name).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = cpu
+                .zip(CpuTimes::now())
+                .map(|(a, b)| (b.process - a.process, b.postgres - a.postgres));
+            total += begun + secs;
+            start_secs.entry(name).or_default().push(begun);
+            per_projection.entry(name).or_default().push(secs);
+            if let Some((client, postgres)) = cpu {
+                cpu_use.entry(name).or_default().push((client, postgres));
+            }
+            println!(
+                "run {run}: rebuilt {name:<14} in {secs:6.2} s ({:.0} events/s){}",
+                expected.events as f64 / secs,
+                cpu.map_or(String::new(), |(c, p)| format!(
+                    "; CPU: bench process {c:.1} s, PostgreSQL {p:.1} s"
+                ))
+            );
+        }
+        totals.push(total);
+        println!(
+            "run {run}: all projections in {total:.2} s ({:.0} events/s)",
+            expected.events as f64 / total
+        );
+        all_ok &= check(&p, &db, last_cursor, &expected).await?;
+    }
+
+    // All at once, as the server's runners do after a version bump.
+    let concurrent_secs = if concurrent {
+        let started = Instant::now();
+        for name in &names {
+            p.rebuild(name).await?;
+        }
+        let tasks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let p = p.clone();
+                let name = *name;
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    p.finish_rebuild(name)
+                        .await
+                        .map(|_| (name, started.elapsed()))
+                })
+            })
+            .collect();
+        let mut each = Vec::new();
+        for task in tasks {
+            each.push(task.await??);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        for (name, took) in &each {
+            println!(
+                "concurrent: {name:<14} done after {:.2} s",
+                took.as_secs_f64()
+            );
+        }
+        println!(
+            "concurrent: all projections at once in {secs:.2} s ({:.0} events/s)",
+            expected.events as f64 / secs
+        );
+        all_ok &= check(&p, &db, last_cursor, &expected).await?;
+        Some(secs)
+    } else {
+        None
+    };
+
+    let phase_rows = if phases {
+        let mut rows = Vec::new();
+        for projection in projections::all() {
+            rows.push(time_phases(&db, projection).await?);
+        }
+        rows
+    } else {
+        Vec::new()
+    };
+
+    // Summary.
+    let n = expected.events as f64;
+    let read = median(&read_secs);
+    let total = median(&totals);
+    println!();
+    println!(
+        "== bench_rebuild summary: {} events, median of {runs} run(s) ==",
+        expected.events
+    );
+    println!(
+        "load (UNNEST, {LOAD_CHUNK} rows per statement)   {load_secs:8.2} s  {:>9.0} events/s",
+        n / load_secs
+    );
+    println!(
+        "baseline: read the log (read_after, {READ_BATCH})  {read:8.2} s  {:>9.0} events/s",
+        n / read
+    );
+    let mut slowest: (&str, f64) = ("", 0.0);
+    for name in &names {
+        let secs = median(&per_projection[name]);
+        if secs > slowest.1 {
+            slowest = (name, secs);
+        }
+        let cpu = cpu_use.get(name).map_or(String::new(), |v| {
+            let client: Vec<f64> = v.iter().map(|c| c.0).collect();
+            let postgres: Vec<f64> = v.iter().map(|c| c.1).collect();
+            format!(
+                "; CPU bench {:.1} s, PostgreSQL {:.1} s",
+                median(&client),
+                median(&postgres)
+            )
+        });
+        println!(
+            "rebuild {name:<14}                 {secs:8.2} s  {:>9.0} events/s   (start {:.3} s{cpu})",
+            n / secs,
+            median(&start_secs[name])
+        );
+    }
+    println!(
+        "rebuild all, one after another         {total:8.2} s  {:>9.0} events/s",
+        n / total
+    );
+    println!(
+        "slowest projection ({:<14})       {:8.2} s  {:>9.0} events/s",
+        slowest.0,
+        slowest.1,
+        n / slowest.1
+    );
+    if let Some(secs) = concurrent_secs {
+        println!(
+            "rebuild all, concurrently (1 run)      {secs:8.2} s  {:>9.0} events/s",
+            n / secs
+        );
+    }
+    println!(
+        "target 200000 events/s for all projections: {} (measured {:.0}; {:.0}% of the raw read rate)",
+        if n / total >= 200_000.0 { "MET" } else { "MISSED" },
+        n / total,
+        100.0 * read / total
+    );
+    if !phase_rows.is_empty() {
+        println!();
+        println!("phases of one rebuild pass per projection (same APIs as the runner, no checkpoint row):");
+        println!(
+            "{:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "projection", "read s", "decode s", "apply s", "commit s", "total s", "events/s"
+        );
+        for row in &phase_rows {
+            let t = row.read + row.decode + row.apply + row.commit;
+            println!(
+                "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10.0}",
+                row.name,
+                row.read,
+                row.decode,
+                row.apply,
+                row.commit,
+                t,
+                n / t
+            );
+        }
+    }
+    if !all_ok {
+        println!("ERROR: at least one check failed (see above)");
+        std::process::exit(1);
+    }
+    db.close().await;
+    Ok(())
+}
+
+fn env_number(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name} must be a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// Drops and recreates the schema named by the URL's `search_path`, over a plain
+/// connection to the same server. Returns the schema's name.
+async fn recreate_schema(url: &str) -> Result<String> {
+    let options = PgConnectOptions::from_str(url)?;
+    let schema = url
+        .split("search_path]=")
+        .nth(1)
+        .or_else(|| url.split("search_path%5D=").nth(1))
+        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
+        .unwrap_or_else(|| "bench_rebuild".to_owned());
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        bail!("schema name `{schema}` must be letters, digits and `_`");
+    }
+    let mut conn: PgConnection = options.connect().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(schema)
+}
+
+/// What the generator produced, for the checks after each rebuild.
+#[derive(Debug, Default, Clone)]
+struct Expected {
+    events: usize,
+    orders: usize,
+    refunded_orders: usize,
+}
+
+/// Columns of one INSERT.
+#[derive(Default)]
+struct Chunk {
+    aggregate_id: Vec<String>,
+    sequence: Vec<i64>,
+    event_type: Vec<String>,
+    payload: Vec<String>,
+    metadata: Vec<String>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.sequence.len()
+    }
+}
+
+/// Generates on a blocking thread and inserts on one connection, in order: a chunk is
+/// one transaction, so the log's commit order is the generation order.
+async fn load(pool: &sqlx::PgPool, events: usize) -> Result<Expected> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let generator = tokio::task::spawn_blocking(move || generate(events, tx));
+    let sql = "INSERT INTO events
+                   (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+               SELECT 'order', t.aggregate_id, t.sequence, t.event_type, $5, t.payload::jsonb,
+                      t.metadata::jsonb
+                 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $6::text[])
+                   AS t(aggregate_id, sequence, event_type, payload, metadata)";
+    let mut conn = pool.acquire().await?;
+    let mut inserted = 0usize;
+    let mut last_report = Instant::now();
+    let started = Instant::now();
+    while let Some(chunk) = rx.recv().await {
+        let n = chunk.len();
+        sqlx::query(sql)
+            .bind(chunk.aggregate_id)
+            .bind(chunk.sequence)
+            .bind(chunk.event_type)
+            .bind(chunk.payload)
+            .bind(OrderEvent::VERSION)
+            .bind(chunk.metadata)
+            .execute(&mut *conn)
+            .await?;
+        inserted += n;
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = Instant::now();
+            println!(
+                "  loading: {inserted} events, {:.0} events/s",
+                inserted as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let expected = generator.await??;
+    if expected.events != inserted {
+        bail!(
+            "generated {} events but inserted {inserted}",
+            expected.events
+        );
+    }
+    Ok(expected)
+}
+
+/// splitmix64: small, fast and reproducible; no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// An order part-way through its life.
+struct Flow {
+    order_id: OrderId,
+    currency: Currency,
+    total: Money,
+    lines: Vec<OrderLine>,
+    /// The next stage to emit (0 = placed).
+    stage: u8,
+    sequence: i64,
+    refund: bool,
+    payment_id: PaymentId,
+    shipment_id: ShipmentId,
+    correlation_id: String,
+    actor: String,
+}
+
+struct Catalogue {
+    skus: Vec<(Sku, i64)>,
+    usd: Currency,
+    eur: Currency,
+    gbp: Currency,
+    carriers: Vec<Text>,
+    methods: Vec<Text>,
+    refund_reasons: Vec<Text>,
+    countries: Vec<CountryCode>,
+}
+
+impl Catalogue {
+    fn new() -> Self {
+        let text = |s: &str| Text::parse(s).expect("static text");
+        Self {
+            skus: (1..=SKUS)
+                .map(|i| {
+                    let sku = Sku::parse(&format!("SKU-{i:04}.{}", ["S", "M", "L", "XL"][i % 4]))
+                        .expect("static sku");
+                    // 2.99 to 199.99 in minor units.
+                    let price = 299 + ((i as i64 * 7_919) % 19_700);
+                    (sku, price)
+                })
+                .collect(),
+            usd: Currency::parse("USD").expect("USD"),
+            eur: Currency::parse("EUR").expect("EUR"),
+            gbp: Currency::parse("GBP").expect("GBP"),
+            carriers: ["UPS", "DHL", "FedEx", "La Poste"].map(text).to_vec(),
+            methods: ["card", "paypal", "apple_pay"].map(text).to_vec(),
+            refund_reasons: [
+                "damaged in transit",
+                "customer changed their mind",
+                "wrong size",
+            ]
+            .map(text)
+            .to_vec(),
+            countries: ["US", "FR", "DE", "GB", "NL"]
+                .map(|c| CountryCode::parse(c).expect("country"))
+                .to_vec(),
+        }
+    }
+}
+
+fn generate(events: usize, out: tokio::sync::mpsc::Sender<Chunk>) -> Result<Expected> {
+    let catalogue = Catalogue::new();
+    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    let start: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 10, 22, 0, 0, 0).unwrap();
+    let span_micros = TimeDelta::days(SPAN_DAYS).num_microseconds().unwrap_or(1);
+    let mut expected = Expected::default();
+    let mut pool: Vec<Flow> = Vec::with_capacity(ACTIVE_ORDERS);
+    let mut chunk = Chunk::default();
+    let mut emitted = 0usize;
+    while emitted < events {
+        // The log's clock moves evenly over the span: each event is a little later.
+        let at = start + TimeDelta::microseconds(span_micros * emitted as i64 / events as i64);
+        let slot = rng.below(ACTIVE_ORDERS as u64) as usize;
+        if slot >= pool.len() || pool[slot].stage == u8::MAX {
+            let flow = new_flow(&catalogue, &mut rng, expected.orders);
+            expected.orders += 1;
+            expected.refunded_orders += usize::from(flow.refund);
+            if slot >= pool.len() {
+                pool.push(flow);
+            } else {
+                pool[slot] = flow;
+            }
+        }
+        let slot = slot.min(pool.len() - 1);
+        let batch = next_events(&catalogue, &mut rng, &mut pool[slot], at);
+        let metadata = metadata(&pool[slot], at);
+        for event in batch {
+            if emitted == events {
+                break;
+            }
+            let flow = &mut pool[slot];
+            flow.sequence += 1;
+            let payload = serde_json::to_string(&event)?;
+            if emitted % 97 == 0 {
+                let back: OrderEvent = serde_json::from_str(&payload)
+                    .context("a generated payload does not decode as an OrderEvent")?;
+                if back != event {
+                    bail!("a generated payload does not round-trip: {payload}");
+                }
+            }
+            chunk.aggregate_id.push(flow.order_id.to_string());
+            chunk.sequence.push(flow.sequence);
+            chunk.event_type.push(event.name().to_owned());
+            chunk.payload.push(payload);
+            chunk.metadata.push(metadata.clone());
+            emitted += 1;
+            if chunk.len() == LOAD_CHUNK {
+                out.blocking_send(std::mem::take(&mut chunk))
+                    .map_err(|_| anyhow::anyhow!("the inserter stopped"))?;
+            }
+        }
+    }
+    if chunk.len() > 0 {
+        out.blocking_send(chunk)
+            .map_err(|_| anyhow::anyhow!("the inserter stopped"))?;
+    }
+    expected.events = emitted;
+    Ok(expected)
+}
+
+fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
+    let currency = match rng.below(100) {
+        0..=79 => catalogue.usd,
+        80..=91 => catalogue.eur,
+        _ => catalogue.gbp,
+    };
+    let line_count = 2 + rng.below(2) as usize;
+    let mut lines: Vec<OrderLine> = Vec::with_capacity(line_count);
+    while lines.len() < line_count {
+        // A skewed draw: low SKU numbers sell more, as best sellers do.
+        let a = rng.below(SKUS as u64);
+        let b = rng.below(SKUS as u64);
+        let (sku, price) = &catalogue.skus[a.min(b) as usize];
+        if lines.iter().any(|l| &l.sku == sku) {
+            continue;
+        }
+        let quantity = Quantity::parse(1 + rng.below(3) as i64).expect("1..=3");
+        let unit_price = Money::parse(*price, currency).expect("price");
+        lines.push(OrderLine {
+            sku: sku.clone(),
+            quantity,
+            line_total: unit_price.checked_mul(quantity).expect("small"),
+            unit_price,
+        });
+    }
+    let total = lines
+        .iter()
+        .try_fold(Money::zero(currency), |sum, l| {
+            sum.checked_add(l.line_total)
+        })
+        .expect("small");
+    Flow {
+        order_id: OrderId::parse(&format!("ord-{index:08}-{:04x}", rng.below(0x10000)))
+            .expect("order id"),
+        currency,
+        total,
+        lines,
+        stage: 0,
+        sequence: 0,
+        refund: rng.chance(10),
+        payment_id: PaymentId::parse(&format!("pay_{:016x}", rng.next())).expect("payment id"),
+        shipment_id: ShipmentId::parse(&format!("shp_{:016x}", rng.next())).expect("shipment id"),
+        correlation_id: Uuid::from_u64_pair(rng.next(), rng.next()).to_string(),
+        actor: format!("storefront-{}", rng.below(4)),
+    }
+}
+
+/// The events of the flow's next command (delivery and fulfilment come together, as the
+/// aggregate appends them in one command), and moves the flow on.
+fn next_events(
+    catalogue: &Catalogue,
+    rng: &mut Rng,
+    flow: &mut Flow,
+    at: DateTime<Utc>,
+) -> Vec<OrderEvent> {
+    let order_id = flow.order_id.clone();
+    let (events, next) = match flow.stage {
+        0 => {
+            let customer = CustomerId::parse(&format!("cust-{:05}", rng.below(CUSTOMERS)))
+                .expect("customer id");
+            let shipping_address = rng.chance(70).then(|| ShippingAddress {
+                name: "A. Customer".to_owned(),
+                line1: format!("{} Main Street", 1 + rng.below(999)),
+                line2: None,
+                city: "Springfield".to_owned(),
+                region: None,
+                postal_code: format!("{:05}", rng.below(100_000)),
+                country: catalogue.countries[rng.below(catalogue.countries.len() as u64) as usize]
+                    .clone(),
+            });
+            (
+                vec![OrderEvent::OrderPlaced {
+                    order_id,
+                    customer_id: customer,
+                    currency: flow.currency,
+                    lines: flow.lines.clone(),
+                    total: flow.total,
+                    shipping_address,
+                    placed_at: at,
+                }],
+                1,
+            )
+        }
+        1 => (
+            vec![OrderEvent::PaymentAttempted {
+                order_id,
+                payment_id: flow.payment_id.clone(),
+                amount: flow.total,
+                method: Some(
+                    catalogue.methods[rng.below(catalogue.methods.len() as u64) as usize].clone(),
+                ),
+                attempted_at: at,
+            }],
+            2,
+        ),
+        2 => (
+            vec![OrderEvent::PaymentCaptured {
+                order_id,
+                payment_id: flow.payment_id.clone(),
+                amount: flow.total,
+                captured_total: flow.total,
+                captured_at: at,
+            }],
+            3,
+        ),
+        3 => (
+            vec![OrderEvent::ShipmentDispatched {
+                order_id,
+                shipment_id: flow.shipment_id.clone(),
+                carrier: catalogue.carriers[rng.below(catalogue.carriers.len() as u64) as usize]
+                    .clone(),
+                tracking_number: Text::parse(&format!("1Z{:012}", rng.below(1_000_000_000_000)))
+                    .expect("tracking"),
+                lines: flow
+                    .lines
+                    .iter()
+                    .map(|l| ShipmentLine {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                    })
+                    .collect(),
+                order_fully_shipped: true,
+                dispatched_at: at,
+            }],
+            4,
+        ),
+        4 => (
+            vec![
+                OrderEvent::ShipmentDelivered {
+                    order_id: order_id.clone(),
+                    shipment_id: flow.shipment_id.clone(),
+                    delivered_at: at,
+                },
+                OrderEvent::OrderFulfilled {
+                    order_id,
+                    total: flow.total,
+                    fulfilled_at: at,
+                },
+            ],
+            if flow.refund { 5 } else { u8::MAX },
+        ),
+        5 => {
+            let full = rng.chance(50) || flow.total.amount() < 2;
+            let amount = if full {
+                flow.total
+            } else {
+                Money::parse(flow.total.amount() / 2, flow.currency).expect("half")
+            };
+            (
+                vec![OrderEvent::OrderRefunded {
+                    order_id,
+                    refund_id: RefundId::parse(&format!("ref_{:016x}", rng.next()))
+                        .expect("refund id"),
+                    amount,
+                    reason: catalogue.refund_reasons
+                        [rng.below(catalogue.refund_reasons.len() as u64) as usize]
+                        .clone(),
+                    refunded_total: amount,
+                    fully_refunded: full,
+                    refunded_at: at,
+                }],
+                u8::MAX,
+            )
+        }
+        _ => (Vec::new(), u8::MAX),
+    };
+    flow.stage = next;
+    events
+}
+
+/// The metadata the command path stamps on every event of a command.
+fn metadata(flow: &Flow, at: DateTime<Utc>) -> String {
+    let command_id = Uuid::now_v7().to_string();
+    json!({
+        "command_id": command_id,
+        "correlation_id": flow.correlation_id,
+        "causation_id": command_id,
+        "traceparent": format!("00-{}-{}-01", Uuid::new_v4().simple(), &Uuid::new_v4().simple().to_string()[..16]),
+        "actor": flow.actor,
+        "received_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    })
+    .to_string()
+}
+
+/// Reads the whole log as a catch-up reader would. Returns seconds, events, last cursor.
+async fn read_log(db: &Database) -> Result<(f64, usize, Cursor)> {
+    let started = Instant::now();
+    let mut cursor = Cursor::START;
+    let mut count = 0usize;
+    loop {
+        let batch = reader::read_after(db, cursor, READ_BATCH).await?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        cursor = last.cursor;
+        count += batch.len();
+    }
+    Ok((started.elapsed().as_secs_f64(), count, cursor))
+}
+
+/// Every projection is running at the end of the log, and the views hold what was
+/// generated. Prints what is wrong and returns false if anything is.
+async fn check(p: &Projections, db: &Database, last: Cursor, expected: &Expected) -> Result<bool> {
+    let mut ok = true;
+    for status in p.status().await? {
+        if status.state != "running" || status.checkpoint != last || status.lag_events != 0 {
+            println!(
+                "ERROR: projection {} is {} at {:?} with {} events to go; expected running at {:?}",
+                status.name, status.state, status.checkpoint, status.lag_events, last
+            );
+            ok = false;
+        }
+        if let Some(error) = &status.last_error {
+            println!("ERROR: projection {} reports: {error}", status.name);
+            ok = false;
+        }
+    }
+    let Database::Postgres(pool) = db else {
+        return Ok(ok);
+    };
+    let summary = p
+        .table(
+            projections::order_summary::NAME,
+            projections::order_summary::ORDERS.name,
+        )
+        .await?;
+    let orders: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {summary}"))
+        .fetch_one(pool)
+        .await?;
+    let daily = p
+        .table(
+            projections::analytics::NAME,
+            projections::analytics::DAILY.name,
+        )
+        .await?;
+    let placed: i64 = sqlx::query_scalar(&format!(
+        "SELECT coalesce(sum(orders_placed), 0)::int8 FROM {daily}"
+    ))
+    .fetch_one(pool)
+    .await?;
+    let refunded: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {summary} WHERE refunded > 0"
+    ))
+    .fetch_one(pool)
+    .await?;
+    if orders as usize != expected.orders || placed as usize != expected.orders {
+        println!(
+            "ERROR: views hold {orders} order summaries and {placed} orders placed; {} were generated",
+            expected.orders
+        );
+        ok = false;
+    }
+    // A refunded order may be cut off by the event budget before its refund.
+    if refunded as usize > expected.refunded_orders {
+        println!(
+            "ERROR: {refunded} orders show a refund; at most {} were generated",
+            expected.refunded_orders
+        );
+        ok = false;
+    }
+    Ok(ok)
+}
+
+struct Phases {
+    name: &'static str,
+    read: f64,
+    decode: f64,
+    apply: f64,
+    commit: f64,
+}
+
+/// One rebuild pass of `projection` into scratch tables, with the runner's batch size
+/// and the same calls (read_after, Envelope::decode, Projection::apply in one
+/// transaction per batch), timing each phase. The runner also locks and updates the
+/// projection's row in each batch; that is left out here.
+async fn time_phases(db: &Database, projection: Arc<dyn Projection>) -> Result<Phases> {
+    let name = projection.name();
+    let mut tx = Tx::begin(db).await?;
+    for table in projection.tables() {
+        let physical_name = physical(name, PHASE_GENERATION, table.name);
+        tx.drop_table(&physical_name).await?;
+        tx.create_table(&physical_name, table).await?;
+    }
+    tx.commit().await?;
+    let mut phases = Phases {
+        name,
+        read: 0.0,
+        decode: 0.0,
+        apply: 0.0,
+        commit: 0.0,
+    };
+    let mut cursor = Cursor::START;
+    loop {
+        let t = Instant::now();
+        let entries = reader::read_after(db, cursor, READ_BATCH).await?;
+        phases.read += t.elapsed().as_secs_f64();
+        let Some(last) = entries.last() else {
+            break;
+        };
+        cursor = last.cursor;
+        let t = Instant::now();
+        let events = entries
+            .into_iter()
+            .map(Envelope::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        phases.decode += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut view = View {
+            tx: Tx::begin(db).await?,
+            projection: name,
+            generation: PHASE_GENERATION,
+        };
+        projection.apply(&mut view, &events).await?;
+        phases.apply += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        view.tx.commit().await?;
+        phases.commit += t.elapsed().as_secs_f64();
+    }
+    let mut tx = Tx::begin(db).await?;
+    for table in projection.tables() {
+        tx.drop_table(&physical(name, PHASE_GENERATION, table.name))
+            .await?;
+    }
+    tx.commit().await?;
+    println!(
+        "phases: {name:<14} read {:.2} s, decode {:.2} s, apply {:.2} s, commit {:.2} s",
+        phases.read, phases.decode, phases.apply, phases.commit
+    );
+    Ok(phases)
+}
+
+/// CPU seconds used so far by this process and by all PostgreSQL processes on this
+/// machine (from /proc; Linux only, assumes 100 clock ticks per second).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    process: f64,
+    postgres: f64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<Self> {
+        let ticks = |stat: &str| -> Option<(String, f64)> {
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let comm = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((comm, (utime + stime) / 100.0))
+        };
+        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some((comm, secs)) = ticks(&stat) {
+                if comm.starts_with("postgres") {
+                    postgres += secs;
+                }
+            }
+        }
+        Some(Self { process, postgres })
+    }
+}
