@@ -7,5 +7,7 @@ mod concurrency;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod log_reader;
 mod metadata;
 mod projections;
+mod property;
