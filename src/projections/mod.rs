@@ -106,16 +106,104 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// One generation of one projection's tables, within a batch's transaction.
+/// One generation of one projection's tables: in a batch's transaction (live), or in
+/// memory (a rebuild, which writes everything once when it has caught up).
 pub struct View {
-    pub tx: Tx,
+    pub store: ViewStore,
     pub projection: &'static str,
     pub generation: i64,
+}
+
+pub enum ViewStore {
+    Tx(Tx),
+    Memory(MemoryTables),
 }
 
 impl View {
     pub fn table_name(&self, table: &Table) -> String {
         physical(self.projection, self.generation, table.name)
+    }
+}
+
+/// A rebuild's tables, held in memory. They are the whole truth of a generation that
+/// nobody else writes, so a row missing here does not exist.
+#[derive(Default)]
+pub struct MemoryTables {
+    tables: HashMap<&'static str, Box<dyn MemoryTable>>,
+}
+
+impl MemoryTables {
+    fn rows<R: Serialize + Send + Sync + 'static>(
+        &mut self,
+        table: &'static Table,
+    ) -> &mut HashMap<String, R> {
+        let erased = self.tables.entry(table.name).or_insert_with(|| {
+            Box::new(Typed::<R> {
+                table,
+                rows: HashMap::new(),
+            })
+        });
+        &mut erased
+            .as_any()
+            .downcast_mut::<Typed<R>>()
+            .expect("one row type per table")
+            .rows
+    }
+
+    /// Writes every table into generation `generation` of `projection`, in `tx`.
+    pub async fn flush(
+        &mut self,
+        tx: &mut Tx,
+        projection: &str,
+        generation: i64,
+    ) -> Result<(), StoreError> {
+        for table in self.tables.values_mut() {
+            table.flush(tx, projection, generation).await?;
+        }
+        Ok(())
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.tables.values().map(|t| t.len()).sum()
+    }
+}
+
+trait MemoryTable: Send {
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+    fn len(&self) -> usize;
+    fn flush<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        projection: &'a str,
+        generation: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+struct Typed<R> {
+    table: &'static Table,
+    rows: HashMap<String, R>,
+}
+
+impl<R: Serialize + Send + Sync + 'static> MemoryTable for Typed<R> {
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn flush<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        projection: &'a str,
+        generation: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let name = physical(projection, generation, self.table.name);
+            let rows: Vec<&R> = self.rows.values().collect();
+            tx.bulk_insert(&name, self.table, &rows).await
+        })
     }
 }
 
@@ -128,22 +216,34 @@ pub struct Rows<R> {
     removed: HashSet<String>,
 }
 
-impl<R: Serialize + DeserializeOwned + ViewRow> Rows<R> {
+impl<R: Serialize + DeserializeOwned + ViewRow + Send + Sync + 'static> Rows<R> {
     pub async fn load(
         view: &mut View,
         table: &'static Table,
         ids: impl IntoIterator<Item = String>,
     ) -> Result<Self, StoreError> {
-        let ids: Vec<String> = ids
-            .into_iter()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
         let name = view.table_name(table);
-        let loaded: Vec<R> = view.tx.load(&name, table, &ids).await?;
+        let rows = match &mut view.store {
+            ViewStore::Tx(tx) => {
+                let ids: Vec<String> = ids
+                    .into_iter()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                let loaded: Vec<R> = tx.load(&name, table, &ids).await?;
+                loaded.into_iter().map(|r| (r.id(), r)).collect()
+            }
+            ViewStore::Memory(memory) => {
+                // Taken out for the batch; `save` puts back what is still there.
+                let stored = memory.rows::<R>(table);
+                ids.into_iter()
+                    .filter_map(|id| stored.remove(&id).map(|row| (id, row)))
+                    .collect()
+            }
+        };
         Ok(Self {
             table,
-            rows: loaded.into_iter().map(|r| (r.id(), r)).collect(),
+            rows,
             dirty: HashSet::new(),
             removed: HashSet::new(),
         })
@@ -176,16 +276,24 @@ impl<R: Serialize + DeserializeOwned + ViewRow> Rows<R> {
         }
     }
 
-    pub async fn save(mut self, view: &mut View) -> Result<(), StoreError> {
+    pub async fn save(self, view: &mut View) -> Result<(), StoreError> {
         let name = view.table_name(self.table);
-        let removed: Vec<String> = self.removed.drain().collect();
-        view.tx.delete(&name, &removed).await?;
-        let changed: Vec<&R> = self
-            .dirty
-            .iter()
-            .filter_map(|id| self.rows.get(id))
-            .collect();
-        view.tx.upsert(&name, self.table, &changed).await
+        match &mut view.store {
+            ViewStore::Tx(tx) => {
+                let removed: Vec<String> = self.removed.into_iter().collect();
+                tx.delete(&name, &removed).await?;
+                let changed: Vec<&R> = self
+                    .dirty
+                    .iter()
+                    .filter_map(|id| self.rows.get(id))
+                    .collect();
+                tx.upsert(&name, self.table, &changed).await
+            }
+            ViewStore::Memory(memory) => {
+                memory.rows::<R>(self.table).extend(self.rows);
+                Ok(())
+            }
+        }
     }
 }
 

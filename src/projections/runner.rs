@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Envelope, Projection, ProjectionError, View};
+use super::{Envelope, MemoryTables, Projection, ProjectionError, View, ViewStore};
 use crate::store::reader::{self, Cursor, LogEntry, LogSignal};
 use crate::store::views::{fixed_time, physical, Param, Tx};
 use crate::store::{Database, StoreError};
@@ -215,7 +215,8 @@ impl Projections {
 
     /// Starts one task per projection; they stop with `shutdown`.
     pub fn spawn(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        self.list
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .list
             .iter()
             .map(|projection| {
                 let this = self.clone();
@@ -223,7 +224,12 @@ impl Projections {
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move { this.run(projection, shutdown).await })
             })
-            .collect()
+            .collect();
+        let this = self.clone();
+        tasks.push(tokio::spawn(
+            async move { this.run_rebuilds(shutdown).await },
+        ));
+        tasks
     }
 
     /// Runs one projection until `shutdown`.
@@ -255,12 +261,42 @@ impl Projections {
     /// Runs a projection until no rebuild is under way (for `orderlog projections
     /// rebuild`). Returns at once when none is.
     pub async fn finish_rebuild(&self, name: &str) -> Result<(), RunnerError> {
-        let projection = self.find(name)?.clone();
-        loop {
-            if load_row(&self.db, name).await?.rebuild.is_none() {
-                return Ok(());
+        self.find(name)?;
+        while load_row(&self.db, name).await?.rebuild.is_some() {
+            if !self.rebuild_pass().await? {
+                // Requested by other code (another version): not ours to run.
+                return Err(RunnerError::WrongState {
+                    name: name.to_owned(),
+                    state: "rebuilding for another version".to_owned(),
+                    action: "rebuild",
+                    needed: "rebuilding for this version",
+                });
             }
-            self.step(&projection).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs pending rebuilds until `shutdown`.
+    async fn run_rebuilds(&self, shutdown: CancellationToken) {
+        let mut wake = self.signal.subscribe();
+        loop {
+            let busy = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.rebuild_pass() => match outcome {
+                    Ok(busy) => busy,
+                    Err(e) => {
+                        tracing::error!(error = %e, "rebuild pass failed; it will start over");
+                        false
+                    }
+                },
+            };
+            if !busy {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.changed() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
         }
     }
 
@@ -273,10 +309,9 @@ impl Projections {
                 self.drop_retired(projection, retired).await?;
             }
         }
-        if let Some((generation, version, cursor)) = row.rebuild {
-            return self
-                .rebuild_step(projection, &row, generation, version, cursor)
-                .await;
+        if row.rebuild.is_some() {
+            // The rebuilder owns this projection until its switch.
+            return Ok(false);
         }
         if row.status != "running" || row.version != projection.version() {
             return Ok(false);
@@ -332,10 +367,7 @@ impl Projections {
         row: &Row,
         entries: Vec<LogEntry>,
     ) -> Result<Applied, ProjectionError> {
-        let target = Target::Live {
-            generation: row.generation,
-            version: projection.version(),
-        };
+        let target = (row.generation, projection.version());
         let mut backoff = FIRST_BACKOFF;
         let mut last_error = None;
         for _ in 0..ATTEMPTS {
@@ -386,10 +418,11 @@ impl Projections {
     }
 
     /// One transaction: lock the row, check the checkpoint, apply, advance.
+    /// `target` is the (generation, version) the batch was planned for.
     async fn apply_batch(
         &self,
         projection: &Arc<dyn Projection>,
-        target: Target,
+        target: (i64, i64),
         expected: Cursor,
         entries: &[LogEntry],
     ) -> Result<Applied, ProjectionError> {
@@ -404,29 +437,18 @@ impl Projections {
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = Tx::begin(&self.db).await?;
         let locked = lock_row(&mut tx, name).await?;
-        let (generation, matches) = match target {
-            Target::Live {
-                generation,
-                version,
-            } => (
-                generation,
-                locked.generation == generation
-                    && locked.cursor == expected
-                    && locked.status == "running"
-                    && locked.version == version
-                    && locked.rebuild.is_none(),
-            ),
-            Target::Rebuild { generation } => (
-                generation,
-                locked.rebuild.map(|(g, _, c)| (g, c)) == Some((generation, expected)),
-            ),
-        };
+        let (generation, version) = target;
+        let matches = locked.generation == generation
+            && locked.cursor == expected
+            && locked.status == "running"
+            && locked.version == version
+            && locked.rebuild.is_none();
         if !matches {
             // Another runner, a skip or a switch moved the projection: start over.
             return Ok(Applied::Moved);
         }
         let mut view = View {
-            tx,
+            store: ViewStore::Tx(tx),
             projection: name,
             generation,
         };
@@ -439,18 +461,11 @@ impl Projections {
                 )));
             }
         }
-        let mut tx = view.tx;
-        let sql = match target {
-            Target::Live { .. } => {
-                "UPDATE projections SET cursor_tx = $2, cursor_position = $3, updated_at = $4
-                  WHERE name = $1"
-            }
-            Target::Rebuild { .. } => {
-                "UPDATE projections SET rebuild_cursor_tx = $2, rebuild_cursor_position = $3,
-                        updated_at = $4
-                  WHERE name = $1"
-            }
+        let ViewStore::Tx(mut tx) = view.store else {
+            return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
         };
+        let sql = "UPDATE projections SET cursor_tx = $2, cursor_position = $3, updated_at = $4
+                    WHERE name = $1";
         tx.execute(
             sql,
             &[
@@ -465,54 +480,123 @@ impl Projections {
         Ok(Applied::All(last.cursor))
     }
 
-    async fn rebuild_step(
-        &self,
-        projection: &Arc<dyn Projection>,
-        row: &Row,
-        generation: i64,
-        version: i64,
-        cursor: Cursor,
-    ) -> Result<bool, ProjectionError> {
-        let name = projection.name();
-        if version != projection.version() {
-            // This process runs other code than the one that asked for the rebuild.
+    /// Rebuilds every projection with a pending rebuild, in one pass over the log: each
+    /// event is read and decoded once, applied in memory to every rebuilding view, and
+    /// each view is written once when it has caught up. Returns false when there was
+    /// nothing to rebuild.
+    async fn rebuild_pass(&self) -> Result<bool, ProjectionError> {
+        let mut pending = Vec::new();
+        for projection in self.list.iter() {
+            let row = load_row(&self.db, projection.name()).await?;
+            if let Some((generation, version, _)) = row.rebuild {
+                if version == projection.version() {
+                    pending.push((projection.clone(), generation));
+                }
+            }
+        }
+        if pending.is_empty() {
             return Ok(false);
         }
-        let entries = reader::read_after(&self.db, cursor, REBUILD_BATCH).await?;
-        if entries.len() as i64 == REBUILD_BATCH {
-            let target = Target::Rebuild { generation };
-            return match self
-                .apply_batch(projection, target, cursor, &entries)
-                .await?
-            {
-                Applied::All(_) | Applied::Moved => Ok(true),
-                Applied::FailedAt { .. } => Ok(false),
-            };
+        // Start from empty tables: a pass that crashed may have left a partial flush.
+        for (projection, generation) in &pending {
+            let name = projection.name();
+            let mut tx = Tx::begin(&self.db).await?;
+            if lock_row(&mut tx, name).await?.rebuild.map(|r| r.0) != Some(*generation) {
+                continue;
+            }
+            for table in projection.tables() {
+                let table_name = physical(name, *generation, table.name);
+                tx.drop_table(&table_name).await?;
+                tx.create_table(&table_name, table).await?;
+            }
+            tx.commit().await?;
         }
-        // Caught up: apply the tail and switch, holding the row lock throughout so no
-        // live batch lands between the two.
+        let started = std::time::Instant::now();
+        let mut views: Vec<Option<View>> = pending
+            .iter()
+            .map(|(projection, generation)| {
+                Some(View {
+                    store: ViewStore::Memory(MemoryTables::default()),
+                    projection: projection.name(),
+                    generation: *generation,
+                })
+            })
+            .collect();
+        let mut cursor = Cursor::START;
+        let mut events_read = 0usize;
+        // Reading the next batch overlaps applying this one.
+        let mut next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
+        while let Some(reading) = next.take() {
+            let events = reading
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+            let Some(last) = events.last() else { break };
+            cursor = last.entry.cursor;
+            events_read += events.len();
+            let full = events.len() as i64 == REBUILD_BATCH;
+            if full {
+                next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
+            }
+            let events = Arc::new(events);
+            let tasks: Vec<_> = pending
+                .iter()
+                .zip(views.iter_mut())
+                .map(|((projection, _), view)| {
+                    let projection = projection.clone();
+                    let events = events.clone();
+                    let mut view = view.take().expect("a view per rebuilding projection");
+                    tokio::spawn(async move {
+                        let result = projection.apply(&mut view, &events).await;
+                        (view, result)
+                    })
+                })
+                .collect();
+            for (slot, task) in views.iter_mut().zip(tasks) {
+                let (view, result) = task.await.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                result?;
+                *slot = Some(view);
+            }
+        }
+        tracing::info!(
+            events = events_read,
+            seconds = started.elapsed().as_secs_f64(),
+            projections = pending.len(),
+            "rebuild pass read the log"
+        );
+        for ((projection, generation), view) in pending.iter().zip(views) {
+            let view = view.expect("a view per rebuilding projection");
+            self.switch(projection, *generation, view, cursor).await?;
+        }
+        Ok(true)
+    }
+
+    /// Catches a rebuilt view up with the tail of the log, writes it, and makes it the
+    /// serving generation, all under the projection's row lock.
+    async fn switch(
+        &self,
+        projection: &Arc<dyn Projection>,
+        generation: i64,
+        mut view: View,
+        mut at: Cursor,
+    ) -> Result<(), ProjectionError> {
+        let name = projection.name();
         let mut tx = Tx::begin(&self.db).await?;
         let locked = lock_row(&mut tx, name).await?;
-        if locked.rebuild.map(|(g, _, c)| (g, c)) != Some((generation, cursor)) {
-            return Ok(true);
+        if locked.rebuild.map(|r| r.0) != Some(generation) {
+            // Restarted or finished elsewhere meanwhile.
+            return Ok(());
         }
-        let mut view = View {
-            tx,
-            projection: name,
-            generation,
+        loop {
+            let tail = read_decoded(self.db.clone(), at).await?;
+            let Some(last) = tail.last() else { break };
+            at = last.entry.cursor;
+            projection.apply(&mut view, &tail).await?;
+        }
+        let ViewStore::Memory(mut memory) = view.store else {
+            return Err(StoreError::Corrupt("a rebuild view must be in memory".into()).into());
         };
-        let mut at = cursor;
-        let mut tail = entries;
-        while !tail.is_empty() {
-            let events = tail
-                .into_iter()
-                .map(Envelope::decode)
-                .collect::<Result<Vec<_>, _>>()?;
-            projection.apply(&mut view, &events).await?;
-            at = events.last().map_or(at, |e| e.entry.cursor);
-            tail = reader::read_after(&self.db, at, REBUILD_BATCH).await?;
-        }
-        let mut tx = view.tx;
+        let rows = memory.row_count();
+        memory.flush(&mut tx, name, generation).await?;
         tx.execute(
             "UPDATE projections
                 SET version = $2, generation = $3, cursor_tx = $4, cursor_position = $5,
@@ -524,11 +608,11 @@ impl Projections {
               WHERE name = $1",
             &[
                 Param::Text(name.to_owned()),
-                Param::Int(version),
+                Param::Int(projection.version()),
                 Param::Int(generation),
                 Param::Int(at.transaction_id),
                 Param::Int(at.position),
-                Param::Int(row.generation),
+                Param::Int(locked.generation),
                 Param::Text(now()),
             ],
         )
@@ -537,10 +621,11 @@ impl Projections {
         tracing::info!(
             projection = name,
             generation,
+            rows,
             "rebuild caught up; switched to it"
         );
         self.publish(name, at);
-        Ok(true)
+        Ok(())
     }
 
     async fn drop_retired(
@@ -857,12 +942,6 @@ impl Projections {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Live { generation: i64, version: i64 },
-    Rebuild { generation: i64 },
-}
-
 enum Applied {
     All(Cursor),
     /// Someone else moved the projection; nothing was applied.
@@ -872,6 +951,12 @@ enum Applied {
         entry: LogEntry,
         error: ProjectionError,
     },
+}
+
+/// The next rebuild batch after `after`, decoded.
+async fn read_decoded(db: Database, after: Cursor) -> Result<Vec<Envelope>, ProjectionError> {
+    let entries = reader::read_after(&db, after, REBUILD_BATCH).await?;
+    entries.into_iter().map(Envelope::decode).collect()
 }
 
 fn now() -> String {

@@ -242,6 +242,52 @@ impl Tx {
         Ok(())
     }
 
+    /// Writes `rows` into a fresh, empty table (a rebuild's): COPY on PostgreSQL, bulk
+    /// inserts on SQLite.
+    pub async fn bulk_insert<R: Serialize>(
+        &mut self,
+        name: &str,
+        table: &Table,
+        rows: &[R],
+    ) -> Result<(), StoreError> {
+        let Tx::Postgres(tx) = self else {
+            return self.upsert(name, table, rows).await;
+        };
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        let mut copy = (&mut **tx)
+            .copy_in_raw(&format!(
+                "COPY {name} ({}) FROM STDIN (FORMAT csv)",
+                columns.join(", ")
+            ))
+            .await?;
+        let mut csv = String::with_capacity(64 * 1024);
+        for chunk in rows.chunks(2_000) {
+            csv.clear();
+            for row in chunk {
+                let value =
+                    serde_json::to_value(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for (i, column) in columns.iter().enumerate() {
+                    if i > 0 {
+                        csv.push(',');
+                    }
+                    match value.get(column) {
+                        None | Some(serde_json::Value::Null) => {}
+                        Some(serde_json::Value::String(text)) => {
+                            csv.push('"');
+                            csv.push_str(&text.replace('"', "\"\""));
+                            csv.push('"');
+                        }
+                        Some(other) => csv.push_str(&other.to_string()),
+                    }
+                }
+                csv.push('\n');
+            }
+            copy.send(csv.as_bytes()).await?;
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
     pub async fn delete(&mut self, name: &str, ids: &[String]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());

@@ -496,12 +496,16 @@ async fn a_failing_projection_stops_alone_and_an_operator_retries_it(backend: Ba
         "order_not_found",
     )
     .await;
-    let summary = expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
-    assert_eq!(
-        summary["orders"].as_array().unwrap().len(),
-        3,
-        "other projections went on"
-    );
+    let mut listed = 0;
+    for _ in 0..500 {
+        let summary = expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
+        listed = summary["orders"].as_array().unwrap().len();
+        if listed == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed, 3, "other projections went on");
 
     // Retrying before the fix fails again on the same event.
     expect_status(
