@@ -147,6 +147,7 @@ impl From<OrderError> for ApiError {
                 (S::UNPROCESSABLE_ENTITY, "total_too_large", Some("lines"))
             }
             OrderError::Cancelled => (S::CONFLICT, "order_cancelled", None),
+            OrderError::Expired => (S::CONFLICT, "order_expired", None),
             OrderError::PaymentInProgress { .. } => (S::CONFLICT, "payment_in_progress", None),
             OrderError::AlreadyPaid => (S::CONFLICT, "already_paid", None),
             OrderError::AmountMismatch { .. } => {

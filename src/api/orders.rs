@@ -367,6 +367,7 @@ async fn place_order(
                     .field(format!("lines[{i}].unit_price"))?,
                 sku: line.sku,
                 quantity: line.quantity,
+                untracked: false,
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

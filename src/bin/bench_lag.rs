@@ -184,12 +184,14 @@ async fn main() -> Result<()> {
         percentile(&report.start_delays, 1.0)
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!(
-            "CPU during the load: this process (server + client) {:.1} s, PostgreSQL processes {:.1} s, \
-             over {load_secs:.1} s wall on {} cores",
+            "CPU during the load: this process (server + client) {:.1} s, PostgreSQL processes {:.1} s; \
+             machine busy {:.0}%, iowait {:.0}% of {cores} cores over {load_secs:.1} s",
             after.process - before.process,
             after.postgres - before.postgres,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            100.0 * (after.busy - before.busy) / (cores as f64 * load_secs),
+            100.0 * (after.iowait - before.iowait) / (cores as f64 * load_secs),
         );
     }
     println!(
@@ -214,7 +216,7 @@ async fn main() -> Result<()> {
         println!(
             "{:<14} {:>8} {:>9.2} {:>9.2} {:>9.2}  {:>7}",
             p["name"].as_str().unwrap_or("?"),
-            lag["events"],
+            lag["events"].as_u64().unwrap_or(0),
             lag["p50_ms"].as_f64().unwrap_or(f64::NAN),
             p99,
             lag["max_ms"].as_f64().unwrap_or(f64::NAN),
@@ -546,6 +548,10 @@ impl Http {
 struct CpuTimes {
     process: f64,
     postgres: f64,
+    /// Machine-wide, from /proc/stat: busy (not idle, not iowait) and iowait seconds,
+    /// summed over all cores.
+    busy: f64,
+    iowait: f64,
 }
 
 impl CpuTimes {
@@ -571,6 +577,21 @@ impl CpuTimes {
                 }
             }
         }
-        Some(Self { process, postgres })
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let (idle, iowait) = (*cpu.get(3)?, *cpu.get(4)?);
+        let all: f64 = cpu.iter().take(8).sum();
+        Some(Self {
+            process,
+            postgres,
+            busy: (all - idle - iowait) / 100.0,
+            iowait: iowait / 100.0,
+        })
     }
 }

@@ -3,5 +3,6 @@
 //! Nothing here does I/O or reads a clock, and nothing here imports `store`, `api` or
 //! `delivery`: data flows from the API into the domain and from the domain into the log.
 
+pub mod inventory;
 pub mod order;
 pub mod values;

@@ -23,6 +23,7 @@ pub static DAILY: Table = Table {
         bigint("orders_placed"),
         bigint("orders_paid"),
         bigint("orders_cancelled"),
+        bigint("orders_expired"),
         bigint("orders_refunded"),
         bigint("orders_shipped"),
         bigint("orders_delivered"),
@@ -66,6 +67,8 @@ pub struct DailyRow {
     pub orders_placed: i64,
     pub orders_paid: i64,
     pub orders_cancelled: i64,
+    /// Orders that expired unpaid that day.
+    pub orders_expired: i64,
     /// Orders whose captured money was refunded in full that day.
     pub orders_refunded: i64,
     /// Orders whose last unit shipped that day.
@@ -213,6 +216,7 @@ fn apply(
         OrderEvent::OrderPlaced { .. } => counts.orders_placed += 1,
         OrderEvent::PaymentCaptured { .. } => counts.orders_paid += 1,
         OrderEvent::OrderCancelled { .. } => counts.orders_cancelled += 1,
+        OrderEvent::OrderExpired { .. } => counts.orders_expired += 1,
         OrderEvent::OrderRefunded { fully_refunded, .. } => {
             counts.orders_refunded += i64::from(*fully_refunded)
         }

@@ -30,6 +30,7 @@ pub static ORDERS: Table = Table {
         bigint("units_shipped"),
         bigint("pending_payments"),
         bigint("cancelled"),
+        bigint("expired"),
         bigint("fulfilled"),
         text("created_at"),
         text("updated_at"),
@@ -54,6 +55,7 @@ pub struct SummaryRow {
     pub units_shipped: i64,
     pub pending_payments: i64,
     pub cancelled: i64,
+    pub expired: i64,
     pub fulfilled: i64,
     #[serde(with = "fixed_time")]
     pub created_at: DateTime<Utc>,
@@ -77,6 +79,7 @@ impl SummaryRow {
             units_ordered: self.item_count.max(0) as u64,
             units_shipped: self.units_shipped.max(0) as u64,
             cancelled: self.cancelled != 0,
+            expired: self.expired != 0,
             fulfilled: self.fulfilled != 0,
         };
         self.status = OrderStatus::of(&facts).as_str().to_owned();
@@ -139,6 +142,7 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
             units_shipped: 0,
             pending_payments: 0,
             cancelled: 0,
+            expired: 0,
             fulfilled: 0,
             created_at: *placed_at,
             updated_at: *placed_at,
@@ -167,6 +171,7 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
         OrderEvent::ShipmentDelivered { .. } => {}
         OrderEvent::OrderFulfilled { .. } => row.fulfilled = 1,
         OrderEvent::OrderCancelled { .. } => row.cancelled = 1,
+        OrderEvent::OrderExpired { .. } => row.expired = 1,
         OrderEvent::OrderRefunded { refunded_total, .. } => row.refunded = refunded_total.amount(),
     }
     row.updated_at = event.occurred_at();

@@ -204,7 +204,9 @@ fn apply(shipments: &mut Rows<ShipmentRow>, orders: &mut Rows<BacklogRow>, event
                 row.delivered_at = Some(*delivered_at);
             }
         }
-        OrderEvent::OrderCancelled { .. } => orders.remove(order_id),
+        OrderEvent::OrderCancelled { .. } | OrderEvent::OrderExpired { .. } => {
+            orders.remove(order_id)
+        }
         OrderEvent::PaymentAttempted { .. }
         | OrderEvent::PaymentFailed { .. }
         | OrderEvent::OrderFulfilled { .. }

@@ -30,6 +30,7 @@ pub enum OrderStatus {
     Shipped,
     Fulfilled,
     Cancelled,
+    Expired,
     PartiallyRefunded,
     Refunded,
 }
@@ -101,6 +102,7 @@ pub struct PlacedOrder {
     pub captured: Money,
     pub refunded: Money,
     pub cancellation: Option<Cancellation>,
+    pub expired_at: Option<DateTime<Utc>>,
     pub fulfilled_at: Option<DateTime<Utc>>,
 }
 
@@ -133,6 +135,7 @@ pub struct StatusFacts {
     pub units_ordered: u64,
     pub units_shipped: u64,
     pub cancelled: bool,
+    pub expired: bool,
     pub fulfilled: bool,
 }
 
@@ -147,6 +150,7 @@ impl OrderStatus {
             OrderStatus::Shipped => "shipped",
             OrderStatus::Fulfilled => "fulfilled",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
             OrderStatus::PartiallyRefunded => "partially_refunded",
             OrderStatus::Refunded => "refunded",
         }
@@ -161,6 +165,7 @@ impl OrderStatus {
             OrderStatus::Shipped,
             OrderStatus::Fulfilled,
             OrderStatus::Cancelled,
+            OrderStatus::Expired,
             OrderStatus::PartiallyRefunded,
             OrderStatus::Refunded,
         ]
@@ -178,6 +183,9 @@ impl OrderStatus {
         }
         if facts.cancelled {
             return OrderStatus::Cancelled;
+        }
+        if facts.expired {
+            return OrderStatus::Expired;
         }
         if facts.fulfilled {
             return OrderStatus::Fulfilled;
@@ -222,6 +230,7 @@ impl PlacedOrder {
                     .map(|l| l.quantity),
             ),
             cancelled: self.cancellation.is_some(),
+            expired: self.expired_at.is_some(),
             fulfilled: self.fulfilled_at.is_some(),
         }
     }
@@ -281,11 +290,15 @@ impl PlacedOrder {
             .unwrap_or(Money::zero(self.currency))
     }
 
-    fn ensure_not_cancelled(&self) -> Result<(), OrderError> {
-        match self.cancellation {
-            Some(_) => Err(OrderError::Cancelled),
-            None => Ok(()),
+    /// Cancelled and expired orders take no new payments or shipments.
+    fn ensure_open(&self) -> Result<(), OrderError> {
+        if self.cancellation.is_some() {
+            return Err(OrderError::Cancelled);
         }
+        if self.expired_at.is_some() {
+            return Err(OrderError::Expired);
+        }
+        Ok(())
     }
 }
 
@@ -305,6 +318,7 @@ impl Order {
             OrderCommand::DeliverShipment(cmd) => self.deliver(cmd),
             OrderCommand::CancelOrder(cmd) => self.cancel(cmd),
             OrderCommand::RefundOrder(cmd) => self.refund(cmd),
+            OrderCommand::ExpireOrder(cmd) => self.expire(cmd),
         }
     }
 
@@ -338,6 +352,7 @@ impl Order {
                 quantity: line.quantity,
                 unit_price: line.unit_price,
                 line_total,
+                untracked: line.untracked,
             });
         }
         Ok(vec![OrderEvent::OrderPlaced {
@@ -353,7 +368,7 @@ impl Order {
 
     fn attempt_payment(&self, cmd: AttemptPayment) -> Result<Vec<OrderEvent>, OrderError> {
         let order = self.existing()?;
-        order.ensure_not_cancelled()?;
+        order.ensure_open()?;
         let due = order.amount_due();
         if due.is_zero() {
             return Err(OrderError::AlreadyPaid);
@@ -384,7 +399,7 @@ impl Order {
     fn capture_payment(&self, cmd: CapturePayment) -> Result<Vec<OrderEvent>, OrderError> {
         let order = self.existing()?;
         let payment = order.payment(&cmd.payment_id)?;
-        order.ensure_not_cancelled()?;
+        order.ensure_open()?;
         if payment.status != PaymentStatus::Pending {
             return Err(OrderError::PaymentNotPending {
                 payment_id: cmd.payment_id,
@@ -424,7 +439,7 @@ impl Order {
 
     fn dispatch(&self, cmd: DispatchShipment) -> Result<Vec<OrderEvent>, OrderError> {
         let order = self.existing()?;
-        order.ensure_not_cancelled()?;
+        order.ensure_open()?;
         if !order.amount_due().is_zero() {
             return Err(OrderError::NotPaid);
         }
@@ -525,7 +540,7 @@ impl Order {
 
     fn cancel(&self, cmd: CancelOrder) -> Result<Vec<OrderEvent>, OrderError> {
         let order = self.existing()?;
-        order.ensure_not_cancelled()?;
+        order.ensure_open()?;
         if let Some(first) = order.shipments.first() {
             return Err(OrderError::AlreadyShipped {
                 shipment_id: first.shipment_id.clone(),
@@ -537,6 +552,19 @@ impl Order {
             lines: order.lines.clone(),
             refundable: order.refundable(),
             cancelled_at: cmd.at,
+        }])
+    }
+
+    fn expire(&self, cmd: ExpireOrder) -> Result<Vec<OrderEvent>, OrderError> {
+        let order = self.existing()?;
+        order.ensure_open()?;
+        if order.amount_due().is_zero() {
+            return Err(OrderError::AlreadyPaid);
+        }
+        Ok(vec![OrderEvent::OrderExpired {
+            order_id: order.order_id.clone(),
+            lines: order.lines.clone(),
+            expired_at: cmd.at,
         }])
     }
 
@@ -596,6 +624,7 @@ impl Order {
                 captured: Money::zero(currency),
                 refunded: Money::zero(currency),
                 cancellation: None,
+                expired_at: None,
                 fulfilled_at: None,
             });
             return;
@@ -704,6 +733,10 @@ impl Order {
                     cancelled_at,
                 });
                 order.updated_at = cancelled_at;
+            }
+            OrderEvent::OrderExpired { expired_at, .. } => {
+                order.expired_at = Some(expired_at);
+                order.updated_at = expired_at;
             }
             OrderEvent::OrderRefunded {
                 refund_id,

@@ -19,6 +19,7 @@ pub enum OrderCommand {
     DeliverShipment(DeliverShipment),
     CancelOrder(CancelOrder),
     RefundOrder(RefundOrder),
+    ExpireOrder(ExpireOrder),
 }
 
 /// One requested line: a SKU, how many, and the price per unit in the order's currency.
@@ -27,6 +28,8 @@ pub struct RequestedLine {
     pub sku: Sku,
     pub quantity: Quantity,
     pub unit_price: Money,
+    /// No stock was reserved for this line: its SKU is not tracked.
+    pub untracked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,5 +92,11 @@ pub struct RefundOrder {
     /// In minor units of the order's currency.
     pub amount: MinorUnits,
     pub reason: Text,
+    pub at: DateTime<Utc>,
+}
+
+/// Sent by the reservation process manager when an order stayed unpaid too long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpireOrder {
     pub at: DateTime<Utc>,
 }

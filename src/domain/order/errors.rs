@@ -19,6 +19,8 @@ pub enum OrderError {
     TotalTooLarge,
     #[error("the order is cancelled")]
     Cancelled,
+    #[error("the order expired unpaid")]
+    Expired,
     #[error("payment `{payment_id}` is still pending; capture or fail it first")]
     PaymentInProgress { payment_id: PaymentId },
     #[error("the order is already paid")]

@@ -23,6 +23,10 @@ pub struct OrderLine {
     pub unit_price: Money,
     /// `unit_price × quantity`, stated so readers never multiply.
     pub line_total: Money,
+    /// True when the SKU's stock is not tracked, so no units were reserved for this line
+    /// (digital goods, "don't track inventory"). Absent means tracked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 /// Units of one SKU that left in a shipment.
@@ -112,6 +116,13 @@ pub enum OrderEvent {
         refundable: Money,
         cancelled_at: DateTime<Utc>,
     },
+    /// Emitted when an order stayed unpaid past its deadline; its stock is released.
+    #[serde(rename = "order.expired")]
+    OrderExpired {
+        order_id: OrderId,
+        lines: Vec<OrderLine>,
+        expired_at: DateTime<Utc>,
+    },
     /// Emitted for each refund, partial or full, of captured money. A refund does not
     /// restock anything: stock comes back only through an explicit receipt.
     #[serde(rename = "order.refunded")]
@@ -143,6 +154,7 @@ impl OrderEvent {
             OrderEvent::ShipmentDelivered { .. } => "shipment.delivered",
             OrderEvent::OrderFulfilled { .. } => "order.fulfilled",
             OrderEvent::OrderCancelled { .. } => "order.cancelled",
+            OrderEvent::OrderExpired { .. } => "order.expired",
             OrderEvent::OrderRefunded { .. } => "order.refunded",
         }
     }
@@ -172,6 +184,7 @@ impl OrderEvent {
             | OrderEvent::OrderCancelled {
                 cancelled_at: at, ..
             }
+            | OrderEvent::OrderExpired { expired_at: at, .. }
             | OrderEvent::OrderRefunded {
                 refunded_at: at, ..
             } => *at,
@@ -188,6 +201,7 @@ impl OrderEvent {
             | OrderEvent::ShipmentDelivered { order_id, .. }
             | OrderEvent::OrderFulfilled { order_id, .. }
             | OrderEvent::OrderCancelled { order_id, .. }
+            | OrderEvent::OrderExpired { order_id, .. }
             | OrderEvent::OrderRefunded { order_id, .. } => order_id,
         }
     }

@@ -63,11 +63,13 @@ fn place_command() -> OrderCommand {
                 sku: sku("MUG"),
                 quantity: qty(2),
                 unit_price: money(1500),
+                untracked: false,
             },
             RequestedLine {
                 sku: sku("TEE"),
                 quantity: qty(1),
                 unit_price: money(2000),
+                untracked: true,
             },
         ],
         shipping_address: None,
@@ -86,12 +88,14 @@ fn placed() -> OrderEvent {
                 quantity: qty(2),
                 unit_price: money(1500),
                 line_total: money(3000),
+                untracked: false,
             },
             OrderLine {
                 sku: sku("TEE"),
                 quantity: qty(1),
                 unit_price: money(2000),
                 line_total: money(2000),
+                untracked: true,
             },
         ],
         total: money(5000),
@@ -738,4 +742,60 @@ fn the_status_follows_the_lifecycle() {
 fn the_version_counts_every_applied_event() {
     assert_eq!(state_after(paid()).version(), 3);
     assert_eq!(Order::default().version(), 0);
+}
+
+// Expiry
+
+fn expire() -> OrderCommand {
+    OrderCommand::ExpireOrder(ExpireOrder { at: at(30) })
+}
+
+fn expired() -> OrderEvent {
+    OrderEvent::OrderExpired {
+        order_id: order_id(),
+        lines: match placed() {
+            OrderEvent::OrderPlaced { lines, .. } => lines,
+            _ => unreachable!(),
+        },
+        expired_at: at(30),
+    }
+}
+
+#[test]
+fn expiring_an_unpaid_order_states_the_lines_it_no_longer_needs() {
+    given(vec![placed(), attempted("p1"), failed("p1")])
+        .when(expire())
+        .then_expect_events(vec![expired()]);
+}
+
+#[test]
+fn expiring_a_paid_order_is_refused() {
+    given(paid())
+        .when(expire())
+        .then_expect_error(OrderError::AlreadyPaid);
+}
+
+#[test]
+fn expiring_a_cancelled_order_is_refused() {
+    given(vec![placed(), state_cancelled(money(0))])
+        .when(expire())
+        .then_expect_error(OrderError::Cancelled);
+}
+
+#[test]
+fn an_expired_order_takes_no_payment() {
+    given(vec![placed(), expired()])
+        .when(attempt("p1", 5000))
+        .then_expect_error(OrderError::Expired);
+}
+
+#[test]
+fn an_expired_order_reads_expired() {
+    assert_eq!(
+        state_after(vec![placed(), expired()])
+            .placed()
+            .unwrap()
+            .status(),
+        OrderStatus::Expired
+    );
 }

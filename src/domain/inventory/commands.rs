@@ -1,0 +1,36 @@
+//! What may be asked of one SKU's stock. `at` is when the request was received.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::values::{OrderId, Quantity, Text};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InventoryCommand {
+    ReceiveStock {
+        quantity: Quantity,
+        at: DateTime<Utc>,
+    },
+    /// `delta` is non-zero and may be negative.
+    AdjustStock {
+        delta: i64,
+        reason: Text,
+        at: DateTime<Utc>,
+    },
+    ReserveStock {
+        order_id: OrderId,
+        quantity: Quantity,
+        at: DateTime<Utc>,
+    },
+    /// Releases whatever the order holds; nothing when it holds nothing.
+    ReleaseReservation {
+        order_id: OrderId,
+        reason: Text,
+        at: DateTime<Utc>,
+    },
+    /// Ships `quantity` units for the order: from its reservation first.
+    CommitReservation {
+        order_id: OrderId,
+        quantity: Quantity,
+        at: DateTime<Utc>,
+    },
+}

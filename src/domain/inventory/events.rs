@@ -1,0 +1,155 @@
+//! The inventory item's events. Each `rename` is the stored `event_type`: a contract.
+//! Every event states the item's levels after it, so a stock view never recomputes.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::values::{OrderId, Quantity, Sku, Text};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum InventoryEvent {
+    /// Emitted when units arrive (a delivery from a supplier, a restock, a return).
+    #[serde(rename = "inventory.received")]
+    StockReceived {
+        sku: Sku,
+        quantity: Quantity,
+        on_hand: i64,
+        available: i64,
+        received_at: DateTime<Utc>,
+    },
+    /// Emitted when a count is corrected (shrinkage, damage, a stocktake); `delta` may be
+    /// negative.
+    #[serde(rename = "inventory.adjusted")]
+    StockAdjusted {
+        sku: Sku,
+        delta: i64,
+        reason: Text,
+        on_hand: i64,
+        available: i64,
+        adjusted_at: DateTime<Utc>,
+    },
+    /// Emitted when units are held for an order being placed.
+    #[serde(rename = "inventory.reserved")]
+    StockReserved {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        reserved: i64,
+        available: i64,
+        reserved_at: DateTime<Utc>,
+    },
+    /// Emitted when a reservation could not be made: too few units available. Nothing is
+    /// held; the fact that demand met an empty shelf is kept.
+    #[serde(rename = "inventory.rejected")]
+    ReservationRejected {
+        sku: Sku,
+        order_id: OrderId,
+        requested: Quantity,
+        available: i64,
+        rejected_at: DateTime<Utc>,
+    },
+    /// Emitted when an order's held units go back to available: the order was cancelled,
+    /// expired, left unpaid after a failed payment, or never placed.
+    #[serde(rename = "inventory.released")]
+    ReservationReleased {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        reason: Text,
+        reserved: i64,
+        available: i64,
+        released_at: DateTime<Utc>,
+    },
+    /// Emitted when units ship: they leave on-hand, taken from the order's reservation
+    /// (`from_reservation`) and, for any rest, from available.
+    #[serde(rename = "inventory.committed")]
+    ReservationCommitted {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        from_reservation: u32,
+        on_hand: i64,
+        reserved: i64,
+        available: i64,
+        committed_at: DateTime<Utc>,
+    },
+}
+
+impl InventoryEvent {
+    pub const VERSION: &'static str = "1.0";
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            InventoryEvent::StockReceived { .. } => "inventory.received",
+            InventoryEvent::StockAdjusted { .. } => "inventory.adjusted",
+            InventoryEvent::StockReserved { .. } => "inventory.reserved",
+            InventoryEvent::ReservationRejected { .. } => "inventory.rejected",
+            InventoryEvent::ReservationReleased { .. } => "inventory.released",
+            InventoryEvent::ReservationCommitted { .. } => "inventory.committed",
+        }
+    }
+
+    pub fn sku(&self) -> &Sku {
+        match self {
+            InventoryEvent::StockReceived { sku, .. }
+            | InventoryEvent::StockAdjusted { sku, .. }
+            | InventoryEvent::StockReserved { sku, .. }
+            | InventoryEvent::ReservationRejected { sku, .. }
+            | InventoryEvent::ReservationReleased { sku, .. }
+            | InventoryEvent::ReservationCommitted { sku, .. } => sku,
+        }
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            InventoryEvent::StockReceived {
+                received_at: at, ..
+            }
+            | InventoryEvent::StockAdjusted {
+                adjusted_at: at, ..
+            }
+            | InventoryEvent::StockReserved {
+                reserved_at: at, ..
+            }
+            | InventoryEvent::ReservationRejected {
+                rejected_at: at, ..
+            }
+            | InventoryEvent::ReservationReleased {
+                released_at: at, ..
+            }
+            | InventoryEvent::ReservationCommitted {
+                committed_at: at, ..
+            } => *at,
+        }
+    }
+
+    /// The levels after this event: (on hand, available), where the event states them.
+    pub fn levels(&self) -> Option<(Option<i64>, i64)> {
+        match self {
+            InventoryEvent::StockReceived {
+                on_hand, available, ..
+            }
+            | InventoryEvent::StockAdjusted {
+                on_hand, available, ..
+            }
+            | InventoryEvent::ReservationCommitted {
+                on_hand, available, ..
+            } => Some((Some(*on_hand), *available)),
+            InventoryEvent::StockReserved { available, .. }
+            | InventoryEvent::ReservationReleased { available, .. } => Some((None, *available)),
+            InventoryEvent::ReservationRejected { .. } => None,
+        }
+    }
+}
+
+impl DomainEvent for InventoryEvent {
+    fn event_type(&self) -> String {
+        self.name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        Self::VERSION.to_owned()
+    }
+}
