@@ -627,6 +627,7 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
             quantity,
             line_total: unit_price.checked_mul(quantity).expect("small"),
             unit_price,
+            untracked: false,
         });
     }
     let total = lines

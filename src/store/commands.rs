@@ -14,11 +14,12 @@
 //! It never runs cqrs-es queries: readers follow the committed log instead.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
@@ -35,6 +36,10 @@ const CONFLICT_RETRIES: u32 = 8;
 /// Lock stripes: enough that unrelated aggregates rarely share one, few enough to cost
 /// nothing. Two aggregates on one stripe merely take turns.
 const LOCK_STRIPES: usize = 1024;
+
+/// Aggregates kept in memory per stripe (so about 32,000 in all): a hot SKU or an
+/// order in the middle of checkout is decided without reading its events again.
+const CACHED_PER_STRIPE: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
@@ -62,8 +67,17 @@ enum Backend<A: Aggregate> {
 pub struct AggregateStore<A: Aggregate> {
     backend: Backend<A>,
     services: A::Services,
-    stripes: Vec<Mutex<()>>,
+    /// Each stripe serialises its aggregates' commands and caches their state.
+    stripes: Vec<Mutex<HashMap<String, Cached<A>>>>,
     appended: LogSignal,
+}
+
+/// An aggregate as of its last event written by this process. Another process may have
+/// written since: the database's sequence check then refuses our commit, and the entry
+/// is dropped and reloaded.
+struct Cached<A> {
+    state: A,
+    sequence: usize,
 }
 
 impl<A> AggregateStore<A>
@@ -84,7 +98,9 @@ where
         Self {
             backend,
             services,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             appended,
         }
     }
@@ -107,35 +123,85 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let _turn = self.lock(id).await;
+        let mut stripe = self.lock(id).await;
         let metadata = metadata.to_map();
         let mut attempt = 0;
+        let mut recheck_refusal = true;
         loop {
+            let from_cache = stripe.contains_key(id);
+            let cached = stripe.get(id).map(|c| EventStoreAggregateContext {
+                aggregate_id: id.to_owned(),
+                aggregate: c.state.clone(),
+                current_sequence: c.sequence,
+                current_snapshot: None,
+            });
             let result = match &self.backend {
                 Backend::Postgres(store) => {
-                    run(store, &self.services, id, command.clone(), metadata.clone()).await
+                    run(
+                        store,
+                        &self.services,
+                        id,
+                        cached,
+                        command.clone(),
+                        metadata.clone(),
+                    )
+                    .await
                 }
                 Backend::Sqlite(store) => {
-                    run(store, &self.services, id, command.clone(), metadata.clone()).await
+                    run(
+                        store,
+                        &self.services,
+                        id,
+                        cached,
+                        command.clone(),
+                        metadata.clone(),
+                    )
+                    .await
                 }
             };
             match result.map_err(classify) {
-                Err(CommandError::Conflict) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    // Another process wrote this aggregate; give it a moment to finish
-                    // rather than racing it again at once.
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
-                }
-                Ok(executed) => {
-                    self.appended.notify();
+                Ok((executed, sequence)) => {
+                    if stripe.len() >= CACHED_PER_STRIPE && !stripe.contains_key(id) {
+                        if let Some(evicted) = stripe.keys().next().cloned() {
+                            stripe.remove(&evicted);
+                        }
+                    }
+                    stripe.insert(
+                        id.to_owned(),
+                        Cached {
+                            state: executed.state.clone(),
+                            sequence,
+                        },
+                    );
+                    if !executed.events.is_empty() {
+                        self.appended.notify();
+                    }
                     return Ok(executed);
                 }
-                Err(e) => return Err(e),
+                Err(CommandError::Conflict) if attempt < CONFLICT_RETRIES => {
+                    // Another process wrote this aggregate: forget what we knew, give it
+                    // a moment to finish, and decide again on fresh state.
+                    stripe.remove(id);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+                }
+                Err(CommandError::Rejected(_)) if from_cache && recheck_refusal => {
+                    // A refusal is never checked by the database: make sure it was not
+                    // decided on state another process has moved on from.
+                    stripe.remove(id);
+                    recheck_refusal = false;
+                }
+                Err(e) => {
+                    if !matches!(e, CommandError::Rejected(_)) {
+                        stripe.remove(id);
+                    }
+                    return Err(e);
+                }
             }
         }
     }
 
-    async fn lock(&self, id: &str) -> MutexGuard<'_, ()> {
+    async fn lock(&self, id: &str) -> MutexGuard<'_, HashMap<String, Cached<A>>> {
         let mut hasher = DefaultHasher::new();
         id.hash(&mut hasher);
         let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
@@ -143,18 +209,23 @@ where
     }
 }
 
+/// Decides and commits one command; returns the aggregate's sequence afterwards too.
 async fn run<A, ES>(
     store: &ES,
     services: &A::Services,
     id: &str,
+    cached: Option<EventStoreAggregateContext<A>>,
     command: A::Command,
     metadata: std::collections::HashMap<String, String>,
-) -> Result<Executed<A>, AggregateError<A::Error>>
+) -> Result<(Executed<A>, usize), AggregateError<A::Error>>
 where
     A: Aggregate + Clone,
-    ES: EventStore<A>,
+    ES: EventStore<A, AC = EventStoreAggregateContext<A>>,
 {
-    let mut context = store.load_aggregate(id).await?;
+    let mut context = match cached {
+        Some(context) => context,
+        None => store.load_aggregate(id).await?,
+    };
     let sink = EventSink::default();
     context
         .aggregate()
@@ -163,10 +234,15 @@ where
         .map_err(AggregateError::UserError)?;
     // `handle` applied the new events through the sink, so this is the state after them.
     let state = context.aggregate().clone();
-    let events = store
-        .commit(sink.collect().await, context, metadata)
-        .await?;
-    Ok(Executed { state, events })
+    let before = context.current_sequence;
+    let events = sink.collect().await;
+    let sequence = before + events.len();
+    let events = if events.is_empty() {
+        Vec::new()
+    } else {
+        store.commit(events, context, metadata).await?
+    };
+    Ok((Executed { state, events }, sequence))
 }
 
 /// postgres-es reports a duplicate sequence as a conflict, but sqlite-es recognises only
