@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::domain::inventory::InventoryItem;
 use crate::domain::order::Order;
+use crate::process::placement::PlacementFault;
 use crate::projections::runner::{FaultHook, Projections};
 use crate::projections::{self, Projection};
 use crate::store::commands::AggregateStore;
@@ -26,7 +28,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Database,
     pub orders: Arc<AggregateStore<Order>>,
+    pub inventory: Arc<AggregateStore<InventoryItem>>,
     pub idempotency: IdempotencyStore,
+    pub placement_fault: Option<PlacementFault>,
     pub projections: Projections,
     /// Told whenever events may have been appended.
     pub log_signal: LogSignal,
@@ -37,6 +41,7 @@ pub struct AppState {
 pub struct Overrides {
     pub projections: Option<Vec<Arc<dyn Projection>>>,
     pub fault: Option<FaultHook>,
+    pub placement_fault: Option<PlacementFault>,
 }
 
 /// How often expired idempotency keys are swept away.
@@ -71,7 +76,9 @@ impl Application {
         let log_signal = LogSignal::default();
         let projections = Projections::new(
             db.clone(),
-            overrides.projections.unwrap_or_else(projections::all),
+            overrides
+                .projections
+                .unwrap_or_else(|| projections::all(&settings)),
             log_signal.clone(),
             overrides.fault,
         );
@@ -81,6 +88,8 @@ impl Application {
             .context("registering the projections")?;
         let state = AppState {
             orders: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
+            inventory: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
+            placement_fault: overrides.placement_fault,
             projections,
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
@@ -105,7 +114,11 @@ impl Application {
         self.state
             .log_signal
             .listen(&self.state.db, shutdown.clone());
-        let runners = self.state.projections.spawn(shutdown.clone());
+        let mut runners = self.state.projections.spawn(shutdown.clone());
+        runners.push(tokio::spawn(crate::process::reservations::run(
+            self.state.clone(),
+            shutdown.clone(),
+        )));
         let router = crate::api::router(self.state.clone());
         tracing::info!(
             addr = %self.listener.local_addr()?,

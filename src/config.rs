@@ -16,6 +16,16 @@ pub struct Settings {
     /// How long an Idempotency-Key and its response are kept.
     pub idempotency_ttl: Duration,
     pub log_format: LogFormat,
+    /// Refuse orders for SKUs whose stock is not tracked, instead of accepting them
+    /// without a reservation.
+    pub require_tracked_skus: bool,
+    /// After a payment fails, how long the order keeps its stock for a new attempt.
+    pub payment_grace: Duration,
+    /// How long an order may stay unpaid before it expires and its stock is released.
+    pub unpaid_order_ttl: Duration,
+    /// How long stock reserved for an order that never appeared (a crash mid-placement)
+    /// stays held before it is released.
+    pub orphan_hold_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +56,13 @@ impl Default for Settings {
             // The window in which clients retry (Stripe keeps keys for 24 h too).
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             log_format: LogFormat::Text,
+            // Like Shopify's "don't track inventory": digital goods need no stock.
+            require_tracked_skus: false,
+            // Long enough to try another card, short enough not to starve a flash sale.
+            payment_grace: Duration::from_secs(15 * 60),
+            unpaid_order_ttl: Duration::from_secs(60 * 60),
+            // Placement takes milliseconds; this only has to outlast a slow one.
+            orphan_hold_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -114,6 +131,46 @@ impl Settings {
                             invalid(
                                 "ORDERLOG_IDEMPOTENCY_TTL",
                                 "must be a duration such as 90s, 30m, 24h or 7d",
+                            )
+                        })?;
+                }
+                "ORDERLOG_REQUIRE_TRACKED_SKUS" => {
+                    settings.require_tracked_skus = match value.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(invalid(
+                                "ORDERLOG_REQUIRE_TRACKED_SKUS",
+                                "must be `true` or `false`",
+                            ))
+                        }
+                    };
+                }
+                "ORDERLOG_PAYMENT_GRACE" => {
+                    settings.payment_grace = parse_duration(&value).ok_or_else(|| {
+                        invalid(
+                            "ORDERLOG_PAYMENT_GRACE",
+                            "must be a duration such as 90s, 15m or 1h",
+                        )
+                    })?;
+                }
+                "ORDERLOG_UNPAID_ORDER_TTL" => {
+                    settings.unpaid_order_ttl = parse_duration(&value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_UNPAID_ORDER_TTL",
+                                "must be a duration such as 30m, 1h or 2d",
+                            )
+                        })?;
+                }
+                "ORDERLOG_ORPHAN_HOLD_TIMEOUT" => {
+                    settings.orphan_hold_timeout = parse_duration(&value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_ORPHAN_HOLD_TIMEOUT",
+                                "must be a duration such as 30s or 5m",
                             )
                         })?;
                 }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod process;
 pub mod projections;
 pub mod store;
 pub mod telemetry;

@@ -75,8 +75,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections { action } => {
             let db = connect(&settings).await?;
-            let projections =
-                Projections::new(db.clone(), projections::all(), LogSignal::default(), None);
+            let projections = Projections::new(
+                db.clone(),
+                projections::all(&settings),
+                LogSignal::default(),
+                None,
+            );
             projections
                 .init()
                 .await

@@ -9,8 +9,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::domain::inventory::InventoryError;
 use crate::domain::order::OrderError;
 use crate::domain::values::ValueError;
+use crate::process::placement::PlacementError;
 use crate::store::commands::CommandError;
 use crate::store::StoreError;
 
@@ -20,6 +22,8 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     field: Option<String>,
+    /// More machine-readable facts, under their own key (such as `short` SKUs).
+    extra: Option<(&'static str, serde_json::Value)>,
 }
 
 /// Marks a response whose failure was transient (a conflict, an outage): a retry with
@@ -33,6 +37,8 @@ struct ErrorOut<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -42,7 +48,13 @@ impl ApiError {
             code,
             detail: detail.into(),
             field: None,
+            extra: None,
         }
+    }
+
+    pub fn with_extra(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.extra = Some((key, value));
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -108,6 +120,11 @@ impl IntoResponse for ApiError {
             code: self.code,
             detail: &self.detail,
             field: self.field.as_deref(),
+            extra: self
+                .extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         })
         .unwrap_or_default();
         let mut response = (self.status, body).into_response();
@@ -186,6 +203,57 @@ impl From<OrderError> for ApiError {
         match field {
             Some(field) => api.with_field(field),
             None => api,
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(error: InventoryError) -> Self {
+        use StatusCode as S;
+        let (status, code, field) = match &error {
+            InventoryError::NotTracked { .. } => (S::NOT_FOUND, "sku_not_found", None),
+            InventoryError::WouldGoNegative { .. } => {
+                (S::CONFLICT, "available_would_go_negative", Some("delta"))
+            }
+            InventoryError::ZeroAdjustment => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_field", Some("delta"))
+            }
+            InventoryError::AlreadyReserved { .. } => (S::CONFLICT, "already_reserved", None),
+            InventoryError::InsufficientStock { .. } => (S::CONFLICT, "insufficient_stock", None),
+            InventoryError::TooMuchStock => {
+                (S::UNPROCESSABLE_ENTITY, "stock_too_large", Some("quantity"))
+            }
+        };
+        let api = ApiError::new(status, code, error.to_string());
+        match field {
+            Some(field) => api.with_field(field),
+            None => api,
+        }
+    }
+}
+
+impl From<PlacementError> for ApiError {
+    fn from(error: PlacementError) -> Self {
+        match error {
+            PlacementError::OutOfStock { short } => ApiError::new(
+                StatusCode::CONFLICT,
+                "out_of_stock",
+                PlacementError::OutOfStock {
+                    short: short.clone(),
+                }
+                .to_string(),
+            )
+            .with_extra("short", serde_json::to_value(&short).unwrap_or_default()),
+            PlacementError::UnknownSkus { skus } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_sku",
+                PlacementError::UnknownSkus { skus: skus.clone() }.to_string(),
+            )
+            .with_field("lines")
+            .with_extra("skus", serde_json::to_value(&skus).unwrap_or_default()),
+            PlacementError::Order(e) => e.into(),
+            PlacementError::Inventory(e) => e.into(),
+            PlacementError::Injected => ApiError::internal(&"injected placement fault"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod idempotency;
+mod inventory;
 mod orders;
 mod shipping;
 
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(orders::router())
         .merge(billing::router())
+        .merge(inventory::router())
         .merge(shipping::router())
         .merge(analytics::router())
         .merge(admin::router())

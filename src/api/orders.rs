@@ -19,7 +19,9 @@ use super::extract::{
 use crate::app::AppState;
 use crate::domain::order::*;
 use crate::domain::values::*;
+use crate::process::placement::Placement;
 use crate::projections::order_summary;
+use crate::store::commands::Executed;
 use crate::store::log::{self, StoredEvent};
 use crate::store::reader;
 use crate::store::views::fixed_time;
@@ -296,6 +298,17 @@ async fn execute(
         .orders
         .execute(order_id.as_str(), command, &ctx.0)
         .await?;
+    accept(state, order_id, executed, wait).await
+}
+
+/// The order after an accepted command, once the projections named in `wait` (if any)
+/// have applied its events.
+async fn accept(
+    state: &AppState,
+    order_id: &OrderId,
+    executed: Executed<Order>,
+    wait: WaitFor,
+) -> Result<Accepted, ApiError> {
     let version = executed.state.version();
     let order = executed
         .state
@@ -371,15 +384,22 @@ async fn place_order(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let command = OrderCommand::PlaceOrder(PlaceOrder {
+    let command = PlaceOrder {
         order_id: order_id.clone(),
         customer_id: body.customer_id,
         currency: body.currency,
         lines,
         shipping_address: body.shipping_address,
         at: ctx.0.received_at,
-    });
-    let accepted = execute(&state, &order_id, command, ctx, wait).await?;
+    };
+    let placement = Placement {
+        orders: &state.orders,
+        inventory: &state.inventory,
+        require_tracked_skus: state.settings.require_tracked_skus,
+        fault: state.placement_fault.as_ref(),
+    };
+    let executed = placement.place(command, &ctx.0).await?;
+    let accepted = accept(&state, &order_id, executed, wait).await?;
     let (order, version) = (&accepted.order, accepted.version);
     let mut response = respond(
         StatusCode::CREATED,

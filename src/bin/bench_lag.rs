@@ -87,6 +87,17 @@ async fn main() -> Result<()> {
         conns.push(conn);
     }
 
+    // How busy the machine is without us: other work skews every figure below.
+    let idle_before = CpuTimes::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_after = CpuTimes::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let (Some(a), Some(b)) = (idle_before, idle_after) {
+        println!(
+            "machine busy before the load (1 s sample): {:.0}% of {cores} cores",
+            100.0 * (b.busy - a.busy) / cores as f64
+        );
+    }
     let cpu_before = CpuTimes::now();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let rx = Arc::new(Mutex::new(rx));
@@ -184,13 +195,15 @@ async fn main() -> Result<()> {
         percentile(&report.start_delays, 1.0)
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let process = after.process - before.process;
+        let postgres = after.postgres - before.postgres;
+        let busy = after.busy - before.busy;
         println!(
-            "CPU during the load: this process (server + client) {:.1} s, PostgreSQL processes {:.1} s; \
-             machine busy {:.0}%, iowait {:.0}% of {cores} cores over {load_secs:.1} s",
-            after.process - before.process,
-            after.postgres - before.postgres,
-            100.0 * (after.busy - before.busy) / (cores as f64 * load_secs),
+            "CPU during the load: this process (server + client) {process:.1} s, all PostgreSQL \
+             processes {postgres:.1} s, everything else {:.1} s; machine busy {:.0}%, iowait {:.0}% \
+             of {cores} cores over {load_secs:.1} s",
+            (busy - process - postgres).max(0.0),
+            100.0 * busy / (cores as f64 * load_secs),
             100.0 * (after.iowait - before.iowait) / (cores as f64 * load_secs),
         );
     }

@@ -111,7 +111,12 @@ async fn main() -> Result<()> {
             .await?;
     println!("VACUUM (ANALYZE) events: {vacuum_secs:.1} s; events table with indexes: {log_size}");
 
-    let p = Projections::new(db.clone(), projections::all(), LogSignal::default(), None);
+    let p = Projections::new(
+        db.clone(),
+        projections::all(&orderlog::config::Settings::default()),
+        LogSignal::default(),
+        None,
+    );
     p.init().await?;
     let names = p.names();
 
@@ -213,10 +218,14 @@ async fn main() -> Result<()> {
     // Where the time goes, with the reader's ordering fixed (bench-local query).
     let (phase_rows, shared) = if phases {
         let mut rows = Vec::new();
-        for projection in projections::all() {
+        for projection in projections::all(&orderlog::config::Settings::default()) {
             rows.push(time_phases(&db, projection).await?);
         }
-        let shared = time_shared(&db, projections::all()).await?;
+        let shared = time_shared(
+            &db,
+            projections::all(&orderlog::config::Settings::default()),
+        )
+        .await?;
         (rows, Some(shared))
     } else {
         (Vec::new(), None)

@@ -9,6 +9,7 @@
 
 pub mod analytics;
 pub mod billing;
+pub mod inventory;
 pub mod order_summary;
 pub mod runner;
 pub mod shipping;
@@ -21,6 +22,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::config::Settings;
+use crate::domain::inventory::{InventoryEvent, InventoryItem};
 use crate::domain::order::{Order, OrderEvent};
 use crate::store::reader::LogEntry;
 use crate::store::views::{physical, Table, Tx};
@@ -53,21 +56,25 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
     Order(OrderEvent),
+    Inventory(InventoryEvent),
     Other,
 }
 
 impl Envelope {
     pub fn decode(entry: LogEntry) -> Result<Envelope, ProjectionError> {
-        let event = if entry.aggregate_type == <Order as cqrs_es::Aggregate>::TYPE {
-            DomainEvent::Order(serde_json::from_str(&entry.payload).map_err(|e| {
-                ProjectionError::Decode {
-                    position: entry.cursor.position,
-                    event_type: entry.event_type.clone(),
-                    reason: e.to_string(),
-                }
-            })?)
-        } else {
-            DomainEvent::Other
+        let undecodable = |e: serde_json::Error| ProjectionError::Decode {
+            position: entry.cursor.position,
+            event_type: entry.event_type.clone(),
+            reason: e.to_string(),
+        };
+        let event = match entry.aggregate_type.as_str() {
+            <Order as cqrs_es::Aggregate>::TYPE => {
+                DomainEvent::Order(serde_json::from_str(&entry.payload).map_err(undecodable)?)
+            }
+            <InventoryItem as cqrs_es::Aggregate>::TYPE => {
+                DomainEvent::Inventory(serde_json::from_str(&entry.payload).map_err(undecodable)?)
+            }
+            _ => DomainEvent::Other,
         };
         Ok(Envelope { entry, event })
     }
@@ -75,7 +82,14 @@ impl Envelope {
     pub fn order_event(&self) -> Option<&OrderEvent> {
         match &self.event {
             DomainEvent::Order(e) => Some(e),
-            DomainEvent::Other => None,
+            _ => None,
+        }
+    }
+
+    pub fn inventory_event(&self) -> Option<&InventoryEvent> {
+        match &self.event {
+            DomainEvent::Inventory(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -96,13 +110,17 @@ pub trait Projection: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
-/// Every projection the engine runs.
-pub fn all() -> Vec<Arc<dyn Projection>> {
+/// Every projection the engine runs, the reservation process manager included.
+pub fn all(settings: &Settings) -> Vec<Arc<dyn Projection>> {
     vec![
+        Arc::new(crate::process::reservations::ReservationManager::new(
+            settings,
+        )),
         Arc::new(order_summary::OrderSummary),
         Arc::new(billing::Billing),
         Arc::new(shipping::Shipping),
         Arc::new(analytics::Analytics),
+        Arc::new(inventory::StockLevels),
     ]
 }
 
@@ -247,6 +265,14 @@ impl<R: Serialize + DeserializeOwned + ViewRow + Send + Sync + 'static> Rows<R> 
             dirty: HashSet::new(),
             removed: HashSet::new(),
         })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&R> {
+        self.rows.get(id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.rows.contains_key(id)
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut R> {

@@ -24,6 +24,33 @@ pub struct CommandMetadata {
 }
 
 impl CommandMetadata {
+    /// Metadata for a command this one causes: same correlation and trace, this
+    /// command as the cause.
+    pub fn caused(&self) -> CommandMetadata {
+        CommandMetadata {
+            command_id: Uuid::now_v7(),
+            idempotency_key: None,
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.command_id.to_string(),
+            traceparent: self.traceparent.clone(),
+            actor: self.actor.clone(),
+            received_at: self.received_at,
+        }
+    }
+
+    /// Metadata for a command the engine issues itself (a process manager's).
+    pub fn system(actor: &str, correlation_id: &str, causation_id: &str) -> CommandMetadata {
+        CommandMetadata {
+            command_id: Uuid::now_v7(),
+            idempotency_key: None,
+            correlation_id: correlation_id.to_owned(),
+            causation_id: causation_id.to_owned(),
+            traceparent: TraceParent::generate().as_str().to_owned(),
+            actor: actor.to_owned(),
+            received_at: Utc::now(),
+        }
+    }
+
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::with_capacity(7);
         map.insert("command_id".into(), self.command_id.to_string());

@@ -408,7 +408,10 @@ async fn a_rebuild_replays_into_fresh_tables_and_switches_without_downtime(backe
     app.projections_caught_up().await;
     let before = app.read_side().await;
 
-    for name in projections::all().iter().map(|p| p.name()) {
+    for name in projections::all(&orderlog::config::Settings::default())
+        .iter()
+        .map(|p| p.name())
+    {
         let r = app
             .post_empty(&format!("/v1/admin/projections/{name}/rebuild"))
             .await;
@@ -639,7 +642,10 @@ async fn a_restart_in_the_middle_of_a_stream_misses_and_repeats_nothing(backend:
     traffic(&restarted, "k2", 4).await;
     restarted.projections_caught_up().await;
     let live = restarted.read_side().await;
-    for name in projections::all().iter().map(|p| p.name()) {
+    for name in projections::all(&orderlog::config::Settings::default())
+        .iter()
+        .map(|p| p.name())
+    {
         expect_status(
             restarted
                 .post_empty(&format!("/v1/admin/projections/{name}/rebuild"))
@@ -712,10 +718,11 @@ impl Projection for FixedSummary {
 }
 
 fn with_summary(summary: Arc<dyn Projection>) -> Overrides {
-    let mut list: Vec<Arc<dyn Projection>> = projections::all()
-        .into_iter()
-        .filter(|p| p.name() != "order_summary")
-        .collect();
+    let mut list: Vec<Arc<dyn Projection>> =
+        projections::all(&orderlog::config::Settings::default())
+            .into_iter()
+            .filter(|p| p.name() != "order_summary")
+            .collect();
     list.push(summary);
     Overrides {
         projections: Some(list),

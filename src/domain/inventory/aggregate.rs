@@ -4,7 +4,7 @@
 //! i.e. `reserved ≤ on_hand`, so `available = on_hand − reserved` is never negative.
 //! Pure, like every aggregate: no clock, no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::commands::InventoryCommand;
 use super::errors::InventoryError;
 use super::events::InventoryEvent;
-use crate::domain::values::{OrderId, Quantity, Sku, Text};
+use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
 
 /// The most units one SKU may count: far beyond any warehouse, far from overflow.
 const MAX_STOCK: i64 = 1_000_000_000_000;
@@ -26,6 +26,8 @@ pub struct InventoryItem {
     on_hand: i64,
     reservations: BTreeMap<OrderId, u32>,
     reserved: i64,
+    /// Shipments already committed, so that a repeated commit changes nothing.
+    committed: BTreeSet<(OrderId, ShipmentId)>,
 }
 
 impl InventoryItem {
@@ -131,9 +133,16 @@ impl InventoryItem {
                 .collect()),
             InventoryCommand::CommitReservation {
                 order_id,
+                shipment_id,
                 quantity,
                 at,
             } => {
+                if self
+                    .committed
+                    .contains(&(order_id.clone(), shipment_id.clone()))
+                {
+                    return Ok(Vec::new());
+                }
                 let wanted = quantity.get();
                 let from_reservation = self.reservation_of(&order_id).min(wanted);
                 let rest = i64::from(wanted - from_reservation);
@@ -148,6 +157,7 @@ impl InventoryItem {
                 Ok(vec![InventoryEvent::ReservationCommitted {
                     sku,
                     order_id,
+                    shipment_id,
                     quantity,
                     from_reservation,
                     on_hand,
@@ -204,10 +214,12 @@ impl InventoryItem {
             }
             InventoryEvent::ReservationCommitted {
                 order_id,
+                shipment_id,
                 from_reservation,
                 on_hand,
                 ..
             } => {
+                self.committed.insert((order_id.clone(), shipment_id));
                 let left = self
                     .reservation_of(&order_id)
                     .saturating_sub(from_reservation);

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::values::{OrderId, Quantity, Text};
+use crate::domain::values::{OrderId, Quantity, ShipmentId, Text};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InventoryCommand {
@@ -27,9 +27,11 @@ pub enum InventoryCommand {
         reason: Text,
         at: DateTime<Utc>,
     },
-    /// Ships `quantity` units for the order: from its reservation first.
+    /// Ships `quantity` units for the order's shipment: from its reservation first.
+    /// Committing the same shipment again changes nothing.
     CommitReservation {
         order_id: OrderId,
+        shipment_id: ShipmentId,
         quantity: Quantity,
         at: DateTime<Utc>,
     },

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::values::{OrderId, Quantity, Sku, Text};
+use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -68,6 +68,7 @@ pub enum InventoryEvent {
     ReservationCommitted {
         sku: Sku,
         order_id: OrderId,
+        shipment_id: ShipmentId,
         quantity: Quantity,
         from_reservation: u32,
         on_hand: i64,

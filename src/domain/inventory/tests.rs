@@ -4,7 +4,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::domain::values::{OrderId, Quantity, Sku, Text};
+use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
+
+fn ship(id: &str) -> ShipmentId {
+    ShipmentId::parse(id).unwrap()
+}
 
 fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
@@ -208,12 +212,14 @@ fn committing_takes_shipped_units_from_the_reservation_and_on_hand() {
     given(vec![received(10, 10, 10), reserved("o1", 4, 4, 6)])
         .when(when(InventoryCommand::CommitReservation {
             order_id: order("o1"),
+            shipment_id: ship("s1"),
             quantity: qty(3),
             at: at(),
         }))
         .then_expect_events(vec![InventoryEvent::ReservationCommitted {
             sku: sku(),
             order_id: order("o1"),
+            shipment_id: ship("s1"),
             quantity: qty(3),
             from_reservation: 3,
             on_hand: 7,
@@ -228,12 +234,14 @@ fn committing_beyond_the_reservation_takes_the_rest_from_available() {
     given(vec![received(10, 10, 10), reserved("o1", 2, 2, 8)])
         .when(when(InventoryCommand::CommitReservation {
             order_id: order("o1"),
+            shipment_id: ship("s1"),
             quantity: qty(5),
             at: at(),
         }))
         .then_expect_events(vec![InventoryEvent::ReservationCommitted {
             sku: sku(),
             order_id: order("o1"),
+            shipment_id: ship("s1"),
             quantity: qty(5),
             from_reservation: 2,
             on_hand: 5,
@@ -248,6 +256,7 @@ fn committing_more_than_exists_is_refused() {
     given(vec![received(2, 2, 2)])
         .when(when(InventoryCommand::CommitReservation {
             order_id: order("o1"),
+            shipment_id: ship("s1"),
             quantity: qty(3),
             at: at(),
         }))
@@ -287,6 +296,7 @@ fn the_levels_never_break_the_invariant() {
         InventoryEvent::ReservationCommitted {
             sku: sku(),
             order_id: order("a"),
+            shipment_id: ship("s1"),
             quantity: qty(3),
             from_reservation: 3,
             on_hand: 2,
@@ -308,4 +318,30 @@ fn the_levels_never_break_the_invariant() {
     }
     assert_eq!(item.on_hand(), 2);
     assert_eq!(item.reservation_of(&order("b")), 2);
+}
+
+#[test]
+fn committing_a_shipment_twice_changes_nothing() {
+    given(vec![
+        received(10, 10, 10),
+        reserved("o1", 4, 4, 6),
+        InventoryEvent::ReservationCommitted {
+            sku: sku(),
+            order_id: order("o1"),
+            shipment_id: ship("s1"),
+            quantity: qty(4),
+            from_reservation: 4,
+            on_hand: 6,
+            reserved: 0,
+            available: 6,
+            committed_at: at(),
+        },
+    ])
+    .when(when(InventoryCommand::CommitReservation {
+        order_id: order("o1"),
+        shipment_id: ship("s1"),
+        quantity: qty(4),
+        at: at(),
+    }))
+    .then_expect_events(vec![]);
 }

@@ -1,0 +1,190 @@
+//! `/v1/inventory`: receive and adjust stock (commands to the SKU's inventory item), and
+//! read stock levels (from the inventory projection).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, FieldExt};
+use super::extract::{parse_limit, CommandContext, JsonBody, QueryParams};
+use crate::app::AppState;
+use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
+use crate::domain::values::{Quantity, Sku, Text};
+use crate::projections::inventory::{self, StockRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/inventory", get(low_stock))
+        .route("/inventory/{sku}", get(item))
+        .route("/inventory/{sku}/receipts", post(receive))
+        .route("/inventory/{sku}/adjustments", post(adjust))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptIn {
+    quantity: Quantity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustmentIn {
+    delta: i64,
+    reason: Text,
+}
+
+/// The item's levels right after a command.
+#[derive(Serialize)]
+struct LevelsOut {
+    sku: Sku,
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+}
+
+impl LevelsOut {
+    fn new(sku: Sku, item: &InventoryItem) -> Self {
+        Self {
+            sku,
+            on_hand: item.on_hand(),
+            reserved: item.reserved(),
+            available: item.available(),
+        }
+    }
+}
+
+/// Largest single adjustment, either way.
+const MAX_DELTA: i64 = 1_000_000_000;
+
+fn path_sku(raw: &str) -> Result<Sku, ApiError> {
+    Sku::parse(raw).field("sku")
+}
+
+async fn run(
+    state: &AppState,
+    sku: Sku,
+    command: InventoryCommand,
+    ctx: CommandContext,
+) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+    let command = InventoryCommandFor {
+        sku: sku.clone(),
+        command,
+    };
+    let executed = state
+        .inventory
+        .execute(sku.as_str(), command, &ctx.0)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(LevelsOut::new(sku, &executed.state)),
+    ))
+}
+
+#[tracing::instrument(skip_all, fields(sku = %sku))]
+async fn receive(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<ReceiptIn>,
+) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+    let sku = path_sku(&sku)?;
+    let command = InventoryCommand::ReceiveStock {
+        quantity: body.quantity,
+        at: ctx.0.received_at,
+    };
+    run(&state, sku, command, ctx).await
+}
+
+#[tracing::instrument(skip_all, fields(sku = %sku))]
+async fn adjust(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    ctx: CommandContext,
+    JsonBody(body): JsonBody<AdjustmentIn>,
+) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+    let sku = path_sku(&sku)?;
+    if body.delta == 0 || body.delta.abs() > MAX_DELTA {
+        return Err(ApiError::invalid_field(
+            "delta",
+            format!("must be non-zero and at most {MAX_DELTA} either way"),
+        ));
+    }
+    let command = InventoryCommand::AdjustStock {
+        delta: body.delta,
+        reason: body.reason,
+        at: ctx.0.received_at,
+    };
+    run(&state, sku, command, ctx).await
+}
+
+async fn item(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<StockRow>, ApiError> {
+    let sku = path_sku(&sku)?;
+    let table = state
+        .projections
+        .table(inventory::NAME, inventory::ITEMS.name)
+        .await?;
+    inventory::item(&state.db, &table, sku.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found("sku_not_found", format!("no stock is tracked for `{sku}`"))
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LowStockQuery {
+    below: i64,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LowStockOut {
+    items: Vec<StockRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// Items with fewer than `below` units available, fewest first.
+async fn low_stock(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<LowStockQuery>,
+) -> Result<Json<LowStockOut>, ApiError> {
+    let limit = parse_limit(query.limit, 100, 1000)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            let invalid = || ApiError::invalid_field("cursor", "is not a cursor this API returned");
+            let text = hex::decode(raw)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(invalid)?;
+            let (available, sku) = text.split_once('|').ok_or_else(invalid)?;
+            Ok::<_, ApiError>((
+                available.parse::<i64>().map_err(|_| invalid())?,
+                sku.to_owned(),
+            ))
+        })
+        .transpose()?;
+    let table = state
+        .projections
+        .table(inventory::NAME, inventory::ITEMS.name)
+        .await?;
+    let mut items = inventory::low_stock(&state.db, &table, query.below, after, limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|i| hex::encode(format!("{}|{}", i.available, i.id)))
+    } else {
+        None
+    };
+    Ok(Json(LowStockOut { items, next_cursor }))
+}

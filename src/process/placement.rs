@@ -1,0 +1,186 @@
+//! Placing an order: reserve every tracked line, all or nothing, then create the order.
+//!
+//! The storefront gets a synchronous answer: the order with its stock held, or the short
+//! SKUs and nothing held. Each reservation is its own command on its SKU (so a hot SKU
+//! is contended only for its own write); if any line is short, or the order cannot be
+//! created, the reservations already made are released before answering. A crash
+//! between the reservations and the order leaves holds behind: the reservation process
+//! manager releases them once the order has not appeared in time.
+
+use std::sync::Arc;
+
+use crate::domain::inventory::{
+    InventoryCommand, InventoryCommandFor, InventoryError, InventoryEvent, InventoryItem,
+};
+use crate::domain::order::{Order, OrderCommand, OrderError, PlaceOrder};
+use crate::domain::values::{OrderId, Sku, Text};
+use crate::store::commands::{AggregateStore, CommandError, Executed};
+use crate::store::metadata::CommandMetadata;
+
+/// A test-only fault between the reservations and the order, as a crash would strike.
+pub type PlacementFault = Arc<dyn Fn(&OrderId) -> bool + Send + Sync>;
+
+/// A line that could not be reserved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShortLine {
+    pub sku: Sku,
+    pub requested: u32,
+    pub available: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("not enough stock for {}", list_skus(.short.iter().map(|s| &s.sku)))]
+    OutOfStock { short: Vec<ShortLine> },
+    #[error("stock is not tracked for {}", list_skus(.skus.iter()))]
+    UnknownSkus { skus: Vec<Sku> },
+    #[error(transparent)]
+    Order(CommandError<OrderError>),
+    #[error(transparent)]
+    Inventory(CommandError<InventoryError>),
+    #[error("injected placement fault")]
+    Injected,
+}
+
+fn list_skus<'a>(skus: impl Iterator<Item = &'a Sku>) -> String {
+    skus.map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub struct Placement<'a> {
+    pub orders: &'a AggregateStore<Order>,
+    pub inventory: &'a AggregateStore<InventoryItem>,
+    pub require_tracked_skus: bool,
+    pub fault: Option<&'a PlacementFault>,
+}
+
+impl Placement<'_> {
+    pub async fn place(
+        &self,
+        mut command: PlaceOrder,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<Order>, PlacementError> {
+        let order_id = command.order_id.clone();
+        // An existing order keeps its reservations: refuse before reserving anything.
+        let existing = self
+            .orders
+            .load(order_id.as_str())
+            .await
+            .map_err(PlacementError::Order)?;
+        if existing.placed().is_some() {
+            return Err(PlacementError::Order(CommandError::Rejected(
+                OrderError::AlreadyExists { order_id },
+            )));
+        }
+
+        let mut held: Vec<Sku> = Vec::new();
+        let mut short = Vec::new();
+        let mut unknown = Vec::new();
+        for line in command.lines.iter_mut() {
+            let reserve = InventoryCommandFor {
+                sku: line.sku.clone(),
+                command: InventoryCommand::ReserveStock {
+                    order_id: order_id.clone(),
+                    quantity: line.quantity,
+                    at: command.at,
+                },
+            };
+            let result = self
+                .inventory
+                .execute(line.sku.as_str(), reserve, &metadata.caused())
+                .await;
+            match result {
+                Ok(executed) => match executed.events.last().map(|e| &e.payload) {
+                    Some(InventoryEvent::StockReserved { .. }) => held.push(line.sku.clone()),
+                    Some(InventoryEvent::ReservationRejected { available, .. }) => {
+                        short.push(ShortLine {
+                            sku: line.sku.clone(),
+                            requested: line.quantity.get(),
+                            available: *available,
+                        })
+                    }
+                    _ => {}
+                },
+                Err(CommandError::Rejected(InventoryError::NotTracked { .. })) => {
+                    if self.require_tracked_skus {
+                        unknown.push(line.sku.clone());
+                    } else {
+                        line.untracked = true;
+                    }
+                }
+                Err(CommandError::Rejected(InventoryError::AlreadyReserved { .. })) => {
+                    // The same order id is being placed by another request right now.
+                    self.release(&order_id, &held, metadata, "order_not_placed")
+                        .await;
+                    return Err(PlacementError::Order(CommandError::Rejected(
+                        OrderError::AlreadyExists { order_id },
+                    )));
+                }
+                Err(e) => {
+                    self.release(&order_id, &held, metadata, "order_not_placed")
+                        .await;
+                    return Err(PlacementError::Inventory(e));
+                }
+            }
+        }
+        if !short.is_empty() || !unknown.is_empty() {
+            self.release(&order_id, &held, metadata, "order_not_placed")
+                .await;
+            return Err(if unknown.is_empty() {
+                PlacementError::OutOfStock { short }
+            } else {
+                PlacementError::UnknownSkus { skus: unknown }
+            });
+        }
+        if self.fault.is_some_and(|fault| fault(&order_id)) {
+            // As a crash would: the holds stay for the process manager to find.
+            return Err(PlacementError::Injected);
+        }
+        match self
+            .orders
+            .execute(
+                order_id.as_str(),
+                OrderCommand::PlaceOrder(command),
+                metadata,
+            )
+            .await
+        {
+            Ok(executed) => Ok(executed),
+            Err(e) => {
+                self.release(&order_id, &held, metadata, "order_not_placed")
+                    .await;
+                Err(PlacementError::Order(e))
+            }
+        }
+    }
+
+    /// Best effort: a release that fails here is retried by the process manager, which
+    /// finds holds whose order never appeared.
+    async fn release(
+        &self,
+        order_id: &OrderId,
+        skus: &[Sku],
+        metadata: &CommandMetadata,
+        why: &str,
+    ) {
+        let Ok(reason) = Text::parse(why) else { return };
+        for sku in skus {
+            let release = InventoryCommandFor {
+                sku: sku.clone(),
+                command: InventoryCommand::ReleaseReservation {
+                    order_id: order_id.clone(),
+                    reason: reason.clone(),
+                    at: metadata.received_at,
+                },
+            };
+            if let Err(e) = self
+                .inventory
+                .execute(sku.as_str(), release, &metadata.caused())
+                .await
+            {
+                tracing::warn!(%order_id, %sku, error = %e, "could not release a reservation; the process manager will");
+            }
+        }
+    }
+}

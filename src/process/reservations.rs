@@ -1,0 +1,587 @@
+//! The reservation process manager: stock held for an order follows that order.
+//!
+//! - a cancellation or an expiry releases the order's holds;
+//! - a failed payment releases them after a grace period, unless a new attempt comes;
+//! - an order unpaid for too long expires (`order.expired`), which releases them;
+//! - a shipment commits its units;
+//! - holds whose order never appeared (a crash mid-placement) are released.
+//!
+//! It is durable in two halves. As a projection, it turns events into due *actions*
+//! in its own tables, exactly once, with its own checkpoint. A ticker then carries out
+//! due actions as commands and deletes each once done. Every action is safe to repeat
+//! (a release of nothing, an expiry of a paid order and a second commit of a shipment
+//! change nothing), so a crash between a command and the deletion only repeats a no-op.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::config::Settings;
+use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryEvent};
+use crate::domain::order::{ExpireOrder, OrderCommand, OrderEvent};
+use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
+use crate::projections::{BoxFuture, Envelope, Projection, ProjectionError, Rows, View, ViewRow};
+use crate::store::commands::CommandError;
+use crate::store::metadata::CommandMetadata;
+use crate::store::views::{bigint, fixed_time, select, text, Param, Table, Tx};
+use crate::store::StoreError;
+
+pub const NAME: &str = "reservations";
+const ACTOR: &str = "orderlog:reservations";
+/// How often due actions are looked for.
+const TICK: Duration = Duration::from_millis(200);
+const ACTIONS_PER_TICK: i64 = 200;
+
+pub static ORDERS: Table = Table {
+    name: "orders",
+    columns: &[text("id"), bigint("total"), text("tracked")],
+    indexes: &[],
+};
+
+pub static HOLDS: Table = Table {
+    name: "holds",
+    columns: &[
+        text("id"),
+        text("order_id"),
+        text("sku"),
+        bigint("quantity"),
+        text("reserved_at"),
+    ],
+    indexes: &[&["order_id"]],
+};
+
+pub static ACTIONS: Table = Table {
+    name: "actions",
+    columns: &[
+        text("id"),
+        text("order_id"),
+        text("kind"),
+        text("sku"),
+        text("shipment_id"),
+        bigint("quantity"),
+        text("reason"),
+        text("due_at"),
+    ],
+    indexes: &[&["due_at"]],
+};
+
+static TABLES: [Table; 3] = [ORDERS, HOLDS, ACTIONS];
+
+/// What the manager knows of an order: its total and its tracked lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub id: String,
+    pub total: i64,
+    /// JSON list of the SKUs that hold stock.
+    pub tracked: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRow {
+    pub id: String,
+    pub order_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    #[serde(with = "fixed_time")]
+    pub reserved_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRow {
+    pub id: String,
+    pub order_id: String,
+    /// `release`, `orphan`, `expire` or `commit`.
+    pub kind: String,
+    pub sku: Option<String>,
+    pub shipment_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub reason: String,
+    #[serde(with = "fixed_time")]
+    pub due_at: DateTime<Utc>,
+}
+
+impl ViewRow for OrderRow {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl ViewRow for HoldRow {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl ViewRow for ActionRow {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+pub struct ReservationManager {
+    payment_grace: chrono::Duration,
+    unpaid_order_ttl: chrono::Duration,
+    orphan_hold_timeout: chrono::Duration,
+}
+
+impl ReservationManager {
+    pub fn new(settings: &Settings) -> Self {
+        let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Self {
+            payment_grace: duration(settings.payment_grace),
+            unpaid_order_ttl: duration(settings.unpaid_order_ttl),
+            orphan_hold_timeout: duration(settings.orphan_hold_timeout),
+        }
+    }
+}
+
+fn hold_id(order_id: &str, sku: &str) -> String {
+    format!("{order_id}|{sku}")
+}
+
+fn action_id(order_id: &str, kind: &str) -> String {
+    format!("{order_id}|{kind}")
+}
+
+fn commit_id(order_id: &str, shipment_id: &str, sku: &str) -> String {
+    format!("{order_id}|commit|{shipment_id}|{sku}")
+}
+
+/// Every action id an event may touch, so one load fetches them all.
+fn touched_actions(envelope: &Envelope) -> Vec<String> {
+    let order_id = match (&envelope.event_order_id(), envelope.order_event()) {
+        (Some(id), _) => id.clone(),
+        _ => return Vec::new(),
+    };
+    let mut ids = vec![
+        action_id(&order_id, "orphan"),
+        action_id(&order_id, "expire"),
+        action_id(&order_id, "release"),
+    ];
+    match (envelope.order_event(), envelope.inventory_event()) {
+        (
+            Some(OrderEvent::ShipmentDispatched {
+                shipment_id, lines, ..
+            }),
+            _,
+        ) => {
+            for line in lines {
+                ids.push(commit_id(
+                    &order_id,
+                    shipment_id.as_str(),
+                    line.sku.as_str(),
+                ));
+            }
+        }
+        (
+            _,
+            Some(InventoryEvent::ReservationCommitted {
+                shipment_id, sku, ..
+            }),
+        ) => {
+            ids.push(commit_id(&order_id, shipment_id.as_str(), sku.as_str()));
+        }
+        _ => {}
+    }
+    ids
+}
+
+impl Envelope {
+    /// The order an order or inventory event is about.
+    fn event_order_id(&self) -> Option<String> {
+        if let Some(event) = self.order_event() {
+            return Some(event.order_id().to_string());
+        }
+        match self.inventory_event()? {
+            InventoryEvent::StockReserved { order_id, .. }
+            | InventoryEvent::ReservationReleased { order_id, .. }
+            | InventoryEvent::ReservationCommitted { order_id, .. } => Some(order_id.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Projection for ReservationManager {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i64 {
+        1
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        &TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        view: &'a mut View,
+        events: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let order_ids: Vec<String> =
+                events.iter().filter_map(Envelope::event_order_id).collect();
+            let mut orders: Rows<OrderRow> = Rows::load(view, &ORDERS, order_ids).await?;
+            let hold_ids = events.iter().filter_map(|e| match e.inventory_event()? {
+                InventoryEvent::StockReserved { order_id, sku, .. }
+                | InventoryEvent::ReservationReleased { order_id, sku, .. }
+                | InventoryEvent::ReservationCommitted { order_id, sku, .. } => {
+                    Some(hold_id(order_id.as_str(), sku.as_str()))
+                }
+                _ => None,
+            });
+            let mut holds: Rows<HoldRow> = Rows::load(view, &HOLDS, hold_ids).await?;
+            let action_ids = events.iter().flat_map(touched_actions);
+            let mut actions: Rows<ActionRow> = Rows::load(view, &ACTIONS, action_ids).await?;
+            for envelope in events {
+                if let Some(event) = envelope.inventory_event() {
+                    self.on_inventory(&orders, &mut holds, &mut actions, event);
+                }
+                if let Some(event) = envelope.order_event() {
+                    self.on_order(&mut orders, &mut actions, event);
+                }
+            }
+            orders.save(view).await?;
+            holds.save(view).await?;
+            actions.save(view).await?;
+            Ok(())
+        })
+    }
+}
+
+fn action(order_id: &str, kind: &str, reason: &str, due_at: DateTime<Utc>) -> ActionRow {
+    ActionRow {
+        id: action_id(order_id, kind),
+        order_id: order_id.to_owned(),
+        kind: kind.to_owned(),
+        sku: None,
+        shipment_id: None,
+        quantity: None,
+        reason: reason.to_owned(),
+        due_at,
+    }
+}
+
+impl ReservationManager {
+    fn on_inventory(
+        &self,
+        orders: &Rows<OrderRow>,
+        holds: &mut Rows<HoldRow>,
+        actions: &mut Rows<ActionRow>,
+        event: &InventoryEvent,
+    ) {
+        match event {
+            InventoryEvent::StockReserved {
+                order_id,
+                sku,
+                quantity,
+                reserved_at,
+                ..
+            } => {
+                let order = order_id.as_str();
+                holds.insert(HoldRow {
+                    id: hold_id(order, sku.as_str()),
+                    order_id: order.to_owned(),
+                    sku: sku.to_string(),
+                    quantity: i64::from(quantity.get()),
+                    reserved_at: *reserved_at,
+                });
+                if !orders.contains(order) {
+                    actions.insert(action(
+                        order,
+                        "orphan",
+                        "order never placed",
+                        *reserved_at + self.orphan_hold_timeout,
+                    ));
+                }
+            }
+            InventoryEvent::ReservationReleased { order_id, sku, .. } => {
+                holds.remove(&hold_id(order_id.as_str(), sku.as_str()));
+            }
+            InventoryEvent::ReservationCommitted {
+                order_id,
+                shipment_id,
+                sku,
+                from_reservation,
+                ..
+            } => {
+                let id = hold_id(order_id.as_str(), sku.as_str());
+                if let Some(hold) = holds.get_mut(&id) {
+                    hold.quantity -= i64::from(*from_reservation);
+                    if hold.quantity <= 0 {
+                        holds.remove(&id);
+                    }
+                }
+                actions.remove(&commit_id(
+                    order_id.as_str(),
+                    shipment_id.as_str(),
+                    sku.as_str(),
+                ));
+            }
+            InventoryEvent::StockReceived { .. }
+            | InventoryEvent::StockAdjusted { .. }
+            | InventoryEvent::ReservationRejected { .. } => {}
+        }
+    }
+
+    fn on_order(
+        &self,
+        orders: &mut Rows<OrderRow>,
+        actions: &mut Rows<ActionRow>,
+        event: &OrderEvent,
+    ) {
+        let order = event.order_id().as_str();
+        match event {
+            OrderEvent::OrderPlaced {
+                lines,
+                total,
+                placed_at,
+                ..
+            } => {
+                let tracked: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| !l.untracked)
+                    .map(|l| l.sku.as_str())
+                    .collect();
+                orders.insert(OrderRow {
+                    id: order.to_owned(),
+                    total: total.amount(),
+                    tracked: serde_json::to_string(&tracked).unwrap_or_else(|_| "[]".to_owned()),
+                });
+                actions.remove(&action_id(order, "orphan"));
+                actions.insert(action(
+                    order,
+                    "expire",
+                    "order left unpaid",
+                    *placed_at + self.unpaid_order_ttl,
+                ));
+            }
+            OrderEvent::PaymentAttempted { .. } => actions.remove(&action_id(order, "release")),
+            OrderEvent::PaymentFailed { failed_at, .. } => actions.insert(action(
+                order,
+                "release",
+                "payment failed and no new attempt came in time",
+                *failed_at + self.payment_grace,
+            )),
+            OrderEvent::PaymentCaptured { captured_total, .. } => {
+                let paid = orders
+                    .get(order)
+                    .is_some_and(|o| captured_total.amount() >= o.total);
+                if paid {
+                    actions.remove(&action_id(order, "expire"));
+                    actions.remove(&action_id(order, "release"));
+                }
+            }
+            OrderEvent::OrderCancelled { cancelled_at, .. } => {
+                actions.remove(&action_id(order, "expire"));
+                actions.insert(action(order, "release", "order cancelled", *cancelled_at));
+            }
+            OrderEvent::OrderExpired { expired_at, .. } => {
+                actions.remove(&action_id(order, "expire"));
+                actions.insert(action(order, "release", "order expired", *expired_at));
+            }
+            OrderEvent::ShipmentDispatched {
+                shipment_id,
+                lines,
+                dispatched_at,
+                ..
+            } => {
+                let tracked: Vec<String> = orders
+                    .get(order)
+                    .and_then(|o| serde_json::from_str(&o.tracked).ok())
+                    .unwrap_or_default();
+                for line in lines
+                    .iter()
+                    .filter(|l| tracked.iter().any(|t| t == l.sku.as_str()))
+                {
+                    actions.insert(ActionRow {
+                        id: commit_id(order, shipment_id.as_str(), line.sku.as_str()),
+                        order_id: order.to_owned(),
+                        kind: "commit".to_owned(),
+                        sku: Some(line.sku.to_string()),
+                        shipment_id: Some(shipment_id.to_string()),
+                        quantity: Some(i64::from(line.quantity.get())),
+                        reason: "shipped".to_owned(),
+                        due_at: *dispatched_at,
+                    });
+                }
+            }
+            OrderEvent::ShipmentDelivered { .. }
+            | OrderEvent::OrderFulfilled { .. }
+            | OrderEvent::OrderRefunded { .. } => {}
+        }
+    }
+}
+
+/// Carries out due actions until `shutdown`.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    loop {
+        match tick(&state).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reservation actions failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Command(String),
+}
+
+impl<E: std::error::Error> From<CommandError<E>> for ActionError {
+    fn from(e: CommandError<E>) -> Self {
+        ActionError::Command(e.to_string())
+    }
+}
+
+/// One round: every due action, oldest first. Returns how many were done.
+async fn tick(state: &AppState) -> Result<usize, ActionError> {
+    let actions_table = state.projections.table(NAME, ACTIONS.name).await?;
+    let due: Vec<ActionRow> = select(
+        &state.db,
+        &actions_table,
+        &ACTIONS,
+        "WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        &[
+            Param::Text(fixed_time::format(&Utc::now())),
+            Param::Int(ACTIONS_PER_TICK),
+        ],
+    )
+    .await?;
+    let mut done = 0;
+    for action in due {
+        match carry_out(state, &action).await {
+            Ok(()) => {
+                // Only this version of the action: the projection may have rescheduled it.
+                let mut tx = Tx::begin(&state.db).await?;
+                tx.execute(
+                    &format!("DELETE FROM {actions_table} WHERE id = $1 AND due_at = $2"),
+                    &[
+                        Param::Text(action.id.clone()),
+                        Param::Text(fixed_time::format(&action.due_at)),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                done += 1;
+            }
+            Err(e) => {
+                tracing::warn!(action = %action.id, error = %e, "reservation action failed; will retry")
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn carry_out(state: &AppState, action: &ActionRow) -> Result<(), ActionError> {
+    let metadata = CommandMetadata::system(ACTOR, &action.order_id, &action.id);
+    let Ok(order_id) = OrderId::parse(&action.order_id) else {
+        return Ok(());
+    };
+    let reason =
+        Text::parse(&action.reason).unwrap_or_else(|_| Text::parse("released").expect("non-empty"));
+    match action.kind.as_str() {
+        "orphan" => {
+            let order = state.orders.load(order_id.as_str()).await?;
+            if order.placed().is_none() {
+                release_holds(state, &order_id, &reason, &metadata).await?;
+            }
+        }
+        "release" => release_holds(state, &order_id, &reason, &metadata).await?,
+        "expire" => {
+            let expire = OrderCommand::ExpireOrder(ExpireOrder { at: Utc::now() });
+            match state
+                .orders
+                .execute(order_id.as_str(), expire, &metadata)
+                .await
+            {
+                // Paid, cancelled or expired meanwhile: nothing to do.
+                Ok(_) | Err(CommandError::Rejected(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        "commit" => {
+            let (Some(sku), Some(shipment), Some(quantity)) =
+                (&action.sku, &action.shipment_id, action.quantity)
+            else {
+                return Ok(());
+            };
+            let (Ok(sku), Ok(shipment_id), Ok(quantity)) = (
+                Sku::parse(sku),
+                ShipmentId::parse(shipment),
+                Quantity::parse(quantity),
+            ) else {
+                return Ok(());
+            };
+            let commit = InventoryCommandFor {
+                sku: sku.clone(),
+                command: InventoryCommand::CommitReservation {
+                    order_id,
+                    shipment_id,
+                    quantity,
+                    at: Utc::now(),
+                },
+            };
+            match state
+                .inventory
+                .execute(sku.as_str(), commit, &metadata)
+                .await
+            {
+                Ok(_) => {}
+                Err(CommandError::Rejected(e)) => {
+                    tracing::error!(action = %action.id, error = %e, "a shipment's units could not be committed");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        other => tracing::warn!(kind = other, "unknown reservation action; dropped"),
+    }
+    Ok(())
+}
+
+async fn release_holds(
+    state: &AppState,
+    order_id: &OrderId,
+    reason: &Text,
+    metadata: &CommandMetadata,
+) -> Result<(), ActionError> {
+    let holds_table = state.projections.table(NAME, HOLDS.name).await?;
+    let holds: Vec<HoldRow> = select(
+        &state.db,
+        &holds_table,
+        &HOLDS,
+        "WHERE order_id = $1",
+        &[Param::Text(order_id.to_string())],
+    )
+    .await?;
+    for hold in holds {
+        let Ok(sku) = Sku::parse(&hold.sku) else {
+            continue;
+        };
+        let release = InventoryCommandFor {
+            sku: sku.clone(),
+            command: InventoryCommand::ReleaseReservation {
+                order_id: order_id.clone(),
+                reason: reason.clone(),
+                at: Utc::now(),
+            },
+        };
+        state
+            .inventory
+            .execute(sku.as_str(), release, metadata)
+            .await?;
+    }
+    Ok(())
+}
