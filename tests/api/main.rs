@@ -6,6 +6,7 @@ mod append_only;
 mod concurrency;
 mod errors;
 mod idempotency;
+mod inventory;
 mod lifecycle;
 mod log_reader;
 mod metadata;

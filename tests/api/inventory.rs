@@ -1,0 +1,561 @@
+//! Stock without overselling: reservations on placement, all or nothing, that follow
+//! the order afterwards, and survive a crash mid-placement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use orderlog::app::Overrides;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+on_both_backends!(
+    receipts_and_adjustments_move_stock_levels,
+    an_adjustment_below_what_is_reserved_is_refused,
+    placing_an_order_reserves_its_lines,
+    an_order_for_more_than_is_available_is_refused_and_holds_nothing,
+    a_multi_line_order_is_all_or_nothing,
+    untracked_skus_are_accepted_without_a_reservation,
+    untracked_skus_are_refused_when_tracking_is_required,
+    five_hundred_buyers_of_one_hundred_units_never_oversell,
+    cancelling_releases_the_stock,
+    a_failed_payment_releases_the_stock_after_the_grace_period,
+    a_new_payment_attempt_within_the_grace_period_keeps_the_stock,
+    an_unpaid_order_expires_and_releases_its_stock,
+    shipping_commits_the_reserved_units,
+    a_crash_between_reserving_and_placing_leaves_no_stock_held,
+    low_stock_is_listed_fewest_first_in_pages,
+);
+
+async fn receive(app: &TestApp, sku: &str, quantity: i64) -> Value {
+    let r = app
+        .post(
+            &format!("/v1/inventory/{sku}/receipts"),
+            &json!({"quantity": quantity}),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await
+}
+
+/// An order for `lines` of (sku, quantity) at 1.00 each.
+fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
+    json!({
+        "order_id": order_id,
+        "customer_id": "cust-1",
+        "currency": "USD",
+        "lines": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
+    })
+}
+
+/// The stock view of `sku` once it satisfies `expected` (it follows the log, and the
+/// process manager acts on timers).
+async fn levels_where(app: &TestApp, sku: &str, expected: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let r = app.get(&format!("/v1/inventory/{sku}")).await;
+        if r.status() == StatusCode::OK {
+            last = r.json().await.unwrap();
+            if expected(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{sku} never reached the expected levels; last seen {last}");
+}
+
+async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
+    levels_where(app, sku, |v| v["available"] == available).await
+}
+
+async fn inventory_events(app: &TestApp, sku: &str) -> Vec<Value> {
+    let db = orderlog::store::Database::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    orderlog::store::log::aggregate_events(&db, "inventory", sku)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+async fn receipts_and_adjustments_move_stock_levels(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let levels = receive(&app, "MUG", 10).await;
+    assert_eq!(
+        levels,
+        json!({"sku": "MUG", "on_hand": 10, "reserved": 0, "available": 10})
+    );
+    let r = app
+        .post(
+            "/v1/inventory/MUG/adjustments",
+            &json!({"delta": -3, "reason": "broken in storage"}),
+        )
+        .await;
+    let levels = expect_status(r, StatusCode::CREATED).await;
+    assert_eq!(levels["on_hand"], 7);
+    let view = levels_when(&app, "MUG", 7).await;
+    assert_eq!(view["on_hand"], 7);
+    assert_eq!(view["reserved"], 0);
+    assert!(view["updated_at"].is_string());
+
+    expect_error(
+        app.get("/v1/inventory/NEVER-SEEN").await,
+        StatusCode::NOT_FOUND,
+        "sku_not_found",
+    )
+    .await;
+    let r = app
+        .post("/v1/inventory/MUG/receipts", &json!({"quantity": 0}))
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    let r = app
+        .post(
+            "/v1/inventory/MUG/adjustments",
+            &json!({"delta": 0, "reason": "nothing"}),
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    let r = app
+        .post("/v1/inventory/bad%20sku/receipts", &json!({"quantity": 1}))
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+}
+
+async fn an_adjustment_below_what_is_reserved_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 5).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-1", &[("MUG", 3)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/inventory/MUG/adjustments",
+            &json!({"delta": -3, "reason": "stocktake"}),
+        )
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "available_would_go_negative").await;
+    let r = app
+        .post(
+            "/v1/inventory/MUG/adjustments",
+            &json!({"delta": -2, "reason": "stocktake"}),
+        )
+        .await;
+    let levels = expect_status(r, StatusCode::CREATED).await;
+    assert_eq!(levels["available"], 0);
+    assert_eq!(levels["reserved"], 3);
+}
+
+async fn placing_an_order_reserves_its_lines(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 10).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-1", &[("MUG", 4)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let view = levels_when(&app, "MUG", 6).await;
+    assert_eq!(view["reserved"], 4);
+    assert_eq!(view["on_hand"], 10);
+    let events = inventory_events(&app, "MUG").await;
+    let reserved = events
+        .iter()
+        .find(|e| e["event_type"] == "inventory.reserved")
+        .unwrap();
+    assert_eq!(reserved["payload"]["order_id"], "o-1");
+    assert_eq!(reserved["payload"]["quantity"], 4);
+}
+
+async fn an_order_for_more_than_is_available_is_refused_and_holds_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 2).await;
+    let r = app
+        .post("/v1/orders", &order_body("o-big", &[("MUG", 3)]))
+        .await;
+    let error = expect_error(r, StatusCode::CONFLICT, "out_of_stock").await;
+    assert_eq!(
+        error["short"],
+        json!([{"sku": "MUG", "requested": 3, "available": 2}])
+    );
+    expect_error(
+        app.get("/v1/orders/o-big").await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+    let events = inventory_events(&app, "MUG").await;
+    assert_eq!(events.last().unwrap()["event_type"], "inventory.rejected");
+    app.projections_caught_up().await;
+    assert_eq!(levels_when(&app, "MUG", 2).await["reserved"], 0);
+}
+
+async fn a_multi_line_order_is_all_or_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 5).await;
+    receive(&app, "TEE", 1).await;
+    receive(&app, "HAT", 1).await;
+    let r = app
+        .post(
+            "/v1/orders",
+            &order_body("o-m", &[("MUG", 2), ("TEE", 2), ("HAT", 1)]),
+        )
+        .await;
+    let error = expect_error(r, StatusCode::CONFLICT, "out_of_stock").await;
+    assert_eq!(
+        error["short"],
+        json!([{"sku": "TEE", "requested": 2, "available": 1}])
+    );
+    app.projections_caught_up().await;
+    // What was reserved for the lines that fit went back.
+    assert_eq!(levels_when(&app, "MUG", 5).await["reserved"], 0);
+    assert_eq!(levels_when(&app, "HAT", 1).await["reserved"], 0);
+    let released = inventory_events(&app, "MUG").await;
+    assert_eq!(released.last().unwrap()["event_type"], "inventory.released");
+
+    let r = app
+        .post(
+            "/v1/orders",
+            &order_body("o-ok", &[("MUG", 2), ("TEE", 1), ("HAT", 1)]),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    assert_eq!(levels_when(&app, "TEE", 0).await["reserved"], 1);
+}
+
+async fn untracked_skus_are_accepted_without_a_reservation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 5).await;
+    let r = app
+        .post(
+            "/v1/orders",
+            &order_body("o-u", &[("MUG", 1), ("EBOOK", 1)]),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    let created = &app.events("o-u").await[0];
+    let lines = created["payload"]["lines"].as_array().unwrap();
+    assert!(
+        lines[0].get("untracked").is_none(),
+        "tracked lines say nothing"
+    );
+    assert_eq!(lines[1]["untracked"], true);
+    assert!(
+        inventory_events(&app, "EBOOK").await.is_empty(),
+        "nothing is written for an untracked SKU"
+    );
+}
+
+async fn untracked_skus_are_refused_when_tracking_is_required(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |s| s.require_tracked_skus = true).await;
+    receive(&app, "MUG", 5).await;
+    let r = app
+        .post(
+            "/v1/orders",
+            &order_body("o-r", &[("MUG", 1), ("EBOOK", 1)]),
+        )
+        .await;
+    let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku").await;
+    assert_eq!(error["skus"], json!(["EBOOK"]));
+    app.projections_caught_up().await;
+    assert_eq!(
+        levels_when(&app, "MUG", 5).await["reserved"],
+        0,
+        "the tracked line's hold went back"
+    );
+}
+
+async fn five_hundred_buyers_of_one_hundred_units_never_oversell(backend: Backend) {
+    let app = &spawn_app(backend).await;
+    receive(app, "DROP", 100).await;
+    let responses = join_all((0..500).map(|i| async move {
+        app.post(
+            "/v1/orders",
+            &order_body(&format!("fs-{i}"), &[("DROP", 1)]),
+        )
+        .await
+    }))
+    .await;
+    let (mut created, mut refused) = (0, 0);
+    for r in responses {
+        match r.status() {
+            StatusCode::CREATED => created += 1,
+            _ => {
+                expect_error(r, StatusCode::CONFLICT, "out_of_stock").await;
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created, refused), (100, 400));
+    let events = inventory_events(app, "DROP").await;
+    for event in &events {
+        let available = event["payload"]["available"].as_i64().unwrap();
+        assert!(
+            available >= 0,
+            "an event shows negative availability: {event}"
+        );
+    }
+    let reserved = events
+        .iter()
+        .filter(|e| e["event_type"] == "inventory.reserved")
+        .count();
+    assert_eq!(reserved, 100);
+    let view = levels_when(app, "DROP", 0).await;
+    assert_eq!(view["reserved"], 100);
+}
+
+async fn cancelling_releases_the_stock(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 3).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-c", &[("MUG", 3)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    levels_when(&app, "MUG", 0).await;
+    let r = app
+        .post("/v1/orders/o-c/cancel", &json!({"reason": "changed mind"}))
+        .await;
+    expect_status(r, StatusCode::OK).await;
+    let view = levels_when(&app, "MUG", 3).await;
+    assert_eq!(view["reserved"], 0);
+    let events = inventory_events(&app, "MUG").await;
+    let released = events.last().unwrap();
+    assert_eq!(released["event_type"], "inventory.released");
+    assert_eq!(released["payload"]["reason"], "order cancelled");
+    assert_eq!(released["metadata"]["actor"], "orderlog:reservations");
+}
+
+async fn pay_and_fail(app: &TestApp, order_id: &str, payment_id: &str) {
+    let r = app
+        .post(
+            &format!("/v1/orders/{order_id}/payments"),
+            &json!({"payment_id": payment_id, "amount": 100}),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    let r = app
+        .post(
+            &format!("/v1/orders/{order_id}/payments/{payment_id}/fail"),
+            &json!({"reason": "declined"}),
+        )
+        .await;
+    expect_status(r, StatusCode::OK).await;
+}
+
+async fn a_failed_payment_releases_the_stock_after_the_grace_period(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |s| s.payment_grace = Duration::from_millis(400)).await;
+    receive(&app, "MUG", 1).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-f", &[("MUG", 1)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    pay_and_fail(&app, "o-f", "p1").await;
+    let view = levels_when(&app, "MUG", 1).await;
+    assert_eq!(view["reserved"], 0);
+    let order = expect_status(app.get("/v1/orders/o-f").await, StatusCode::OK).await;
+    assert_eq!(
+        order["status"], "placed",
+        "the order stays; only its stock went back"
+    );
+}
+
+async fn a_new_payment_attempt_within_the_grace_period_keeps_the_stock(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |s| s.payment_grace = Duration::from_millis(800)).await;
+    receive(&app, "MUG", 1).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-g", &[("MUG", 1)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    pay_and_fail(&app, "o-g", "p1").await;
+    let r = app
+        .post(
+            "/v1/orders/o-g/payments",
+            &json!({"payment_id": "p2", "amount": 100}),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    expect_status(
+        app.post_empty("/v1/orders/o-g/payments/p2/capture").await,
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.projections_caught_up().await;
+    let view = levels_when(&app, "MUG", 0).await;
+    assert_eq!(view["reserved"], 1, "still held for the paid order");
+}
+
+async fn an_unpaid_order_expires_and_releases_its_stock(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |s| s.unpaid_order_ttl = Duration::from_millis(400)).await;
+    receive(&app, "MUG", 2).await;
+    expect_status(
+        app.post("/v1/orders", &order_body("o-e", &[("MUG", 2)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    levels_when(&app, "MUG", 2).await;
+    let order = expect_status(app.get("/v1/orders/o-e").await, StatusCode::OK).await;
+    assert_eq!(order["status"], "expired");
+    let events = app.events("o-e").await;
+    let expired = events.last().unwrap();
+    assert_eq!(expired["event_type"], "order.expired");
+    assert_eq!(expired["metadata"]["actor"], "orderlog:reservations");
+    let r = app
+        .post("/v1/orders/o-e/payments", &json!({"amount": 200}))
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "order_expired").await;
+}
+
+async fn shipping_commits_the_reserved_units(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 10).await;
+    receive(&app, "TEE", 10).await;
+    expect_status(
+        app.post(
+            "/v1/orders",
+            &order_body("o-s", &[("MUG", 3), ("TEE", 1), ("EBOOK", 1)]),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/orders/o-s/payments",
+            &json!({"payment_id": "p1", "amount": 500}),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    expect_status(
+        app.post_empty("/v1/orders/o-s/payments/p1/capture").await,
+        StatusCode::OK,
+    )
+    .await;
+    let r = app
+        .post("/v1/orders/o-s/shipments", &json!({"shipment_id": "s1", "carrier": "UPS", "tracking_number": "1", "lines": [{"sku": "MUG", "quantity": 2}, {"sku": "EBOOK", "quantity": 1}]}))
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    // The first shipment commits 2 of the 3 units held; the untracked line commits nothing.
+    let mug = levels_where(&app, "MUG", |v| v["on_hand"] == 8).await;
+    assert_eq!(
+        (mug["reserved"].clone(), mug["available"].clone()),
+        (json!(1), json!(7))
+    );
+    let r = app
+        .post(
+            "/v1/orders/o-s/shipments",
+            &json!({"shipment_id": "s2", "carrier": "UPS", "tracking_number": "2"}),
+        )
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+    let tee = levels_where(&app, "TEE", |v| v["on_hand"] == 9).await;
+    assert_eq!(
+        (tee["reserved"].clone(), tee["available"].clone()),
+        (json!(0), json!(9))
+    );
+    let mug = levels_where(&app, "MUG", |v| v["on_hand"] == 7).await;
+    assert_eq!(
+        (mug["reserved"].clone(), mug["available"].clone()),
+        (json!(0), json!(7))
+    );
+    let committed = inventory_events(&app, "MUG")
+        .await
+        .into_iter()
+        .filter(|e| e["event_type"] == "inventory.committed")
+        .count();
+    assert_eq!(committed, 2, "one commit per shipment, never repeated");
+}
+
+async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let overrides = Overrides {
+        placement_fault: Some(Arc::new(|order_id: &orderlog::domain::values::OrderId| {
+            order_id.as_str() == "o-crash"
+        })),
+        ..Overrides::default()
+    };
+    let app = spawn_app_with(
+        &url,
+        |s| s.orphan_hold_timeout = Duration::from_millis(300),
+        overrides,
+    )
+    .await;
+    receive(&app, "MUG", 4).await;
+    let r = app
+        .post("/v1/orders", &order_body("o-crash", &[("MUG", 3)]))
+        .await;
+    expect_error(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+    // The process "died" holding 3 units for an order that does not exist.
+    let events = inventory_events(&app, "MUG").await;
+    assert_eq!(events.last().unwrap()["event_type"], "inventory.reserved");
+    expect_error(
+        app.get("/v1/orders/o-crash").await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+    // Restart: the process manager finds the orphaned hold and releases it.
+    app.stop().await;
+    let restarted =
+        spawn_app_on(&url, |s| s.orphan_hold_timeout = Duration::from_millis(300)).await;
+    let view = levels_when(&restarted, "MUG", 4).await;
+    assert_eq!(view["reserved"], 0);
+    let events = inventory_events(&restarted, "MUG").await;
+    let released = events.last().unwrap();
+    assert_eq!(released["event_type"], "inventory.released");
+    assert_eq!(released["payload"]["reason"], "order never placed");
+    // And stock can be sold again.
+    expect_status(
+        restarted
+            .post("/v1/orders", &order_body("o-next", &[("MUG", 4)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+async fn low_stock_is_listed_fewest_first_in_pages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (sku, n) in [("A", 5), ("B", 1), ("C", 3), ("D", 50), ("E", 2)] {
+        receive(&app, sku, n).await;
+    }
+    app.projections_caught_up().await;
+    let mut seen = Vec::new();
+    let mut cursor = None::<String>;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/inventory?below=10&limit=2&cursor={c}"),
+            None => "/v1/inventory?below=10&limit=2".to_owned(),
+        };
+        let page = expect_status(app.get(&path).await, StatusCode::OK).await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["B", "E", "C", "A"]);
+    let r = app.get("/v1/inventory").await;
+    let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    assert_eq!(error["field"], "below");
+}
