@@ -71,6 +71,21 @@ async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
     levels_where(app, sku, |v| v["available"] == available).await
 }
 
+/// The `inventory.released` event for `sku`, once the process manager has released it.
+async fn released(app: &TestApp, sku: &str) -> Value {
+    for _ in 0..500 {
+        let events = inventory_events(app, sku).await;
+        if let Some(event) = events
+            .iter()
+            .find(|e| e["event_type"] == "inventory.released")
+        {
+            return event.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{sku} was never released");
+}
+
 async fn inventory_events(app: &TestApp, sku: &str) -> Vec<Value> {
     let db = orderlog::store::Database::connect(&app.database_url, 2)
         .await
@@ -363,8 +378,13 @@ async fn a_failed_payment_releases_the_stock_after_the_grace_period(backend: Bac
     )
     .await;
     pay_and_fail(&app, "o-f", "p1").await;
-    let view = levels_when(&app, "MUG", 1).await;
-    assert_eq!(view["reserved"], 0);
+    let event = released(&app, "MUG").await;
+    assert_eq!(
+        event["payload"]["reason"],
+        "payment failed and no new attempt came in time"
+    );
+    app.projections_caught_up().await;
+    assert_eq!(levels_when(&app, "MUG", 1).await["reserved"], 0);
     let order = expect_status(app.get("/v1/orders/o-f").await, StatusCode::OK).await;
     assert_eq!(
         order["status"], "placed",
@@ -411,7 +431,8 @@ async fn an_unpaid_order_expires_and_releases_its_stock(backend: Backend) {
         StatusCode::CREATED,
     )
     .await;
-    levels_when(&app, "MUG", 2).await;
+    let event = released(&app, "MUG").await;
+    assert_eq!(event["payload"]["reason"], "order expired");
     let order = expect_status(app.get("/v1/orders/o-e").await, StatusCode::OK).await;
     assert_eq!(order["status"], "expired");
     let events = app.events("o-e").await;
@@ -516,12 +537,18 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
     app.stop().await;
     let restarted =
         spawn_app_on(&url, |s| s.orphan_hold_timeout = Duration::from_millis(300)).await;
-    let view = levels_when(&restarted, "MUG", 4).await;
-    assert_eq!(view["reserved"], 0);
-    let events = inventory_events(&restarted, "MUG").await;
-    let released = events.last().unwrap();
+    let mut released = Value::Null;
+    for _ in 0..500 {
+        released = inventory_events(&restarted, "MUG").await.pop().unwrap();
+        if released["event_type"] == "inventory.released" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(released["event_type"], "inventory.released");
     assert_eq!(released["payload"]["reason"], "order never placed");
+    restarted.projections_caught_up().await;
+    assert_eq!(levels_when(&restarted, "MUG", 4).await["reserved"], 0);
     // And stock can be sold again.
     expect_status(
         restarted
