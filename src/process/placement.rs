@@ -49,8 +49,8 @@ fn list_skus<'a>(skus: impl Iterator<Item = &'a Sku>) -> String {
 }
 
 pub struct Placement<'a> {
-    pub orders: &'a AggregateStore<Order>,
-    pub inventory: &'a AggregateStore<InventoryItem>,
+    pub orders: &'a Arc<AggregateStore<Order>>,
+    pub inventory: &'a Arc<AggregateStore<InventoryItem>>,
     pub require_tracked_skus: bool,
     pub fault: Option<&'a PlacementFault>,
 }

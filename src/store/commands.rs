@@ -1,45 +1,58 @@
 //! The command path: load an aggregate, let it decide, append its events.
 //!
-//! Aggregates and their persistence are cqrs-es's (`PersistedEventStore` over the
+//! Aggregates and their persistence are cqrs-es's (`PersistedEventStore` and the
 //! postgres-es or sqlite-es repository); this module adds what an order engine needs
 //! around them:
-//! - commands to one aggregate are serialised within the process (striped locks), so a
-//!   hot order or SKU does not turn into an optimistic-concurrency retry storm;
-//! - a conflict with another process is retried against fresh state, which is safe
-//!   because the losing command appended nothing;
-//! - the caller gets the state after the command and the committed envelopes, without a
-//!   second read.
+//! - **a queue per aggregate.** Commands to one aggregate never race inside a process:
+//!   the first becomes the leader, the others queue behind it. The leader decides the
+//!   queued commands one after another on the same in-memory state and appends all
+//!   their events in **one transaction** (each event with its own command's metadata).
+//!   A flash sale on one SKU thus costs one commit per batch, not per buyer, and no
+//!   optimistic-concurrency retry storm;
+//! - **an aggregate cache.** The state after the last commit stays in memory, so a hot
+//!   aggregate is not re-read before each decision;
+//! - **conflicts with other processes** (the database refuses a duplicate sequence) drop
+//!   the cached state and replay the batch against fresh state, which is safe because
+//!   the losing batch appended nothing;
+//! - each caller gets the state right after its own command, and its committed events.
 //!
-//! It is also the one place where an aggregate cache and batched commits will go.
-//! It never runs cqrs-es queries: readers follow the committed log instead.
+//! The leader runs as its own task, so a client that hangs up never strands the
+//! commands queued behind it. This module never runs cqrs-es queries: readers follow the
+//! committed log instead.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, SerializedEvent,
+};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
 use super::metadata::CommandMetadata;
 use super::reader::LogSignal;
 use super::Database;
 
-/// How often a command that lost an optimistic-concurrency race is replayed against
-/// fresh state before the client is told `conflict`.
+/// How often a batch that lost an optimistic-concurrency race is replayed against fresh
+/// state before its callers are told `conflict`.
 const CONFLICT_RETRIES: u32 = 8;
 
-/// Lock stripes: enough that unrelated aggregates rarely share one, few enough to cost
-/// nothing. Two aggregates on one stripe merely take turns.
-const LOCK_STRIPES: usize = 1024;
+/// Queues and cache entries are spread over this many stripes, each behind a short
+/// lock: enough that unrelated aggregates rarely meet.
+const STRIPES: usize = 1024;
 
-/// Aggregates kept in memory per stripe (so about 32,000 in all): a hot SKU or an
-/// order in the middle of checkout is decided without reading its events again.
+/// Aggregates kept in memory per stripe (about 32,000 in all): a hot SKU or an order in
+/// the middle of checkout is decided without reading its events again.
 const CACHED_PER_STRIPE: usize = 32;
+
+/// Most commands decided and committed together.
+const MAX_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
@@ -53,23 +66,29 @@ pub enum CommandError<E: std::error::Error> {
     Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A command that was accepted: the aggregate as it is now, and what was appended.
+/// A command that was accepted: the aggregate right after it, and what it appended.
 pub struct Executed<A: Aggregate> {
     pub state: A,
     pub events: Vec<EventEnvelope<A>>,
 }
 
-enum Backend<A: Aggregate> {
-    Postgres(PersistedEventStore<PostgresEventRepository, A>),
-    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
+type Reply<A> = Result<Executed<A>, CommandError<<A as Aggregate>::Error>>;
+
+struct Pending<A: Aggregate> {
+    command: A::Command,
+    metadata: HashMap<String, String>,
+    reply: oneshot::Sender<Reply<A>>,
 }
 
-pub struct AggregateStore<A: Aggregate> {
-    backend: Backend<A>,
-    services: A::Services,
-    /// Each stripe serialises its aggregates' commands and caches their state.
-    stripes: Vec<Mutex<HashMap<String, Cached<A>>>>,
-    appended: LogSignal,
+enum Backend<A: Aggregate> {
+    Postgres(
+        PersistedEventStore<PostgresEventRepository, A>,
+        PostgresEventRepository,
+    ),
+    Sqlite(
+        PersistedEventStore<SqliteEventRepository, A>,
+        SqliteEventRepository,
+    ),
 }
 
 /// An aggregate as of its last event written by this process. Another process may have
@@ -80,169 +99,302 @@ struct Cached<A> {
     sequence: usize,
 }
 
+struct Stripe<A: Aggregate> {
+    cache: HashMap<String, Cached<A>>,
+    /// Aggregates with a leader at work, and the commands waiting behind it.
+    queues: HashMap<String, VecDeque<Pending<A>>>,
+}
+
+pub struct AggregateStore<A: Aggregate> {
+    backend: Backend<A>,
+    services: A::Services,
+    stripes: Vec<Mutex<Stripe<A>>>,
+    appended: LogSignal,
+}
+
 impl<A> AggregateStore<A>
 where
     A: Aggregate + Clone + 'static,
-    A::Command: Clone + Send,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send + 'static,
+    A::Services: 'static,
 {
     /// `appended` is told after every commit, to wake readers of the log at once.
     pub fn new(db: &Database, services: A::Services, appended: LogSignal) -> Self {
         let backend = match db {
-            Database::Postgres(pool) => Backend::Postgres(PersistedEventStore::new_event_store(
+            Database::Postgres(pool) => Backend::Postgres(
+                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
                 PostgresEventRepository::new(pool.clone()),
-            )),
-            Database::Sqlite(pool) => Backend::Sqlite(PersistedEventStore::new_event_store(
+            ),
+            Database::Sqlite(pool) => Backend::Sqlite(
+                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone())),
                 SqliteEventRepository::new(pool.clone()),
-            )),
+            ),
         };
         Self {
             backend,
             services,
-            stripes: (0..LOCK_STRIPES)
-                .map(|_| Mutex::new(HashMap::new()))
+            stripes: (0..STRIPES)
+                .map(|_| {
+                    Mutex::new(Stripe {
+                        cache: HashMap::new(),
+                        queues: HashMap::new(),
+                    })
+                })
                 .collect(),
             appended,
         }
     }
 
-    /// The aggregate's current state; `A::default()` when it has no events.
+    /// The aggregate's current state from the database; `A::default()` when it has no
+    /// events. Reads never use the cache: another process may have moved on.
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
+        Ok(self.load_fresh(id).await?.0)
+    }
+
+    async fn load_fresh(&self, id: &str) -> Result<(A, usize), CommandError<A::Error>> {
         let context = match &self.backend {
-            Backend::Postgres(store) => store.load_aggregate(id).await,
-            Backend::Sqlite(store) => store.load_aggregate(id).await,
+            Backend::Postgres(store, _) => store.load_aggregate(id).await,
+            Backend::Sqlite(store, _) => store.load_aggregate(id).await,
         };
-        let mut context = context.map_err(classify)?;
-        Ok(context.aggregate().clone())
+        let context = context.map_err(classify)?;
+        Ok((context.aggregate, context.current_sequence))
     }
 
     /// Runs `command` against aggregate `id` and appends its events atomically, stamped
     /// with `metadata`.
     pub async fn execute(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
-    ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let mut stripe = self.lock(id).await;
-        let metadata = metadata.to_map();
-        let mut attempt = 0;
-        let mut recheck_refusal = true;
+    ) -> Reply<A> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            command,
+            metadata: metadata.to_map(),
+            reply,
+        };
+        let lead = {
+            let mut stripe = self.stripe(id);
+            match stripe.queues.get_mut(id) {
+                Some(queue) => {
+                    queue.push_back(pending);
+                    None
+                }
+                None => {
+                    stripe.queues.insert(id.to_owned(), VecDeque::new());
+                    Some(pending)
+                }
+            }
+        };
+        if let Some(first) = lead {
+            let this = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move { this.lead(id, first).await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(CommandError::Store(
+                "the command's batch was abandoned before it finished".into(),
+            ))
+        })
+    }
+
+    /// Works through the aggregate's queue, batch after batch, until it is empty.
+    async fn lead(&self, id: String, first: Pending<A>) {
+        let mut batch = vec![first];
         loop {
-            let from_cache = stripe.contains_key(id);
-            let cached = stripe.get(id).map(|c| EventStoreAggregateContext {
-                aggregate_id: id.to_owned(),
-                aggregate: c.state.clone(),
-                current_sequence: c.sequence,
-                current_snapshot: None,
-            });
-            let result = match &self.backend {
-                Backend::Postgres(store) => {
-                    run(
-                        store,
-                        &self.services,
-                        id,
-                        cached,
-                        command.clone(),
-                        metadata.clone(),
-                    )
-                    .await
-                }
-                Backend::Sqlite(store) => {
-                    run(
-                        store,
-                        &self.services,
-                        id,
-                        cached,
-                        command.clone(),
-                        metadata.clone(),
-                    )
-                    .await
-                }
+            self.run_batch(&id, batch).await;
+            let mut stripe = self.stripe(&id);
+            let Some(queue) = stripe.queues.get_mut(&id) else {
+                return;
             };
-            match result.map_err(classify) {
-                Ok((executed, sequence)) => {
-                    if stripe.len() >= CACHED_PER_STRIPE && !stripe.contains_key(id) {
-                        if let Some(evicted) = stripe.keys().next().cloned() {
-                            stripe.remove(&evicted);
-                        }
-                    }
-                    stripe.insert(
-                        id.to_owned(),
-                        Cached {
-                            state: executed.state.clone(),
-                            sequence,
-                        },
-                    );
-                    if !executed.events.is_empty() {
+            if queue.is_empty() {
+                stripe.queues.remove(&id);
+                return;
+            }
+            let n = queue.len().min(MAX_BATCH);
+            batch = queue.drain(..n).collect();
+        }
+    }
+
+    async fn run_batch(&self, id: &str, batch: Vec<Pending<A>>) {
+        let mut attempt = 0;
+        let mut recheck_refusals = true;
+        loop {
+            let cached = {
+                let stripe = self.stripe(id);
+                stripe.cache.get(id).map(|c| (c.state.clone(), c.sequence))
+            };
+            let from_cache = cached.is_some();
+            let (state, sequence) = match cached {
+                Some(cached) => cached,
+                None => match self.load_fresh(id).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => return reply_all(batch, &e),
+                },
+            };
+            let decided = self.decide(id, state, sequence, &batch).await;
+            let any_events = !decided.serialized.is_empty();
+            if !any_events && from_cache && recheck_refusals && decided.refused {
+                // Nothing the database could check: make sure no refusal came from
+                // state another process has moved on from.
+                self.forget(id);
+                recheck_refusals = false;
+                continue;
+            }
+            let committed = if any_events {
+                self.persist(&decided.serialized).await
+            } else {
+                Ok(())
+            };
+            match committed {
+                Ok(()) => {
+                    self.remember(id, decided.state, decided.sequence);
+                    if any_events {
                         self.appended.notify();
                     }
-                    return Ok(executed);
+                    for (pending, outcome) in batch.into_iter().zip(decided.outcomes) {
+                        let _ = pending.reply.send(outcome.map_err(CommandError::Rejected));
+                    }
+                    return;
                 }
                 Err(CommandError::Conflict) if attempt < CONFLICT_RETRIES => {
-                    // Another process wrote this aggregate: forget what we knew, give it
-                    // a moment to finish, and decide again on fresh state.
-                    stripe.remove(id);
+                    // Another process wrote this aggregate: forget what we knew, give
+                    // it a moment to finish, and decide again on fresh state.
+                    self.forget(id);
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
                 }
-                Err(CommandError::Rejected(_)) if from_cache && recheck_refusal => {
-                    // A refusal is never checked by the database: make sure it was not
-                    // decided on state another process has moved on from.
-                    stripe.remove(id);
-                    recheck_refusal = false;
-                }
                 Err(e) => {
-                    if !matches!(e, CommandError::Rejected(_)) {
-                        stripe.remove(id);
-                    }
-                    return Err(e);
+                    self.forget(id);
+                    return reply_all(batch, &e);
                 }
             }
         }
     }
 
-    async fn lock(&self, id: &str) -> MutexGuard<'_, HashMap<String, Cached<A>>> {
+    /// Decides each command in turn on the state the previous ones left.
+    async fn decide(
+        &self,
+        id: &str,
+        mut state: A,
+        mut sequence: usize,
+        batch: &[Pending<A>],
+    ) -> Decided<A> {
+        let mut serialized = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut refused = false;
+        for pending in batch {
+            let mut candidate = state.clone();
+            let sink = EventSink::default();
+            match candidate
+                .handle(pending.command.clone(), &self.services, &sink)
+                .await
+            {
+                Ok(()) => {
+                    let mut envelopes = Vec::new();
+                    for payload in sink.collect().await {
+                        sequence += 1;
+                        serialized.push(serialize::<A>(id, sequence, &payload, &pending.metadata));
+                        envelopes.push(EventEnvelope {
+                            aggregate_id: id.to_owned(),
+                            sequence,
+                            payload,
+                            metadata: pending.metadata.clone(),
+                        });
+                    }
+                    state = candidate;
+                    outcomes.push(Ok(Executed {
+                        state: state.clone(),
+                        events: envelopes,
+                    }));
+                }
+                Err(e) => {
+                    refused = true;
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        Decided {
+            state,
+            sequence,
+            serialized,
+            outcomes,
+            refused,
+        }
+    }
+
+    /// Appends a batch's events in one transaction, or none of them.
+    async fn persist(&self, events: &[SerializedEvent]) -> Result<(), CommandError<A::Error>> {
+        let result = match &self.backend {
+            Backend::Postgres(_, repo) => repo.persist::<A>(events, None).await,
+            Backend::Sqlite(_, repo) => repo.persist::<A>(events, None).await,
+        };
+        result.map_err(|e: PersistenceError| classify(AggregateError::from(e)))
+    }
+
+    fn stripe(&self, id: &str) -> MutexGuard<'_, Stripe<A>> {
         let mut hasher = DefaultHasher::new();
         id.hash(&mut hasher);
-        let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
-        self.stripes[stripe].lock().await
+        let index = (hasher.finish() % STRIPES as u64) as usize;
+        // A panic while holding this lock cannot leave the maps half-changed.
+        self.stripes[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember(&self, id: &str, state: A, sequence: usize) {
+        let mut stripe = self.stripe(id);
+        if stripe.cache.len() >= CACHED_PER_STRIPE && !stripe.cache.contains_key(id) {
+            if let Some(evicted) = stripe.cache.keys().next().cloned() {
+                stripe.cache.remove(&evicted);
+            }
+        }
+        stripe
+            .cache
+            .insert(id.to_owned(), Cached { state, sequence });
+    }
+
+    fn forget(&self, id: &str) {
+        self.stripe(id).cache.remove(id);
     }
 }
 
-/// Decides and commits one command; returns the aggregate's sequence afterwards too.
-async fn run<A, ES>(
-    store: &ES,
-    services: &A::Services,
+struct Decided<A: Aggregate> {
+    state: A,
+    sequence: usize,
+    serialized: Vec<SerializedEvent>,
+    outcomes: Vec<Result<Executed<A>, A::Error>>,
+    refused: bool,
+}
+
+fn serialize<A: Aggregate>(
     id: &str,
-    cached: Option<EventStoreAggregateContext<A>>,
-    command: A::Command,
-    metadata: std::collections::HashMap<String, String>,
-) -> Result<(Executed<A>, usize), AggregateError<A::Error>>
-where
-    A: Aggregate + Clone,
-    ES: EventStore<A, AC = EventStoreAggregateContext<A>>,
-{
-    let mut context = match cached {
-        Some(context) => context,
-        None => store.load_aggregate(id).await?,
-    };
-    let sink = EventSink::default();
-    context
-        .aggregate()
-        .handle(command, services, &sink)
-        .await
-        .map_err(AggregateError::UserError)?;
-    // `handle` applied the new events through the sink, so this is the state after them.
-    let state = context.aggregate().clone();
-    let before = context.current_sequence;
-    let events = sink.collect().await;
-    let sequence = before + events.len();
-    let events = if events.is_empty() {
-        Vec::new()
-    } else {
-        store.commit(events, context, metadata).await?
-    };
-    Ok((Executed { state, events }, sequence))
+    sequence: usize,
+    event: &A::Event,
+    metadata: &HashMap<String, String>,
+) -> SerializedEvent {
+    SerializedEvent::new(
+        id.to_owned(),
+        sequence,
+        A::TYPE.to_owned(),
+        event.event_type(),
+        event.event_version(),
+        // Our events and metadata are plain data: serialising them cannot fail.
+        serde_json::to_value(event).unwrap_or_default(),
+        serde_json::to_value(metadata).unwrap_or_default(),
+    )
+}
+
+fn reply_all<A: Aggregate>(batch: Vec<Pending<A>>, error: &CommandError<A::Error>) {
+    for pending in batch {
+        let copy = match error {
+            CommandError::Conflict => CommandError::Conflict,
+            other => CommandError::Store(other.to_string().into()),
+        };
+        let _ = pending.reply.send(Err(copy));
+    }
 }
 
 /// postgres-es reports a duplicate sequence as a conflict, but sqlite-es recognises only
