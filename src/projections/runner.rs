@@ -563,15 +563,28 @@ impl Projections {
             projections = pending.len(),
             "rebuild pass read the log"
         );
-        for ((projection, generation), view) in pending.iter().zip(views) {
-            let view = view.expect("a view per rebuilding projection");
-            self.switch(projection, *generation, view, cursor).await?;
+        // Each view is written and switched in its own transaction, side by side.
+        let switches: Vec<_> = pending
+            .into_iter()
+            .zip(views)
+            .filter_map(|((projection, generation), view)| {
+                let this = self.clone();
+                let view = view?;
+                Some(tokio::spawn(async move {
+                    this.switch(&projection, generation, view, cursor).await
+                }))
+            })
+            .collect();
+        for switch in switches {
+            switch
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
         }
         Ok(true)
     }
 
-    /// Catches a rebuilt view up with the tail of the log, writes it, and makes it the
-    /// serving generation, all under the projection's row lock.
+    /// Catches a rebuilt view up with the tail of the log, then writes it and makes it
+    /// the serving generation under the projection's row lock.
     async fn switch(
         &self,
         projection: &Arc<dyn Projection>,
@@ -580,17 +593,20 @@ impl Projections {
         mut at: Cursor,
     ) -> Result<(), ProjectionError> {
         let name = projection.name();
-        let mut tx = Tx::begin(&self.db).await?;
-        let locked = lock_row(&mut tx, name).await?;
-        if locked.rebuild.map(|r| r.0) != Some(generation) {
-            // Restarted or finished elsewhere meanwhile.
-            return Ok(());
-        }
+        // Events appended meanwhile: the live runner takes over from `at` after the
+        // switch, so this only shortens its catch-up, and needs no lock.
         loop {
             let tail = read_decoded(self.db.clone(), at).await?;
             let Some(last) = tail.last() else { break };
             at = last.entry.cursor;
             projection.apply(&mut view, &tail).await?;
+        }
+        // One connection per switch, so switches side by side cannot starve the pool.
+        let mut tx = Tx::begin(&self.db).await?;
+        let locked = lock_row(&mut tx, name).await?;
+        if locked.rebuild.map(|r| r.0) != Some(generation) {
+            // Restarted or finished elsewhere meanwhile.
+            return Ok(());
         }
         let ViewStore::Memory(mut memory) = view.store else {
             return Err(StoreError::Corrupt("a rebuild view must be in memory".into()).into());

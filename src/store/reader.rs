@@ -83,8 +83,10 @@ pub async fn read_after(
                    FROM events
                   WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
                     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                  ORDER BY transaction_id, global_position
+                  ORDER BY events.transaction_id, events.global_position
                   LIMIT $3",
+                // Qualified on purpose: a bare `transaction_id` would sort by the
+                // int8 output column above, which no index serves.
             )
             .bind(after.transaction_id.to_string())
             .bind(after.position)
