@@ -376,14 +376,19 @@ impl ReservationManager {
                     actions.remove(&action_id(order, "release"));
                 }
             }
+            // A closed order will ship nothing more: forget it, so that the manager's
+            // state is as small as the set of open orders.
             OrderEvent::OrderCancelled { cancelled_at, .. } => {
+                orders.remove(order);
                 actions.remove(&action_id(order, "expire"));
                 actions.insert(action(order, "release", "order cancelled", *cancelled_at));
             }
             OrderEvent::OrderExpired { expired_at, .. } => {
+                orders.remove(order);
                 actions.remove(&action_id(order, "expire"));
                 actions.insert(action(order, "release", "order expired", *expired_at));
             }
+            OrderEvent::OrderFulfilled { .. } => orders.remove(order),
             OrderEvent::ShipmentDispatched {
                 shipment_id,
                 lines,
@@ -410,9 +415,7 @@ impl ReservationManager {
                     });
                 }
             }
-            OrderEvent::ShipmentDelivered { .. }
-            | OrderEvent::OrderFulfilled { .. }
-            | OrderEvent::OrderRefunded { .. } => {}
+            OrderEvent::ShipmentDelivered { .. } | OrderEvent::OrderRefunded { .. } => {}
         }
     }
 }
