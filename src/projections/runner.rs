@@ -403,7 +403,7 @@ impl Projections {
                 Err(error) => {
                     return Ok(Applied::FailedAt {
                         applied,
-                        entry,
+                        entry: Box::new(entry),
                         error,
                     })
                 }
@@ -964,7 +964,7 @@ enum Applied {
     Moved,
     FailedAt {
         applied: Option<Cursor>,
-        entry: LogEntry,
+        entry: Box<LogEntry>,
         error: ProjectionError,
     },
 }

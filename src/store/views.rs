@@ -254,7 +254,7 @@ impl Tx {
             return self.upsert(name, table, rows).await;
         };
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-        let mut copy = (&mut **tx)
+        let mut copy = tx
             .copy_in_raw(&format!(
                 "COPY {name} ({}) FROM STDIN (FORMAT csv)",
                 columns.join(", ")

@@ -555,10 +555,7 @@ async fn an_operator_can_skip_the_event_a_projection_fails_on(backend: Backend) 
     app.place_order("later").await;
     app.projections_caught_up().await;
     let r = app
-        .post(
-            &format!("/v1/orders/after/payments"),
-            &json!({"amount": 5000}),
-        )
+        .post("/v1/orders/after/payments", &json!({"amount": 5000}))
         .await;
     let payment = expect_status(r, StatusCode::CREATED).await;
     let id = payment["payment_id"].as_str().unwrap();

@@ -1,0 +1,1547 @@
+//! Benchmark: a flash sale, and order placement with reservations, over HTTP against
+//! PostgreSQL.
+//!
+//! Starts the real server in this process on a fresh schema (`bench_flash`, port 0) and
+//! drives it over keep-alive HTTP/1.1 connections (a minimal client on tokio's
+//! `TcpStream`, closed loop: each connection sends its next request when the previous
+//! answer is in).
+//!
+//! - **Scenario A, flash sale.** One SKU receives 1,000 units; then 5,000 order
+//!   attempts of one unit each (`POST /v1/orders`) race for it, shared by C connections
+//!   (each level of `BENCH_CONCURRENCY`). Reports accepted (201) and refused (409
+//!   `out_of_stock`) counts, anything else, the wall-clock attempt rate and the
+//!   client-side latency. Then checks that nothing was oversold: the accepted count,
+//!   the `inventory.reserved` / `inventory.released` events and the `order.created`
+//!   events naming the SKU in the database, that no inventory event ever stated
+//!   `available < 0`, and `GET /v1/inventory/{sku}` once it has settled.
+//! - **Scenario B, placement with reservation across many SKUs.** 1,000 SKUs receive
+//!   1,000,000 units each; then N orders (default 20,000) of 1–3 distinct random SKUs.
+//!   Reports orders/s and latency, and checks the reserved units against the accepted
+//!   orders.
+//! - **Scenario C, reference.** The same orders on SKUs whose stock is not tracked (no
+//!   reservation is written), on the same server: what placement costs without
+//!   inventory, on this machine.
+//!
+//! Each scenario runs `BENCH_RUNS` times (fresh SKUs each time) and the medians are
+//! printed. Before every measured run the bench waits until no other benchmark
+//! (`bench_rebuild`, `bench_lag`) is running and the projections have caught up, and
+//! it flags a run during which another benchmark started.
+//!
+//! ```text
+//! cargo run --release --bin bench_flash_sale
+//! BENCH_CONCURRENCY=64,256,512 BENCH_RUNS=3 cargo run --release --bin bench_flash_sale
+//! ```
+//!
+//! Settings (environment): `ORDERLOG_BENCH_FLASH_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_flash`; the
+//! schema in its `search_path` is dropped and recreated), `BENCH_RUNS` (3),
+//! `BENCH_ATTEMPTS` (5000), `BENCH_UNITS` (1000), `BENCH_CONCURRENCY` (`256,512`: the
+//! connection counts tried in scenario A), `BENCH_SKUS` (1000), `BENCH_ORDERS` (20000),
+//! `BENCH_B_CONCURRENCY` (256), `BENCH_REF_ORDERS` (10000; 0 skips scenario C),
+//! `BENCH_POOL` (the server's database pool, 32), `BENCH_PG_SAMPLE` (0; 1 samples
+//! `pg_stat_activity` every 10 ms during scenario A and prints what the busy backends
+//! waited on; it perturbs the figures a little).
+//!
+//! Not a test: it prints figures.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio_util::sync::CancellationToken;
+
+use orderlog::app::Application;
+use orderlog::config::Settings;
+
+const DEFAULT_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_flash";
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The issue's target for scenario A.
+const TARGET_ATTEMPTS_PER_SEC: f64 = 4000.0;
+/// Connections used to load stock (not measured as the headline).
+const RECEIPT_CONNECTIONS: usize = 16;
+/// How long to wait for another benchmark to finish before running anyway (flagged).
+const OTHER_BENCH_WAIT: Duration = Duration::from_secs(30 * 60);
+/// Before a measured run the machine must be at most this busy (percent of all cores,
+/// over a 2 s sample)…
+const IDLE_BUSY_PERCENT: f64 = 10.0;
+/// …waiting at most this long for it (a compile elsewhere, say).
+const IDLE_WAIT: Duration = Duration::from_secs(20 * 60);
+/// A run during which other processes used more than this many cores is flagged NOISY.
+const NOISE_CORES: f64 = 0.10;
+
+struct Config {
+    url: String,
+    schema: String,
+    runs: usize,
+    attempts: usize,
+    units: u64,
+    levels: Vec<usize>,
+    skus: usize,
+    orders: usize,
+    b_concurrency: usize,
+    ref_orders: usize,
+    pool: u32,
+    pg_sample: bool,
+}
+
+impl Config {
+    fn from_env() -> Result<Self> {
+        let url = std::env::var("ORDERLOG_BENCH_FLASH_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_URL.into());
+        let schema = url
+            .split("search_path]=")
+            .nth(1)
+            .or_else(|| url.split("search_path%5D=").nth(1))
+            .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
+            .unwrap_or_else(|| "bench_flash".to_owned());
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!("schema name `{schema}` must be letters, digits and `_`");
+        }
+        let levels = std::env::var("BENCH_CONCURRENCY")
+            .unwrap_or_else(|_| "256,512".into())
+            .split(',')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("BENCH_CONCURRENCY must be a comma-separated list of whole numbers")?;
+        if levels.is_empty() || levels.contains(&0) {
+            bail!("BENCH_CONCURRENCY must list positive numbers");
+        }
+        let config = Self {
+            url,
+            schema,
+            runs: env_number("BENCH_RUNS", 3)?.max(1) as usize,
+            attempts: env_number("BENCH_ATTEMPTS", 5000)? as usize,
+            units: env_number("BENCH_UNITS", 1000)?,
+            levels,
+            skus: env_number("BENCH_SKUS", 1000)? as usize,
+            orders: env_number("BENCH_ORDERS", 20_000)? as usize,
+            b_concurrency: env_number("BENCH_B_CONCURRENCY", 256)? as usize,
+            ref_orders: env_number("BENCH_REF_ORDERS", 10_000)? as usize,
+            pool: env_number("BENCH_POOL", 32)? as u32,
+            pg_sample: env_number("BENCH_PG_SAMPLE", 0)? != 0,
+        };
+        if config.attempts == 0 || config.units == 0 || config.skus < 3 {
+            bail!("BENCH_ATTEMPTS and BENCH_UNITS must be positive, BENCH_SKUS at least 3");
+        }
+        if config.b_concurrency == 0 || config.pool == 0 {
+            bail!("BENCH_B_CONCURRENCY and BENCH_POOL must be positive");
+        }
+        Ok(config)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .with_context(|| format!("{name} must be a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let config = Config::from_env()?;
+    recreate_schema(&config.schema).await?;
+    let settings = Settings {
+        database_url: config.url.clone(),
+        bind: "127.0.0.1:0".parse()?,
+        db_pool_size: config.pool,
+        ..Default::default()
+    };
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+
+    let mut db: PgConnection = PgConnectOptions::from_str(&config.url)?.connect().await?;
+    print_machine_facts(&mut db).await;
+    println!(
+        "bench_flash_sale: server on {addr}, schema `{}`, database pool {}; {} runs; \
+         A: {} attempts at {} units, connections {:?}; B: {} orders over {} SKUs on {} \
+         connections; C (reference, untracked SKUs): {} orders",
+        config.schema,
+        config.pool,
+        config.runs,
+        config.attempts,
+        config.units,
+        config.levels,
+        config.orders,
+        config.skus,
+        config.b_concurrency,
+        config.ref_orders,
+    );
+
+    let mut admin = Http::connect(addr).await?;
+    let mut flash: BTreeMap<usize, Vec<FlashRun>> = BTreeMap::new();
+    let mut placement: Vec<LoadRun> = Vec::new();
+    let mut reference: Vec<LoadRun> = Vec::new();
+    for run in 1..=config.runs {
+        for &level in &config.levels {
+            let result = flash_sale(&config, addr, &mut admin, &mut db, run, level).await?;
+            flash.entry(level).or_default().push(result);
+        }
+        placement.push(scenario_b(&config, addr, &mut admin, &mut db, run).await?);
+        if config.ref_orders > 0 {
+            reference.push(scenario_c(&config, addr, &mut admin, run).await?);
+        }
+    }
+
+    // The log as a whole: no inventory event ever stated a negative availability.
+    let negative: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.events WHERE aggregate_type = 'inventory' \
+         AND (payload->>'available')::bigint < 0",
+        config.schema
+    ))
+    .fetch_one(&mut db)
+    .await?;
+
+    print_summary(&config, &flash, &placement, &reference, negative);
+
+    shutdown.cancel();
+    server.await??;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario A: the flash sale.
+
+struct FlashRun {
+    run: usize,
+    sku: String,
+    load: Outcome,
+    accepted: u64,
+    refused: u64,
+    oversold: i64,
+    sold_out: bool,
+}
+
+async fn flash_sale(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    admin: &mut Http,
+    db: &mut PgConnection,
+    run: usize,
+    level: usize,
+) -> Result<FlashRun> {
+    let sku = format!("DROP-R{run}-C{level}");
+    let (status, body) = admin
+        .request(
+            "POST",
+            &format!("/v1/inventory/{sku}/receipts"),
+            Some(&json!({ "quantity": config.units }).to_string()),
+        )
+        .await?;
+    if status != 201 {
+        bail!(
+            "receiving stock for {sku} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let jobs: Vec<Job> = (0..config.attempts)
+        .map(|i| Job {
+            path: "/v1/orders".into(),
+            body: json!({
+                "customer_id": format!("c{i}"),
+                "currency": "USD",
+                "lines": [{ "sku": sku, "quantity": 1, "unit_price": 1999 }],
+            })
+            .to_string(),
+        })
+        .collect();
+
+    println!();
+    println!(
+        "-- A run {run}: flash sale on {sku}: {} attempts, {} units, {level} connections --",
+        config.attempts, config.units
+    );
+    prepare(admin).await?;
+    let sampler = config.pg_sample.then(PgSampler::start);
+    let load = drive(addr, level, Arc::new(jobs)).await?;
+    if let Some(sampler) = sampler {
+        sampler.finish().await;
+    }
+    let accepted = load.count("201");
+    let refused = load.count("409 out_of_stock");
+    load.print("attempts");
+
+    // Oversold? From every angle the database and the API offer.
+    let row = sqlx::query(&format!(
+        "SELECT
+           count(*) FILTER (WHERE event_type = 'inventory.reserved'),
+           coalesce(sum((payload->>'quantity')::bigint) FILTER (WHERE event_type = 'inventory.reserved'), 0)::bigint,
+           count(*) FILTER (WHERE event_type = 'inventory.released'),
+           coalesce(sum((payload->>'quantity')::bigint) FILTER (WHERE event_type = 'inventory.released'), 0)::bigint,
+           count(*) FILTER (WHERE event_type = 'inventory.rejected'),
+           coalesce(sum((payload->>'quantity')::bigint) FILTER (WHERE event_type = 'inventory.received'), 0)::bigint,
+           coalesce(min((payload->>'available')::bigint), 0),
+           count(*) FILTER (WHERE (payload->>'available')::bigint < 0)
+         FROM {}.events WHERE aggregate_type = 'inventory' AND aggregate_id = $1",
+        config.schema
+    ))
+    .bind(&sku)
+    .fetch_one(&mut *db)
+    .await?;
+    let reserved_events: i64 = row.get(0);
+    let reserved_units: i64 = row.get(1);
+    let released_events: i64 = row.get(2);
+    let released_units: i64 = row.get(3);
+    let rejected_events: i64 = row.get(4);
+    let received_units: i64 = row.get(5);
+    let min_available: i64 = row.get(6);
+    let negative_events: i64 = row.get(7);
+    let last_available: i64 = sqlx::query_scalar(&format!(
+        "SELECT (payload->>'available')::bigint FROM {}.events
+         WHERE aggregate_type = 'inventory' AND aggregate_id = $1
+         ORDER BY sequence DESC LIMIT 1",
+        config.schema
+    ))
+    .bind(&sku)
+    .fetch_one(&mut *db)
+    .await?;
+    let orders_created: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.events
+         WHERE aggregate_type = 'order' AND event_type = 'order.created'
+           AND payload->'lines' @> $1::jsonb",
+        config.schema
+    ))
+    .bind(json!([{ "sku": sku }]))
+    .fetch_one(&mut *db)
+    .await?;
+    let held_units = reserved_units - released_units;
+    let units = config.units as i64;
+    let oversold = [
+        held_units - received_units,
+        accepted as i64 - units,
+        orders_created - units,
+        -min_available,
+        negative_events,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+    .max(0);
+    println!(
+        "events: {reserved_events} inventory.reserved ({reserved_units} units), \
+         {released_events} inventory.released ({released_units} units), {rejected_events} \
+         inventory.rejected; {received_units} units received; {orders_created} order.created \
+         naming {sku}; lowest `available` stated {min_available}, last {last_available}, \
+         events with available < 0: {negative_events}"
+    );
+
+    // The read side: poll until the inventory view has applied everything.
+    let settle = Instant::now();
+    let expected_available = units - held_units;
+    let view = loop {
+        let (status, body) = admin
+            .request("GET", &format!("/v1/inventory/{sku}"), None)
+            .await?;
+        let view: Value = if status == 200 {
+            serde_json::from_slice(&body)?
+        } else {
+            Value::Null
+        };
+        let settled = view["reserved"].as_i64() == Some(held_units)
+            && view["available"].as_i64() == Some(expected_available);
+        if settled || settle.elapsed() > Duration::from_secs(60) {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let view_ok = view["available"].as_i64() == Some(units - accepted as i64)
+        && view["reserved"].as_i64() == Some(accepted as i64);
+    println!(
+        "GET /v1/inventory/{sku} after {:.2} s: on_hand {}, reserved {}, available {} ({})",
+        settle.elapsed().as_secs_f64(),
+        view["on_hand"],
+        view["reserved"],
+        view["available"],
+        if view_ok {
+            "agrees with the accepted count"
+        } else {
+            "DISAGREES with the accepted count"
+        }
+    );
+    let consistent = held_units == accepted as i64
+        && reserved_events - released_events == accepted as i64
+        && orders_created == accepted as i64
+        && view_ok;
+    let sold_out = accepted as i64 == units.min(config.attempts as i64) && last_available == 0;
+    println!(
+        "accepted {accepted}, refused {refused}, other {}; OVERSOLD: {oversold}{}{}",
+        load.total() - accepted - refused,
+        if consistent {
+            ""
+        } else {
+            "; INCONSISTENT: accepted, held units, order.created and the view differ"
+        },
+        if sold_out { "" } else { "; NOT sold out" }
+    );
+    Ok(FlashRun {
+        run,
+        sku,
+        accepted,
+        refused,
+        oversold: if consistent {
+            oversold
+        } else {
+            oversold.max(1)
+        },
+        sold_out,
+        load,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario B: placement with reservation across many SKUs; C: the untracked reference.
+
+struct LoadRun {
+    run: usize,
+    load: Outcome,
+    ok: u64,
+    problem: Option<String>,
+}
+
+/// Order `i`'s lines: 1–3 distinct SKUs among `skus`, deterministic in `i`.
+fn order_lines(seed: u64, i: usize, skus: usize, prefix: &str) -> Vec<(String, u64, u64)> {
+    let mut rng = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for _ in 0..4 {
+        next();
+    }
+    let count = 1 + (next() % 3) as usize;
+    let mut picked: Vec<usize> = Vec::with_capacity(count);
+    while picked.len() < count {
+        let sku = (next() % skus as u64) as usize;
+        if !picked.contains(&sku) {
+            picked.push(sku);
+        }
+    }
+    picked
+        .into_iter()
+        .map(|s| {
+            (
+                format!("{prefix}-{:04}", s + 1),
+                1 + next() % 3,
+                299 + next() % 19_700,
+            )
+        })
+        .collect()
+}
+
+fn order_jobs(count: usize, skus: usize, prefix: &str, seed: u64) -> Vec<(Job, u64)> {
+    (0..count)
+        .map(|i| {
+            let lines = order_lines(seed, i, skus, prefix);
+            let units = lines.iter().map(|l| l.1).sum();
+            let body = json!({
+                "customer_id": format!("cust-{}", i % 50_000),
+                "currency": "USD",
+                "lines": lines
+                    .iter()
+                    .map(|(sku, quantity, price)| json!({
+                        "sku": sku, "quantity": quantity, "unit_price": price,
+                    }))
+                    .collect::<Vec<_>>(),
+            });
+            (
+                Job {
+                    path: "/v1/orders".into(),
+                    body: body.to_string(),
+                },
+                units,
+            )
+        })
+        .collect()
+}
+
+async fn scenario_b(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    admin: &mut Http,
+    db: &mut PgConnection,
+    run: usize,
+) -> Result<LoadRun> {
+    let prefix = format!("B{run}-SKU");
+    println!();
+    println!(
+        "-- B run {run}: {} SKUs x 1,000,000 units, then {} orders of 1-3 lines on {} connections --",
+        config.skus, config.orders, config.b_concurrency
+    );
+    let receipts: Vec<Job> = (0..config.skus)
+        .map(|s| Job {
+            path: format!("/v1/inventory/{prefix}-{:04}/receipts", s + 1),
+            body: json!({ "quantity": 1_000_000 }).to_string(),
+        })
+        .collect();
+    let stocked = drive(addr, RECEIPT_CONNECTIONS, Arc::new(receipts)).await?;
+    if stocked.count("201") != config.skus as u64 {
+        bail!("receiving stock failed: {}", stocked.classes_line());
+    }
+    println!(
+        "stock received for {} SKUs in {:.2} s ({:.0} receipts/s on {RECEIPT_CONNECTIONS} connections; not the headline)",
+        config.skus,
+        stocked.wall.as_secs_f64(),
+        stocked.rate()
+    );
+
+    let seed = 0xB5EED ^ run as u64;
+    let (jobs, units): (Vec<Job>, Vec<u64>) = order_jobs(config.orders, config.skus, &prefix, seed)
+        .into_iter()
+        .unzip();
+    prepare(admin).await?;
+    let load = drive(addr, config.b_concurrency, Arc::new(jobs)).await?;
+    load.print("orders");
+    let ok = load.count("201");
+    let expected: i64 = load.accepted.iter().map(|&i| units[i] as i64).sum();
+    let row = sqlx::query(&format!(
+        "SELECT
+           coalesce(sum((payload->>'quantity')::bigint) FILTER (WHERE event_type = 'inventory.reserved'), 0)::bigint,
+           coalesce(sum((payload->>'quantity')::bigint) FILTER (WHERE event_type = 'inventory.released'), 0)::bigint,
+           coalesce(min((payload->>'available')::bigint), 0)
+         FROM {}.events WHERE aggregate_type = 'inventory' AND aggregate_id LIKE $1",
+        config.schema
+    ))
+    .bind(format!("{prefix}-%"))
+    .fetch_one(&mut *db)
+    .await?;
+    let (reserved, released, min_available): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let held = reserved - released;
+    println!(
+        "reserved units held: {held} (accepted orders asked for {expected}); lowest `available` {min_available}"
+    );
+    let problem = (held != expected || min_available < 0).then(|| {
+        format!("held {held} units, accepted orders asked for {expected}, lowest available {min_available}")
+    });
+    Ok(LoadRun {
+        run,
+        ok,
+        problem,
+        load,
+    })
+}
+
+async fn scenario_c(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    admin: &mut Http,
+    run: usize,
+) -> Result<LoadRun> {
+    let prefix = format!("C{run}-UNTRACKED");
+    println!();
+    println!(
+        "-- C run {run} (reference): {} orders of 1-3 lines on untracked SKUs, {} connections --",
+        config.ref_orders, config.b_concurrency
+    );
+    let jobs: Vec<Job> = order_jobs(
+        config.ref_orders,
+        config.skus,
+        &prefix,
+        0xC5EED ^ run as u64,
+    )
+    .into_iter()
+    .map(|(job, _)| job)
+    .collect();
+    prepare(admin).await?;
+    let load = drive(addr, config.b_concurrency, Arc::new(jobs)).await?;
+    load.print("orders");
+    let ok = load.count("201");
+    Ok(LoadRun {
+        run,
+        ok,
+        problem: None,
+        load,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The load driver.
+
+struct Job {
+    path: String,
+    body: String,
+}
+
+struct Outcome {
+    wall: Duration,
+    /// Microseconds, every request whatever its answer.
+    all: Histogram<u64>,
+    /// Per answer class ("201", "409 out_of_stock", "transport error", …).
+    classes: BTreeMap<String, Histogram<u64>>,
+    /// The first response body seen for each class other than 201.
+    samples: BTreeMap<String, String>,
+    /// Indices of the jobs answered 201.
+    accepted: Vec<usize>,
+    cpu: Option<(CpuTimes, CpuTimes)>,
+    busy_before: Option<f64>,
+    contaminated: bool,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Outcome {
+    fn count(&self, class: &str) -> u64 {
+        self.classes.get(class).map_or(0, |h| h.len())
+    }
+
+    fn total(&self) -> u64 {
+        self.all.len()
+    }
+
+    fn rate(&self) -> f64 {
+        self.total() as f64 / self.wall.as_secs_f64()
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        ms(self.all.value_at_quantile(q))
+    }
+
+    fn max(&self) -> f64 {
+        ms(self.all.max())
+    }
+
+    /// CPU used by processes other than this one and PostgreSQL, in cores (1.0 = one
+    /// core busy for the whole run).
+    fn other_cores(&self) -> Option<f64> {
+        let (before, after) = self.cpu.as_ref()?;
+        let other = (after.busy - before.busy)
+            - (after.process - before.process)
+            - (after.postgres - before.postgres);
+        Some(other.max(0.0) / self.wall.as_secs_f64())
+    }
+
+    /// Marks a run whose figures other work on the machine may have skewed.
+    fn flag(&self) -> String {
+        if self.contaminated {
+            return "  CONTAMINATED (another benchmark ran meanwhile)".into();
+        }
+        match self.other_cores() {
+            Some(other) if other > NOISE_CORES => {
+                format!(
+                    "  NOISY (other processes used {:.0}% of a core)",
+                    100.0 * other
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn classes_line(&self) -> String {
+        self.classes
+            .iter()
+            .map(|(class, h)| format!("{class}: {}", h.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "{} {what} in {:.3} s: {:.0} {what}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+            self.total(),
+            self.wall.as_secs_f64(),
+            self.rate(),
+            self.p(0.50),
+            self.p(0.99),
+            self.max(),
+            self.flag()
+        );
+        for (class, h) in &self.classes {
+            println!(
+                "  {class:<22} {:>6}  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+                h.len(),
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max())
+            );
+        }
+        for (class, body) in &self.samples {
+            println!("  first {class} answer: {}", truncate(body, 300));
+        }
+        if let Some((before, after)) = &self.cpu {
+            let secs = self.wall.as_secs_f64();
+            let process = after.process - before.process;
+            let postgres = after.postgres - before.postgres;
+            let busy = after.busy - before.busy;
+            let cores = cores() as f64;
+            println!(
+                "  CPU: this process (server + client) {process:.2} s ({:.0}% of a core), \
+                 PostgreSQL {postgres:.2} s ({:.0}% of a core), other {:.2} s; machine busy \
+                 {:.0}%, iowait {:.0}% of {cores} cores{}",
+                100.0 * process / secs,
+                100.0 * postgres / secs,
+                (busy - process - postgres).max(0.0),
+                100.0 * busy / (cores * secs),
+                100.0 * (after.iowait - before.iowait) / (cores * secs),
+                self.busy_before
+                    .map(|b| format!("; busy before the load {b:.0}%"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+struct WorkerOut {
+    all: Histogram<u64>,
+    classes: BTreeMap<String, Histogram<u64>>,
+    samples: BTreeMap<String, String>,
+    accepted: Vec<usize>,
+}
+
+/// Runs `jobs` over `connections` keep-alive connections, each taking the next job as
+/// soon as its previous answer is in. Connections are opened (and used once, for
+/// `GET /health`) before the clock starts.
+async fn drive(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    jobs: Arc<Vec<Job>>,
+) -> Result<Outcome> {
+    let connections = connections.min(jobs.len()).max(1);
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut conn = Http::connect(addr).await?;
+        let (status, _) = conn.request("GET", "/health", None).await?;
+        if status != 200 {
+            bail!("GET /health answered {status}");
+        }
+        conns.push(conn);
+    }
+    let idle_before = CpuTimes::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_after = CpuTimes::now();
+    let busy_before = match (idle_before, idle_after) {
+        (Some(a), Some(b)) => Some(100.0 * (b.busy - a.busy) / (0.5 * cores() as f64)),
+        _ => None,
+    };
+
+    let watch = OtherBenchWatch::start();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(connections + 1));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|conn| {
+            let (next, jobs, start) = (next.clone(), jobs.clone(), start.clone());
+            tokio::spawn(worker(conn, next, jobs, start))
+        })
+        .collect();
+    let cpu_before = CpuTimes::now();
+    start.wait().await;
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        wall: Duration::ZERO,
+        all: histogram(),
+        classes: BTreeMap::new(),
+        samples: BTreeMap::new(),
+        accepted: Vec::new(),
+        cpu: None,
+        busy_before,
+        contaminated: false,
+    };
+    let mut results = Vec::with_capacity(workers.len());
+    for worker in workers {
+        results.push(
+            worker
+                .await
+                .map_err(|e| anyhow!("a load worker panicked: {e}"))?,
+        );
+    }
+    outcome.wall = started.elapsed();
+    let cpu_after = CpuTimes::now();
+    outcome.contaminated = watch.finish().await;
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        outcome.cpu = Some((a, b));
+    }
+    for result in results {
+        let result = result?;
+        outcome.all.add(&result.all)?;
+        for (class, h) in result.classes {
+            outcome
+                .classes
+                .entry(class)
+                .or_insert_with(histogram)
+                .add(&h)?;
+        }
+        for (class, body) in result.samples {
+            outcome.samples.entry(class).or_insert(body);
+        }
+        outcome.accepted.extend(result.accepted);
+    }
+    Ok(outcome)
+}
+
+async fn worker(
+    mut http: Http,
+    next: Arc<AtomicUsize>,
+    jobs: Arc<Vec<Job>>,
+    start: Arc<Barrier>,
+) -> Result<WorkerOut> {
+    let mut out = WorkerOut {
+        all: histogram(),
+        classes: BTreeMap::new(),
+        samples: BTreeMap::new(),
+        accepted: Vec::new(),
+    };
+    start.wait().await;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = jobs.get(i) else {
+            return Ok(out);
+        };
+        let sent = Instant::now();
+        let result = http.request("POST", &job.path, Some(&job.body)).await;
+        let us = (sent.elapsed().as_micros() as u64).max(1);
+        let (class, sample) = match result {
+            Ok((201, _)) => {
+                out.accepted.push(i);
+                ("201".to_owned(), None)
+            }
+            Ok((status, body)) => {
+                let code = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "?".into());
+                let text = String::from_utf8_lossy(&body).into_owned();
+                (format!("{status} {code}"), Some(text))
+            }
+            Err(e) => {
+                // Start over on a fresh connection.
+                if let Ok(fresh) = Http::connect(http.addr).await {
+                    http = fresh;
+                }
+                ("transport error".to_owned(), Some(format!("{e:#}")))
+            }
+        };
+        out.all.record(us)?;
+        out.classes
+            .entry(class.clone())
+            .or_insert_with(histogram)
+            .record(us)?;
+        if let Some(sample) = sample {
+            if class != "409 out_of_stock" || !out.samples.contains_key(&class) {
+                out.samples.entry(class).or_insert(sample);
+            }
+        }
+    }
+}
+
+/// Before a measured run: no other benchmark running, the projections caught up.
+async fn prepare(admin: &mut Http) -> Result<()> {
+    wait_for_other_benchmarks().await;
+    let since = Instant::now();
+    loop {
+        let (status, body) = admin.request("GET", "/v1/admin/projections", None).await?;
+        if status != 200 {
+            bail!(
+                "GET /v1/admin/projections answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let body: Value = serde_json::from_slice(&body)?;
+        let list = body["projections"].as_array().cloned().unwrap_or_default();
+        let behind: Vec<String> = list
+            .iter()
+            .filter(|p| p["lag_events"].as_i64().unwrap_or(0) > 0)
+            .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["lag_events"]))
+            .collect();
+        for p in &list {
+            if p["state"].as_str() != Some("running") {
+                println!(
+                    "WARNING: projection {} is {} ({})",
+                    p["name"], p["state"], p["last_error"]
+                );
+            }
+        }
+        if behind.is_empty() {
+            break;
+        }
+        if since.elapsed() > Duration::from_secs(180) {
+            println!(
+                "WARNING: projections still behind after 180 s ({}); measuring anyway",
+                behind.join(", ")
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_idle_machine().await;
+    Ok(())
+}
+
+/// CPU seconds per process (pid, name) so far, from /proc.
+fn process_cpu() -> BTreeMap<u32, (String, f64)> {
+    let mut all = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        all.insert(
+            pid,
+            (
+                stat[open + 1..close].to_owned(),
+                (ticks(11) + ticks(12)) / 100.0,
+            ),
+        );
+    }
+    all
+}
+
+/// Waits until the machine is nearly idle, naming what keeps it busy meanwhile.
+async fn wait_for_idle_machine() {
+    let since = Instant::now();
+    let mut told = false;
+    loop {
+        let (before, procs_before) = (CpuTimes::now(), process_cpu());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (after, procs_after) = (CpuTimes::now(), process_cpu());
+        let (Some(before), Some(after)) = (before, after) else {
+            return;
+        };
+        let busy = 100.0 * (after.busy - before.busy) / (2.0 * cores() as f64);
+        if busy <= IDLE_BUSY_PERCENT {
+            if told {
+                println!(
+                    "machine idle ({busy:.0}% busy) after {:.0} s of waiting",
+                    since.elapsed().as_secs_f64()
+                );
+            }
+            return;
+        }
+        if since.elapsed() > IDLE_WAIT {
+            println!(
+                "WARNING: machine still {busy:.0}% busy after {} min; measuring anyway",
+                IDLE_WAIT.as_secs() / 60
+            );
+            return;
+        }
+        if !told {
+            let mut hogs: Vec<(f64, String)> = procs_after
+                .iter()
+                .filter_map(|(pid, (name, secs))| {
+                    let was = procs_before.get(pid).map_or(0.0, |p| p.1);
+                    (secs - was > 0.05).then(|| (secs - was, format!("{pid} {name}")))
+                })
+                .collect();
+            hogs.sort_by(|a, b| b.0.total_cmp(&a.0));
+            println!(
+                "waiting for the machine to go idle ({busy:.0}% busy; {})",
+                hogs.iter()
+                    .take(4)
+                    .map(|(secs, name)| format!("{name} {:.0}%", 50.0 * secs))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Other benchmarks on this machine.
+
+/// Processes whose command line names another benchmark, except this process and its
+/// ancestors (a shell that started this bench may mention them).
+fn other_benchmarks() -> Vec<String> {
+    let mut mine = vec![std::process::id()];
+    let mut pid = std::process::id();
+    for _ in 0..64 {
+        let Some(parent) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let close = s.rfind(')')?;
+                s[close + 2..].split(' ').nth(1)?.parse::<u32>().ok()
+            })
+        else {
+            break;
+        };
+        if parent <= 1 {
+            break;
+        }
+        mine.push(parent);
+        pid = parent;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if mine.contains(&pid) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("bench_rebuild") || cmdline.contains("bench_lag") {
+            found.push(format!("{pid} {}", truncate(cmdline.trim(), 120)));
+        }
+    }
+    found
+}
+
+async fn wait_for_other_benchmarks() {
+    let since = Instant::now();
+    let mut told = false;
+    loop {
+        let others = other_benchmarks();
+        if others.is_empty() {
+            if told {
+                println!(
+                    "other benchmarks finished after {:.0} s of waiting",
+                    since.elapsed().as_secs_f64()
+                );
+            }
+            return;
+        }
+        if since.elapsed() > OTHER_BENCH_WAIT {
+            println!(
+                "WARNING: other benchmarks still running after {} min ({}); measuring anyway, \
+                 the figures are not trustworthy",
+                OTHER_BENCH_WAIT.as_secs() / 60,
+                others.join("; ")
+            );
+            return;
+        }
+        if !told {
+            println!(
+                "waiting for other benchmarks to finish: {}",
+                others.join("; ")
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// Looks for other benchmarks every second while a run is measured.
+struct OtherBenchWatch {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl OtherBenchWatch {
+    fn start() -> Self {
+        let stop = CancellationToken::new();
+        let seen = Arc::new(AtomicBool::new(false));
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let found = tokio::task::spawn_blocking(|| !other_benchmarks().is_empty())
+                    .await
+                    .unwrap_or(false);
+                if found {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return seen.load(Ordering::Relaxed),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Whether another benchmark was seen.
+    async fn finish(self) -> bool {
+        self.stop.cancel();
+        let during = self.task.await.unwrap_or(false);
+        during || !other_benchmarks().is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What PostgreSQL's busy backends wait on (BENCH_PG_SAMPLE=1).
+
+struct PgSampler {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(u64, BTreeMap<String, u64>)>>,
+}
+
+impl PgSampler {
+    fn start() -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut conn: PgConnection = PgConnectOptions::from_str(ADMIN_URL)?.connect().await?;
+            let mut samples = 0u64;
+            let mut tally: BTreeMap<String, u64> = BTreeMap::new();
+            let query = String::from(
+                "SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU'),
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+                 FROM pg_stat_activity
+                 WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+                   AND datname = current_database() AND state <> 'idle'",
+            );
+            loop {
+                let rows = sqlx::query(&query).fetch_all(&mut conn).await?;
+                samples += 1;
+                for row in rows {
+                    let state: String = row.get(0);
+                    let wait: String = row.get(1);
+                    let sql: String = row.get(2);
+                    let key = if state == "active" {
+                        format!("active {wait:<24} {sql}")
+                    } else {
+                        format!("{state} {wait}")
+                    };
+                    *tally.entry(key).or_default() += 1;
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+            conn.close().await?;
+            Ok((samples, tally))
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok((samples, tally))) => {
+                let mut rows: Vec<_> = tally.into_iter().collect();
+                rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+                println!("  pg_stat_activity, {samples} samples: mean non-idle backends per sample, by state / wait / query");
+                for (key, n) in rows.into_iter().take(12) {
+                    println!("    {:>6.2}  {key}", n as f64 / samples.max(1) as f64);
+                }
+            }
+            Ok(Err(e)) => println!("  pg_stat_activity sampling failed: {e:#}"),
+            Err(e) => println!("  pg_stat_activity sampler panicked: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Summary.
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn print_summary(
+    config: &Config,
+    flash: &BTreeMap<usize, Vec<FlashRun>>,
+    placement: &[LoadRun],
+    reference: &[LoadRun],
+    negative_anywhere: i64,
+) {
+    println!();
+    println!("== bench_flash_sale summary ==");
+    println!(
+        "A: flash sale, {} attempts x 1 unit at one SKU holding {} units (POST /v1/orders)",
+        config.attempts, config.units
+    );
+    println!(
+        "{:>5} {:>4} {:<14} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "conns",
+        "run",
+        "sku",
+        "accepted",
+        "refused",
+        "other",
+        "attempts/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "OVERSOLD",
+        "sold out"
+    );
+    let mut total_oversold = 0i64;
+    let mut best_median: f64 = 0.0;
+    for (level, runs) in flash {
+        for r in runs {
+            total_oversold += r.oversold;
+            println!(
+                "{:>5} {:>4} {:<14} {:>8} {:>8} {:>6} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8}{}",
+                level,
+                r.run,
+                r.sku,
+                r.accepted,
+                r.refused,
+                r.load.total() - r.accepted - r.refused,
+                r.load.rate(),
+                r.load.p(0.5),
+                r.load.p(0.99),
+                r.load.max(),
+                r.oversold,
+                if r.sold_out { "yes" } else { "NO" },
+                r.load.flag()
+            );
+        }
+        let rate = median(runs.iter().map(|r| r.load.rate()).collect());
+        best_median = best_median.max(rate);
+        println!(
+            "{:>5} {:>4} {:<14} {:>8} {:>8} {:>6} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8}",
+            level,
+            "med",
+            "",
+            median(runs.iter().map(|r| r.accepted as f64).collect()),
+            median(runs.iter().map(|r| r.refused as f64).collect()),
+            median(
+                runs.iter()
+                    .map(|r| (r.load.total() - r.accepted - r.refused) as f64)
+                    .collect()
+            ),
+            rate,
+            median(runs.iter().map(|r| r.load.p(0.5)).collect()),
+            median(runs.iter().map(|r| r.load.p(0.99)).collect()),
+            median(runs.iter().map(|r| r.load.max()).collect()),
+            runs.iter().map(|r| r.oversold).sum::<i64>(),
+            if runs.iter().all(|r| r.sold_out) {
+                "yes"
+            } else {
+                "NO"
+            },
+        );
+    }
+    println!(
+        "OVERSOLD: {total_oversold} across all flash-sale runs (inventory events with \
+         available < 0 anywhere in the log: {negative_anywhere})"
+    );
+    println!(
+        "target >= {TARGET_ATTEMPTS_PER_SEC:.0} attempts/s: {} (best median {best_median:.0} attempts/s)",
+        if best_median >= TARGET_ATTEMPTS_PER_SEC {
+            "MET"
+        } else {
+            "MISSED"
+        }
+    );
+
+    for (title, runs) in [
+        (
+            format!(
+                "B: POST /v1/orders with reservation, {} orders of 1-3 lines over {} SKUs, {} connections",
+                config.orders, config.skus, config.b_concurrency
+            ),
+            placement,
+        ),
+        (
+            format!(
+                "C (reference): POST /v1/orders on untracked SKUs (no reservation), {} orders, {} connections",
+                config.ref_orders, config.b_concurrency
+            ),
+            reference,
+        ),
+    ] {
+        if runs.is_empty() {
+            continue;
+        }
+        println!();
+        println!("{title}");
+        println!(
+            "{:>4} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8}",
+            "run", "201", "other", "orders/s", "p50 ms", "p99 ms", "max ms"
+        );
+        for r in runs {
+            println!(
+                "{:>4} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2}{}{}",
+                r.run,
+                r.ok,
+                r.load.total() - r.ok,
+                r.load.rate(),
+                r.load.p(0.5),
+                r.load.p(0.99),
+                r.load.max(),
+                r.problem
+                    .as_ref()
+                    .map(|p| format!("  PROBLEM: {p}"))
+                    .unwrap_or_default(),
+                r.load.flag()
+            );
+        }
+        println!(
+            "{:>4} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2}",
+            "med",
+            median(runs.iter().map(|r| r.ok as f64).collect()),
+            median(runs.iter().map(|r| (r.load.total() - r.ok) as f64).collect()),
+            median(runs.iter().map(|r| r.load.rate()).collect()),
+            median(runs.iter().map(|r| r.load.p(0.5)).collect()),
+            median(runs.iter().map(|r| r.load.p(0.99)).collect()),
+            median(runs.iter().map(|r| r.load.max()).collect()),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Setup and machine facts.
+
+/// Drops and recreates `schema` over a plain connection to the admin URL.
+async fn recreate_schema(schema: &str) -> Result<()> {
+    let mut conn: PgConnection = PgConnectOptions::from_str(ADMIN_URL)?.connect().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+async fn print_machine_facts(db: &mut PgConnection) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "?".into());
+    println!("machine: {} cores, {cpu}, {memory} memory", cores());
+    let settings: Result<Vec<(String, String)>, _> = sqlx::query_as(
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
+         ('server_version', 'fsync', 'synchronous_commit', 'wal_sync_method',
+          'shared_buffers', 'max_connections', 'commit_delay')
+         ORDER BY name",
+    )
+    .fetch_all(db)
+    .await;
+    if let Ok(settings) = settings {
+        println!(
+            "PostgreSQL: {}",
+            settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client on one keep-alive connection (as in bench_lag).
+
+struct Http {
+    addr: std::net::SocketAddr,
+    stream: BufReader<TcpStream>,
+}
+
+impl Http {
+    async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            addr,
+            stream: BufReader::new(stream),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let body = body.unwrap_or("");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
+            self.addr
+        );
+        if method == "POST" {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        head.push_str(body);
+        self.stream.get_mut().write_all(head.as_bytes()).await?;
+
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        if line.is_empty() {
+            bail!("the server closed the connection");
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line {line:?}"))?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut close = false;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = Some(value.parse::<usize>()?),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .context("bad chunk size")?;
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = length {
+            body.resize(length, 0);
+            self.stream.read_exact(&mut body).await?;
+        }
+        if close {
+            *self = Http::connect(self.addr).await?;
+        }
+        Ok((status, body))
+    }
+}
+
+/// CPU seconds used so far by this process and by all PostgreSQL processes on this
+/// machine, and machine-wide busy and iowait seconds (from /proc; Linux only, assumes
+/// 100 clock ticks per second).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    process: f64,
+    postgres: f64,
+    busy: f64,
+    iowait: f64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<Self> {
+        let ticks = |stat: &str| -> Option<(String, f64)> {
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let comm = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((comm, (utime + stime) / 100.0))
+        };
+        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some((comm, secs)) = ticks(&stat) {
+                if comm.starts_with("postgres") {
+                    postgres += secs;
+                }
+            }
+        }
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let (idle, iowait) = (*cpu.get(3)?, *cpu.get(4)?);
+        let all: f64 = cpu.iter().take(8).sum();
+        Some(Self {
+            process,
+            postgres,
+            busy: (all - idle - iowait) / 100.0,
+            iowait: iowait / 100.0,
+        })
+    }
+}
