@@ -7,7 +7,8 @@
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::store::metadata::{CommandMetadata, TraceParent};
+use crate::store::reader;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
@@ -24,7 +26,7 @@ const TRACEPARENT: &str = "traceparent";
 const WAIT_FOR: &str = "x-wait-for";
 const WAIT_TIMEOUT: &str = "x-wait-timeout-ms";
 /// The response header saying whether the projections waited for caught up.
-pub const WAIT_RESULT: &str = "x-wait-for-result";
+const WAIT_RESULT: &str = "x-wait-for-result";
 const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_WAIT_MS: u64 = 30_000;
 
@@ -239,6 +241,42 @@ where
         };
         Ok(WaitFor(Some((names, timeout))))
     }
+}
+
+impl WaitFor {
+    /// Waits, when asked to, until the named projections have applied the aggregate's
+    /// event at `sequence` (the command's last), and says how that went.
+    pub async fn wait(
+        self,
+        state: &AppState,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<Option<HeaderValue>, ApiError> {
+        let Some((names, timeout)) = self.0 else {
+            return Ok(None);
+        };
+        let target = reader::cursor_of(&state.db, aggregate_type, aggregate_id, sequence as i64)
+            .await?
+            .ok_or_else(|| ApiError::internal(&"an accepted command's event is not in the log"))?;
+        let lagging = state.projections.wait_for(&names, target, timeout).await;
+        let result = if lagging.is_empty() {
+            "caught_up".to_owned()
+        } else {
+            format!("timed_out; lagging={}", lagging.join(","))
+        };
+        Ok(HeaderValue::from_str(&result).ok())
+    }
+}
+
+/// Adds `X-Wait-For-Result` to a response, when a wait happened.
+pub fn with_wait_result(mut response: Response, waited: Option<HeaderValue>) -> Response {
+    if let Some(waited) = waited {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(WAIT_RESULT), waited);
+    }
+    response
 }
 
 /// A short, printable header value, or `None` when absent.

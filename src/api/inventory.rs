@@ -3,12 +3,15 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{parse_limit, CommandContext, JsonBody, QueryParams};
+use super::extract::{
+    parse_limit, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
+};
 use crate::app::AppState;
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
@@ -67,7 +70,8 @@ async fn run(
     sku: Sku,
     command: InventoryCommand,
     ctx: CommandContext,
-) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+    wait: WaitFor,
+) -> Result<Response, ApiError> {
     let command = InventoryCommandFor {
         sku: sku.clone(),
         command,
@@ -76,9 +80,18 @@ async fn run(
         .inventory
         .execute(sku.as_str(), command, &ctx.0)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(LevelsOut::new(sku, &executed.state)),
+    let waited = match executed.events.last() {
+        Some(event) => {
+            let item_type = <InventoryItem as cqrs_es::Aggregate>::TYPE;
+            wait.wait(state, item_type, sku.as_str(), event.sequence)
+                .await?
+        }
+        None => None,
+    };
+    let body = Json(LevelsOut::new(sku, &executed.state));
+    Ok(with_wait_result(
+        (StatusCode::CREATED, body).into_response(),
+        waited,
     ))
 }
 
@@ -87,14 +100,15 @@ async fn receive(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<ReceiptIn>,
-) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+) -> Result<Response, ApiError> {
     let sku = path_sku(&sku)?;
     let command = InventoryCommand::ReceiveStock {
         quantity: body.quantity,
         at: ctx.0.received_at,
     };
-    run(&state, sku, command, ctx).await
+    run(&state, sku, command, ctx, wait).await
 }
 
 #[tracing::instrument(skip_all, fields(sku = %sku))]
@@ -102,8 +116,9 @@ async fn adjust(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     ctx: CommandContext,
+    wait: WaitFor,
     JsonBody(body): JsonBody<AdjustmentIn>,
-) -> Result<(StatusCode, Json<LevelsOut>), ApiError> {
+) -> Result<Response, ApiError> {
     let sku = path_sku(&sku)?;
     if body.delta == 0 || body.delta.abs() > MAX_DELTA {
         return Err(ApiError::invalid_field(
@@ -116,7 +131,7 @@ async fn adjust(
         reason: body.reason,
         at: ctx.0.received_at,
     };
-    run(&state, sku, command, ctx).await
+    run(&state, sku, command, ctx, wait).await
 }
 
 async fn item(

@@ -5,7 +5,7 @@
 //! the result. They decide nothing: every rule lives in the Order aggregate.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{
-    parse_limit, parse_time, CommandContext, JsonBody, QueryParams, WaitFor, WAIT_RESULT,
+    parse_limit, parse_time, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
 };
 use crate::app::AppState;
 use crate::domain::order::*;
@@ -23,7 +23,6 @@ use crate::process::placement::Placement;
 use crate::projections::order_summary;
 use crate::store::commands::Executed;
 use crate::store::log::{self, StoredEvent};
-use crate::store::reader;
 use crate::store::views::fixed_time;
 
 pub fn router() -> Router<AppState> {
@@ -315,26 +314,14 @@ async fn accept(
         .placed()
         .cloned()
         .ok_or_else(|| ApiError::internal(&"an accepted command left no order behind"))?;
-    let waited = match wait.0 {
-        None => None,
-        Some((names, timeout)) => {
-            let target = reader::cursor_of(
-                &state.db,
-                <Order as cqrs_es::Aggregate>::TYPE,
-                order_id.as_str(),
-                version as i64,
-            )
-            .await?
-            .ok_or_else(|| ApiError::internal(&"an accepted command's event is not in the log"))?;
-            let lagging = state.projections.wait_for(&names, target, timeout).await;
-            let result = if lagging.is_empty() {
-                "caught_up".to_owned()
-            } else {
-                format!("timed_out; lagging={}", lagging.join(","))
-            };
-            HeaderValue::from_str(&result).ok()
-        }
-    };
+    let waited = wait
+        .wait(
+            state,
+            <Order as cqrs_es::Aggregate>::TYPE,
+            order_id.as_str(),
+            version,
+        )
+        .await?;
     Ok(Accepted {
         order,
         version,
@@ -343,13 +330,10 @@ async fn accept(
 }
 
 fn respond<T: Serialize>(status: StatusCode, body: T, accepted: &Accepted) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    if let Some(waited) = &accepted.waited {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(WAIT_RESULT), waited.clone());
-    }
-    response
+    with_wait_result(
+        (status, Json(body)).into_response(),
+        accepted.waited.clone(),
+    )
 }
 
 fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {

@@ -28,7 +28,27 @@ on_both_backends!(
     shipping_commits_the_reserved_units,
     a_crash_between_reserving_and_placing_leaves_no_stock_held,
     low_stock_is_listed_fewest_first_in_pages,
+    a_receipt_can_wait_until_stock_levels_show_it,
 );
+
+async fn a_receipt_can_wait_until_stock_levels_show_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for n in 1..=3 {
+        let r = app
+            .client
+            .post(app.url("/v1/inventory/SOCK/receipts"))
+            .header("X-Wait-For", "inventory")
+            .json(&json!({"quantity": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-wait-for-result"], "caught_up");
+        expect_status(r, StatusCode::CREATED).await;
+        // Read-your-writes: no polling needed.
+        let view = expect_status(app.get("/v1/inventory/SOCK").await, StatusCode::OK).await;
+        assert_eq!(view["on_hand"], 5 * n);
+    }
+}
 
 async fn receive(app: &TestApp, sku: &str, quantity: i64) -> Value {
     let r = app
