@@ -62,18 +62,8 @@ impl Placement<'_> {
         metadata: &CommandMetadata,
     ) -> Result<Executed<Order>, PlacementError> {
         let order_id = command.order_id.clone();
-        // An existing order keeps its reservations: refuse before reserving anything.
-        let existing = self
-            .orders
-            .load(order_id.as_str())
-            .await
-            .map_err(PlacementError::Order)?;
-        if existing.placed().is_some() {
-            return Err(PlacementError::Order(CommandError::Rejected(
-                OrderError::AlreadyExists { order_id },
-            )));
-        }
-
+        // No read first: a repeated order id is refused by the order itself (after its
+        // holds are released again), or by its SKUs while the first order holds them.
         let mut held: Vec<Sku> = Vec::new();
         let mut short = Vec::new();
         let mut unknown = Vec::new();

@@ -29,7 +29,32 @@ on_both_backends!(
     a_crash_between_reserving_and_placing_leaves_no_stock_held,
     low_stock_is_listed_fewest_first_in_pages,
     a_receipt_can_wait_until_stock_levels_show_it,
+    a_repeated_order_id_is_refused_as_such_and_holds_nothing_more,
 );
+
+async fn a_repeated_order_id_is_refused_as_such_and_holds_nothing_more(backend: Backend) {
+    let app = spawn_app(backend).await;
+    receive(&app, "MUG", 2).await;
+    let body = order_body("o-dup", &[("MUG", 2)]);
+    expect_status(app.post("/v1/orders", &body).await, StatusCode::CREATED).await;
+    // Sold out now, and the first order holds its units: still "this order exists".
+    expect_error(
+        app.post("/v1/orders", &body).await,
+        StatusCode::CONFLICT,
+        "order_exists",
+    )
+    .await;
+    receive(&app, "MUG", 5).await;
+    expect_error(
+        app.post("/v1/orders", &body).await,
+        StatusCode::CONFLICT,
+        "order_exists",
+    )
+    .await;
+    app.projections_caught_up().await;
+    let view = levels_when(&app, "MUG", 5).await;
+    assert_eq!(view["reserved"], 2, "only the first order holds stock");
+}
 
 async fn a_receipt_can_wait_until_stock_levels_show_it(backend: Backend) {
     let app = spawn_app(backend).await;
