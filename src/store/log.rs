@@ -83,13 +83,12 @@ fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         StoreError::Corrupt(format!("events.{what} at a stored row: {e}"))
     };
-    let event_id: String = row.try_get("event_id")?;
+    let (event_id, recorded_at) = super::reader::sqlite_stamps(row)?;
     let payload: String = row.try_get("payload")?;
     let metadata: String = row.try_get("metadata")?;
-    let recorded_at: String = row.try_get("recorded_at")?;
     Ok(StoredEvent {
         global_position: row.try_get("global_position")?,
-        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+        event_id,
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
@@ -97,8 +96,6 @@ fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError
         event_version: row.try_get("event_version")?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
-        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-            .map_err(|e| corrupt("recorded_at", &e))?
-            .with_timezone(&Utc),
+        recorded_at,
     })
 }

@@ -128,29 +128,40 @@ pub async fn read_after(
             .await?;
             rows.iter()
                 .map(|row| {
-                    let event_id: String = row.try_get("event_id")?;
-                    let recorded_at: String = row.try_get("recorded_at")?;
+                    let (event_id, recorded_at) = sqlite_stamps(row)?;
                     Ok(LogEntry {
                         cursor: Cursor {
                             transaction_id: 0,
                             position: row.try_get("global_position")?,
                         },
-                        event_id: Uuid::parse_str(&event_id)
-                            .map_err(|e| StoreError::Corrupt(format!("events.event_id: {e}")))?,
+                        event_id,
                         aggregate_type: row.try_get("aggregate_type")?,
                         aggregate_id: row.try_get("aggregate_id")?,
                         sequence: row.try_get("sequence")?,
                         event_type: row.try_get("event_type")?,
                         event_version: row.try_get("event_version")?,
                         payload: row.try_get("payload")?,
-                        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-                            .map_err(|e| StoreError::Corrupt(format!("events.recorded_at: {e}")))?
-                            .with_timezone(&Utc),
+                        recorded_at,
                     })
                 })
                 .collect()
         }
     }
+}
+
+/// The columns SQLite keeps as text that the database stamped: the event id and the
+/// time it was recorded.
+pub(super) fn sqlite_stamps(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<(Uuid, DateTime<Utc>), StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    let event_id = Uuid::parse_str(&event_id)
+        .map_err(|e| StoreError::Corrupt(format!("events.event_id: {e}")))?;
+    let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
+        .map_err(|e| StoreError::Corrupt(format!("events.recorded_at: {e}")))?
+        .with_timezone(&Utc);
+    Ok((event_id, recorded_at))
 }
 
 /// How far behind the head of the log a reader at `cursor` is: the events it has not
