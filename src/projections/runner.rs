@@ -236,10 +236,11 @@ impl Projections {
     pub async fn run(&self, projection: Arc<dyn Projection>, shutdown: CancellationToken) {
         let name = projection.name();
         let mut wake = self.signal.subscribe();
+        let mut known = None;
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                outcome = self.step(&projection) => outcome,
+                outcome = self.step(&projection, &mut known) => outcome,
             };
             let busy = match outcome {
                 Ok(busy) => busy,
@@ -301,12 +302,24 @@ impl Projections {
     }
 
     /// One unit of work. Returns true when there may be more to do right away.
-    async fn step(&self, projection: &Arc<dyn Projection>) -> Result<bool, ProjectionError> {
+    ///
+    /// `known` is the row as this task last left it, which saves reading it again while
+    /// the projection just runs; every batch still checks it under the row lock, and a
+    /// mismatch (a skip, a stop, a switch) makes the next step read it afresh.
+    async fn step(
+        &self,
+        projection: &Arc<dyn Projection>,
+        known: &mut Option<Row>,
+    ) -> Result<bool, ProjectionError> {
         let name = projection.name();
-        let row = load_row(&self.db, name).await?;
+        let mut row = match known.take() {
+            Some(row) => row,
+            None => load_row(&self.db, name).await?,
+        };
         if let Some(retired) = row.retired {
             if Utc::now() - row.updated_at > RETIRE_AFTER {
                 self.drop_retired(projection, retired).await?;
+                row.retired = None;
             }
         }
         if row.rebuild.is_some() {
@@ -319,6 +332,7 @@ impl Projections {
         let entries = reader::read_after(&self.db, row.cursor, LIVE_BATCH).await?;
         if entries.is_empty() {
             self.publish(name, row.cursor);
+            *known = Some(row);
             return Ok(false);
         }
         let full = entries.len() as i64 == LIVE_BATCH;
@@ -336,6 +350,7 @@ impl Projections {
         match outcome {
             Applied::All(cursor) => {
                 self.publish(name, cursor);
+                *known = Some(Row { cursor, ..row });
                 Ok(full)
             }
             Applied::Moved => Ok(true),
@@ -983,15 +998,15 @@ const ROW_COLUMNS: &str = "version, generation, cursor_tx, cursor_position, stat
     failed_tx, failed_position, failed_event_id, rebuild_generation, rebuild_version,
     rebuild_cursor_tx, rebuild_cursor_position, retired_generation, updated_at";
 
-/// Locks the projection's row for the rest of `tx` (a write comes first, so SQLite's
-/// writer lock and PostgreSQL's row lock are both taken) and returns it.
+/// Locks the projection's row for the rest of `tx` and returns it: `FOR UPDATE` on
+/// PostgreSQL; on SQLite the transaction already holds the writer lock.
 async fn lock_row(tx: &mut Tx, name: &str) -> Result<Row, StoreError> {
-    tx.execute(
-        "UPDATE projections SET name = name WHERE name = $1",
-        &[Param::Text(name.to_owned())],
-    )
-    .await?;
-    read_row(tx, name).await
+    let lock = if tx.is_postgres() { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1{lock}");
+    let rows = tx
+        .select_json(&sql, ROW_FIELDS, &[Param::Text(name.to_owned())])
+        .await?;
+    to_row(name, rows)
 }
 
 /// Reads the row outside any transaction (no lock: a snapshot to plan the next step).
@@ -999,14 +1014,6 @@ async fn load_row(db: &Database, name: &str) -> Result<Row, StoreError> {
     let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1");
     let rows =
         crate::store::views::query(db, &sql, ROW_FIELDS, &[Param::Text(name.to_owned())]).await?;
-    to_row(name, rows)
-}
-
-async fn read_row(tx: &mut Tx, name: &str) -> Result<Row, StoreError> {
-    let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1");
-    let rows = tx
-        .select_json(&sql, ROW_FIELDS, &[Param::Text(name.to_owned())])
-        .await?;
     to_row(name, rows)
 }
 
