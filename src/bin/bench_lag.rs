@@ -98,6 +98,8 @@ async fn main() -> Result<()> {
             100.0 * (b.busy - a.busy) / cores as f64
         );
     }
+    let mut stats_conn: PgConnection = PgConnectOptions::from_str(&url)?.connect().await?;
+    let stats_before = PgCounters::read(&mut stats_conn).await?;
     let cpu_before = CpuTimes::now();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let rx = Arc::new(Mutex::new(rx));
@@ -144,6 +146,10 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+
+    // Statistics reach the cumulative views within about a second of a transaction.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats_after = PgCounters::read(&mut stats_conn).await?;
 
     // Summary.
     let commands = report.latencies.len();
@@ -207,6 +213,18 @@ async fn main() -> Result<()> {
             100.0 * (after.iowait - before.iowait) / (cores as f64 * load_secs),
         );
     }
+    let per = |after: i64, before: i64| (after - before) as f64 / commands.max(1) as f64;
+    println!(
+        "PostgreSQL work per command: {:.1} commits and {:.1} WAL flushes ({:.0} WAL bytes) in \
+         the whole database and cluster, so other sessions count too; in this schema's tables \
+         {:.1} rows inserted, {:.1} updated, {:.1} deleted",
+        per(stats_after.commits, stats_before.commits),
+        per(stats_after.wal_syncs, stats_before.wal_syncs),
+        per(stats_after.wal_bytes, stats_before.wal_bytes),
+        per(stats_after.inserted, stats_before.inserted),
+        per(stats_after.updated, stats_before.updated),
+        per(stats_after.deleted, stats_before.deleted),
+    );
     println!(
         "projection lag_events right after the load: {}",
         behind.join(", ")
@@ -285,6 +303,58 @@ async fn recreate_schema(url: &str) -> Result<String> {
     .await?;
     conn.close().await?;
     Ok(schema)
+}
+
+/// Cumulative counters of the database and of the WAL.
+#[derive(Debug, Clone, Copy)]
+struct PgCounters {
+    commits: i64,
+    inserted: i64,
+    updated: i64,
+    deleted: i64,
+    wal_syncs: i64,
+    wal_bytes: i64,
+}
+
+impl PgCounters {
+    async fn read(conn: &mut PgConnection) -> Result<Self> {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await?;
+        let commits: i64 = sqlx::query_scalar(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        // Row changes of this schema's tables only: other sessions do not count here.
+        let (inserted, updated, deleted): (i64, i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(n_tup_ins), 0)::int8, coalesce(sum(n_tup_upd), 0)::int8,
+                    coalesce(sum(n_tup_del), 0)::int8
+               FROM pg_stat_user_tables WHERE schemaname = $1",
+        )
+        .bind(&self_schema(conn).await?)
+        .fetch_one(&mut *conn)
+        .await?;
+        let (wal_syncs, wal_bytes): (i64, i64) =
+            sqlx::query_as("SELECT wal_sync, wal_bytes::int8 FROM pg_stat_wal")
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(Self {
+            commits,
+            inserted,
+            updated,
+            deleted,
+            wal_syncs,
+            wal_bytes,
+        })
+    }
+}
+
+/// The schema this connection's `search_path` names first.
+async fn self_schema(conn: &mut PgConnection) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// `GET /v1/admin/projections`.

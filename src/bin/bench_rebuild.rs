@@ -9,7 +9,7 @@
 //! 2. rebuilds each projection in turn with `Projections::rebuild` + `finish_rebuild`,
 //!    as `orderlog projections rebuild <name>` does, and checks the result;
 //!
-//! and prints the medians. Then it requests all four rebuilds together and finishes
+//! and prints the medians. Then it requests every rebuild together and finishes
 //! them (once), and times the phases of an in-memory rebuild pass (read, decode, apply,
 //! flush) by driving the same public APIs the runner uses.
 //!
@@ -20,7 +20,7 @@
 //! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_rebuild`;
 //! the schema in its `search_path` is dropped and recreated), `BENCH_EVENTS` (or the
-//! first argument), `BENCH_RUNS` (3), `BENCH_TOGETHER` (1: also time all four requested
+//! first argument), `BENCH_RUNS` (3), `BENCH_TOGETHER` (1: also time all of them requested
 //! together; 0 skips it), `BENCH_PHASES` (1: also time the phases; 0 skips it).
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
@@ -190,7 +190,7 @@ async fn main() -> Result<()> {
         all_ok &= check(&p, &db, last_cursor, &expected).await?;
     }
 
-    // All four requested together, as after a version bump of every projection; then
+    // All requested together, as after a version bump of every projection; then
     // `finish_rebuild` on each in turn (the runner decides how to go about it).
     let together_secs = if together {
         let started = Instant::now();
@@ -279,14 +279,22 @@ async fn main() -> Result<()> {
         });
         line(&format!("rebuild {name}"), secs, &cpu);
     }
-    line("rebuild all four, one after another", total, "");
+    line(
+        &format!("rebuild all {}, one after another", names.len()),
+        total,
+        "",
+    );
     line(
         &format!("slowest single projection ({})", slowest.0),
         slowest.1,
         "",
     );
     if let Some(secs) = together_secs {
-        line("rebuild all four requested together (one run)", secs, "");
+        line(
+            &format!("rebuild all {} requested together (one run)", names.len()),
+            secs,
+            "",
+        );
     }
     println!();
     println!(
@@ -304,7 +312,7 @@ async fn main() -> Result<()> {
         ))
     );
     println!(
-        "rebuild of all four vs. one read of the log in the same run: {:.1}x the read_after time \
+        "rebuild of all of them vs. one read of the log in the same run: {:.1}x the read_after time \
          ({:.1}x the fixed-order read)",
         total / read,
         total / fixed_read
@@ -341,7 +349,7 @@ async fn main() -> Result<()> {
         }
         println!(
             "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10.0}",
-            "sum of the four",
+            "sum of the projections",
             sum.read,
             sum.decode,
             sum.apply,
@@ -959,7 +967,7 @@ impl Phases {
     }
 }
 
-const SHARED: &str = "all four from one read";
+const SHARED: &str = "all from one read";
 
 async fn create_scratch(db: &Database, projection: &dyn Projection, generation: i64) -> Result<()> {
     let mut tx = Tx::begin(db).await?;
@@ -1042,8 +1050,8 @@ async fn flush(db: &Database, view: View) -> Result<()> {
 }
 
 /// All projections from one read, for comparison with one pass per projection: each
-/// batch is read and decoded once and applied to the four in-memory views concurrently;
-/// at the end the four are flushed. The apply column is wall time for the four together.
+/// batch is read and decoded once and applied to every in-memory view concurrently;
+/// at the end each is flushed. The apply column is wall time for all of them together.
 async fn time_shared(db: &Database, list: Vec<Arc<dyn Projection>>) -> Result<Phases> {
     let generation = PHASE_GENERATION + 1;
     for projection in &list {
@@ -1109,7 +1117,7 @@ async fn time_shared(db: &Database, list: Vec<Arc<dyn Projection>>) -> Result<Ph
         drop_scratch(db, projection.as_ref(), generation).await?;
     }
     println!(
-        "phases: {SHARED}: read {:.2} s, decode {:.2} s, apply to all four {:.2} s, flush {:.2} s",
+        "phases: {SHARED}: read {:.2} s, decode {:.2} s, apply to all {:.2} s, flush {:.2} s",
         phases.read, phases.decode, phases.apply, phases.commit
     );
     Ok(phases)
