@@ -91,6 +91,16 @@ impl ApiError {
         )
     }
 
+    /// Saturated: 503 with `Retry-After`, logged as a warning with its cause.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "request refused: the database is saturated");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is saturated; retry after the delay in Retry-After",
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -132,6 +142,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status.is_server_error() || self.code == "conflict" {
             response.extensions_mut().insert(Transient);
         }
@@ -141,7 +156,12 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::internal(&error)
+        match &error {
+            StoreError::Database(e) if crate::store::is_saturation(e) => {
+                ApiError::unavailable(&error)
+            }
+            _ => ApiError::internal(&error),
+        }
     }
 }
 
@@ -270,7 +290,29 @@ where
                 "conflict",
                 "the order was changed by concurrent requests; retry the request",
             ),
+            CommandError::Unavailable(e) => ApiError::unavailable(&e),
             CommandError::Store(e) => ApiError::internal(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saturated_store_answers_503_with_retry_after() {
+        let error: ApiError = StoreError::Database(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code(), "unavailable");
+        let response = error.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(response.extensions().get::<Transient>().is_some());
+
+        let error: ApiError =
+            CommandError::<OrderError>::Unavailable("pool timed out".into()).into();
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let error: ApiError = StoreError::Corrupt("bad row".into()).into();
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -38,13 +38,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_flash`; the
 //! schema in its `search_path` is dropped and recreated; `application_name=
 //! orderlog_bench_flash` is added, to tell this bench's backends from others'),
-//! `BENCH_RUNS` (3),
-//! `BENCH_ATTEMPTS` (5000), `BENCH_UNITS` (1000), `BENCH_CONCURRENCY` (`256,512`: the
-//! connection counts tried in scenario A), `BENCH_SKUS` (1000), `BENCH_ORDERS` (20000),
-//! `BENCH_B_CONCURRENCY` (256), `BENCH_REF_ORDERS` (10000; 0 skips scenario C),
-//! `BENCH_POOL` (the server's database pool, 32), `BENCH_PG_SAMPLE` (0; 1 samples
-//! `pg_stat_activity` every 10 ms during scenario A and prints what the busy backends
-//! waited on; it perturbs the figures a little), `BENCH_RETRIES` (2),
+//! `BENCH_RUNS` (3), `BENCH_ATTEMPTS` (5000), `BENCH_UNITS` (1000), `BENCH_CONCURRENCY`
+//! (`256,512`: the connection counts tried in scenario A), `BENCH_SKUS` (1000),
+//! `BENCH_ORDERS` (20000), `BENCH_B_CONCURRENCY` (256), `BENCH_REF_ORDERS` (10000; 0
+//! skips scenario C), `BENCH_POOL` (the server's database pool, 32), `BENCH_PG_SAMPLE`
+//! (0; 1 samples `pg_stat_activity` every 10 ms during each measured run and prints what
+//! the busy backends waited on; it perturbs the figures a little), `BENCH_RETRIES` (2),
 //! `BENCH_OTHER_PATTERNS` (`bench_rebuild,bench_lag,/bench-results/`: command-line
 //! substrings that mark another benchmark), `RUST_LOG` (`warn`: the server's warnings
 //! and errors, on stderr).
@@ -586,7 +585,11 @@ async fn scenario_b(
         .into_iter()
         .unzip();
     prepare(admin).await?;
+    let sampler = config.pg_sample.then(|| PgSampler::start(&config.url));
     let load = drive(addr, config.b_concurrency, Arc::new(jobs), db).await?;
+    if let Some(sampler) = sampler {
+        sampler.finish().await;
+    }
     load.print("orders");
     let ok = load.count("201");
     let expected: i64 = load.accepted.iter().map(|&i| units[i] as i64).sum();
@@ -642,7 +645,11 @@ async fn scenario_c(
     .map(|(job, _)| job)
     .collect();
     prepare(admin).await?;
+    let sampler = config.pg_sample.then(|| PgSampler::start(&config.url));
     let load = drive(addr, config.b_concurrency, Arc::new(jobs), db).await?;
+    if let Some(sampler) = sampler {
+        sampler.finish().await;
+    }
     load.print("orders");
     let ok = load.count("201");
     Ok(LoadRun {

@@ -62,6 +62,9 @@ pub enum CommandError<E: std::error::Error> {
     /// Another writer kept winning the race for this aggregate.
     #[error("the aggregate was changed concurrently; retry the request")]
     Conflict,
+    /// The database is saturated: the command did not run and may be retried.
+    #[error("the event store is saturated: {0}")]
+    Unavailable(String),
     #[error("event store failure: {0}")]
     Store(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -391,6 +394,7 @@ fn reply_all<A: Aggregate>(batch: Vec<Pending<A>>, error: &CommandError<A::Error
     for pending in batch {
         let copy = match error {
             CommandError::Conflict => CommandError::Conflict,
+            CommandError::Unavailable(why) => CommandError::Unavailable(why.clone()),
             other => CommandError::Store(other.to_string().into()),
         };
         let _ = pending.reply.send(Err(copy));
@@ -404,19 +408,21 @@ fn classify<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {
     match error {
         AggregateError::UserError(e) => CommandError::Rejected(e),
         AggregateError::AggregateConflict => CommandError::Conflict,
-        AggregateError::UnexpectedError(e) => {
-            let unique_violation = e
-                .downcast_ref::<sqlx::Error>()
-                .and_then(|e| e.as_database_error())
-                .is_some_and(|e| e.is_unique_violation());
-            if unique_violation {
-                CommandError::Conflict
-            } else {
-                CommandError::Store(e)
+        AggregateError::UnexpectedError(e) | AggregateError::DatabaseConnectionError(e) => {
+            match e.downcast_ref::<sqlx::Error>() {
+                Some(sqlx) if super::is_saturation(sqlx) => {
+                    CommandError::Unavailable(sqlx.to_string())
+                }
+                Some(sqlx)
+                    if sqlx
+                        .as_database_error()
+                        .is_some_and(|d| d.is_unique_violation()) =>
+                {
+                    CommandError::Conflict
+                }
+                _ => CommandError::Store(e),
             }
         }
-        AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => {
-            CommandError::Store(e)
-        }
+        AggregateError::DeserializationError(e) => CommandError::Store(e),
     }
 }

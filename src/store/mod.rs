@@ -36,6 +36,20 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The database is out of connections or refusing new ones: a request can succeed
+/// later, so callers say "come back" (503) rather than "we failed" (500).
+pub fn is_saturation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(e) => matches!(
+            e.code().as_deref(),
+            // too_many_connections, cannot_connect_now
+            Some("53300") | Some("57P03")
+        ),
+        _ => false,
+    }
+}
+
 /// Where the log lives. Chosen once, from `ORDERLOG_DATABASE_URL`.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -113,5 +127,17 @@ impl Database {
             Database::Postgres(pool) => pool.close().await,
             Database::Sqlite(pool) => pool.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exhausted_pool_is_saturation_and_a_bad_row_is_not() {
+        assert!(is_saturation(&sqlx::Error::PoolTimedOut));
+        assert!(!is_saturation(&sqlx::Error::RowNotFound));
+        assert!(!is_saturation(&sqlx::Error::PoolClosed));
     }
 }
