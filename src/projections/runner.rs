@@ -492,6 +492,10 @@ impl Projections {
         )
         .await?;
         tx.commit().await?;
+        // Our transaction held back the horizon below which readers see events (it
+        // locked a row, so it had an id): events committed meanwhile just became
+        // visible, and nothing else would announce them.
+        self.signal.notify();
         Ok(Applied::All(last.cursor))
     }
 
