@@ -627,6 +627,13 @@ impl Projections {
             // Restarted or finished elsewhere meanwhile.
             return Ok(());
         }
+        // Only the generation this switch retires is kept for queries in flight; one
+        // retired before it (no live runner dropped it yet) goes now.
+        if let Some(previous) = locked.retired {
+            for table in projection.tables() {
+                tx.drop_table(&physical(name, previous, table.name)).await?;
+            }
+        }
         let ViewStore::Memory(mut memory) = view.store else {
             return Err(StoreError::Corrupt("a rebuild view must be in memory".into()).into());
         };

@@ -27,7 +27,70 @@ on_both_backends!(
     a_restart_in_the_middle_of_a_stream_misses_and_repeats_nothing,
     a_buggy_projection_is_fixed_by_a_version_bump_and_rebuilt,
     bad_query_parameters_are_422s,
+    repeated_rebuilds_keep_at_most_one_retired_generation,
 );
+
+async fn order_summary_tables(app: &TestApp) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let sql_pg = "SELECT table_name::text AS name FROM information_schema.tables
+                  WHERE table_schema = current_schema() AND table_name LIKE 'order_summary_g%'";
+    let sql_lite =
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'order_summary_g%'";
+    let mut names: Vec<String> = if app.database_url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        sqlx::query(sql_lite)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name"))
+            .collect()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        sqlx::query(sql_pg)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name"))
+            .collect()
+    };
+    names.sort();
+    names
+}
+
+async fn repeated_rebuilds_keep_at_most_one_retired_generation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    traffic(&app, "g", 2).await;
+    for expected_generation in [2, 3, 4] {
+        let r = app
+            .post_empty("/v1/admin/projections/order_summary/rebuild")
+            .await;
+        expect_status(r, StatusCode::ACCEPTED).await;
+        let status = app.projections_caught_up().await;
+        let summary = status["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "order_summary")
+            .unwrap()
+            .clone();
+        assert_eq!(summary["generation"], expected_generation);
+    }
+    // Serving generation 4; at most generation 3 is kept for queries still running.
+    let tables = order_summary_tables(&app).await;
+    assert!(
+        tables
+            .iter()
+            .all(|t| t.starts_with("order_summary_g3_") || t.starts_with("order_summary_g4_")),
+        "{tables:?}"
+    );
+    expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
+}
 
 /// A mix of order lifecycles: `n` orders, each taken to a different point.
 pub async fn traffic(app: &TestApp, prefix: &str, n: usize) {
