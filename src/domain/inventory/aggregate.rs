@@ -31,10 +31,6 @@ pub struct InventoryItem {
 }
 
 impl InventoryItem {
-    pub fn is_tracked(&self) -> bool {
-        self.tracked
-    }
-
     pub fn on_hand(&self) -> i64 {
         self.on_hand
     }

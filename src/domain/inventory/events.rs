@@ -125,24 +125,6 @@ impl InventoryEvent {
             } => *at,
         }
     }
-
-    /// The levels after this event: (on hand, available), where the event states them.
-    pub fn levels(&self) -> Option<(Option<i64>, i64)> {
-        match self {
-            InventoryEvent::StockReceived {
-                on_hand, available, ..
-            }
-            | InventoryEvent::StockAdjusted {
-                on_hand, available, ..
-            }
-            | InventoryEvent::ReservationCommitted {
-                on_hand, available, ..
-            } => Some((Some(*on_hand), *available)),
-            InventoryEvent::StockReserved { available, .. }
-            | InventoryEvent::ReservationReleased { available, .. } => Some((None, *available)),
-            InventoryEvent::ReservationRejected { .. } => None,
-        }
-    }
 }
 
 impl DomainEvent for InventoryEvent {
