@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::delivery::Deliveries;
 use crate::domain::inventory::InventoryItem;
 use crate::domain::order::Order;
 use crate::process::placement::PlacementFault;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub projections: Projections,
     /// Told whenever events may have been appended.
     pub log_signal: LogSignal,
+    pub deliveries: Deliveries,
+    /// Cancelled when the server begins to stop: long-lived responses (event streams)
+    /// end so that shutdown does not wait on them.
+    pub closing: CancellationToken,
 }
 
 /// What tests may swap: the projections run, and a fault hook inside the runner.
@@ -91,6 +96,12 @@ impl Application {
             inventory: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
             placement_fault: overrides.placement_fault,
             projections,
+            deliveries: Deliveries::new(
+                db.clone(),
+                settings.deliveries.clone(),
+                log_signal.clone(),
+            ),
+            closing: CancellationToken::new(),
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
             settings: Arc::new(settings),
@@ -119,6 +130,14 @@ impl Application {
             self.state.clone(),
             shutdown.clone(),
         )));
+        runners.push(
+            self.state
+                .deliveries
+                .start(shutdown.clone())
+                .await
+                .context("starting the subscription workers")?,
+        );
+        crate::telemetry::metrics();
         let router = crate::api::router(self.state.clone());
         tracing::info!(
             addr = %self.listener.local_addr()?,
@@ -126,8 +145,12 @@ impl Application {
             "orderlog is serving"
         );
         let stop = shutdown.clone();
+        let closing = self.state.closing.clone();
         axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                closing.cancel();
+            })
             .await
             .context("serving HTTP")?;
         shutdown.cancel();

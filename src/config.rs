@@ -26,6 +26,45 @@ pub struct Settings {
     /// How long stock reserved for an order that never appeared (a crash mid-placement)
     /// stays held before it is released.
     pub orphan_hold_timeout: Duration,
+    pub deliveries: DeliverySettings,
+}
+
+/// How events go out to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySettings {
+    /// How long one webhook request may take before it counts as failed.
+    pub webhook_timeout: Duration,
+    /// The delays before each retry; when they run out, the message is dead-lettered.
+    pub retry_schedule: Vec<Duration>,
+    /// Consecutive failures after which a subscription's circuit opens.
+    pub breaker_failures: u32,
+    /// How long an open circuit waits before it lets one probe through.
+    pub breaker_cooldown: Duration,
+    /// How long the record of each delivery attempt is kept.
+    pub attempt_retention: Duration,
+    pub nats_url: String,
+    /// The subject prefix of a NATS subscription that names none.
+    pub nats_subject_prefix: String,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            // Standard Webhooks' advice: receivers answer fast and work later.
+            webhook_timeout: Duration::from_secs(10),
+            // Nine hours in all: a receiver down for a night still gets everything.
+            retry_schedule: ["5s", "30s", "2m", "10m", "30m", "2h", "6h"]
+                .iter()
+                .filter_map(|d| parse_duration(d))
+                .collect(),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            // Long enough to trace last week's order across systems.
+            attempt_retention: Duration::from_secs(7 * 86_400),
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            nats_subject_prefix: "orderlog".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +102,7 @@ impl Default for Settings {
             unpaid_order_ttl: Duration::from_secs(60 * 60),
             // Placement takes milliseconds; this only has to outlast a slow one.
             orphan_hold_timeout: Duration::from_secs(60),
+            deliveries: DeliverySettings::default(),
         }
     }
 }
@@ -174,6 +214,79 @@ impl Settings {
                             )
                         })?;
                 }
+                "ORDERLOG_WEBHOOK_TIMEOUT" => {
+                    settings.deliveries.webhook_timeout = parse_duration(&value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_WEBHOOK_TIMEOUT",
+                                "must be a duration such as 500ms, 10s or 1m",
+                            )
+                        })?;
+                }
+                "ORDERLOG_WEBHOOK_RETRY_SCHEDULE" => {
+                    settings.deliveries.retry_schedule = value
+                        .split(',')
+                        .map(parse_duration)
+                        .collect::<Option<Vec<_>>>()
+                        .filter(|s| (1..=30).contains(&s.len()))
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_WEBHOOK_RETRY_SCHEDULE",
+                                "must be 1 to 30 comma-separated durations, such as 5s,30s,2m,10m,30m,2h,6h",
+                            )
+                        })?;
+                }
+                "ORDERLOG_BREAKER_FAILURES" => {
+                    settings.deliveries.breaker_failures = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_BREAKER_FAILURES",
+                                "must be a whole number from 1 to 10000",
+                            )
+                        })?;
+                }
+                "ORDERLOG_BREAKER_COOLDOWN" => {
+                    settings.deliveries.breaker_cooldown = parse_duration(&value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_BREAKER_COOLDOWN",
+                                "must be a duration such as 500ms, 30s or 5m",
+                            )
+                        })?;
+                }
+                "ORDERLOG_DELIVERY_ATTEMPT_RETENTION" => {
+                    settings.deliveries.attempt_retention = parse_duration(&value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            invalid(
+                                "ORDERLOG_DELIVERY_ATTEMPT_RETENTION",
+                                "must be a duration such as 12h, 7d or 30d",
+                            )
+                        })?;
+                }
+                "ORDERLOG_NATS_URL" => {
+                    if !value.starts_with("nats://") && !value.starts_with("tls://") {
+                        return Err(invalid(
+                            "ORDERLOG_NATS_URL",
+                            "must start with nats:// or tls://",
+                        ));
+                    }
+                    settings.deliveries.nats_url = value.clone();
+                }
+                "ORDERLOG_NATS_SUBJECT_PREFIX" => {
+                    if !crate::delivery::subscription::is_subject(&value) {
+                        return Err(invalid(
+                            "ORDERLOG_NATS_SUBJECT_PREFIX",
+                            "must be NATS subject tokens (letters, digits, `_`, `-`) joined by dots",
+                        ));
+                    }
+                    settings.deliveries.nats_subject_prefix = value.clone();
+                }
                 "ORDERLOG_LOG_FORMAT" => {
                     settings.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
@@ -266,6 +379,27 @@ mod tests {
     }
 
     #[test]
+    fn the_retry_schedule_is_a_list_of_durations() {
+        let settings = Settings::from_vars(vars(&[
+            ("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", "5s,30s,2m"),
+            ("ORDERLOG_WEBHOOK_TIMEOUT", "500ms"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.deliveries.retry_schedule,
+            vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120)
+            ]
+        );
+        assert_eq!(
+            settings.deliveries.webhook_timeout,
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
     fn a_bad_value_names_its_setting() {
         for (name, value) in [
             ("ORDERLOG_DATABASE_URL", "mysql://x"),
@@ -274,6 +408,11 @@ mod tests {
             ("ORDERLOG_DB_POOL_SIZE", "0"),
             ("ORDERLOG_IDEMPOTENCY_TTL", "forever"),
             ("ORDERLOG_LOG_FORMAT", "xml"),
+            ("ORDERLOG_WEBHOOK_TIMEOUT", "0s"),
+            ("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", "5s,,2m"),
+            ("ORDERLOG_BREAKER_FAILURES", "0"),
+            ("ORDERLOG_NATS_URL", "http://x"),
+            ("ORDERLOG_NATS_SUBJECT_PREFIX", "orders.>"),
         ] {
             let error = Settings::from_vars(vars(&[(name, value)])).unwrap_err();
             assert_eq!(error.name, name);

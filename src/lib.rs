@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod process;
 pub mod projections;

@@ -1,5 +1,9 @@
-//! Structured logs through `tracing`, filtered by `RUST_LOG` (default `info`).
+//! Structured logs through `tracing`, filtered by `RUST_LOG` (default `info`), and
+//! metrics through `metrics`, rendered for Prometheus at `GET /metrics`.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,4 +19,18 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The process's metrics recorder, installed on first use. One per process: tests that
+/// start many servers share it.
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only its own");
+        }
+        handle
+    })
 }

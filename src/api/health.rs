@@ -1,4 +1,4 @@
-//! Liveness and readiness, for load balancers and orchestrators.
+//! Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +13,18 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: delivery attempts by outcome, each subscription's breaker state.
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::telemetry::metrics().render(),
+    )
 }
 
 /// The process is up and serving HTTP.

@@ -14,6 +14,8 @@ mod idempotency;
 mod inventory;
 mod orders;
 mod shipping;
+mod stream;
+mod subscriptions;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
@@ -32,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .merge(shipping::router())
         .merge(analytics::router())
         .merge(admin::router())
+        .merge(subscriptions::router())
+        .merge(stream::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

@@ -866,6 +866,7 @@ async fn read_fixed(pool: &sqlx::PgPool, after: Cursor, limit: i64) -> Result<Ve
                 event_type: row.try_get("event_type")?,
                 event_version: row.try_get("event_version")?,
                 payload: row.try_get("payload")?,
+                metadata: None,
                 recorded_at: row.try_get("recorded_at")?,
             })
         })

@@ -41,6 +41,23 @@ impl Cursor {
     };
 }
 
+impl Cursor {
+    /// The cursor as clients see it (an SSE `id`, a `Last-Event-ID`): `tx-position`.
+    pub fn token(&self) -> String {
+        format!("{}-{}", self.transaction_id, self.position)
+    }
+
+    /// Reads [`Cursor::token`] back; `None` for anything else.
+    pub fn parse_token(raw: &str) -> Option<Cursor> {
+        let (tx, position) = raw.trim().split_once('-')?;
+        let cursor = Cursor {
+            transaction_id: tx.parse().ok()?,
+            position: position.parse().ok()?,
+        };
+        (cursor.transaction_id >= 0 && cursor.position >= 0).then_some(cursor)
+    }
+}
+
 impl PartialOrd for Cursor {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -65,6 +82,9 @@ pub struct LogEntry {
     pub event_type: String,
     pub event_version: String,
     pub payload: String,
+    /// Raw JSON metadata, read only by those who ask ([`read_after_with_metadata`]):
+    /// projections never need it, and skipping it keeps rebuilds fast.
+    pub metadata: Option<String>,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -74,25 +94,48 @@ pub async fn read_after(
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<LogEntry>, StoreError> {
+    read(db, after, limit, false).await
+}
+
+/// As [`read_after`], with each event's metadata (deliveries pass its trace on).
+pub async fn read_after_with_metadata(
+    db: &Database,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<LogEntry>, StoreError> {
+    read(db, after, limit, true).await
+}
+
+async fn read(
+    db: &Database,
+    after: Cursor,
+    limit: i64,
+    with_metadata: bool,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let metadata = if with_metadata {
+        "metadata::text"
+    } else {
+        "NULL::text"
+    };
     match db {
         Database::Postgres(pool) => {
-            let rows = sqlx::query(
+            let sql = format!(
                 "SELECT transaction_id::text::int8 AS transaction_id, global_position, event_id,
                         aggregate_type, aggregate_id, sequence, event_type, event_version,
-                        payload::text AS payload, recorded_at
+                        payload::text AS payload, {metadata} AS metadata, recorded_at
                    FROM events
                   WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
                     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
                   ORDER BY events.transaction_id, events.global_position
-                  LIMIT $3",
-                // Qualified on purpose: a bare `transaction_id` would sort by the
-                // int8 output column above, which no index serves.
-            )
-            .bind(after.transaction_id.to_string())
-            .bind(after.position)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+                  LIMIT $3" // Qualified on purpose: a bare `transaction_id` would sort by the
+                            // int8 output column above, which no index serves.
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after.transaction_id.to_string())
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             rows.iter()
                 .map(|row| {
                     Ok(LogEntry {
@@ -107,6 +150,7 @@ pub async fn read_after(
                         event_type: row.try_get("event_type")?,
                         event_version: row.try_get("event_version")?,
                         payload: row.try_get("payload")?,
+                        metadata: row.try_get("metadata")?,
                         recorded_at: row.try_get("recorded_at")?,
                     })
                 })
@@ -114,18 +158,20 @@ pub async fn read_after(
                 .map_err(StoreError::from)
         }
         Database::Sqlite(pool) => {
-            let rows = sqlx::query(
+            let metadata = if with_metadata { "metadata" } else { "NULL" };
+            let sql = format!(
                 "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                        event_type, event_version, payload, recorded_at
+                        event_type, event_version, payload, {metadata} AS metadata, recorded_at
                    FROM events
                   WHERE global_position > $1
                   ORDER BY global_position
-                  LIMIT $2",
-            )
-            .bind(after.position)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+                  LIMIT $2"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             rows.iter()
                 .map(|row| {
                     let (event_id, recorded_at) = sqlite_stamps(row)?;
@@ -141,6 +187,7 @@ pub async fn read_after(
                         event_type: row.try_get("event_type")?,
                         event_version: row.try_get("event_version")?,
                         payload: row.try_get("payload")?,
+                        metadata: row.try_get("metadata")?,
                         recorded_at,
                     })
                 })
@@ -198,6 +245,96 @@ pub async fn lag(db: &Database, cursor: Cursor) -> Result<(i64, f64), StoreError
         (Utc::now() - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6
     });
     Ok((count, seconds))
+}
+
+/// Where a reader starting "now" begins: after every event a reader can see today.
+/// Events of transactions still running sort after it, so none is skipped.
+pub async fn head(db: &Database) -> Result<Cursor, StoreError> {
+    let cursor = match db {
+        Database::Postgres(pool) => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT transaction_id::text::int8, global_position FROM events
+              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY events.transaction_id DESC, events.global_position DESC
+              LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?
+        .map(|(transaction_id, position)| Cursor {
+            transaction_id,
+            position,
+        }),
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(global_position) FROM events")
+                .fetch_one(pool)
+                .await?
+                .map(|position| Cursor {
+                    transaction_id: 0,
+                    position,
+                })
+        }
+    };
+    Ok(cursor.unwrap_or(Cursor::START))
+}
+
+/// Where in the log a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StartAt {
+    /// With the event at this global position (or the first one after it).
+    Position(i64),
+    /// With the first event recorded at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// The cursor just before the first event at `start`: a reader there reads that event
+/// next. When no event is that late, the head.
+pub async fn cursor_before(db: &Database, start: StartAt) -> Result<Cursor, StoreError> {
+    let first = match (db, start) {
+        (Database::Postgres(pool), StartAt::Position(p)) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT transaction_id::text::int8, global_position FROM events
+                  WHERE global_position >= $1 ORDER BY global_position LIMIT 1",
+            )
+            .bind(p)
+            .fetch_optional(pool)
+            .await?
+        }
+        (Database::Postgres(pool), StartAt::Time(t)) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT transaction_id::text::int8, global_position FROM events
+                  WHERE recorded_at >= $1 ORDER BY global_position LIMIT 1",
+            )
+            .bind(t)
+            .fetch_optional(pool)
+            .await?
+        }
+        (Database::Sqlite(pool), StartAt::Position(p)) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT 0, global_position FROM events
+                  WHERE global_position >= $1 ORDER BY global_position LIMIT 1",
+            )
+            .bind(p)
+            .fetch_optional(pool)
+            .await?
+        }
+        (Database::Sqlite(pool), StartAt::Time(t)) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT 0, global_position FROM events
+                  WHERE recorded_at >= $1 ORDER BY global_position LIMIT 1",
+            )
+            .bind(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    match first {
+        // The tuple just below the first event's: it is read next, and nothing of its
+        // own transaction that came before it is.
+        Some((transaction_id, position)) => Ok(Cursor {
+            transaction_id,
+            position: position - 1,
+        }),
+        None => head(db).await,
+    }
 }
 
 /// The cursor of one aggregate's event, for read-your-writes waits.
@@ -324,5 +461,18 @@ mod tests {
         };
         assert!(a < b);
         assert!(Cursor::START < a);
+    }
+
+    #[test]
+    fn a_cursor_token_reads_back_and_nonsense_does_not() {
+        let cursor = Cursor {
+            transaction_id: 812,
+            position: 40_001,
+        };
+        assert_eq!(cursor.token(), "812-40001");
+        assert_eq!(Cursor::parse_token(&cursor.token()), Some(cursor));
+        for bad in ["", "12", "a-1", "1-", "-1-2", "1-2-3"] {
+            assert_eq!(Cursor::parse_token(bad), None, "{bad}");
+        }
     }
 }

@@ -65,6 +65,8 @@ pub fn physical(projection: &str, generation: i64, table: &str) -> String {
 pub enum Param {
     Text(String),
     Int(i64),
+    OptText(Option<String>),
+    OptInt(Option<i64>),
 }
 
 /// One transaction on either backend.
@@ -80,6 +82,8 @@ macro_rules! bind_all {
             query = match param {
                 Param::Text(s) => query.bind(s.clone()),
                 Param::Int(i) => query.bind(*i),
+                Param::OptText(s) => query.bind(s.clone()),
+                Param::OptInt(i) => query.bind(*i),
             };
         }
         query

@@ -1,9 +1,11 @@
 //! The HTTP-level suite: the real server, over real HTTP, on SQLite and on PostgreSQL.
 
 mod helpers;
+mod receiver;
 
 mod append_only;
 mod concurrency;
+mod deliveries;
 mod errors;
 mod idempotency;
 mod inventory;

@@ -81,6 +81,16 @@ pub enum InventoryEvent {
 impl InventoryEvent {
     pub const VERSION: &'static str = "1.0";
 
+    /// Every stored name, as [`InventoryEvent::name`] gives them.
+    pub const NAMES: &'static [&'static str] = &[
+        "inventory.received",
+        "inventory.adjusted",
+        "inventory.reserved",
+        "inventory.rejected",
+        "inventory.released",
+        "inventory.committed",
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             InventoryEvent::StockReceived { .. } => "inventory.received",

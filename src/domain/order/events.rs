@@ -143,6 +143,20 @@ impl OrderEvent {
     /// The version every order event is stored at today.
     pub const VERSION: &'static str = "1.0";
 
+    /// Every stored name, as [`OrderEvent::name`] gives them.
+    pub const NAMES: &'static [&'static str] = &[
+        "order.created",
+        "payment.attempted",
+        "payment.captured",
+        "payment.failed",
+        "shipment.dispatched",
+        "shipment.delivered",
+        "order.fulfilled",
+        "order.cancelled",
+        "order.expired",
+        "order.refunded",
+    ];
+
     /// The stored name of this event: a contract that never changes.
     pub fn name(&self) -> &'static str {
         match self {

@@ -1,0 +1,607 @@
+//! `/v1/subscriptions`: webhook and NATS subscribers, their signing secrets, cursors
+//! and dead letters.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{parse_json, parse_limit, parse_time, JsonBody, QueryParams};
+use crate::app::AppState;
+use crate::config::parse_duration;
+use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
+use crate::delivery::subscription::{
+    is_subject, parse_webhook_url, EventFilter, Kind, State as SubscriptionState,
+    DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT,
+};
+use crate::delivery::{Changes, DeliveryError, NewSubscription, Status};
+use crate::store::reader::StartAt;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions", post(create).get(list))
+        .route(
+            "/subscriptions/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/subscriptions/{id}/secret/rotate", post(rotate))
+        .route("/subscriptions/{id}/rewind", post(rewind))
+        .route("/subscriptions/{id}/attempts", get(attempts))
+        .route(
+            "/subscriptions/{id}/dead-letters",
+            get(dead_letters).delete(discard_all),
+        )
+        .route("/subscriptions/{id}/dead-letters/retry", post(retry_all))
+        .route(
+            "/subscriptions/{id}/dead-letters/{event_id}",
+            get(dead_letter).delete(discard_one),
+        )
+        .route(
+            "/subscriptions/{id}/dead-letters/{event_id}/retry",
+            post(retry_one),
+        )
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::NotFound(_) => {
+                ApiError::not_found("subscription_not_found", error.to_string())
+            }
+            DeliveryError::DeadLetterNotFound(_) => {
+                ApiError::not_found("dead_letter_not_found", error.to_string())
+            }
+            DeliveryError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
+            DeliveryError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::not_found(
+            "subscription_not_found",
+            format!("no subscription with id {raw}"),
+        )
+    })
+}
+
+fn path_event(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::not_found(
+            "dead_letter_not_found",
+            format!("no dead letter for event {raw} in this subscription"),
+        )
+    })
+}
+
+fn event_types(raw: Vec<String>) -> Result<EventFilter, ApiError> {
+    EventFilter::parse(raw).map_err(|reason| ApiError::invalid_field("event_types", reason))
+}
+
+fn max_in_flight(raw: u32) -> Result<u32, ApiError> {
+    if (1..=MAX_IN_FLIGHT_LIMIT).contains(&raw) {
+        Ok(raw)
+    } else {
+        Err(ApiError::invalid_field(
+            "max_in_flight",
+            format!("must be from 1 to {MAX_IN_FLIGHT_LIMIT}"),
+        ))
+    }
+}
+
+fn description(raw: String) -> Result<String, ApiError> {
+    if raw.chars().count() > 500 {
+        return Err(ApiError::invalid_field(
+            "description",
+            "must be at most 500 characters",
+        ));
+    }
+    Ok(raw)
+}
+
+fn webhook_url(raw: &str) -> Result<String, ApiError> {
+    parse_webhook_url(raw)
+        .map(|url| url.to_string())
+        .map_err(|reason| ApiError::invalid_field("url", reason))
+}
+
+fn subject(raw: String) -> Result<String, ApiError> {
+    if is_subject(&raw) {
+        Ok(raw)
+    } else {
+        Err(ApiError::invalid_field(
+            "subject",
+            "must be NATS subject tokens (letters, digits, `_`, `-`) joined by dots, without wildcards",
+        ))
+    }
+}
+
+/// Where a replay starts: a global position or a time, not both.
+fn start_at(
+    position: Option<i64>,
+    time: Option<String>,
+    names: (&'static str, &'static str),
+) -> Result<Option<StartAt>, ApiError> {
+    match (position, time) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_field(
+            names.1,
+            format!("cannot be given together with `{}`", names.0),
+        )),
+        (Some(p), None) if p < 1 => Err(ApiError::invalid_field(
+            names.0,
+            "must be a global position of 1 or more",
+        )),
+        (Some(p), None) => Ok(Some(StartAt::Position(p))),
+        (None, Some(t)) => Ok(Some(StartAt::Time(parse_time(names.1, &t)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateIn {
+    kind: String,
+    url: Option<String>,
+    subject: Option<String>,
+    event_types: Vec<String>,
+    description: Option<String>,
+    max_in_flight: Option<u32>,
+    from_position: Option<i64>,
+    from_time: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionOut {
+    id: Uuid,
+    kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    event_types: Vec<String>,
+    description: Option<String>,
+    max_in_flight: u32,
+    state: SubscriptionState,
+    state_reason: Option<String>,
+    /// The cursor: everything at or before it has been delivered or queued.
+    cursor: String,
+    position: i64,
+    breaker: crate::delivery::breaker::BreakerState,
+    queue: QueueOut,
+    lag: LagOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret_expires_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct QueueOut {
+    waiting: i64,
+    dead: i64,
+}
+
+#[derive(Serialize)]
+struct LagOut {
+    events: i64,
+    seconds: f64,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl From<Status> for SubscriptionOut {
+    fn from(status: Status) -> Self {
+        let s = status.subscription;
+        let (url, subject) = match s.kind {
+            Kind::Webhook => (Some(s.target.clone()), None),
+            Kind::Nats => (None, Some(s.target.clone())),
+        };
+        SubscriptionOut {
+            id: s.id,
+            kind: s.kind,
+            url,
+            subject,
+            event_types: s.event_types.patterns().to_vec(),
+            description: s.description,
+            max_in_flight: s.max_in_flight,
+            state: s.state,
+            state_reason: s.state_reason,
+            cursor: s.cursor.token(),
+            position: s.cursor.position,
+            breaker: status.breaker,
+            queue: QueueOut {
+                waiting: status.waiting,
+                dead: status.dead,
+            },
+            lag: LagOut {
+                events: status.lag_events,
+                seconds: status.lag_seconds,
+            },
+            previous_secret_expires_at: s
+                .previous_secret
+                .as_ref()
+                .filter(|(_, until)| *until > chrono::Utc::now())
+                .map(|(_, until)| rfc3339(*until)),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateIn>,
+) -> Result<Response, ApiError> {
+    let kind = Kind::parse(&body.kind)
+        .ok_or_else(|| ApiError::invalid_field("kind", "must be `webhook` or `nats`"))?;
+    let target = match (kind, body.url, body.subject) {
+        (Kind::Webhook, Some(url), None) => webhook_url(&url)?,
+        (Kind::Webhook, None, _) => return Err(ApiError::invalid_field("url", "is required")),
+        (Kind::Webhook, Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "subject",
+                "is for nats subscriptions; a webhook has a url",
+            ))
+        }
+        (Kind::Nats, Some(_), _) => {
+            return Err(ApiError::invalid_field(
+                "url",
+                "is for webhook subscriptions; a nats subscription has a subject",
+            ))
+        }
+        (Kind::Nats, None, Some(s)) => subject(s)?,
+        (Kind::Nats, None, None) => state.settings.deliveries.nats_subject_prefix.clone(),
+    };
+    let new = NewSubscription {
+        kind,
+        target,
+        event_types: event_types(body.event_types)?,
+        description: body.description.map(description).transpose()?,
+        max_in_flight: max_in_flight(body.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT))?,
+        start: start_at(
+            body.from_position,
+            body.from_time,
+            ("from_position", "from_time"),
+        )?,
+    };
+    let (subscription, secret) = state.deliveries.create(new).await?;
+    let id = subscription.id;
+    let mut out = serde_json::to_value(SubscriptionOut::from(state.deliveries.status(id).await?))
+        .map_err(|e| ApiError::internal(&e))?;
+    if let Some(secret) = secret {
+        // Shown here once; GET never returns it.
+        out["secret"] = Value::from(secret.as_str());
+    }
+    let mut response = (StatusCode::CREATED, Json(out)).into_response();
+    if let Ok(location) = format!("/v1/subscriptions/{id}").parse() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let subscriptions: Vec<SubscriptionOut> = state
+        .deliveries
+        .list()
+        .await?
+        .into_iter()
+        .map(SubscriptionOut::from)
+        .collect();
+    Ok(Json(json!({ "subscriptions": subscriptions })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    let id = path_id(&id)?;
+    Ok(Json(state.deliveries.status(id).await?.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateIn {
+    state: Option<String>,
+    url: Option<String>,
+    subject: Option<String>,
+    event_types: Option<Vec<String>>,
+    #[serde(default, with = "serde_with_null")]
+    description: Option<Option<String>>,
+    max_in_flight: Option<u32>,
+}
+
+/// Tells an absent `description` (leave it) from `null` (clear it).
+mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateIn>,
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    let id = path_id(&id)?;
+    let current = state.deliveries.get(id).await?;
+    let target = match (current.kind, body.url, body.subject) {
+        (_, None, None) => None,
+        (Kind::Webhook, Some(url), None) => Some(webhook_url(&url)?),
+        (Kind::Nats, None, Some(s)) => Some(subject(s)?),
+        (Kind::Webhook, _, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "subject",
+                "is for nats subscriptions; this one is a webhook",
+            ))
+        }
+        (Kind::Nats, Some(_), _) => {
+            return Err(ApiError::invalid_field(
+                "url",
+                "is for webhook subscriptions; this one is nats",
+            ))
+        }
+    };
+    let changes = Changes {
+        state: body
+            .state
+            .map(|s| match s.as_str() {
+                "active" => Ok(SubscriptionState::Active),
+                "paused" => Ok(SubscriptionState::Paused),
+                _ => Err(ApiError::invalid_field(
+                    "state",
+                    "must be `paused` or `active` (to resume)",
+                )),
+            })
+            .transpose()?,
+        target,
+        event_types: body.event_types.map(event_types).transpose()?,
+        description: body
+            .description
+            .map(|d| d.map(description).transpose())
+            .transpose()?,
+        max_in_flight: body.max_in_flight.map(max_in_flight).transpose()?,
+    };
+    state.deliveries.update(id, changes).await?;
+    Ok(Json(state.deliveries.status(id).await?.into()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.deliveries.delete(path_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateIn {
+    /// How long the replaced secret keeps signing beside the new one.
+    overlap: Option<String>,
+}
+
+/// How long a replaced secret signs beside the new one, unless the request says.
+const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
+    // The body is optional: an empty one takes the default overlap.
+    let body: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateIn::default()
+    } else {
+        parse_json(&body)?
+    };
+    let overlap = match body.overlap {
+        None => DEFAULT_OVERLAP,
+        Some(raw) => parse_duration(&raw)
+            .filter(|d| *d <= Duration::from_secs(30 * 86_400))
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "overlap",
+                    "must be a duration of up to 30d, such as 0s, 1h or 24h",
+                )
+            })?,
+    };
+    let (subscription, secret) = state.deliveries.rotate_secret(id, overlap).await?;
+    Ok(Json(json!({
+        "id": subscription.id,
+        "secret": secret.as_str(),
+        "previous_secret_expires_at": subscription.previous_secret.map(|(_, until)| rfc3339(until)),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewindIn {
+    position: Option<i64>,
+    time: Option<String>,
+}
+
+async fn rewind(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RewindIn>,
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    let id = path_id(&id)?;
+    let start = start_at(body.position, body.time, ("position", "time"))?
+        .ok_or_else(|| ApiError::invalid_field("position", "or `time` is required"))?;
+    state.deliveries.rewind(id, start).await?;
+    Ok(Json(state.deliveries.status(id).await?.into()))
+}
+
+#[derive(Serialize)]
+struct AttemptOut {
+    attempted_at: String,
+    outcome: String,
+    status: Option<i64>,
+    latency_ms: i64,
+    detail: Option<String>,
+}
+
+impl From<AttemptRecord> for AttemptOut {
+    fn from(a: AttemptRecord) -> Self {
+        AttemptOut {
+            attempted_at: rfc3339(from_millis(a.attempted_at)),
+            outcome: a.outcome,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            detail: a.detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetterOut {
+    event_id: String,
+    event_type: String,
+    stream: String,
+    position: i64,
+    attempts: i64,
+    dead_at: Option<String>,
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<AttemptOut>>,
+}
+
+fn dead_letter_out(row: QueuedRow, history: Option<Vec<AttemptRecord>>) -> DeadLetterOut {
+    let message = row.message().ok();
+    DeadLetterOut {
+        event_type: message
+            .as_ref()
+            .map(|m| m.event_type.clone())
+            .unwrap_or_default(),
+        message: history.as_ref().and(
+            message
+                .as_ref()
+                .and_then(|m| serde_json::from_str(&m.body).ok()),
+        ),
+        event_id: row.event_id,
+        stream: row.stream,
+        position: row.position,
+        attempts: row.attempts,
+        dead_at: row.dead_at.map(|t| rfc3339(from_millis(t))),
+        last_error: row.last_error,
+        history: history.map(|h| h.into_iter().map(AttemptOut::from).collect()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<i64>,
+    /// The position of the last dead letter on the previous page.
+    after: Option<i64>,
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
+    let limit = parse_limit(query.limit, 100, 1000)?;
+    let rows = state
+        .deliveries
+        .dead_letters(id, query.after.unwrap_or(0), limit)
+        .await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.position))
+        .flatten();
+    let letters: Vec<DeadLetterOut> = rows.into_iter().map(|r| dead_letter_out(r, None)).collect();
+    Ok(Json(json!({ "dead_letters": letters, "next_after": next })))
+}
+
+async fn dead_letter(
+    State(state): State<AppState>,
+    Path((id, event_id)): Path<(String, String)>,
+) -> Result<Json<DeadLetterOut>, ApiError> {
+    let (row, history) = state
+        .deliveries
+        .dead_letter(path_id(&id)?, path_event(&event_id)?)
+        .await?;
+    Ok(Json(dead_letter_out(row, Some(history))))
+}
+
+async fn retry_one(
+    State(state): State<AppState>,
+    Path((id, event_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let n = state
+        .deliveries
+        .retry_dead(path_id(&id)?, Some(path_event(&event_id)?))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
+}
+
+async fn retry_all(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let n = state.deliveries.retry_dead(path_id(&id)?, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
+}
+
+async fn discard_one(
+    State(state): State<AppState>,
+    Path((id, event_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .deliveries
+        .discard_dead(path_id(&id)?, Some(path_event(&event_id)?))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn discard_all(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = state.deliveries.discard_dead(path_id(&id)?, None).await?;
+    Ok(Json(json!({ "discarded": n })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttemptsQuery {
+    event_id: String,
+}
+
+/// Every attempt to deliver one event to this subscription.
+async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<AttemptsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let event_id = Uuid::parse_str(&query.event_id)
+        .map_err(|_| ApiError::invalid_field("event_id", "must be an event id (a UUID)"))?;
+    let attempts: Vec<AttemptOut> = state
+        .deliveries
+        .attempts(path_id(&id)?, event_id)
+        .await?
+        .into_iter()
+        .map(AttemptOut::from)
+        .collect();
+    Ok(Json(json!({ "event_id": event_id, "attempts": attempts })))
+}

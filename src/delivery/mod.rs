@@ -1,0 +1,420 @@
+//! Deliveries: every committed event, out to each subscriber that wants it.
+//!
+//! A subscription is a webhook URL or a NATS subject prefix with an event filter. Each
+//! runs its own [`worker`]: its own cursor in the log, in-flight limit, circuit breaker,
+//! retry queue and dead letters, so a slow or dead receiver holds back nobody else.
+//! This module keeps the workers and carries out what operators ask through the API.
+
+pub mod breaker;
+pub mod message;
+pub mod sink;
+pub mod store;
+pub mod subscription;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::DeliverySettings;
+use crate::store::reader::{self, Cursor, LogSignal, StartAt};
+use crate::store::{Database, StoreError};
+use breaker::{Breaker, BreakerState};
+use sink::Connections;
+use subscription::{EventFilter, Kind, Secret, State, Subscription};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no subscription with id {0}")]
+    NotFound(Uuid),
+    #[error("no dead letter for event {0} in this subscription")]
+    DeadLetterNotFound(Uuid),
+    #[error("`{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What workers share: the database, the settings, the outgoing connections.
+pub(crate) struct Shared {
+    db: Database,
+    settings: DeliverySettings,
+    connections: Connections,
+    log_signal: LogSignal,
+}
+
+struct Handle {
+    control: watch::Sender<u64>,
+    breaker: Arc<Breaker>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The running workers, one per subscription, and the operations on subscriptions.
+#[derive(Clone)]
+pub struct Deliveries {
+    shared: Arc<Shared>,
+    workers: Arc<Mutex<HashMap<Uuid, Handle>>>,
+    /// Set once [`Deliveries::start`] ran: workers are children of it.
+    running: Arc<Mutex<Option<CancellationToken>>>,
+}
+
+/// A new subscription, parsed.
+pub struct NewSubscription {
+    pub kind: Kind,
+    pub target: String,
+    pub event_types: EventFilter,
+    pub description: Option<String>,
+    pub max_in_flight: u32,
+    /// `None`: from now on.
+    pub start: Option<StartAt>,
+}
+
+/// What an operator may change; `None` leaves a setting as it is.
+#[derive(Default)]
+pub struct Changes {
+    pub state: Option<State>,
+    pub target: Option<String>,
+    pub event_types: Option<EventFilter>,
+    pub description: Option<Option<String>>,
+    pub max_in_flight: Option<u32>,
+}
+
+/// A subscription with how it is doing.
+pub struct Status {
+    pub subscription: Subscription,
+    pub breaker: BreakerState,
+    pub waiting: i64,
+    pub dead: i64,
+    /// Events after the cursor (of any type), and the age of the oldest.
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+}
+
+/// How often attempt records older than the retention are removed.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Deliveries {
+    pub fn new(db: Database, settings: DeliverySettings, log_signal: LogSignal) -> Deliveries {
+        Deliveries {
+            shared: Arc::new(Shared {
+                connections: Connections::new(settings.nats_url.clone()),
+                db,
+                settings,
+                log_signal,
+            }),
+            workers: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// Starts a worker per stored subscription, and the sweeper of old attempts.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<JoinHandle<()>, StoreError> {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(shutdown.clone());
+        for subscription in store::list(&self.shared.db).await? {
+            self.spawn(subscription.id);
+        }
+        let this = self.clone();
+        Ok(tokio::spawn(async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => this.purge_attempts().await,
+                }
+            }
+            this.stop_all().await;
+        }))
+    }
+
+    async fn purge_attempts(&self) {
+        let retention = chrono::Duration::from_std(self.shared.settings.attempt_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let before = store::millis(Utc::now() - retention);
+        match store::purge_attempts(&self.shared.db, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "old delivery attempts removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old delivery attempts"),
+        }
+    }
+
+    async fn stop_all(&self) {
+        let handles: Vec<Handle> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for handle in handles {
+            handle.stop.cancel();
+            let _ = handle.task.await;
+        }
+    }
+
+    fn spawn(&self, id: Uuid) {
+        let Some(parent) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let (control, receiver) = watch::channel(0);
+        let breaker = Arc::new(Breaker::new(
+            self.shared.settings.breaker_failures,
+            self.shared.settings.breaker_cooldown,
+        ));
+        let stop = parent.child_token();
+        let task = tokio::spawn(
+            worker::Worker {
+                shared: self.shared.clone(),
+                id,
+                breaker: breaker.clone(),
+                control: receiver,
+                stop: stop.clone(),
+            }
+            .run(),
+        );
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                Handle {
+                    control,
+                    breaker,
+                    stop,
+                    task,
+                },
+            );
+    }
+
+    /// Tells a worker its subscription changed; `reset` also closes its breaker.
+    fn poke(&self, id: Uuid, reset: bool) {
+        if let Some(handle) = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            if reset {
+                handle.breaker.reset();
+            }
+            handle.control.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn breaker_state(&self, id: Uuid) -> BreakerState {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map_or(BreakerState::Closed, |h| h.breaker.state())
+    }
+
+    /// Stores a subscription and starts its worker. Webhooks get a new signing secret,
+    /// returned here and never again.
+    pub async fn create(
+        &self,
+        new: NewSubscription,
+    ) -> Result<(Subscription, Option<Secret>), DeliveryError> {
+        let cursor = match new.start {
+            None => reader::head(&self.shared.db).await?,
+            Some(start) => reader::cursor_before(&self.shared.db, start).await?,
+        };
+        let now = Utc::now();
+        let secret = (new.kind == Kind::Webhook).then(Secret::generate);
+        let subscription = Subscription {
+            id: Uuid::now_v7(),
+            kind: new.kind,
+            target: new.target,
+            event_types: new.event_types,
+            description: new.description,
+            max_in_flight: new.max_in_flight,
+            state: State::Active,
+            state_reason: None,
+            secret: secret.clone(),
+            previous_secret: None,
+            cursor,
+            created_at: now,
+            updated_at: now,
+        };
+        store::insert(&self.shared.db, &subscription).await?;
+        self.spawn(subscription.id);
+        Ok((subscription, secret))
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Subscription, DeliveryError> {
+        store::load(&self.shared.db, id)
+            .await?
+            .ok_or(DeliveryError::NotFound(id))
+    }
+
+    pub async fn status(&self, id: Uuid) -> Result<Status, DeliveryError> {
+        let subscription = self.get(id).await?;
+        self.status_of(subscription).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<Status>, DeliveryError> {
+        let mut out = Vec::new();
+        for subscription in store::list(&self.shared.db).await? {
+            out.push(self.status_of(subscription).await?);
+        }
+        Ok(out)
+    }
+
+    async fn status_of(&self, subscription: Subscription) -> Result<Status, DeliveryError> {
+        let (waiting, dead) = store::counts(&self.shared.db, subscription.id).await?;
+        let (lag_events, lag_seconds) = reader::lag(&self.shared.db, subscription.cursor).await?;
+        Ok(Status {
+            breaker: self.breaker_state(subscription.id),
+            subscription,
+            waiting,
+            dead,
+            lag_events,
+            lag_seconds,
+        })
+    }
+
+    pub async fn update(&self, id: Uuid, changes: Changes) -> Result<Subscription, DeliveryError> {
+        let mut subscription = self.get(id).await?;
+        if let Some(target) = changes.target {
+            subscription.target = target;
+        }
+        if let Some(event_types) = changes.event_types {
+            subscription.event_types = event_types;
+        }
+        if let Some(description) = changes.description {
+            subscription.description = description;
+        }
+        if let Some(max_in_flight) = changes.max_in_flight {
+            subscription.max_in_flight = max_in_flight;
+        }
+        let resumed = changes.state == Some(State::Active) && subscription.state != State::Active;
+        if let Some(state) = changes.state {
+            if state != subscription.state {
+                subscription.state = state;
+                subscription.state_reason = None;
+            }
+        }
+        subscription.updated_at = Utc::now();
+        store::save_settings(&self.shared.db, &subscription).await?;
+        self.poke(id, resumed);
+        Ok(subscription)
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<(), DeliveryError> {
+        let handle = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(handle) = handle {
+            handle.stop.cancel();
+            let _ = handle.task.await;
+        }
+        if !store::delete(&self.shared.db, id).await? {
+            return Err(DeliveryError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// A new signing secret; the old one keeps signing beside it for `overlap`, so
+    /// receivers can switch without missing a message.
+    pub async fn rotate_secret(
+        &self,
+        id: Uuid,
+        overlap: Duration,
+    ) -> Result<(Subscription, Secret), DeliveryError> {
+        let mut subscription = self.get(id).await?;
+        if subscription.kind != Kind::Webhook {
+            return Err(DeliveryError::Invalid {
+                field: "kind",
+                reason: "is nats; only webhook subscriptions have signing secrets".into(),
+            });
+        }
+        let now = Utc::now();
+        let secret = Secret::generate();
+        let until = now + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+        subscription.previous_secret = subscription.secret.take().map(|old| (old, until));
+        subscription.secret = Some(secret.clone());
+        subscription.updated_at = now;
+        store::save_settings(&self.shared.db, &subscription).await?;
+        self.poke(id, false);
+        Ok((subscription, secret))
+    }
+
+    /// Moves the cursor back (or forward) to `start`; events from there are sent again.
+    pub async fn rewind(&self, id: Uuid, start: StartAt) -> Result<Cursor, DeliveryError> {
+        self.get(id).await?;
+        let cursor = reader::cursor_before(&self.shared.db, start).await?;
+        store::rewind(&self.shared.db, id, cursor).await?;
+        self.poke(id, false);
+        Ok(cursor)
+    }
+
+    pub async fn dead_letters(
+        &self,
+        id: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<store::QueuedRow>, DeliveryError> {
+        self.get(id).await?;
+        Ok(store::dead_letters(&self.shared.db, id, after_position, limit).await?)
+    }
+
+    pub async fn dead_letter(
+        &self,
+        id: Uuid,
+        event_id: Uuid,
+    ) -> Result<(store::QueuedRow, Vec<store::AttemptRecord>), DeliveryError> {
+        self.get(id).await?;
+        let row = store::dead_letter(&self.shared.db, id, event_id)
+            .await?
+            .ok_or(DeliveryError::DeadLetterNotFound(event_id))?;
+        let attempts = store::attempts_of(&self.shared.db, id, event_id).await?;
+        Ok((row, attempts))
+    }
+
+    pub async fn attempts(
+        &self,
+        id: Uuid,
+        event_id: Uuid,
+    ) -> Result<Vec<store::AttemptRecord>, DeliveryError> {
+        self.get(id).await?;
+        Ok(store::attempts_of(&self.shared.db, id, event_id).await?)
+    }
+
+    /// Sends one dead letter (or all of them, with `None`) again, keeping its event id.
+    pub async fn retry_dead(&self, id: Uuid, event_id: Option<Uuid>) -> Result<u64, DeliveryError> {
+        self.get(id).await?;
+        let n = store::retry_dead(&self.shared.db, id, event_id).await?;
+        if let (Some(event_id), 0) = (event_id, n) {
+            return Err(DeliveryError::DeadLetterNotFound(event_id));
+        }
+        self.poke(id, true);
+        Ok(n)
+    }
+
+    pub async fn discard_dead(
+        &self,
+        id: Uuid,
+        event_id: Option<Uuid>,
+    ) -> Result<u64, DeliveryError> {
+        self.get(id).await?;
+        let n = store::discard_dead(&self.shared.db, id, event_id).await?;
+        if let (Some(event_id), 0) = (event_id, n) {
+            return Err(DeliveryError::DeadLetterNotFound(event_id));
+        }
+        self.poke(id, false);
+        Ok(n)
+    }
+}

@@ -1,0 +1,417 @@
+//! One subscription's worker: an independent reader of the log with its own cursor.
+//!
+//! Each step reads a batch after the cursor, keeps the events the subscription wants,
+//! and sends them: streams (one aggregate's events) in parallel up to `max_in_flight`,
+//! each stream's events one after another. A message whose attempt fails goes to the
+//! subscription's queue with the rest of its stream's batch behind it, and the cursor
+//! moves past the batch in the same transaction that records the attempts: a failing
+//! order waits in the queue while every other order goes on. Queued streams are
+//! retried head first, on the retry schedule, until delivered or dead.
+//!
+//! Delivery is at least once: a crash after a send and before the cursor's commit
+//! sends that batch again, with the same `webhook-id`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::breaker::Breaker;
+use super::message::Message;
+use super::sink::{Attempt, Sink, Verdict};
+use super::store::{self, millis, AttemptRecord, QueuedRow, Settled};
+use super::subscription::{State, Subscription};
+use super::Shared;
+use crate::store::reader;
+use crate::store::StoreError;
+
+/// Events read from the log per step.
+const BATCH: i64 = 1000;
+/// The slowest a worker notices new events when no signal reaches it.
+const POLL: Duration = Duration::from_secs(1);
+
+pub(super) struct Worker {
+    pub shared: Arc<Shared>,
+    pub id: Uuid,
+    pub breaker: Arc<Breaker>,
+    pub control: watch::Receiver<u64>,
+    pub stop: CancellationToken,
+}
+
+/// What the worker holds between steps; rebuilt whenever the subscription changes.
+struct Run {
+    subscription: Subscription,
+    sink: Sink,
+    /// Streams with messages in the queue: their new events queue up behind.
+    queued: HashSet<String>,
+}
+
+enum Step {
+    Progress,
+    /// Nothing to do now; look again after this long (or on a signal).
+    Idle(Duration),
+    /// The stored subscription changed under the worker (a rewind, a 410): reload.
+    Reload,
+}
+
+impl Worker {
+    pub async fn run(mut self) {
+        let mut log = self.shared.log_signal.subscribe();
+        'reload: loop {
+            self.control.borrow_and_update();
+            let run = match self.load().await {
+                Ok(Some(run)) => run,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(subscription = %self.id, error = %e, "could not load the subscription; retrying");
+                    if self.pause(Duration::from_secs(1)).await {
+                        continue 'reload;
+                    }
+                    return;
+                }
+            };
+            let mut run = run;
+            loop {
+                // A change an operator made (a rotated secret, a new filter) applies
+                // from the next message on.
+                if self.control.has_changed().unwrap_or(false) {
+                    continue 'reload;
+                }
+                let step = if run.subscription.state == State::Active {
+                    match self.step(&mut run).await {
+                        Ok(step) => step,
+                        Err(e) => {
+                            tracing::warn!(subscription = %self.id, error = %e, "delivery step failed; retrying");
+                            Step::Idle(Duration::from_secs(1))
+                        }
+                    }
+                } else {
+                    Step::Idle(Duration::MAX)
+                };
+                self.report();
+                let wait = match step {
+                    Step::Progress => continue,
+                    Step::Reload => continue 'reload,
+                    Step::Idle(wait) => wait.min(POLL),
+                };
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = self.control.changed() => continue 'reload,
+                    _ = log.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    /// Runs `work` to its end, or `None` as soon as the worker is told to stop.
+    async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            _ = self.stop.cancelled() => None,
+            done = work => Some(done),
+        }
+    }
+
+    /// Waits `wait` unless stopped; `false` when stopped.
+    async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    async fn load(&self) -> Result<Option<Run>, StoreError> {
+        let Some(subscription) = store::load(&self.shared.db, self.id).await? else {
+            return Ok(None);
+        };
+        let sink = Sink::of(&subscription, self.shared.settings.webhook_timeout)
+            .map_err(|e| StoreError::Corrupt(format!("subscription {}: {e}", self.id)))?;
+        let queued = store::queued_streams(&self.shared.db, self.id).await?;
+        Ok(Some(Run {
+            subscription,
+            sink,
+            queued,
+        }))
+    }
+
+    fn report(&self) {
+        metrics::gauge!("orderlog_subscription_breaker_state", "subscription" => self.id.to_string())
+            .set(self.breaker.state().level());
+    }
+
+    async fn step(&self, run: &mut Run) -> Result<Step, StoreError> {
+        if let Some(wait) = self.breaker.closed_for().filter(|w| !w.is_zero()) {
+            return Ok(Step::Idle(wait));
+        }
+        let retried = self.retry_due(run).await?;
+        if let Step::Reload = retried {
+            return Ok(Step::Reload);
+        }
+        match self.deliver_new(run).await? {
+            Step::Idle(_) => Ok(retried),
+            other => Ok(other),
+        }
+    }
+
+    /// Reads the next batch after the cursor and sends what the subscription wants.
+    async fn deliver_new(&self, run: &mut Run) -> Result<Step, StoreError> {
+        if self.breaker.closed_for().is_some() {
+            return Ok(Step::Idle(POLL));
+        }
+        let entries =
+            reader::read_after_with_metadata(&self.shared.db, run.subscription.cursor, BATCH)
+                .await?;
+        let Some(last) = entries.last() else {
+            return Ok(Step::Idle(POLL));
+        };
+        let to = last.cursor;
+        let mut streams: Vec<Vec<Message>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for entry in &entries {
+            if !run.subscription.event_types.matches(&entry.event_type) {
+                continue;
+            }
+            let message = Message::of(entry);
+            let slot = *index.entry(message.stream.clone()).or_insert_with(|| {
+                streams.push(Vec::new());
+                streams.len() - 1
+            });
+            streams[slot].push(message);
+        }
+        let now = millis(Utc::now());
+        let mut queued = Vec::new();
+        let mut sends = Vec::new();
+        for messages in streams {
+            if run.queued.contains(&messages[0].stream) {
+                queued.extend(messages.iter().map(|m| self.behind(m, now)));
+            } else {
+                sends.push(messages);
+            }
+        }
+        let sink = &run.sink;
+        let sending = stream::iter(sends)
+            .map(|messages| self.send_stream(sink, messages))
+            .buffer_unordered(run.subscription.max_in_flight.max(1) as usize)
+            .collect::<Vec<StreamOutcome>>();
+        // Stopping abandons the batch: its cursor was not moved, so whatever went out
+        // goes again after the restart, with the same ids.
+        let Some(outcomes) = self.unless_stopped(sending).await else {
+            return Ok(Step::Idle(POLL));
+        };
+        let mut attempts = Vec::new();
+        let mut gone = false;
+        for outcome in outcomes {
+            attempts.extend(outcome.attempts);
+            queued.extend(outcome.queued);
+            gone |= outcome.gone;
+        }
+        count(&self.id, &attempts);
+        let from = run.subscription.cursor;
+        if !store::advance(&self.shared.db, self.id, from, to, &attempts, &queued).await? {
+            return Ok(Step::Reload);
+        }
+        run.subscription.cursor = to;
+        run.queued.extend(queued.into_iter().map(|row| row.stream));
+        if gone {
+            self.disable(run).await?;
+            return Ok(Step::Reload);
+        }
+        Ok(Step::Progress)
+    }
+
+    /// One stream's messages from a batch, in order; at the first failure the rest
+    /// queue up behind it.
+    async fn send_stream(&self, sink: &Sink, messages: Vec<Message>) -> StreamOutcome {
+        let mut outcome = StreamOutcome::default();
+        let mut messages = messages.into_iter();
+        while let Some(message) = messages.next() {
+            let now = millis(Utc::now());
+            if !self.breaker.admit() {
+                outcome.queued.push(self.behind(&message, now));
+                outcome
+                    .queued
+                    .extend(messages.map(|m| self.behind(&m, now)));
+                break;
+            }
+            let attempt = sink.send(&self.shared.connections, &message).await;
+            self.breaker.record(answered(attempt.verdict));
+            outcome.attempts.push(self.record(&message, &attempt));
+            let next_at = match attempt.verdict {
+                Verdict::Delivered => continue,
+                Verdict::Retry { retry_after } => now + self.delay(1, retry_after),
+                Verdict::Gone => {
+                    outcome.gone = true;
+                    now
+                }
+            };
+            outcome.queued.push(QueuedRow::new(
+                self.id,
+                &message,
+                1,
+                next_at,
+                Some(describe(&attempt)),
+            ));
+            outcome
+                .queued
+                .extend(messages.map(|m| self.behind(&m, now)));
+            break;
+        }
+        outcome
+    }
+
+    /// Attempts the heads of queued streams that are due.
+    async fn retry_due(&self, run: &mut Run) -> Result<Step, StoreError> {
+        if run.queued.is_empty() {
+            return Ok(Step::Idle(POLL));
+        }
+        let now = millis(Utc::now());
+        let limit = i64::from(run.subscription.max_in_flight.max(1));
+        let heads = store::due_heads(&self.shared.db, self.id, now, limit).await?;
+        let sink = &run.sink;
+        let trying = stream::iter(heads)
+            .map(|row| async move {
+                let message = row.message().ok()?;
+                if !self.breaker.admit() {
+                    return None;
+                }
+                let attempt = sink.send(&self.shared.connections, &message).await;
+                self.breaker.record(answered(attempt.verdict));
+                Some((row, message, attempt))
+            })
+            .buffer_unordered(limit as usize)
+            .collect::<Vec<Option<(QueuedRow, Message, Attempt)>>>();
+        let Some(tries) = self.unless_stopped(trying).await else {
+            return Ok(Step::Idle(POLL));
+        };
+        let schedule = self.shared.settings.retry_schedule.len() as i64;
+        let mut attempts = Vec::new();
+        let mut results = Vec::new();
+        let mut delivered = false;
+        let mut gone = false;
+        for (row, message, attempt) in tries.into_iter().flatten() {
+            attempts.push(self.record(&message, &attempt));
+            let number = row.attempts + 1;
+            let settled = match attempt.verdict {
+                Verdict::Delivered => {
+                    delivered = true;
+                    Settled::Delivered
+                }
+                Verdict::Gone => {
+                    gone = true;
+                    Settled::Retry {
+                        at: now,
+                        error: describe(&attempt),
+                    }
+                }
+                Verdict::Retry { .. } if number > schedule => Settled::Dead {
+                    error: describe(&attempt),
+                },
+                Verdict::Retry { retry_after } => Settled::Retry {
+                    at: millis(Utc::now()) + self.delay(number, retry_after),
+                    error: describe(&attempt),
+                },
+            };
+            results.push((row.event_id, settled));
+        }
+        count(&self.id, &attempts);
+        if !results.is_empty() {
+            store::settle(&self.shared.db, self.id, &attempts, &results).await?;
+        }
+        if gone {
+            self.disable(run).await?;
+            return Ok(Step::Reload);
+        }
+        if delivered {
+            run.queued = store::queued_streams(&self.shared.db, self.id).await?;
+            return Ok(Step::Progress);
+        }
+        let wait = match store::next_due(&self.shared.db, self.id).await? {
+            Some(at) => Duration::from_millis((at - millis(Utc::now())).max(1) as u64),
+            None => POLL,
+        };
+        Ok(Step::Idle(wait))
+    }
+
+    /// A message queued behind an earlier one of its stream: no attempt of its own yet.
+    fn behind(&self, message: &Message, now: i64) -> QueuedRow {
+        QueuedRow::new(self.id, message, 0, now, None)
+    }
+
+    /// Milliseconds before retry number `number` (1 is the first retry): the schedule's
+    /// delay with ±10% jitter, so receivers coming back are not hit by every message at
+    /// once; never sooner than the receiver's Retry-After.
+    fn delay(&self, number: i64, retry_after: Option<Duration>) -> i64 {
+        let schedule = &self.shared.settings.retry_schedule;
+        let base = schedule[(number.max(1) as usize - 1).min(schedule.len() - 1)];
+        let jittered = base.mul_f64(rand::thread_rng().gen_range(0.9..1.1));
+        let capped_after = retry_after.map(|d| d.min(Duration::from_secs(24 * 3600)));
+        jittered.max(capped_after.unwrap_or_default()).as_millis() as i64
+    }
+
+    fn record(&self, message: &Message, attempt: &Attempt) -> AttemptRecord {
+        AttemptRecord {
+            subscription_id: self.id.to_string(),
+            event_id: message.event_id.to_string(),
+            position: message.cursor.position,
+            attempted_at: millis(attempt.at),
+            outcome: attempt.verdict.outcome().to_owned(),
+            status: attempt.status.map(i64::from),
+            latency_ms: attempt.latency.as_millis() as i64,
+            detail: attempt.detail.clone(),
+        }
+    }
+
+    /// The receiver answered 410 Gone: stop until an operator resumes.
+    async fn disable(&self, run: &Run) -> Result<(), StoreError> {
+        let mut subscription = run.subscription.clone();
+        subscription.state = State::Disabled;
+        subscription.state_reason = Some(format!(
+            "the receiver answered 410 Gone at {}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        subscription.updated_at = Utc::now();
+        tracing::warn!(subscription = %self.id, "receiver answered 410 Gone; subscription disabled");
+        store::save_settings(&self.shared.db, &subscription).await
+    }
+}
+
+#[derive(Default)]
+struct StreamOutcome {
+    attempts: Vec<AttemptRecord>,
+    queued: Vec<QueuedRow>,
+    gone: bool,
+}
+
+/// Whether the receiver was up, for the breaker: a 410 is an answer, not an outage.
+fn answered(verdict: Verdict) -> bool {
+    !matches!(verdict, Verdict::Retry { .. })
+}
+
+fn describe(attempt: &Attempt) -> String {
+    let detail = attempt.detail.as_deref().unwrap_or("");
+    match attempt.status {
+        Some(status) => format!("HTTP {status}: {detail}"),
+        None => detail.to_owned(),
+    }
+}
+
+fn count(subscription: &Uuid, attempts: &[AttemptRecord]) {
+    let mut by_outcome: HashMap<&str, u64> = HashMap::new();
+    for attempt in attempts {
+        *by_outcome.entry(attempt.outcome.as_str()).or_default() += 1;
+    }
+    for (outcome, n) in by_outcome {
+        metrics::counter!(
+            "orderlog_delivery_attempts_total",
+            "subscription" => subscription.to_string(),
+            "outcome" => outcome.to_owned()
+        )
+        .increment(n);
+    }
+}

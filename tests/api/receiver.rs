@@ -1,0 +1,130 @@
+//! A real webhook receiver on 127.0.0.1 for delivery tests: it records every request
+//! and answers as scripted (a status per request, then a default; optional delay).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: String,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn webhook_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    next: VecDeque<u16>,
+    default: u16,
+    delay: Duration,
+    received: Vec<Received>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Receiver {
+    /// A receiver answering `default` to every request.
+    pub async fn start(default: u16) -> Receiver {
+        let script = Arc::new(Mutex::new(Script {
+            default,
+            ..Script::default()
+        }));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, script }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// The next requests get these statuses, in order; then the default again.
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().next.extend(statuses);
+    }
+
+    pub fn answer_always(&self, status: u16) {
+        self.script.lock().unwrap().default = status;
+    }
+
+    pub fn delay_each(&self, delay: Duration) {
+        self.script.lock().unwrap().delay = delay;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.script.lock().unwrap().received.clone()
+    }
+
+    /// Waits until `done` holds of what arrived, or fails after `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; received {} requests",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn receive(
+    State(script): State<Arc<Mutex<Script>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let delay = script.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut script = script.lock().unwrap();
+    let status = script.next.pop_front().unwrap_or(script.default);
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    script.received.push(Received {
+        headers,
+        body: serde_json::from_str(&raw).unwrap_or(Value::Null),
+        raw,
+        status,
+    });
+    StatusCode::from_u16(status).unwrap()
+}
