@@ -9,3 +9,8 @@ pub mod process;
 pub mod projections;
 pub mod store;
 pub mod telemetry;
+
+/// Every binary of the crate allocates through mimalloc: with glibc's allocator, threads
+/// queued on its arena locks in profiles of the delivery and command paths.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -19,6 +19,7 @@ use chrono::Utc;
 use futures::stream::{self, StreamExt};
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ use super::sink::{Attempt, Sink, Verdict};
 use super::store::{self, millis, AttemptRecord, QueuedRow, Settled};
 use super::subscription::{State, Subscription};
 use super::Shared;
-use crate::store::reader;
+use crate::store::reader::{self, Cursor, LogEntry};
 use crate::store::StoreError;
 
 /// Events read from the log per step.
@@ -50,6 +51,11 @@ struct Run {
     sink: Sink,
     /// Streams with messages in the queue: their new events queue up behind.
     queued: HashSet<String>,
+    /// The batch after `.0`, read while the previous batch was being sent.
+    ahead: Option<(Cursor, Vec<LogEntry>)>,
+    /// The previous batch's commit, which runs while the next batch is sent; `false`
+    /// when the cursor had moved under it.
+    committing: Option<JoinHandle<Result<bool, StoreError>>>,
 }
 
 enum Step {
@@ -84,21 +90,28 @@ impl Worker {
                     continue 'reload;
                 }
                 let step = if run.subscription.state == State::Active {
-                    match self.step(&mut run).await {
-                        Ok(step) => step,
-                        Err(e) => {
-                            tracing::warn!(subscription = %self.id, error = %e, "delivery step failed; retrying");
-                            Step::Idle(Duration::from_secs(1))
-                        }
-                    }
+                    self.step(&mut run).await
                 } else {
-                    Step::Idle(Duration::MAX)
+                    Ok(Step::Idle(Duration::MAX))
                 };
                 self.report();
                 let wait = match step {
-                    Step::Progress => continue,
-                    Step::Reload => continue 'reload,
-                    Step::Idle(wait) => wait.min(POLL),
+                    Ok(Step::Progress) => continue,
+                    Ok(Step::Idle(wait)) => wait.min(POLL),
+                    Ok(Step::Reload) => {
+                        let _ = self.committed(&mut run).await;
+                        continue 'reload;
+                    }
+                    Err(e) => {
+                        // What is in memory may be ahead of what was stored: start
+                        // again from the stored cursor.
+                        tracing::warn!(subscription = %self.id, error = %e, "delivery step failed; retrying");
+                        let _ = self.committed(&mut run).await;
+                        if self.pause(Duration::from_secs(1)).await {
+                            continue 'reload;
+                        }
+                        return;
+                    }
                 };
                 tokio::select! {
                     _ = self.stop.cancelled() => return,
@@ -107,6 +120,16 @@ impl Worker {
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
+        }
+    }
+
+    /// Waits for the previous batch's commit; `false` when its cursor had moved.
+    async fn committed(&self, run: &mut Run) -> Result<bool, StoreError> {
+        match run.committing.take() {
+            None => Ok(true),
+            Some(commit) => commit
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("a delivery commit failed: {e}")))?,
         }
     }
 
@@ -137,6 +160,8 @@ impl Worker {
             subscription,
             sink,
             queued,
+            ahead: None,
+            committing: None,
         }))
     }
 
@@ -164,11 +189,20 @@ impl Worker {
         if self.breaker.closed_for().is_some() {
             return Ok(Step::Idle(POLL));
         }
-        let entries =
-            reader::read_after_with_metadata(&self.shared.db, run.subscription.cursor, BATCH)
-                .await?;
+        let entries = match run.ahead.take() {
+            Some((after, entries)) if after == run.subscription.cursor => entries,
+            _ => {
+                reader::read_after_with_metadata(&self.shared.db, run.subscription.cursor, BATCH)
+                    .await?
+            }
+        };
+        let full = entries.len() as i64 == BATCH;
         let Some(last) = entries.last() else {
-            return Ok(Step::Idle(POLL));
+            return Ok(if self.committed(run).await? {
+                Step::Idle(POLL)
+            } else {
+                Step::Reload
+            });
         };
         let to = last.cursor;
         let mut streams: Vec<Vec<Message>> = Vec::new();
@@ -199,9 +233,20 @@ impl Worker {
             .map(|messages| self.send_stream(sink, messages))
             .buffer_unordered(run.subscription.max_in_flight.max(1) as usize)
             .collect::<Vec<StreamOutcome>>();
+        // A full batch means more is waiting: read it while this one is out.
+        let read_ahead = async {
+            if full {
+                reader::read_after_with_metadata(&self.shared.db, to, BATCH)
+                    .await
+                    .ok()
+            } else {
+                None
+            }
+        };
         // Stopping abandons the batch: its cursor was not moved, so whatever went out
         // goes again after the restart, with the same ids.
-        let Some(outcomes) = self.unless_stopped(sending).await else {
+        let (outcomes, ahead) = futures::join!(self.unless_stopped(sending), read_ahead);
+        let Some(outcomes) = outcomes else {
             return Ok(Step::Idle(POLL));
         };
         let mut attempts = Vec::new();
@@ -212,13 +257,22 @@ impl Worker {
             gone |= outcome.gone;
         }
         count(&self.id, &attempts);
-        let from = run.subscription.cursor;
-        if !store::advance(&self.shared.db, self.id, from, to, &attempts, &queued).await? {
+        if !self.committed(run).await? {
             return Ok(Step::Reload);
         }
+        let from = run.subscription.cursor;
         run.subscription.cursor = to;
-        run.queued.extend(queued.into_iter().map(|row| row.stream));
+        run.ahead = ahead.filter(|e| !e.is_empty()).map(|e| (to, e));
+        run.queued
+            .extend(queued.iter().map(|row| row.stream.clone()));
+        // The commit runs while the next batch goes out; it is awaited before the
+        // next one, so cursors are stored in order.
+        let (db, id) = (self.shared.db.clone(), self.id);
+        run.committing = Some(tokio::spawn(async move {
+            store::advance(&db, id, from, to, &attempts, &queued).await
+        }));
         if gone {
+            self.committed(run).await?;
             self.disable(run).await?;
             return Ok(Step::Reload);
         }
@@ -269,6 +323,10 @@ impl Worker {
     async fn retry_due(&self, run: &mut Run) -> Result<Step, StoreError> {
         if run.queued.is_empty() {
             return Ok(Step::Idle(POLL));
+        }
+        // The queue is read from the database: what the last batch queued must be there.
+        if !self.committed(run).await? {
+            return Ok(Step::Reload);
         }
         let now = millis(Utc::now());
         let limit = i64::from(run.subscription.max_in_flight.max(1));
