@@ -669,7 +669,15 @@ async fn nats_subscriptions_publish_to_jetstream_with_the_event_id(backend: Back
     app.place_order("ord-nats").await;
     let event_id = log_events(&app, "ord-nats", |t| t == "order.created").await[0].clone();
 
-    let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
+    let client = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "NATS is not reachable at {}: {e}. The suite never skips it: run \
+                 `scripts/test`, which starts one when none answers.",
+                crate::helpers::nats_url()
+            )
+        });
     let jetstream = async_nats::jetstream::new(client);
     let stream_name = prefix.to_uppercase();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -36,6 +36,11 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// The NATS server (with JetStream) deliveries publish to in tests.
+pub fn nats_url() -> String {
+    std::env::var("ORDERLOG_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
 pub fn postgres_base_url() -> String {
     std::env::var("ORDERLOG_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
@@ -110,6 +115,7 @@ pub async fn spawn_app_with(
         db_pool_size: 8,
         ..Settings::default()
     };
+    settings.deliveries.nats_url = nats_url();
     tweak(&mut settings);
     let application = Application::build_with(settings, overrides)
         .await
