@@ -99,6 +99,9 @@ pub struct Status {
 
 /// How often attempt records older than the retention are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the stored subscriptions are listed, to pick up those created (or taken
+/// over) through another instance.
+const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 
 impl Deliveries {
     pub fn new(db: Database, settings: DeliverySettings, log_signal: LogSignal) -> Deliveries {
@@ -117,20 +120,45 @@ impl Deliveries {
     /// Starts a worker per stored subscription, and the sweeper of old attempts.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<JoinHandle<()>, StoreError> {
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(shutdown.clone());
-        for subscription in store::list(&self.shared.db).await? {
-            self.spawn(subscription.id);
-        }
+        self.discover().await?;
         let this = self.clone();
         Ok(tokio::spawn(async move {
-            let mut every = tokio::time::interval(PURGE_EVERY);
+            let mut purge = tokio::time::interval(PURGE_EVERY);
+            let mut discover = tokio::time::interval(DISCOVER_EVERY);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = every.tick() => this.purge_attempts().await,
+                    _ = purge.tick() => this.purge_attempts().await,
+                    _ = discover.tick() => {
+                        if let Err(e) = this.discover().await {
+                            tracing::warn!(error = %e, "could not list the subscriptions");
+                        }
+                    }
                 }
             }
             this.stop_all().await;
         }))
+    }
+
+    /// Starts a worker for every stored subscription without one here (another
+    /// instance may have created it), and forgets workers whose subscription is gone.
+    async fn discover(&self) -> Result<(), StoreError> {
+        let stored = store::list(&self.shared.db).await?;
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, handle| !handle.task.is_finished());
+        for subscription in stored {
+            let known = self
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&subscription.id);
+            if !known {
+                self.spawn(subscription.id);
+            }
+        }
+        Ok(())
     }
 
     async fn purge_attempts(&self) {

@@ -36,6 +36,8 @@ use crate::store::StoreError;
 const BATCH: i64 = 1000;
 /// The slowest a worker notices new events when no signal reaches it.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a standby instance tries to take over a subscription.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 
 pub(super) struct Worker {
     pub shared: Arc<Shared>,
@@ -68,6 +70,10 @@ enum Step {
 
 impl Worker {
     pub async fn run(mut self) {
+        // Held for as long as this worker runs: one instance delivers each subscription.
+        let Some(_lease) = self.lease().await else {
+            return;
+        };
         let mut log = self.shared.log_signal.subscribe();
         'reload: loop {
             self.control.borrow_and_update();
@@ -119,6 +125,48 @@ impl Worker {
                     _ = log.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }
+            }
+        }
+    }
+
+    /// On PostgreSQL, waits until this instance holds the subscription's advisory lock,
+    /// on a connection of its own (outside the pool) kept for the worker's life; when
+    /// the instance holding it dies, its connection closes and another takes over from
+    /// the stored cursor. SQLite has one process. `None` when told to stop first, or
+    /// when the subscription is gone.
+    async fn lease(&self) -> Option<Option<sqlx::PgConnection>> {
+        use sqlx::Connection;
+
+        let crate::store::Database::Postgres(pool) = &self.shared.db else {
+            return Some(None);
+        };
+        let key = i64::from_be_bytes(self.id.as_bytes()[8..].try_into().ok()?);
+        let mut announced = false;
+        loop {
+            let attempt = async {
+                let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+                let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(held.then_some(conn))
+            };
+            match attempt.await {
+                Ok(Some(conn)) => return Some(Some(conn)),
+                Ok(None) if !announced => {
+                    tracing::info!(subscription = %self.id, "another instance delivers this subscription; standing by");
+                    announced = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(subscription = %self.id, error = %e, "could not take the subscription's lease")
+                }
+            }
+            if !self.pause(LEASE_RETRY).await {
+                return None;
+            }
+            if matches!(store::load(&self.shared.db, self.id).await, Ok(None)) {
+                return None;
             }
         }
     }

@@ -781,6 +781,43 @@ async fn the_live_stream_sends_the_log_and_resumes_from_last_event_id(backend: B
     expect_error(bad, StatusCode::BAD_REQUEST, "invalid_cursor").await;
 }
 
+/// Two instances on one PostgreSQL: one delivers each subscription (no duplicates),
+/// and when it stops the other takes over from the stored cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_each_event_once_and_one_takes_over_from_the_other() {
+    let url = fresh_database(Backend::Postgres).await;
+    let first = spawn_app_on(&url, fast_retries).await;
+    let second = spawn_app_on(&url, fast_retries).await;
+    let receiver = Receiver::start(200).await;
+    subscribe(&first, &receiver.url(), &["order.created"], json!({})).await;
+    for i in 0..10 {
+        first.place_order(&format!("ord-a{i}")).await;
+        second.place_order(&format!("ord-b{i}")).await;
+    }
+    receiver
+        .wait_until(Duration::from_secs(15), "20 deliveries", |r| r.len() >= 20)
+        .await;
+    // The second instance has found the subscription by now and stands by.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let received = receiver.received();
+    let distinct: HashSet<String> = ids(&received).into_iter().collect();
+    assert_eq!(
+        (received.len(), distinct.len()),
+        (20, 20),
+        "each event once"
+    );
+
+    first.stop().await;
+    for i in 0..5 {
+        second.place_order(&format!("ord-c{i}")).await;
+    }
+    let received = receiver
+        .wait_until(Duration::from_secs(20), "the takeover", |r| r.len() >= 25)
+        .await;
+    let distinct: HashSet<String> = ids(&received).into_iter().collect();
+    assert_eq!(distinct.len(), 25);
+}
+
 on_both_backends!(
     a_receiver_failing_three_times_gets_the_event_on_attempt_four,
     signatures_verify_by_the_specification_and_across_a_rotation,
