@@ -818,7 +818,110 @@ async fn two_instances_deliver_each_event_once_and_one_takes_over_from_the_other
     assert_eq!(distinct.len(), 25);
 }
 
+async fn retry_after_is_honoured(backend: Backend) {
+    let app = app(backend).await;
+    let receiver = Receiver::start(200).await;
+    receiver.answer_next_retry_after(429, 1);
+    subscribe(&app, &receiver.url(), &["order.created"], json!({})).await;
+    app.place_order("ord-429").await;
+    let received = receiver
+        .wait_until(Duration::from_secs(10), "the retry", |r| r.len() >= 2)
+        .await;
+    let waited = received[1].at - received[0].at;
+    // The schedule says 50 ms; the receiver said a second.
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
+    assert_eq!(received[1].status, 200);
+}
+
+async fn discarding_a_dead_letter_lets_its_order_go_on(backend: Backend) {
+    let app = app(backend).await;
+    let receiver = Receiver::start(503).await;
+    let sub = subscribe(&app, &receiver.url(), &["order.*"], json!({})).await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    app.place_order("ord-x").await;
+    wait_for_subscription(&app, &id, "a dead letter", |s| s["queue"]["dead"] == 1).await;
+    cancel(&app, "ord-x").await;
+    let s = wait_for_subscription(&app, &id, "the cancellation queued behind", |s| {
+        s["queue"]["waiting"] == 1
+    })
+    .await;
+    assert_eq!(s["queue"]["dead"], 1);
+
+    receiver.answer_always(200);
+    let created = log_events(&app, "ord-x", |t| t == "order.created").await;
+    let gone = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/subscriptions/{id}/dead-letters/{}",
+            created[0]
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let delivered = receiver
+        .wait_until(Duration::from_secs(10), "the cancellation", |r| {
+            r.iter().any(|r| r.status == 200)
+        })
+        .await;
+    let delivered: Vec<_> = delivered.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].body["type"], "order.cancelled");
+    let s =
+        wait_for_subscription(&app, &id, "an empty queue", |s| s["queue"]["waiting"] == 0).await;
+    assert_eq!(s["queue"]["dead"], 0);
+    // The history stays: the discarded event's attempts are still on record.
+    let attempts = expect_status(
+        app.get(&format!(
+            "/v1/subscriptions/{id}/attempts?event_id={}",
+            created[0]
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(attempts["attempts"].as_array().unwrap().len(), 4);
+}
+
+async fn a_rewind_to_a_time_replays_what_was_recorded_since(backend: Backend) {
+    let app = app(backend).await;
+    app.place_order("ord-before").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.place_order("ord-after").await;
+    let receiver = Receiver::start(200).await;
+    let sub = subscribe(&app, &receiver.url(), &["order.created"], json!({})).await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let rewound = app
+        .post(
+            &format!("/v1/subscriptions/{id}/rewind"),
+            &json!({"time": since}),
+        )
+        .await;
+    expect_status(rewound, StatusCode::OK).await;
+    let received = receiver
+        .wait_until(Duration::from_secs(10), "the replay", |r| !r.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(received[0].body["aggregate_id"], "ord-after");
+    let bad = app
+        .post(
+            &format!("/v1/subscriptions/{id}/rewind"),
+            &json!({"time": "yesterday"}),
+        )
+        .await;
+    expect_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+}
+
 on_both_backends!(
+    retry_after_is_honoured,
+    discarding_a_dead_letter_lets_its_order_go_on,
+    a_rewind_to_a_time_replays_what_was_recorded_since,
     a_receiver_failing_three_times_gets_the_event_on_attempt_four,
     signatures_verify_by_the_specification_and_across_a_rotation,
     dead_letters_are_kept_and_a_retry_delivers_them_in_order,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: Instant,
     pub headers: HeaderMap,
     pub body: Value,
     pub raw: String,
@@ -36,7 +37,8 @@ impl Received {
 
 #[derive(Default)]
 struct Script {
-    next: VecDeque<u16>,
+    /// Statuses for the next requests, each with an optional `Retry-After` in seconds.
+    next: VecDeque<(u16, Option<u64>)>,
     default: u16,
     delay: Duration,
     received: Vec<Received>,
@@ -70,7 +72,20 @@ impl Receiver {
 
     /// The next requests get these statuses, in order; then the default again.
     pub fn answer_next(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().next.extend(statuses);
+        self.script
+            .lock()
+            .unwrap()
+            .next
+            .extend(statuses.iter().map(|s| (*s, None)));
+    }
+
+    /// The next request gets `status` with `Retry-After: seconds`.
+    pub fn answer_next_retry_after(&self, status: u16, seconds: u64) {
+        self.script
+            .lock()
+            .unwrap()
+            .next
+            .push_back((status, Some(seconds)));
     }
 
     pub fn answer_always(&self, status: u16) {
@@ -112,19 +127,26 @@ async fn receive(
     State(script): State<Arc<Mutex<Script>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
     let delay = script.lock().unwrap().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut script = script.lock().unwrap();
-    let status = script.next.pop_front().unwrap_or(script.default);
+    let (status, retry_after) = script.next.pop_front().unwrap_or((script.default, None));
     let raw = String::from_utf8_lossy(&body).into_owned();
     script.received.push(Received {
+        at: Instant::now(),
         headers,
         body: serde_json::from_str(&raw).unwrap_or(Value::Null),
         raw,
         status,
     });
-    StatusCode::from_u16(status).unwrap()
+    let status = StatusCode::from_u16(status).unwrap();
+    match retry_after {
+        Some(seconds) => (status, [("retry-after", seconds.to_string())]).into_response(),
+        None => status.into_response(),
+    }
 }
