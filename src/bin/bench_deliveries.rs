@@ -23,6 +23,8 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
+mod bench_support;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -33,10 +35,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
+use bench_support::{env_number, median, recreate_schema};
 use orderlog::app::Application;
 use orderlog::config::Settings;
 
@@ -59,7 +62,7 @@ async fn main() -> Result<()> {
     let runs = env_number("BENCH_RUNS", 3)?;
     let in_flight = env_number("BENCH_IN_FLIGHT", 64)?;
 
-    recreate_schema(&url).await?;
+    recreate_schema(&url, "bench_deliveries").await?;
     let settings = Settings {
         database_url: url.clone(),
         bind: "127.0.0.1:0".parse()?,
@@ -250,42 +253,4 @@ impl FastReceiver {
     fn distinct(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
-}
-
-fn env_number(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name} must be a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-/// Drops and recreates the schema named in the URL's `search_path`.
-async fn recreate_schema(url: &str) -> Result<()> {
-    let schema = url
-        .split("search_path]=")
-        .nth(1)
-        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
-        .unwrap_or_else(|| "bench_deliveries".to_owned());
-    if !schema
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        bail!("schema name `{schema}` must be letters, digits and `_`");
-    }
-    let mut conn: PgConnection = PgConnectOptions::from_str(url)?.connect().await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(())
 }

@@ -50,6 +50,8 @@
 //!
 //! Not a test: it prints figures.
 
+mod bench_support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,6 +68,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
+use bench_support::{drop_and_create, env_number, median};
 use orderlog::app::Application;
 use orderlog::config::Settings;
 
@@ -161,16 +164,6 @@ impl Config {
     }
 }
 
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .replace('_', "")
-            .parse()
-            .with_context(|| format!("{name} must be a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::from_env()?;
@@ -182,7 +175,7 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    recreate_schema(&config.schema).await?;
+    drop_and_create(ADMIN_URL, &config.schema).await?;
     let settings = Settings {
         database_url: config.url.clone(),
         bind: "127.0.0.1:0".parse()?,
@@ -1301,19 +1294,6 @@ impl PgSampler {
 // ---------------------------------------------------------------------------------------
 // Summary.
 
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// The runs medians are taken over: the undisturbed ones, or all when none was.
 fn basis<T>(runs: &[T], clean: impl Fn(&T) -> bool) -> (Vec<&T>, String) {
     let undisturbed: Vec<&T> = runs.iter().filter(|r| clean(r)).collect();
@@ -1377,24 +1357,25 @@ fn print_summary(
         }
         let (used, label) = basis(runs, |r| r.load.is_clean());
         starred |= label.ends_with('*');
-        let rate = median(used.iter().map(|r| r.load.rate()).collect());
+        let rate = median(&used.iter().map(|r| r.load.rate()).collect::<Vec<_>>());
         best_median = best_median.max(rate);
         println!(
             "{:>5} {:>5} {:<17} {:>8} {:>8} {:>6} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8}",
             level,
             label,
             format!("({} runs)", used.len()),
-            median(used.iter().map(|r| r.accepted as f64).collect()),
-            median(used.iter().map(|r| r.refused as f64).collect()),
+            median(&used.iter().map(|r| r.accepted as f64).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.refused as f64).collect::<Vec<_>>()),
             median(
-                used.iter()
+                &used
+                    .iter()
                     .map(|r| (r.load.total() - r.accepted - r.refused) as f64)
-                    .collect()
+                    .collect::<Vec<_>>()
             ),
             rate,
-            median(used.iter().map(|r| r.load.p(0.5)).collect()),
-            median(used.iter().map(|r| r.load.p(0.99)).collect()),
-            median(used.iter().map(|r| r.load.max()).collect()),
+            median(&used.iter().map(|r| r.load.p(0.5)).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.p(0.99)).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.max()).collect::<Vec<_>>()),
             runs.iter().map(|r| r.oversold).sum::<i64>(),
             if runs.iter().all(|r| r.sold_out) {
                 "yes"
@@ -1463,12 +1444,12 @@ fn print_summary(
         println!(
             "{:>5} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2}  ({} runs)",
             label,
-            median(used.iter().map(|r| r.ok as f64).collect()),
-            median(used.iter().map(|r| (r.load.total() - r.ok) as f64).collect()),
-            median(used.iter().map(|r| r.load.rate()).collect()),
-            median(used.iter().map(|r| r.load.p(0.5)).collect()),
-            median(used.iter().map(|r| r.load.p(0.99)).collect()),
-            median(used.iter().map(|r| r.load.max()).collect()),
+            median(&used.iter().map(|r| r.ok as f64).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| (r.load.total() - r.ok) as f64).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.rate()).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.p(0.5)).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.p(0.99)).collect::<Vec<_>>()),
+            median(&used.iter().map(|r| r.load.max()).collect::<Vec<_>>()),
             used.len()
         );
     }
@@ -1485,18 +1466,6 @@ fn print_summary(
 
 // ---------------------------------------------------------------------------------------
 // Setup and machine facts.
-
-/// Drops and recreates `schema` over a plain connection to the admin URL.
-async fn recreate_schema(schema: &str) -> Result<()> {
-    let mut conn: PgConnection = PgConnectOptions::from_str(ADMIN_URL)?.connect().await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(())
-}
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

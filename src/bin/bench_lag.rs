@@ -26,6 +26,8 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
+mod bench_support;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +35,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::ConnectOptions;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use bench_support::{env_number, recreate_schema};
 use orderlog::app::Application;
 use orderlog::config::Settings;
 
@@ -48,17 +51,17 @@ const COMMANDS_PER_FLOW: f64 = 3.0;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let seconds = env_f64("BENCH_SECONDS", 20.0)?;
-    let rate = env_f64("BENCH_RATE", 400.0)?;
-    let connections = env_f64("BENCH_CONNECTIONS", 32.0)? as usize;
-    let pool_size = env_f64("BENCH_POOL", 16.0)? as u32;
+    let seconds = env_number("BENCH_SECONDS", 20.0)?;
+    let rate = env_number("BENCH_RATE", 400.0)?;
+    let connections = env_number("BENCH_CONNECTIONS", 32.0)? as usize;
+    let pool_size = env_number("BENCH_POOL", 16.0)? as u32;
     let url =
         std::env::var("ORDERLOG_BENCH_LAG_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
     if rate <= 0.0 || seconds <= 0.0 || connections == 0 {
         bail!("BENCH_RATE, BENCH_SECONDS and BENCH_CONNECTIONS must be positive");
     }
 
-    let schema = recreate_schema(&url).await?;
+    let schema = recreate_schema(&url, "bench_lag").await?;
     let settings = Settings {
         database_url: url.clone(),
         bind: "127.0.0.1:0".parse()?,
@@ -269,40 +272,6 @@ async fn main() -> Result<()> {
     shutdown.cancel();
     server.await??;
     Ok(())
-}
-
-fn env_f64(name: &str, default: f64) -> Result<f64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name} must be a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// Drops and recreates the schema named by the URL's `search_path`.
-async fn recreate_schema(url: &str) -> Result<String> {
-    let options = PgConnectOptions::from_str(url)?;
-    let schema = url
-        .split("search_path]=")
-        .nth(1)
-        .or_else(|| url.split("search_path%5D=").nth(1))
-        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
-        .unwrap_or_else(|| "bench_lag".to_owned());
-    if !schema
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        bail!("schema name `{schema}` must be letters, digits and `_`");
-    }
-    let mut conn: PgConnection = options.connect().await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(schema)
 }
 
 /// Cumulative counters of the database and of the WAL.

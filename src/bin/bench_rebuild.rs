@@ -25,18 +25,19 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
+mod bench_support;
+
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
+use bench_support::{env_number, median, recreate_schema};
 use orderlog::domain::order::{OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
     CountryCode, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
@@ -79,7 +80,7 @@ async fn main() -> Result<()> {
     let url = std::env::var("ORDERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
 
     println!("bench_rebuild: {events} events, {runs} run(s), PostgreSQL");
-    let schema = recreate_schema(&url).await?;
+    let schema = recreate_schema(&url, "bench_rebuild").await?;
     println!("schema `{schema}` recreated");
 
     let db = Database::connect(&url, 8).await?;
@@ -364,52 +365,6 @@ async fn main() -> Result<()> {
     }
     db.close().await;
     Ok(())
-}
-
-fn env_number(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name} must be a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-/// Drops and recreates the schema named by the URL's `search_path`, over a plain
-/// connection to the same server. Returns the schema's name.
-async fn recreate_schema(url: &str) -> Result<String> {
-    let options = PgConnectOptions::from_str(url)?;
-    let schema = url
-        .split("search_path]=")
-        .nth(1)
-        .or_else(|| url.split("search_path%5D=").nth(1))
-        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
-        .unwrap_or_else(|| "bench_rebuild".to_owned());
-    if !schema
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        bail!("schema name `{schema}` must be letters, digits and `_`");
-    }
-    let mut conn: PgConnection = options.connect().await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(schema)
 }
 
 /// What the generator produced, for the checks after each rebuild.

@@ -76,6 +76,15 @@ async fn log_events(app: &TestApp, order_id: &str, keep: impl Fn(&str) -> bool) 
         .collect()
 }
 
+async fn set_state(app: &TestApp, id: &str, state: &str) -> reqwest::Response {
+    app.client
+        .patch(app.url(&format!("/v1/subscriptions/{id}")))
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn cancel(app: &TestApp, order_id: &str) {
     let r = app
         .post(
@@ -424,13 +433,7 @@ async fn a_paused_subscription_accumulates_and_catches_up_on_resume(backend: Bac
     let receiver = Receiver::start(200).await;
     let sub = subscribe(&app, &receiver.url(), &["order.created"], json!({})).await;
     let id = sub["id"].as_str().unwrap().to_owned();
-    let paused = app
-        .client
-        .patch(app.url(&format!("/v1/subscriptions/{id}")))
-        .json(&json!({"state": "paused"}))
-        .send()
-        .await
-        .unwrap();
+    let paused = set_state(&app, &id, "paused").await;
     assert_eq!(
         expect_status(paused, StatusCode::OK).await["state"],
         "paused"
@@ -443,13 +446,7 @@ async fn a_paused_subscription_accumulates_and_catches_up_on_resume(backend: Bac
     let s = subscription(&app, &id).await;
     assert!(s["lag"]["events"].as_i64().unwrap() >= 5, "{s}");
 
-    let resumed = app
-        .client
-        .patch(app.url(&format!("/v1/subscriptions/{id}")))
-        .json(&json!({"state": "active"}))
-        .send()
-        .await
-        .unwrap();
+    let resumed = set_state(&app, &id, "active").await;
     expect_status(resumed, StatusCode::OK).await;
     receiver
         .wait_until(Duration::from_secs(10), "the backlog", |r| r.len() >= 5)
@@ -466,13 +463,7 @@ async fn a_410_disables_the_subscription_and_a_resume_sends_again(backend: Backe
     app.place_order("ord-gone").await;
     let s = wait_for_subscription(&app, &id, "disabled", |s| s["state"] == "disabled").await;
     assert!(s["state_reason"].as_str().unwrap().contains("410"));
-    let resumed = app
-        .client
-        .patch(app.url(&format!("/v1/subscriptions/{id}")))
-        .json(&json!({"state": "active"}))
-        .send()
-        .await
-        .unwrap();
+    let resumed = set_state(&app, &id, "active").await;
     expect_status(resumed, StatusCode::OK).await;
     let received = receiver
         .wait_until(Duration::from_secs(10), "the event again", |r| {
