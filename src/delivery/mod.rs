@@ -149,14 +149,7 @@ impl Deliveries {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, handle| !handle.task.is_finished());
         for subscription in stored {
-            let known = self
-                .workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&subscription.id);
-            if !known {
-                self.spawn(subscription.id);
-            }
+            self.spawn(subscription.id);
         }
         Ok(())
     }
@@ -186,6 +179,8 @@ impl Deliveries {
         }
     }
 
+    /// Starts the subscription's worker unless one runs already (creation and discovery
+    /// may both ask).
     fn spawn(&self, id: Uuid) {
         let Some(parent) = self
             .running
@@ -195,6 +190,10 @@ impl Deliveries {
         else {
             return;
         };
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if workers.get(&id).is_some_and(|h| !h.task.is_finished()) {
+            return;
+        }
         let (control, receiver) = watch::channel(0);
         let breaker = Arc::new(Breaker::new(
             self.shared.settings.breaker_failures,
@@ -211,18 +210,15 @@ impl Deliveries {
             }
             .run(),
         );
-        self.workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id,
-                Handle {
-                    control,
-                    breaker,
-                    stop,
-                    task,
-                },
-            );
+        workers.insert(
+            id,
+            Handle {
+                control,
+                breaker,
+                stop,
+                task,
+            },
+        );
     }
 
     /// Tells a worker its subscription changed; `reset` also closes its breaker.
