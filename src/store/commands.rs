@@ -255,7 +255,7 @@ where
                 Ok(()) => {
                     self.remember(id, decided.state, decided.sequence);
                     if any_events {
-                        self.appended.notify();
+                        self.appended.appended();
                     }
                     for (pending, outcome) in batch.into_iter().zip(decided.outcomes) {
                         let _ = pending.reply.send(outcome.map_err(CommandError::Rejected));

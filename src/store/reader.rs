@@ -10,8 +10,9 @@
 //! order, and the position alone is the cursor.
 //!
 //! New events wake readers through [`LogSignal`]: the command path signals after each
-//! commit in this process, and on PostgreSQL a LISTEN on `orderlog_events` carries
-//! commits from other processes. Readers still poll slowly, in case a signal is lost.
+//! commit in this process, and on PostgreSQL each process NOTIFYs `orderlog_events` of
+//! its appends (throttled) and LISTENs for the others'. Readers still poll slowly, in
+//! case a signal is lost.
 
 use std::cmp::Ordering;
 use std::time::Duration;
@@ -389,31 +390,68 @@ pub async fn cursor_of(
 #[derive(Clone)]
 pub struct LogSignal {
     sender: watch::Sender<u64>,
+    /// Appends made by this process, for other processes to hear of (PostgreSQL).
+    appends: watch::Sender<u64>,
 }
 
 impl Default for LogSignal {
     fn default() -> Self {
         Self {
             sender: watch::channel(0).0,
+            appends: watch::channel(0).0,
         }
     }
 }
 
+/// The most often this process NOTIFYs other processes of its appends. Each NOTIFY
+/// takes PostgreSQL's global notification lock at commit; once per command, that lock
+/// serialised every command's commit.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
+
 impl LogSignal {
+    /// Wakes this process's readers.
     pub fn notify(&self) {
         self.sender.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This process appended events: wakes its readers, and those of other processes.
+    pub fn appended(&self) {
+        self.notify();
+        self.appends.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.sender.subscribe()
     }
 
-    /// On PostgreSQL, forwards commits announced by other processes (the events
-    /// table's trigger notifies `orderlog_events`) until `shutdown`.
+    /// On PostgreSQL, until `shutdown`: announces this process's appends on
+    /// `orderlog_events` (at most every [`ANNOUNCE_EVERY`], outside any command's
+    /// transaction), and wakes this process's readers on announcements from others.
     pub fn listen(&self, db: &Database, shutdown: CancellationToken) {
         let Database::Postgres(pool) = db else {
             return;
         };
+        let mut appends = self.appends.subscribe();
+        let announcer = pool.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = appends.changed() => if changed.is_err() { return },
+                }
+                if let Err(e) = sqlx::query("SELECT pg_notify('orderlog_events', '')")
+                    .execute(&announcer)
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not announce new events; other processes poll");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+                }
+            }
+        });
         let pool = pool.clone();
         let signal = self.clone();
         tokio::spawn(async move {
