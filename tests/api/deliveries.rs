@@ -914,7 +914,85 @@ async fn a_rewind_to_a_time_replays_what_was_recorded_since(backend: Backend) {
     expect_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
 }
 
+async fn old_attempts_are_swept_but_a_dead_letter_keeps_its_history(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, fast_retries).await;
+    let good = Receiver::start(200).await;
+    let dead = Receiver::start(503).await;
+    let delivered = subscribe(&app, &good.url(), &["order.created"], json!({})).await;
+    let failing = subscribe(&app, &dead.url(), &["order.created"], json!({})).await;
+    let (delivered, failing) = (
+        delivered["id"].as_str().unwrap().to_owned(),
+        failing["id"].as_str().unwrap().to_owned(),
+    );
+    app.place_order("ord-r").await;
+    let event = log_events(&app, "ord-r", |t| t == "order.created").await[0].clone();
+    wait_for_subscription(&app, &failing, "a dead letter", |s| s["queue"]["dead"] == 1).await;
+    wait_for_subscription(&app, &delivered, "the delivery", |s| {
+        s["lag"]["events"] == 0
+    })
+    .await;
+    app.stop().await;
+
+    // A restart with a retention shorter than the attempts' age sweeps at start.
+    let app = spawn_app_on(&url, |s| {
+        fast_retries(s);
+        s.deliveries.attempt_retention = Duration::from_millis(1);
+    })
+    .await;
+    let attempts = |id: String| {
+        let app = &app;
+        let event = event.clone();
+        async move {
+            let body = expect_status(
+                app.get(&format!("/v1/subscriptions/{id}/attempts?event_id={event}"))
+                    .await,
+                StatusCode::OK,
+            )
+            .await;
+            body["attempts"].as_array().unwrap().len()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempts(delivered.clone()).await > 0 {
+        assert!(Instant::now() < deadline, "old attempts were not swept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        attempts(failing.clone()).await,
+        4,
+        "a dead letter keeps its history"
+    );
+}
+
+async fn a_subscription_from_a_time_replays_what_was_recorded_since(backend: Backend) {
+    let app = app(backend).await;
+    app.place_order("ord-early").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.place_order("ord-late").await;
+    let receiver = Receiver::start(200).await;
+    subscribe(
+        &app,
+        &receiver.url(),
+        &["order.created"],
+        json!({ "from_time": since }),
+    )
+    .await;
+    let received = receiver
+        .wait_until(Duration::from_secs(10), "history since then", |r| {
+            !r.is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(received[0].body["aggregate_id"], "ord-late");
+}
+
 on_both_backends!(
+    old_attempts_are_swept_but_a_dead_letter_keeps_its_history,
+    a_subscription_from_a_time_replays_what_was_recorded_since,
     retry_after_is_honoured,
     discarding_a_dead_letter_lets_its_order_go_on,
     a_rewind_to_a_time_replays_what_was_recorded_since,
