@@ -94,11 +94,14 @@ impl Breaker {
         self.lock().state
     }
 
-    /// While open: how long until a probe may go.
+    /// While open and cooling down: how long until a probe may go. `None` once a probe
+    /// may go (the next [`Breaker::admit`] lets it through) and while closed.
     pub fn closed_for(&self) -> Option<Duration> {
         let inner = self.lock();
         match (inner.state, inner.opened_at) {
-            (BreakerState::Open, Some(at)) => Some(self.cooldown.saturating_sub(at.elapsed())),
+            (BreakerState::Open, Some(at)) => {
+                Some(self.cooldown.saturating_sub(at.elapsed())).filter(|w| !w.is_zero())
+            }
             _ => None,
         }
     }
@@ -133,6 +136,7 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Closed);
         breaker.record(false);
         assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(breaker.closed_for().is_some());
         assert!(!breaker.admit());
     }
 
@@ -141,6 +145,7 @@ mod tests {
         let breaker = Breaker::new(1, Duration::from_millis(0));
         breaker.record(false);
         assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.closed_for(), None, "cooled down: a probe may go");
         assert!(breaker.admit());
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
         assert!(!breaker.admit(), "only one probe at a time");

@@ -24,9 +24,14 @@ pub struct Message {
 impl Message {
     pub fn of(entry: &LogEntry) -> Message {
         let metadata = entry.metadata.as_deref().unwrap_or("{}");
-        let traceparent = serde_json::from_str::<serde_json::Value>(metadata)
+        // Only the trace is wanted: serde skips the other fields without building them.
+        #[derive(Deserialize)]
+        struct Trace {
+            traceparent: Option<String>,
+        }
+        let traceparent = serde_json::from_str::<Trace>(metadata)
             .ok()
-            .and_then(|m| m.get("traceparent")?.as_str().map(str::to_owned));
+            .and_then(|m| m.traceparent);
         let string = |s: &str| serde_json::Value::from(s).to_string();
         // The stored payload and metadata are JSON already: spliced in, not re-encoded.
         let body = format!(

@@ -124,7 +124,11 @@ impl Deliveries {
         let this = self.clone();
         Ok(tokio::spawn(async move {
             let mut purge = tokio::time::interval(PURGE_EVERY);
-            let mut discover = tokio::time::interval(DISCOVER_EVERY);
+            // Discovery just ran above; the next is one period from now.
+            let mut discover = tokio::time::interval_at(
+                tokio::time::Instant::now() + DISCOVER_EVERY,
+                DISCOVER_EVERY,
+            );
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -219,7 +219,7 @@ impl Worker {
     }
 
     async fn step(&self, run: &mut Run) -> Result<Step, StoreError> {
-        if let Some(wait) = self.breaker.closed_for().filter(|w| !w.is_zero()) {
+        if let Some(wait) = self.breaker.closed_for() {
             return Ok(Step::Idle(wait));
         }
         let retried = self.retry_due(run).await?;
