@@ -63,12 +63,10 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{drop_and_create, env_number, median};
+use bench_support::{drop_and_create, env_number, median, Http};
 use orderlog::app::Application;
 use orderlog::config::Settings;
 
@@ -1514,98 +1512,6 @@ async fn print_machine_facts(db: &mut PgConnection) {
 
 // ---------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 client on one keep-alive connection (as in bench_lag).
-
-struct Http {
-    addr: std::net::SocketAddr,
-    stream: BufReader<TcpStream>,
-}
-
-impl Http {
-    async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            addr,
-            stream: BufReader::new(stream),
-        })
-    }
-
-    async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<(u16, Vec<u8>)> {
-        let body = body.unwrap_or("");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
-            self.addr
-        );
-        if method == "POST" {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        head.push_str("\r\n");
-        head.push_str(body);
-        self.stream.get_mut().write_all(head.as_bytes()).await?;
-
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        if line.is_empty() {
-            bail!("the server closed the connection");
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad status line {line:?}"))?;
-        let mut length = None;
-        let mut chunked = false;
-        let mut close = false;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let Some((name, value)) = header.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = Some(value.parse::<usize>()?),
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => close = value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.stream.read_line(&mut line).await?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .context("bad chunk size")?;
-                let mut chunk = vec![0; size + 2];
-                self.stream.read_exact(&mut chunk).await?;
-                if size == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else if let Some(length) = length {
-            body.resize(length, 0);
-            self.stream.read_exact(&mut body).await?;
-        }
-        if close {
-            *self = Http::connect(self.addr).await?;
-        }
-        Ok((status, body))
-    }
-}
 
 /// CPU seconds used so far by every process, and machine-wide (from /proc; Linux only,
 /// assumes 100 clock ticks per second).

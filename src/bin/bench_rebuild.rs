@@ -37,7 +37,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use bench_support::{env_number, median, recreate_schema};
+use bench_support::{env_number, median, recreate_schema, CpuTimes};
 use orderlog::domain::order::{OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
     CountryCode, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
@@ -1077,58 +1077,4 @@ async fn time_shared(db: &Database, list: Vec<Arc<dyn Projection>>) -> Result<Ph
         phases.read, phases.decode, phases.apply, phases.commit
     );
     Ok(phases)
-}
-
-/// CPU seconds used so far by this process and by all PostgreSQL processes on this
-/// machine (from /proc; Linux only, assumes 100 clock ticks per second).
-#[derive(Debug, Clone, Copy)]
-struct CpuTimes {
-    process: f64,
-    postgres: f64,
-    /// Machine-wide, from /proc/stat: busy (not idle, not iowait) and iowait seconds,
-    /// summed over all cores.
-    busy: f64,
-    iowait: f64,
-}
-
-impl CpuTimes {
-    fn now() -> Option<Self> {
-        let ticks = |stat: &str| -> Option<(String, f64)> {
-            let open = stat.find('(')?;
-            let close = stat.rfind(')')?;
-            let comm = stat[open + 1..close].to_owned();
-            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((comm, (utime + stime) / 100.0))
-        };
-        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
-        let mut postgres = 0.0;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            if let Some((comm, secs)) = ticks(&stat) {
-                if comm.starts_with("postgres") {
-                    postgres += secs;
-                }
-            }
-        }
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<f64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let (idle, iowait) = (*cpu.get(3)?, *cpu.get(4)?);
-        let all: f64 = cpu.iter().take(8).sum();
-        Some(Self {
-            process,
-            postgres,
-            busy: (all - idle - iowait) / 100.0,
-            iowait: iowait / 100.0,
-        })
-    }
 }
