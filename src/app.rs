@@ -21,6 +21,7 @@ use crate::projections::{self, Projection};
 use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
+use crate::store::writer::EventWriter;
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -91,9 +92,10 @@ impl Application {
             .init()
             .await
             .context("registering the projections")?;
+        let writer = EventWriter::start(&db, log_signal.clone());
         let state = AppState {
-            orders: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
-            inventory: Arc::new(AggregateStore::new(&db, (), log_signal.clone())),
+            orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
+            inventory: Arc::new(AggregateStore::new(&db, (), writer)),
             placement_fault: overrides.placement_fault,
             projections,
             deliveries: Deliveries::new(

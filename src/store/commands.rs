@@ -10,7 +10,11 @@
 //!   A flash sale on one SKU thus costs one commit per batch, not per buyer, and no
 //!   optimistic-concurrency retry storm;
 //! - **an aggregate cache.** The state after the last commit stays in memory, so a hot
-//!   aggregate is not re-read before each decision;
+//!   aggregate is not re-read before each decision. An aggregate not in the cache is
+//!   first assumed new, since most are (a new order): the database refuses the append if
+//!   it was not, and a refusal is checked against stored state before anyone hears it;
+//! - **group commit.** Appends go through the shared [`EventWriter`], which writes the
+//!   batches of many aggregates together;
 //! - **conflicts with other processes** (the database refuses a duplicate sequence) drop
 //!   the cached state and replay the batch against fresh state, which is safe because
 //!   the losing batch appended nothing;
@@ -27,16 +31,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, SerializedEvent,
-};
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use tokio::sync::oneshot;
 
 use super::metadata::CommandMetadata;
-use super::reader::LogSignal;
+use super::writer::{EventWriter, NewEvent, WriteError};
 use super::Database;
 
 /// How often a batch that lost an optimistic-concurrency race is replayed against fresh
@@ -80,18 +82,15 @@ type Reply<A> = Result<Executed<A>, CommandError<<A as Aggregate>::Error>>;
 struct Pending<A: Aggregate> {
     command: A::Command,
     metadata: HashMap<String, String>,
+    /// The same metadata as stored: JSON text, rendered once per command.
+    metadata_json: String,
     reply: oneshot::Sender<Reply<A>>,
 }
 
+/// Loads aggregates (cqrs-es replays their events); appends go through the writer.
 enum Backend<A: Aggregate> {
-    Postgres(
-        PersistedEventStore<PostgresEventRepository, A>,
-        PostgresEventRepository,
-    ),
-    Sqlite(
-        PersistedEventStore<SqliteEventRepository, A>,
-        SqliteEventRepository,
-    ),
+    Postgres(PersistedEventStore<PostgresEventRepository, A>),
+    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
 }
 
 /// An aggregate as of its last event written by this process. Another process may have
@@ -112,7 +111,7 @@ pub struct AggregateStore<A: Aggregate> {
     backend: Backend<A>,
     services: A::Services,
     stripes: Vec<Mutex<Stripe<A>>>,
-    appended: LogSignal,
+    writer: EventWriter,
 }
 
 impl<A> AggregateStore<A>
@@ -122,17 +121,14 @@ where
     A::Error: Send + 'static,
     A::Services: 'static,
 {
-    /// `appended` is told after every commit, to wake readers of the log at once.
-    pub fn new(db: &Database, services: A::Services, appended: LogSignal) -> Self {
+    pub fn new(db: &Database, services: A::Services, writer: EventWriter) -> Self {
         let backend = match db {
-            Database::Postgres(pool) => Backend::Postgres(
-                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            Database::Postgres(pool) => Backend::Postgres(PersistedEventStore::new_event_store(
                 PostgresEventRepository::new(pool.clone()),
-            ),
-            Database::Sqlite(pool) => Backend::Sqlite(
-                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone())),
+            )),
+            Database::Sqlite(pool) => Backend::Sqlite(PersistedEventStore::new_event_store(
                 SqliteEventRepository::new(pool.clone()),
-            ),
+            )),
         };
         Self {
             backend,
@@ -145,7 +141,7 @@ where
                     })
                 })
                 .collect(),
-            appended,
+            writer,
         }
     }
 
@@ -157,8 +153,8 @@ where
 
     async fn load_fresh(&self, id: &str) -> Result<(A, usize), CommandError<A::Error>> {
         let context = match &self.backend {
-            Backend::Postgres(store, _) => store.load_aggregate(id).await,
-            Backend::Sqlite(store, _) => store.load_aggregate(id).await,
+            Backend::Postgres(store) => store.load_aggregate(id).await,
+            Backend::Sqlite(store) => store.load_aggregate(id).await,
         };
         let context = context.map_err(classify)?;
         Ok((context.aggregate, context.current_sequence))
@@ -173,9 +169,12 @@ where
         metadata: &CommandMetadata,
     ) -> Reply<A> {
         let (reply, answer) = oneshot::channel();
+        let metadata = metadata.to_map();
         let pending = Pending {
             command,
-            metadata: metadata.to_map(),
+            // A map of strings always renders.
+            metadata_json: serde_json::to_string(&metadata).unwrap_or_default(),
+            metadata,
             reply,
         };
         let lead = {
@@ -223,55 +222,61 @@ where
 
     async fn run_batch(&self, id: &str, batch: Vec<Pending<A>>) {
         let mut attempt = 0;
-        let mut recheck_refusals = true;
+        // While true, decide on what memory says (the cached state, or a new aggregate
+        // when none is cached). Only an append lets the database check that, so a batch
+        // that appends nothing (refusals, or commands with nothing to do) is decided
+        // again on stored state before anyone hears the answer.
+        let mut trust_memory = true;
         loop {
-            let cached = {
+            let (state, sequence) = if trust_memory {
                 let stripe = self.stripe(id);
-                stripe.cache.get(id).map(|c| (c.state.clone(), c.sequence))
-            };
-            let from_cache = cached.is_some();
-            let (state, sequence) = match cached {
-                Some(cached) => cached,
-                None => match self.load_fresh(id).await {
+                stripe
+                    .cache
+                    .get(id)
+                    .map(|c| (c.state.clone(), c.sequence))
+                    .unwrap_or_default()
+            } else {
+                match self.load_fresh(id).await {
                     Ok(fresh) => fresh,
                     Err(e) => return reply_all(batch, &e),
-                },
+                }
             };
             let decided = self.decide(id, state, sequence, &batch).await;
-            let any_events = !decided.serialized.is_empty();
-            if !any_events && from_cache && recheck_refusals && decided.refused {
-                // Nothing the database could check: make sure no refusal came from
-                // state another process has moved on from.
+            if decided.events.is_empty() && trust_memory {
                 self.forget(id);
-                recheck_refusals = false;
+                trust_memory = false;
                 continue;
             }
+            let any_events = !decided.events.is_empty();
             let committed = if any_events {
-                self.persist(&decided.serialized).await
+                self.writer.append(decided.events).await
             } else {
                 Ok(())
             };
             match committed {
                 Ok(()) => {
                     self.remember(id, decided.state, decided.sequence);
-                    if any_events {
-                        self.appended.appended();
-                    }
                     for (pending, outcome) in batch.into_iter().zip(decided.outcomes) {
                         let _ = pending.reply.send(outcome.map_err(CommandError::Rejected));
                     }
                     return;
                 }
-                Err(CommandError::Conflict) if attempt < CONFLICT_RETRIES => {
-                    // Another process wrote this aggregate: forget what we knew, give
-                    // it a moment to finish, and decide again on fresh state.
+                Err(WriteError::Conflict) if trust_memory => {
+                    // Memory was behind the database (another process wrote, or the
+                    // aggregate was not new after all): decide again on stored state.
+                    self.forget(id);
+                    trust_memory = false;
+                }
+                Err(WriteError::Conflict) if attempt < CONFLICT_RETRIES => {
+                    // Another process keeps writing this aggregate: give it a moment to
+                    // finish, and decide again on fresh state.
                     self.forget(id);
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
                 }
                 Err(e) => {
                     self.forget(id);
-                    return reply_all(batch, &e);
+                    return reply_all(batch, &CommandError::from(e));
                 }
             }
         }
@@ -285,9 +290,8 @@ where
         mut sequence: usize,
         batch: &[Pending<A>],
     ) -> Decided<A> {
-        let mut serialized = Vec::new();
+        let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut refused = false;
         for pending in batch {
             let mut candidate = state.clone();
             let sink = EventSink::default();
@@ -299,7 +303,7 @@ where
                     let mut envelopes = Vec::new();
                     for payload in sink.collect().await {
                         sequence += 1;
-                        serialized.push(serialize::<A>(id, sequence, &payload, &pending.metadata));
+                        events.push(new_event::<A>(id, sequence, &payload, &pending.metadata_json));
                         envelopes.push(EventEnvelope {
                             aggregate_id: id.to_owned(),
                             sequence,
@@ -314,7 +318,6 @@ where
                     }));
                 }
                 Err(e) => {
-                    refused = true;
                     outcomes.push(Err(e));
                 }
             }
@@ -322,19 +325,9 @@ where
         Decided {
             state,
             sequence,
-            serialized,
+            events,
             outcomes,
-            refused,
         }
-    }
-
-    /// Appends a batch's events in one transaction, or none of them.
-    async fn persist(&self, events: &[SerializedEvent]) -> Result<(), CommandError<A::Error>> {
-        let result = match &self.backend {
-            Backend::Postgres(_, repo) => repo.persist::<A>(events, None).await,
-            Backend::Sqlite(_, repo) => repo.persist::<A>(events, None).await,
-        };
-        result.map_err(|e: PersistenceError| classify(AggregateError::from(e)))
     }
 
     fn stripe(&self, id: &str) -> MutexGuard<'_, Stripe<A>> {
@@ -367,27 +360,36 @@ where
 struct Decided<A: Aggregate> {
     state: A,
     sequence: usize,
-    serialized: Vec<SerializedEvent>,
+    events: Vec<NewEvent>,
     outcomes: Vec<Result<Executed<A>, A::Error>>,
-    refused: bool,
 }
 
-fn serialize<A: Aggregate>(
+fn new_event<A: Aggregate>(
     id: &str,
     sequence: usize,
     event: &A::Event,
-    metadata: &HashMap<String, String>,
-) -> SerializedEvent {
-    SerializedEvent::new(
-        id.to_owned(),
-        sequence,
-        A::TYPE.to_owned(),
-        event.event_type(),
-        event.event_version(),
-        // Our events and metadata are plain data: serialising them cannot fail.
-        serde_json::to_value(event).unwrap_or_default(),
-        serde_json::to_value(metadata).unwrap_or_default(),
-    )
+    metadata_json: &str,
+) -> NewEvent {
+    NewEvent {
+        aggregate_type: A::TYPE,
+        aggregate_id: id.to_owned(),
+        sequence: sequence as i64,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        // Our events are plain data: serialising them cannot fail.
+        payload: serde_json::to_string(event).unwrap_or_default(),
+        metadata: metadata_json.to_owned(),
+    }
+}
+
+impl<E: std::error::Error> From<WriteError> for CommandError<E> {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Conflict => CommandError::Conflict,
+            WriteError::Unavailable(why) => CommandError::Unavailable(why),
+            WriteError::Store(why) => CommandError::Store(why.into()),
+        }
+    }
 }
 
 fn reply_all<A: Aggregate>(batch: Vec<Pending<A>>, error: &CommandError<A::Error>) {

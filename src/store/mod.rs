@@ -1,7 +1,7 @@
 //! The event log and everything stored beside it, on PostgreSQL or SQLite.
 //!
 //! This module owns the connection pools, the schema (applied from `migrations/`), the
-//! command path that appends events ([`commands`]), the reads of stored events
+//! command path that appends events ([`commands`], with group commit in [`writer`]), the reads of stored events
 //! ([`log`]) and idempotency records ([`idempotency`]). It never decides a business rule:
 //! aggregates do. It never updates or deletes an event: the database refuses that anyway.
 
@@ -11,6 +11,7 @@ pub mod log;
 pub mod metadata;
 pub mod reader;
 pub mod views;
+pub mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;

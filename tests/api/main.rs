@@ -7,6 +7,7 @@ mod append_only;
 mod concurrency;
 mod deliveries;
 mod errors;
+mod group_commit;
 mod idempotency;
 mod inventory;
 mod lifecycle;

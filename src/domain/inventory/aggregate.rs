@@ -4,10 +4,9 @@
 //! i.e. `reserved ≤ on_hand`, so `available = on_hand − reserved` is never negative.
 //! Pure, like every aggregate: no clock, no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use super::commands::InventoryCommand;
@@ -24,10 +23,10 @@ pub struct InventoryItem {
     /// Stock is tracked once it has been received or adjusted.
     tracked: bool,
     on_hand: i64,
-    reservations: BTreeMap<OrderId, u32>,
+    reservations: OrdMap<OrderId, u32>,
     reserved: i64,
     /// Shipments already committed, so that a repeated commit changes nothing.
-    committed: BTreeSet<(OrderId, ShipmentId)>,
+    committed: OrdSet<(OrderId, ShipmentId)>,
 }
 
 impl InventoryItem {

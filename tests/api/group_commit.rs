@@ -1,0 +1,107 @@
+//! Group commit: the appends of many aggregates share one write, and a sequence another
+//! writer already took fails only the append that lost it.
+
+use futures::future::join_all;
+use orderlog::store::reader::{read_after, Cursor, LogSignal};
+use orderlog::store::writer::{EventWriter, NewEvent, WriteError};
+use orderlog::store::Database;
+
+use crate::helpers::*;
+
+fn event(aggregate_id: &str, sequence: i64) -> NewEvent {
+    NewEvent {
+        aggregate_type: "test",
+        aggregate_id: aggregate_id.to_owned(),
+        sequence,
+        event_type: "test.happened".to_owned(),
+        event_version: "1.0".to_owned(),
+        payload: format!(r#"{{"n":{sequence}}}"#),
+        metadata: "{}".to_owned(),
+    }
+}
+
+/// The first `n` events of the log: on a shared PostgreSQL, other sessions' open
+/// transactions may hold the reader back for a moment.
+async fn read_log(db: &Database, n: usize) -> Vec<orderlog::store::reader::LogEntry> {
+    for _ in 0..500 {
+        let log = read_after(db, Cursor::START, 100).await.unwrap();
+        if log.len() >= n {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    read_after(db, Cursor::START, 100).await.unwrap()
+}
+
+async fn a_taken_sequence_fails_only_its_own_append(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let db = Database::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+    writer.append(vec![event("taken", 1)]).await.unwrap();
+
+    // One thread: all three are queued before a committer runs, so they form one group.
+    let results = join_all([
+        writer.append(vec![event("a", 1), event("a", 2)]),
+        writer.append(vec![event("taken", 1)]),
+        writer.append(vec![event("b", 1)]),
+    ])
+    .await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(results[1], Err(WriteError::Conflict)),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+
+    let log = read_log(&db, 4).await;
+    let written: Vec<(&str, i64)> = log
+        .iter()
+        .map(|e| (e.aggregate_id.as_str(), e.sequence))
+        .collect();
+    assert_eq!(written, [("taken", 1), ("a", 1), ("a", 2), ("b", 1)]);
+}
+
+async fn appends_queued_together_share_one_write(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let db = Database::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+
+    let appends = (0..50).map(|i| writer.append(vec![event(&format!("order-{i}"), 1)]));
+    for result in join_all(appends).await {
+        result.unwrap();
+    }
+    let log = read_log(&db, 50).await;
+    assert_eq!(log.len(), 50);
+    // In queue order, each in its own place.
+    let ids: Vec<String> = log.iter().map(|e| e.aggregate_id.clone()).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("order-{i}")).collect();
+    assert_eq!(ids, expected);
+    if backend == Backend::Postgres {
+        // One transaction for all fifty.
+        let first = log[0].cursor.transaction_id;
+        assert!(log.iter().all(|e| e.cursor.transaction_id == first));
+    }
+}
+
+#[tokio::test]
+async fn a_taken_sequence_fails_only_its_own_append_sqlite() {
+    a_taken_sequence_fails_only_its_own_append(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_taken_sequence_fails_only_its_own_append_postgres() {
+    a_taken_sequence_fails_only_its_own_append(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn appends_queued_together_share_one_write_sqlite() {
+    appends_queued_together_share_one_write(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn appends_queued_together_share_one_write_postgres() {
+    appends_queued_together_share_one_write(Backend::Postgres).await
+}
