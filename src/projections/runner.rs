@@ -1,14 +1,18 @@
 //! Runs every projection over the global log, exactly once per event.
 //!
-//! Each projection has one task. A step reads a batch after the checkpoint, then in one
-//! transaction locks the projection's row, checks nobody moved the checkpoint, applies
-//! the batch to the active generation of tables and advances the checkpoint. A crash
-//! anywhere before the commit leaves view and checkpoint as they were.
+//! The live projections move together: a step reads one batch after the lowest of
+//! their checkpoints, then in one transaction locks their rows, checks nobody moved a
+//! checkpoint, applies the batch to each projection's active generation of tables and
+//! advances their checkpoints. A crash anywhere before the commit leaves views and
+//! checkpoints as they were. One read and one commit per batch for all of them keeps
+//! the database's work per event small, and the lag low.
 //!
-//! Failures are contained: a failing batch is retried with backoff, then narrowed to
-//! the failing event; the events before it are applied, and the projection stops with
-//! that event and the error recorded, while the others go on. An operator retries it
-//! after a fix or skips the event (the skip is recorded).
+//! Failures are contained: when a projection's batch fails, the group's transaction
+//! rolls back, that projection leaves the group and the others go again at once. On a
+//! task of its own, the failing batch is retried with backoff, then narrowed to the
+//! failing event; the events before it are applied, and the projection stops with that
+//! event and the error recorded, while the others go on.
+//! An operator retries it after a fix or skips the event (the skip is recorded).
 //!
 //! Rebuilds are blue/green: a new generation of tables is filled from the start of the
 //! log while the current one keeps answering queries; once caught up, the switch and
@@ -28,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Envelope, MemoryTables, Projection, ProjectionError, View, ViewStore};
-use crate::store::reader::{self, Cursor, LogEntry, LogSignal};
+use crate::store::reader::{self, Cursor, LogEntry, LogSignal, LookPast};
 use crate::store::views::{fixed_time, physical, Param, Tx};
 use crate::store::{Database, StoreError};
 
@@ -129,6 +133,9 @@ pub struct Projections {
     /// Apply lag per projection, in microseconds.
     lags: Arc<HashMap<&'static str, Mutex<Histogram<u64>>>>,
     signal: LogSignal,
+    /// Wakes the rebuilder: it does not follow the log's signal, which fires on every
+    /// append, while rebuild requests are rare.
+    rebuild_requested: Arc<tokio::sync::Notify>,
     fault: Option<FaultHook>,
 }
 
@@ -157,6 +164,7 @@ impl Projections {
             checkpoints: Arc::new(checkpoints),
             lags: Arc::new(lags),
             signal,
+            rebuild_requested: Arc::default(),
             fault,
         }
     }
@@ -213,39 +221,36 @@ impl Projections {
         Ok(())
     }
 
-    /// Starts one task per projection; they stop with `shutdown`.
+    /// Starts the live runner and the rebuilder; they stop with `shutdown`.
     pub fn spawn(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let mut tasks: Vec<JoinHandle<()>> = self
-            .list
-            .iter()
-            .map(|projection| {
-                let this = self.clone();
-                let projection = projection.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move { this.run(projection, shutdown).await })
-            })
-            .collect();
-        let this = self.clone();
-        tasks.push(tokio::spawn(
-            async move { this.run_rebuilds(shutdown).await },
-        ));
-        tasks
+        let live = self.clone();
+        let live_shutdown = shutdown.clone();
+        let rebuilds = self.clone();
+        vec![
+            tokio::spawn(async move { live.run_live(live_shutdown).await }),
+            tokio::spawn(async move { rebuilds.run_rebuilds(shutdown).await }),
+        ]
     }
 
-    /// Runs one projection until `shutdown`.
-    pub async fn run(&self, projection: Arc<dyn Projection>, shutdown: CancellationToken) {
-        let name = projection.name();
+    /// Runs the live projections until `shutdown`: every batch of the log is read once
+    /// and applied to all of them in one transaction. A projection whose batch fails
+    /// leaves the group: a task of its own
+    /// retries it with backoff (then stops it at the failing event) while the others
+    /// go on, and it rejoins once that is settled.
+    async fn run_live(&self, shutdown: CancellationToken) {
         let mut wake = self.signal.subscribe();
-        let mut known = None;
+        let mut known = HashMap::new();
+        let detached: Detached = Arc::default();
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                outcome = self.step(&projection, &mut known) => outcome,
+                outcome = self.live_step(&mut known, &detached, &shutdown) => outcome,
             };
             let busy = match outcome {
                 Ok(busy) => busy,
                 Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
+                    tracing::warn!(error = %e, "live projection step failed; retrying");
+                    known.clear();
                     false
                 }
             };
@@ -277,9 +282,9 @@ impl Projections {
         Ok(())
     }
 
-    /// Runs pending rebuilds until `shutdown`.
+    /// Runs pending rebuilds until `shutdown`. Woken by requests made in this process;
+    /// those of another (the CLI) are found by the slow poll.
     async fn run_rebuilds(&self, shutdown: CancellationToken) {
-        let mut wake = self.signal.subscribe();
         loop {
             let busy = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -294,48 +299,208 @@ impl Projections {
             if !busy {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = wake.changed() => {}
+                    _ = self.rebuild_requested.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                 }
             }
         }
     }
 
-    /// One unit of work. Returns true when there may be more to do right away.
+    /// One batch for every live projection. Returns true when there may be more to do
+    /// right away.
     ///
-    /// `known` is the row as this task last left it, which saves reading it again while
-    /// the projection just runs; every batch still checks it under the row lock, and a
-    /// mismatch (a skip, a stop, a switch) makes the next step read it afresh.
-    async fn step(
+    /// `known` holds the rows as this task last left them, which saves reading them
+    /// again while the projections just run; every batch still checks them under the
+    /// row locks, and a mismatch (a skip, a stop, a switch) makes the next step read
+    /// that row afresh.
+    async fn live_step(
         &self,
-        projection: &Arc<dyn Projection>,
-        known: &mut Option<Row>,
+        known: &mut HashMap<&'static str, Row>,
+        detached: &Detached,
+        shutdown: &CancellationToken,
     ) -> Result<bool, ProjectionError> {
-        let name = projection.name();
-        let mut row = match known.take() {
-            Some(row) => row,
-            None => load_row(&self.db, name).await?,
-        };
-        if let Some(retired) = row.retired {
-            if Utc::now() - row.updated_at > RETIRE_AFTER {
-                self.drop_retired(projection, retired).await?;
-                row.retired = None;
+        let mut live: Vec<(Arc<dyn Projection>, Row)> = Vec::new();
+        for projection in self.list.iter() {
+            let name = projection.name();
+            if lock(detached).contains(name) {
+                continue;
+            }
+            let mut row = match known.remove(name) {
+                Some(row) => row,
+                None => load_row(&self.db, name).await?,
+            };
+            if let Some(retired) = row.retired {
+                if Utc::now() - row.updated_at > RETIRE_AFTER {
+                    self.drop_retired(projection, retired).await?;
+                    row.retired = None;
+                }
+            }
+            // A rebuilding projection belongs to the rebuilder until its switch; a
+            // stopped or failed one waits for an operator.
+            if row.rebuild.is_none()
+                && row.status == "running"
+                && row.version == projection.version()
+            {
+                live.push((projection.clone(), row));
             }
         }
-        if row.rebuild.is_some() {
-            // The rebuilder owns this projection until its switch.
+        let Some(from) = live.iter().map(|(_, row)| row.cursor).min() else {
             return Ok(false);
-        }
-        if row.status != "running" || row.version != projection.version() {
+        };
+        let entries = reader::read_after(&self.db, from, LIVE_BATCH).await?;
+        let Some(last) = entries.last().map(|e| e.cursor) else {
+            for (projection, row) in live {
+                self.publish(projection.name(), row.cursor);
+                known.insert(projection.name(), row);
+            }
             return Ok(false);
-        }
-        let entries = reader::read_after(&self.db, row.cursor, LIVE_BATCH).await?;
-        if entries.is_empty() {
-            self.publish(name, row.cursor);
-            *known = Some(row);
-            return Ok(false);
-        }
+        };
         let full = entries.len() as i64 == LIVE_BATCH;
+        let recorded: Vec<(Cursor, DateTime<Utc>)> =
+            entries.iter().map(|e| (e.cursor, e.recorded_at)).collect();
+        let events = match entries
+            .iter()
+            .cloned()
+            .map(Envelope::decode)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(events) => events,
+            Err(e) => {
+                // No projection can get past this event: each finds it on its own,
+                // applies what comes before it, and stops there.
+                tracing::warn!(error = %e, "an event in the batch cannot be decoded");
+                for (projection, row) in live {
+                    self.detach(projection, row, &entries, detached, shutdown);
+                }
+                return Ok(true);
+            }
+        };
+
+        let mut tx = Tx::begin(&self.db).await?;
+        // The batch writes views only, and appends no events: readers need not wait for
+        // it to end to see events committed meanwhile.
+        let _look_past = tx.derived_only().await?.map(LookPast::register);
+        let names: Vec<&str> = live.iter().map(|(p, _)| p.name()).collect();
+        let locked = lock_rows(&mut tx, &names).await?;
+        let mut applied: Vec<(Arc<dyn Projection>, Row)> = Vec::new();
+        let mut rest = live.into_iter();
+        while let Some((projection, row)) = rest.next() {
+            let name = projection.name();
+            let in_step = locked.get(name).is_some_and(|locked| {
+                locked.generation == row.generation
+                    && locked.cursor == row.cursor
+                    && locked.status == "running"
+                    && locked.version == row.version
+                    && locked.rebuild.is_none()
+            });
+            if !in_step {
+                // Moved by someone else, or locked by them right now: read it afresh.
+                continue;
+            }
+            let mine = &events[events.partition_point(|e| e.entry.cursor <= row.cursor)..];
+            if mine.is_empty() {
+                known.insert(name, row);
+                continue;
+            }
+            let mut view = View {
+                store: ViewStore::Tx(tx),
+                projection: name,
+                generation: row.generation,
+            };
+            let result = match projection.apply(&mut view, mine).await {
+                Ok(()) => self.injected_fault(name, mine),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                // The whole batch rolls back (no savepoint per projection: failures are
+                // rare, and round trips are not). The others go again at once, without
+                // the failing one, which is retried on its own.
+                tracing::warn!(projection = name, error = %e, "batch failed; retrying it alone");
+                drop(view);
+                for (projection, row) in applied.into_iter().chain(rest) {
+                    known.insert(projection.name(), row);
+                }
+                self.detach(projection, row, &entries, detached, shutdown);
+                return Ok(true);
+            }
+            let ViewStore::Tx(back) = view.store else {
+                return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
+            };
+            tx = back;
+            applied.push((projection, row));
+        }
+        if !applied.is_empty() {
+            let placeholders: Vec<String> = (0..applied.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
+                "UPDATE projections SET cursor_tx = $1, cursor_position = $2, updated_at = $3
+                  WHERE name IN ({})",
+                placeholders.join(", ")
+            );
+            let mut params = vec![
+                Param::Int(last.transaction_id),
+                Param::Int(last.position),
+                Param::Text(now()),
+            ];
+            params.extend(applied.iter().map(|(p, _)| Param::Text(p.name().to_owned())));
+            tx.execute(&sql, &params).await?;
+        }
+        tx.commit().await?;
+        // Our transaction held back the horizon below which readers see events (it
+        // locked rows, so it had an id): events committed meanwhile just became
+        // visible, and nothing else would announce them.
+        self.signal.notify();
+        for (projection, row) in applied {
+            let name = projection.name();
+            self.record_lag(name, &recorded, last);
+            self.publish(name, last);
+            known.insert(name, Row { cursor: last, ..row });
+        }
+        Ok(full)
+    }
+
+    /// Takes a projection whose batch failed out of the group, and retries it on a task
+    /// of its own: with backoff, then event by event, stopping it at the failing one.
+    fn detach(
+        &self,
+        projection: Arc<dyn Projection>,
+        row: Row,
+        entries: &[LogEntry],
+        detached: &Detached,
+        shutdown: &CancellationToken,
+    ) {
+        let name = projection.name();
+        lock(detached).insert(name);
+        let mine: Vec<LogEntry> = entries
+            .iter()
+            .filter(|e| e.cursor > row.cursor)
+            .cloned()
+            .collect();
+        let this = self.clone();
+        let detached = detached.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                outcome = this.alone(&projection, row, mine) => {
+                    if let Err(e) = outcome {
+                        tracing::warn!(projection = name, error = %e, "projection retry failed; it rejoins and tries again");
+                    }
+                }
+            }
+            lock(&detached).remove(name);
+            this.signal.notify();
+        });
+    }
+
+    /// Applies `entries` to one projection on its own, retrying; stops the projection
+    /// at an event it cannot apply.
+    async fn alone(
+        &self,
+        projection: &Arc<dyn Projection>,
+        row: Row,
+        entries: Vec<LogEntry>,
+    ) -> Result<(), ProjectionError> {
+        let name = projection.name();
         let recorded: Vec<(Cursor, DateTime<Utc>)> =
             entries.iter().map(|e| (e.cursor, e.recorded_at)).collect();
         let outcome = self.apply_with_retries(projection, &row, entries).await?;
@@ -346,32 +511,32 @@ impl Projections {
         } = &outcome
         {
             self.record_lag(name, &recorded, *cursor);
+            self.publish(name, *cursor);
         }
-        match outcome {
-            Applied::All(cursor) => {
-                self.publish(name, cursor);
-                *known = Some(Row { cursor, ..row });
-                Ok(full)
-            }
-            Applied::Moved => Ok(true),
-            Applied::FailedAt {
-                applied,
-                entry,
-                error,
-            } => {
-                if let Some(cursor) = applied {
-                    self.publish(name, cursor);
-                }
-                tracing::error!(
-                    projection = name,
-                    position = entry.cursor.position,
-                    event_type = %entry.event_type,
-                    error = %error,
-                    "projection stopped on an event it cannot apply"
-                );
-                self.mark_failed(name, &entry, &error.to_string()).await?;
-                Ok(false)
-            }
+        if let Applied::FailedAt { entry, error, .. } = outcome {
+            tracing::error!(
+                projection = name,
+                position = entry.cursor.position,
+                event_type = %entry.event_type,
+                error = %error,
+                "projection stopped on an event it cannot apply"
+            );
+            self.mark_failed(name, &entry, &error.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// The test-only fault hook's verdict on a batch a projection just applied.
+    fn injected_fault(&self, name: &str, events: &[Envelope]) -> Result<(), ProjectionError> {
+        match &self.fault {
+            Some(fault) => match events.iter().find(|e| fault(name, e)) {
+                Some(event) => Err(ProjectionError::Injected(format!(
+                    "{name} at position {}",
+                    event.entry.cursor.position
+                ))),
+                None => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
@@ -468,14 +633,7 @@ impl Projections {
             generation,
         };
         projection.apply(&mut view, &events).await?;
-        if let Some(fault) = &self.fault {
-            if let Some(event) = events.iter().find(|e| fault(name, e)) {
-                return Err(ProjectionError::Injected(format!(
-                    "{name} at position {}",
-                    event.entry.cursor.position
-                )));
-            }
-        }
+        self.injected_fault(name, &events)?;
         let ViewStore::Tx(mut tx) = view.store else {
             return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
         };
@@ -790,7 +948,7 @@ impl Projections {
         )
         .await?;
         tx.commit().await?;
-        self.signal.notify();
+        self.rebuild_requested.notify_one();
         Ok(())
     }
 
@@ -984,6 +1142,13 @@ impl Projections {
     }
 }
 
+/// Projections out of the live group while a task of their own retries them.
+type Detached = Arc<Mutex<std::collections::HashSet<&'static str>>>;
+
+fn lock(detached: &Detached) -> std::sync::MutexGuard<'_, std::collections::HashSet<&'static str>> {
+    detached.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 enum Applied {
     All(Cursor),
     /// Someone else moved the projection; nothing was applied.
@@ -1005,7 +1170,7 @@ fn now() -> String {
     fixed_time::format(&Utc::now())
 }
 
-const ROW_COLUMNS: &str = "version, generation, cursor_tx, cursor_position, status, last_error,
+const ROW_COLUMNS: &str = "name, version, generation, cursor_tx, cursor_position, status, last_error,
     failed_tx, failed_position, failed_event_id, rebuild_generation, rebuild_version,
     rebuild_cursor_tx, rebuild_cursor_position, retired_generation, updated_at";
 
@@ -1020,6 +1185,29 @@ async fn lock_row(tx: &mut Tx, name: &str) -> Result<Row, StoreError> {
     to_row(name, rows)
 }
 
+/// Locks the rows of `names` for the rest of `tx`, skipping rows someone else holds
+/// right now (a switch, an operator's action): the live group never waits for them.
+async fn lock_rows(tx: &mut Tx, names: &[&str]) -> Result<HashMap<String, Row>, StoreError> {
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let lock = if tx.is_postgres() {
+        " ORDER BY name FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM projections WHERE name IN ({}){lock}",
+        placeholders.join(", ")
+    );
+    let params: Vec<Param> = names.iter().map(|n| Param::Text((*n).to_owned())).collect();
+    let rows: Vec<RowOut> = tx.select_json(&sql, ROW_FIELDS, &params).await?;
+    rows.into_iter()
+        .map(|row| {
+            let name = row.name.clone();
+            Ok((name.clone(), to_row(&name, vec![row])?))
+        })
+        .collect()
+}
+
 /// Reads the row outside any transaction (no lock: a snapshot to plan the next step).
 async fn load_row(db: &Database, name: &str) -> Result<Row, StoreError> {
     let sql = format!("SELECT {ROW_COLUMNS} FROM projections WHERE name = $1");
@@ -1029,6 +1217,7 @@ async fn load_row(db: &Database, name: &str) -> Result<Row, StoreError> {
 }
 
 const ROW_FIELDS: &[&str] = &[
+    "name",
     "version",
     "generation",
     "cursor_tx",
@@ -1084,6 +1273,7 @@ fn to_row(name: &str, rows: Vec<RowOut>) -> Result<Row, StoreError> {
 
 #[derive(serde::Deserialize)]
 struct RowOut {
+    name: String,
     version: i64,
     generation: i64,
     cursor_tx: i64,

@@ -1,12 +1,13 @@
 //! The global log reader: every event of every aggregate, in commit order, from a cursor,
-//! in batches. Projections read through it now; deliveries will too.
+//! in batches. Projections, deliveries and the event stream read through it.
 //!
 //! On PostgreSQL an identity value is taken when a row is inserted, not when it commits,
 //! so position 101 can be visible while 100 is still in flight. The reader therefore
 //! orders by `(transaction_id, global_position)` and only reads rows whose transaction
-//! is older than every transaction still running (`pg_snapshot_xmin`): no row can ever
-//! appear behind its cursor. A long transaction elsewhere holds readers back (that is
-//! lag) but never makes them skip. On SQLite the single writer commits positions in
+//! is older than every transaction still running that may append events (the oldest
+//! in the snapshot's in-progress list, looking past this process's projection batches,
+//! which append nothing: [`LookPast`]): no row can ever appear behind its cursor. A long
+//! transaction elsewhere holds readers back (that is lag) but never makes them skip. On SQLite the single writer commits positions in
 //! order, and the position alone is the cursor.
 //!
 //! New events wake readers through [`LogSignal`]: the command path signals after each
@@ -107,6 +108,50 @@ pub async fn read_after_with_metadata(
     read(db, after, limit, true).await
 }
 
+/// The transaction id below which every transaction that may still append events has
+/// ended: the oldest one running, not counting those registered in [`LookPast`] (`$4`).
+/// Each transaction below it has committed or aborted, or never appends events.
+const HORIZON: &str = "SELECT least(
+        pg_snapshot_xmax(s)::text::int8,
+        (SELECT min(x::text::int8) FROM pg_snapshot_xip(s) AS x
+          WHERE NOT x::text::int8 = ANY($4::int8[]))
+    )::text::xid8
+    FROM (SELECT pg_current_snapshot() AS s) AS snapshot";
+
+/// This process's transactions that never append events (the live projections'
+/// batches), registered while they run. Readers need not wait for them: only a
+/// transaction that appends can commit an event below a cursor already read past. On
+/// PostgreSQL a batch that locks rows holds the horizon back for its whole length, so
+/// without this, every event committed meanwhile would wait for it, batch after batch.
+///
+/// Process-wide on purpose: whichever reader asks, these transactions append nothing.
+pub struct LookPast(i64);
+
+static LOOK_PAST: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+
+impl LookPast {
+    /// Registers `transaction_id` until the returned guard is dropped. Only for a
+    /// transaction that never appends events.
+    pub fn register(transaction_id: i64) -> Self {
+        look_past().push(transaction_id);
+        Self(transaction_id)
+    }
+
+    fn current() -> Vec<i64> {
+        look_past().clone()
+    }
+}
+
+impl Drop for LookPast {
+    fn drop(&mut self) {
+        look_past().retain(|x| *x != self.0);
+    }
+}
+
+fn look_past() -> std::sync::MutexGuard<'static, Vec<i64>> {
+    LOOK_PAST.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn read(
     db: &Database,
     after: Cursor,
@@ -126,7 +171,7 @@ async fn read(
                         payload::text AS payload, {metadata} AS metadata, recorded_at
                    FROM events
                   WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                    AND transaction_id < ({HORIZON})
                   ORDER BY events.transaction_id, events.global_position
                   LIMIT $3" // Qualified on purpose: a bare `transaction_id` would sort by the
                             // int8 output column above, which no index serves.
@@ -135,6 +180,7 @@ async fn read(
                 .bind(after.transaction_id.to_string())
                 .bind(after.position)
                 .bind(limit)
+                .bind(LookPast::current())
                 .fetch_all(pool)
                 .await?;
             rows.iter()

@@ -67,6 +67,9 @@ pub enum Param {
     Int(i64),
     OptText(Option<String>),
     OptInt(Option<i64>),
+    /// A `text[]` on PostgreSQL; a JSON array on SQLite, which has no arrays (read it
+    /// with `json_each`).
+    TextList(Vec<String>),
 }
 
 /// One transaction on either backend.
@@ -76,7 +79,7 @@ pub enum Tx {
 }
 
 macro_rules! bind_all {
-    ($query:expr, $params:expr) => {{
+    ($query:expr, $params:expr, $list:expr) => {{
         let mut query = $query;
         for param in $params {
             query = match param {
@@ -84,10 +87,21 @@ macro_rules! bind_all {
                 Param::Int(i) => query.bind(*i),
                 Param::OptText(s) => query.bind(s.clone()),
                 Param::OptInt(i) => query.bind(*i),
+                Param::TextList(list) => query.bind($list(list)),
             };
         }
         query
     }};
+}
+
+/// A list as PostgreSQL binds it: `text[]`.
+fn pg_list(list: &[String]) -> Vec<String> {
+    list.to_vec()
+}
+
+/// A list as SQLite binds it: a JSON array, for `json_each`.
+fn sqlite_list(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
 }
 
 impl Tx {
@@ -112,14 +126,33 @@ impl Tx {
         matches!(self, Tx::Postgres(_))
     }
 
+    /// Declares that this transaction writes only what the log can rebuild (views and
+    /// their checkpoints, together). On PostgreSQL its commit then does not wait for the
+    /// WAL flush: a crash can only lose it whole, views and checkpoint alike, and the
+    /// events are applied again from the older checkpoint. Returns the transaction's id
+    /// (assigned now) on PostgreSQL.
+    pub async fn derived_only(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Tx::Postgres(tx) => Some(
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT pg_current_xact_id()::text::int8
+                      FROM set_config('synchronous_commit', 'off', true)",
+                )
+                .fetch_one(&mut **tx)
+                .await?,
+            ),
+            Tx::Sqlite(_) => None,
+        })
+    }
+
     /// Runs a statement written with `$1`-style placeholders (both backends take them).
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
         Ok(match self {
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), params)
+            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), params, pg_list)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), params)
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), params, sqlite_list)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
@@ -187,19 +220,26 @@ impl Tx {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = match self {
-            Tx::Postgres(_) => format!(
-                "SELECT coalesce(json_agg(t), '[]')::text FROM {name} t
-                  WHERE id IN (SELECT json_array_elements_text($1::json))"
+        let (sql, ids) = match self {
+            // A real array, which the planner sizes: from a JSON text it guesses 100 rows
+            // and may choose to scan the whole table.
+            Tx::Postgres(_) => (
+                format!(
+                    "SELECT coalesce(json_agg(t), '[]')::text FROM {name} t
+                      WHERE id = ANY($1::text[])"
+                ),
+                Param::TextList(ids.to_vec()),
             ),
-            Tx::Sqlite(_) => format!(
-                "SELECT coalesce(json_group_array({}), '[]') FROM {name}
-                  WHERE id IN (SELECT value FROM json_each($1))",
-                json_object(table)
+            Tx::Sqlite(_) => (
+                format!(
+                    "SELECT coalesce(json_group_array({}), '[]') FROM {name}
+                      WHERE id IN (SELECT value FROM json_each($1))",
+                    json_object(table)
+                ),
+                Param::TextList(ids.to_vec()),
             ),
         };
-        let json = self.scalar_text(&sql, &[Param::Text(ids)]).await?;
+        let json = self.scalar_text(&sql, &[ids]).await?;
         serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
     }
 
@@ -296,27 +336,28 @@ impl Tx {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = match self {
-            Tx::Postgres(_) => format!(
-                "DELETE FROM {name} WHERE id IN (SELECT json_array_elements_text($1::json))"
+        let (sql, ids) = match self {
+            Tx::Postgres(_) => (
+                format!("DELETE FROM {name} WHERE id = ANY($1::text[])"),
+                Param::TextList(ids.to_vec()),
             ),
-            Tx::Sqlite(_) => {
-                format!("DELETE FROM {name} WHERE id IN (SELECT value FROM json_each($1))")
-            }
+            Tx::Sqlite(_) => (
+                format!("DELETE FROM {name} WHERE id IN (SELECT value FROM json_each($1))"),
+                Param::TextList(ids.to_vec()),
+            ),
         };
-        self.execute(&sql, &[Param::Text(ids)]).await.map(drop)
+        self.execute(&sql, &[ids]).await.map(drop)
     }
 
     async fn scalar_text(&mut self, sql: &str, params: &[Param]) -> Result<String, StoreError> {
         Ok(match self {
             Tx::Postgres(tx) => {
-                bind_all!(sqlx::query_scalar::<_, String>(sql), params)
+                bind_all!(sqlx::query_scalar::<_, String>(sql), params, pg_list)
                     .fetch_one(&mut **tx)
                     .await?
             }
             Tx::Sqlite(tx) => {
-                bind_all!(sqlx::query_scalar::<_, String>(sql), params)
+                bind_all!(sqlx::query_scalar::<_, String>(sql), params, sqlite_list)
                     .fetch_one(&mut **tx)
                     .await?
             }
@@ -365,12 +406,12 @@ pub async fn query<R: DeserializeOwned>(
     let sql = json_rows_sql(matches!(db, Database::Postgres(_)), sql, columns);
     let json: String = match db {
         Database::Postgres(pool) => {
-            bind_all!(sqlx::query_scalar::<_, String>(&sql), params)
+            bind_all!(sqlx::query_scalar::<_, String>(&sql), params, pg_list)
                 .fetch_one(pool)
                 .await?
         }
         Database::Sqlite(pool) => {
-            bind_all!(sqlx::query_scalar::<_, String>(&sql), params)
+            bind_all!(sqlx::query_scalar::<_, String>(&sql), params, sqlite_list)
                 .fetch_one(pool)
                 .await?
         }
