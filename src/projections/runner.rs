@@ -424,13 +424,16 @@ impl Projections {
                 return Ok(true);
             }
             let ViewStore::Tx(back) = view.store else {
-                return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
+                return Err(
+                    StoreError::Corrupt("a live view must be in a transaction".into()).into(),
+                );
             };
             tx = back;
             applied.push((projection, row));
         }
         if !applied.is_empty() {
-            let placeholders: Vec<String> = (0..applied.len()).map(|i| format!("${}", i + 4)).collect();
+            let placeholders: Vec<String> =
+                (0..applied.len()).map(|i| format!("${}", i + 4)).collect();
             let sql = format!(
                 "UPDATE projections SET cursor_tx = $1, cursor_position = $2, updated_at = $3
                   WHERE name IN ({})",
@@ -441,7 +444,11 @@ impl Projections {
                 Param::Int(last.position),
                 Param::Text(now()),
             ];
-            params.extend(applied.iter().map(|(p, _)| Param::Text(p.name().to_owned())));
+            params.extend(
+                applied
+                    .iter()
+                    .map(|(p, _)| Param::Text(p.name().to_owned())),
+            );
             tx.execute(&sql, &params).await?;
         }
         tx.commit().await?;
@@ -453,7 +460,13 @@ impl Projections {
             let name = projection.name();
             self.record_lag(name, &recorded, last);
             self.publish(name, last);
-            known.insert(name, Row { cursor: last, ..row });
+            known.insert(
+                name,
+                Row {
+                    cursor: last,
+                    ..row
+                },
+            );
         }
         Ok(full)
     }
@@ -1170,7 +1183,8 @@ fn now() -> String {
     fixed_time::format(&Utc::now())
 }
 
-const ROW_COLUMNS: &str = "name, version, generation, cursor_tx, cursor_position, status, last_error,
+const ROW_COLUMNS: &str =
+    "name, version, generation, cursor_tx, cursor_position, status, last_error,
     failed_tx, failed_position, failed_event_id, rebuild_generation, rebuild_version,
     rebuild_cursor_tx, rebuild_cursor_position, retired_generation, updated_at";
 

@@ -303,7 +303,12 @@ where
                     let mut envelopes = Vec::new();
                     for payload in sink.collect().await {
                         sequence += 1;
-                        events.push(new_event::<A>(id, sequence, &payload, &pending.metadata_json));
+                        events.push(new_event::<A>(
+                            id,
+                            sequence,
+                            &payload,
+                            &pending.metadata_json,
+                        ));
                         envelopes.push(EventEnvelope {
                             aggregate_id: id.to_owned(),
                             sequence,

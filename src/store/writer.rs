@@ -162,9 +162,8 @@ async fn write(db: &Database, events: &[&NewEvent]) -> Result<(), WriteError> {
         Database::Postgres(pool) => {
             // One statement is one atomic write, and one round trip. Ordinality keeps
             // each aggregate's events in sequence order in the log.
-            let column = |f: fn(&NewEvent) -> &str| -> Vec<&str> {
-                events.iter().map(|e| f(e)).collect()
-            };
+            let column =
+                |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                      event_version, payload, metadata)
@@ -185,32 +184,37 @@ async fn write(db: &Database, events: &[&NewEvent]) -> Result<(), WriteError> {
             .await
             .map(drop)
         }
-        Database::Sqlite(pool) => async {
-            let mut tx = pool.begin().await?;
-            for event in events {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+        Database::Sqlite(pool) => {
+            async {
+                let mut tx = pool.begin().await?;
+                for event in events {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                          event_version, payload, metadata)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(event.aggregate_type)
-                .bind(&event.aggregate_id)
-                .bind(event.sequence)
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .execute(&mut *tx)
-                .await?;
+                    )
+                    .bind(event.aggregate_type)
+                    .bind(&event.aggregate_id)
+                    .bind(event.sequence)
+                    .bind(&event.event_type)
+                    .bind(&event.event_version)
+                    .bind(&event.payload)
+                    .bind(&event.metadata)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
             }
-            tx.commit().await
+            .await
         }
-        .await,
     };
     result.map_err(|e| {
         if is_saturation(&e) {
             WriteError::Unavailable(e.to_string())
-        } else if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+        } else if e
+            .as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
             WriteError::Conflict
         } else {
             WriteError::Store(e.to_string())
