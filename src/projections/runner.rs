@@ -517,6 +517,7 @@ impl Projections {
             return Ok(false);
         }
         // Start from empty tables: a pass that crashed may have left a partial flush.
+        // They get their keys and indexes after the flush, in the switch.
         for (projection, generation) in &pending {
             let name = projection.name();
             let mut tx = Tx::begin(&self.db).await?;
@@ -526,7 +527,7 @@ impl Projections {
             for table in projection.tables() {
                 let table_name = physical(name, *generation, table.name);
                 tx.drop_table(&table_name).await?;
-                tx.create_table(&table_name, table).await?;
+                tx.create_table_unindexed(&table_name, table).await?;
             }
             tx.commit().await?;
         }
@@ -543,39 +544,41 @@ impl Projections {
             .collect();
         let mut cursor = Cursor::START;
         let mut events_read = 0usize;
-        // Reading the next batch overlaps applying this one.
-        let mut next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
-        while let Some(reading) = next.take() {
-            let events = reading
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-            let Some(last) = events.last() else { break };
-            cursor = last.entry.cursor;
-            events_read += events.len();
-            let full = events.len() as i64 == REBUILD_BATCH;
-            if full {
-                next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
-            }
-            let events = Arc::new(events);
-            let tasks: Vec<_> = pending
-                .iter()
-                .zip(views.iter_mut())
-                .map(|((projection, _), view)| {
-                    let projection = projection.clone();
-                    let events = events.clone();
-                    let mut view = view.take().expect("a view per rebuilding projection");
-                    tokio::spawn(async move {
-                        let result = projection.apply(&mut view, &events).await;
-                        (view, result)
+        // Three stages side by side: the log streams in (one query), the next batch is
+        // decoded, and this one is applied to every view.
+        let (reading, mut decoded) = read_ahead(self.db.clone(), cursor);
+        let outcome: Result<(), ProjectionError> = async {
+            while let Some(events) = decoded.recv().await {
+                let events = events?;
+                let Some(last) = events.last() else { continue };
+                cursor = last.entry.cursor;
+                events_read += events.len();
+                let events = Arc::new(events);
+                let tasks: Vec<_> = pending
+                    .iter()
+                    .zip(views.iter_mut())
+                    .map(|((projection, _), view)| {
+                        let projection = projection.clone();
+                        let events = events.clone();
+                        let mut view = view.take().expect("a view per rebuilding projection");
+                        tokio::spawn(async move {
+                            let result = projection.apply(&mut view, &events).await;
+                            (view, result)
+                        })
                     })
-                })
-                .collect();
-            for (slot, task) in views.iter_mut().zip(tasks) {
-                let (view, result) = task.await.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                result?;
-                *slot = Some(view);
+                    .collect();
+                for (slot, task) in views.iter_mut().zip(tasks) {
+                    let (view, result) =
+                        task.await.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    result?;
+                    *slot = Some(view);
+                }
             }
+            Ok(())
         }
+        .await;
+        reading.abort();
+        outcome?;
         tracing::info!(
             events = events_read,
             seconds = started.elapsed().as_secs_f64(),
@@ -639,6 +642,10 @@ impl Projections {
         };
         let rows = memory.row_count();
         memory.flush(&mut tx, name, generation).await?;
+        for table in projection.tables() {
+            tx.index_table(&physical(name, generation, table.name), table)
+                .await?;
+        }
         tx.execute(
             "UPDATE projections
                 SET version = $2, generation = $3, cursor_tx = $4, cursor_position = $5,
@@ -993,6 +1000,59 @@ enum Applied {
         entry: Box<LogEntry>,
         error: ProjectionError,
     },
+}
+
+/// Every event after `after` up to the horizon of one query ([`reader::stream_after`]),
+/// decoded, in batches of [`REBUILD_BATCH`]. A few batches are read ahead; the stream
+/// stops at the first error, which it yields.
+fn read_ahead(
+    db: Database,
+    after: Cursor,
+) -> (
+    JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Result<Vec<Envelope>, ProjectionError>>,
+) {
+    use futures::StreamExt;
+    let (raw_sender, mut raw) = tokio::sync::mpsc::channel::<Result<Vec<LogEntry>, StoreError>>(2);
+    let (sender, decoded) = tokio::sync::mpsc::channel(2);
+    let reading = tokio::spawn(async move {
+        let decoding = tokio::spawn(async move {
+            while let Some(batch) = raw.recv().await {
+                let events = batch
+                    .map_err(ProjectionError::from)
+                    .and_then(|entries| entries.into_iter().map(Envelope::decode).collect());
+                let failed = events.is_err();
+                if sender.send(events).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut stream = reader::stream_after(&db, after);
+        let mut batch = Vec::with_capacity(REBUILD_BATCH as usize);
+        while let Some(entry) = stream.next().await {
+            match entry {
+                Ok(entry) => batch.push(entry),
+                Err(e) => {
+                    let _ = raw_sender.send(Err(e)).await;
+                    break;
+                }
+            }
+            if batch.len() == REBUILD_BATCH as usize {
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(REBUILD_BATCH as usize));
+                if raw_sender.send(Ok(full)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        if !batch.is_empty() {
+            let _ = raw_sender.send(Ok(batch)).await;
+        }
+        drop(raw_sender);
+        let _ = decoding.await;
+    });
+    (reading, decoded)
 }
 
 /// The next rebuild batch after `after`, decoded.
