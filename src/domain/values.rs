@@ -83,8 +83,10 @@ macro_rules! identifier {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                // The same check as `parse`, keeping the string serde already made.
                 let raw = String::deserialize(d)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
+                check_identifier(&raw, $max, $extra).map_err(serde::de::Error::custom)?;
+                Ok(Self(raw))
             }
         }
     };
@@ -247,8 +249,18 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
+        // Every amount carries its currency: read the code without allocating it.
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<Currency, E> {
+                Currency::parse(raw).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Code)
     }
 }
 

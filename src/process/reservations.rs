@@ -223,8 +223,7 @@ impl Projection for ReservationManager {
         events: &'a [Envelope],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let order_ids: Vec<String> =
-                events.iter().filter_map(Envelope::event_order_id).collect();
+            let order_ids = events.iter().filter_map(Envelope::event_order_id);
             let mut orders: Rows<OrderRow> = Rows::load(view, &ORDERS, order_ids).await?;
             let hold_ids = events.iter().filter_map(|e| match e.inventory_event()? {
                 InventoryEvent::StockReserved { order_id, sku, .. }

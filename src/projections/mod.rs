@@ -14,11 +14,12 @@ pub mod order_summary;
 pub mod runner;
 pub mod shipping;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -151,21 +152,47 @@ pub struct MemoryTables {
 }
 
 impl MemoryTables {
-    fn rows<R: Serialize + Send + Sync + 'static>(
+    /// The whole table, taken out for a batch; [`MemoryTables::put_back`] returns it.
+    fn take<R: Serialize + Send + Sync + 'static>(
         &mut self,
         table: &'static Table,
-    ) -> &mut HashMap<String, R> {
+    ) -> Result<FxHashMap<String, R>, StoreError> {
+        let typed = self.typed::<R>(table);
+        if typed.taken {
+            return Err(StoreError::Corrupt(format!(
+                "view table `{}` is already loaded in this batch",
+                table.name
+            )));
+        }
+        typed.taken = true;
+        Ok(std::mem::take(&mut typed.rows))
+    }
+
+    fn put_back<R: Serialize + Send + Sync + 'static>(
+        &mut self,
+        table: &'static Table,
+        rows: FxHashMap<String, R>,
+    ) {
+        let typed = self.typed::<R>(table);
+        typed.rows = rows;
+        typed.taken = false;
+    }
+
+    fn typed<R: Serialize + Send + Sync + 'static>(
+        &mut self,
+        table: &'static Table,
+    ) -> &mut Typed<R> {
         let erased = self.tables.entry(table.name).or_insert_with(|| {
             Box::new(Typed::<R> {
                 table,
-                rows: HashMap::new(),
+                rows: FxHashMap::default(),
+                taken: false,
             })
         });
-        &mut erased
+        erased
             .as_any()
             .downcast_mut::<Typed<R>>()
             .expect("one row type per table")
-            .rows
     }
 
     /// Writes every table into generation `generation` of `projection`, in `tx`.
@@ -199,7 +226,9 @@ trait MemoryTable: Send {
 
 struct Typed<R> {
     table: &'static Table,
-    rows: HashMap<String, R>,
+    rows: FxHashMap<String, R>,
+    /// Out with a batch's [`Rows`].
+    taken: bool,
 }
 
 impl<R: Serialize + Send + Sync + 'static> MemoryTable for Typed<R> {
@@ -227,43 +256,47 @@ impl<R: Serialize + Send + Sync + 'static> MemoryTable for Typed<R> {
 
 /// Rows of one view table touched by a batch: loaded once, changed in memory, written
 /// back once. A row changed by fifty events of a batch is written once.
+///
+/// In a rebuild (a view in memory) the batch holds the whole table instead: nothing is
+/// looked up or copied per id, and nothing needs tracking, since the table is written
+/// once at the end. A projection sees the same rows either way as long as it touches
+/// only the ids it loaded, which [`Projection::apply`] must do anyway.
 pub struct Rows<R> {
     table: &'static Table,
-    rows: HashMap<String, R>,
-    dirty: HashSet<String>,
-    removed: HashSet<String>,
+    rows: FxHashMap<String, R>,
+    /// Whether `dirty` and `removed` are kept: only for a batch in a transaction.
+    track: bool,
+    dirty: FxHashSet<String>,
+    removed: FxHashSet<String>,
 }
 
 impl<R: Serialize + DeserializeOwned + ViewRow + Send + Sync + 'static> Rows<R> {
+    /// Loads the rows with these ids. `ids` is only consumed for a view in a
+    /// transaction, so building them costs nothing in a rebuild.
     pub async fn load(
         view: &mut View,
         table: &'static Table,
         ids: impl IntoIterator<Item = String>,
     ) -> Result<Self, StoreError> {
         let name = view.table_name(table);
-        let rows = match &mut view.store {
+        let (rows, track) = match &mut view.store {
             ViewStore::Tx(tx) => {
                 let ids: Vec<String> = ids
                     .into_iter()
-                    .collect::<HashSet<_>>()
+                    .collect::<FxHashSet<_>>()
                     .into_iter()
                     .collect();
                 let loaded: Vec<R> = tx.load(&name, table, &ids).await?;
-                loaded.into_iter().map(|r| (r.id(), r)).collect()
+                (loaded.into_iter().map(|r| (r.id(), r)).collect(), true)
             }
-            ViewStore::Memory(memory) => {
-                // Taken out for the batch; `save` puts back what is still there.
-                let stored = memory.rows::<R>(table);
-                ids.into_iter()
-                    .filter_map(|id| stored.remove(&id).map(|row| (id, row)))
-                    .collect()
-            }
+            ViewStore::Memory(memory) => (memory.take::<R>(table)?, false),
         };
         Ok(Self {
             table,
             rows,
-            dirty: HashSet::new(),
-            removed: HashSet::new(),
+            track,
+            dirty: FxHashSet::default(),
+            removed: FxHashSet::default(),
         })
     }
 
@@ -277,26 +310,35 @@ impl<R: Serialize + DeserializeOwned + ViewRow + Send + Sync + 'static> Rows<R> 
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut R> {
         let row = self.rows.get_mut(id)?;
-        self.dirty.insert(id.to_owned());
+        if self.track {
+            self.dirty.insert(id.to_owned());
+        }
         Some(row)
     }
 
     /// The row, created with `new` when absent.
     pub fn entry(&mut self, id: &str, new: impl FnOnce() -> R) -> &mut R {
-        self.dirty.insert(id.to_owned());
-        self.removed.remove(id);
-        self.rows.entry(id.to_owned()).or_insert_with(new)
+        if self.track {
+            self.dirty.insert(id.to_owned());
+            self.removed.remove(id);
+        }
+        if !self.rows.contains_key(id) {
+            self.rows.insert(id.to_owned(), new());
+        }
+        self.rows.get_mut(id).expect("inserted above")
     }
 
     pub fn insert(&mut self, row: R) {
         let id = row.id();
-        self.dirty.insert(id.clone());
-        self.removed.remove(&id);
+        if self.track {
+            self.dirty.insert(id.clone());
+            self.removed.remove(&id);
+        }
         self.rows.insert(id, row);
     }
 
     pub fn remove(&mut self, id: &str) {
-        if self.rows.remove(id).is_some() {
+        if self.rows.remove(id).is_some() && self.track {
             self.dirty.remove(id);
             self.removed.insert(id.to_owned());
         }
@@ -316,7 +358,7 @@ impl<R: Serialize + DeserializeOwned + ViewRow + Send + Sync + 'static> Rows<R> 
                 tx.upsert(&name, self.table, &changed).await
             }
             ViewStore::Memory(memory) => {
-                memory.rows::<R>(self.table).extend(self.rows);
+                memory.put_back(self.table, self.rows);
                 Ok(())
             }
         }
@@ -328,7 +370,40 @@ pub trait ViewRow {
     fn id(&self) -> String;
 }
 
-/// The UTC day of a time, as view tables key it.
+/// The UTC day of a time, as view tables key it (`2026-11-21`).
 pub fn day(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    let date = t.date_naive();
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%d").to_string();
+    }
+    // By hand: chrono's formatter costs more than the rest of an event's apply.
+    let mut buf = *b"0000-00-00";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, date.month());
+    put(8, 2, date.day());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_day_reads_as_chrono_formats_it() {
+        for t in [
+            Utc.with_ymd_and_hms(2026, 11, 21, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(12345, 6, 7, 0, 0, 0).unwrap(),
+        ] {
+            assert_eq!(super::day(&t), t.format("%Y-%m-%d").to_string());
+        }
+    }
 }

@@ -82,7 +82,9 @@ impl SummaryRow {
             expired: self.expired != 0,
             fulfilled: self.fulfilled != 0,
         };
-        self.status = OrderStatus::of(&facts).as_str().to_owned();
+        // In place: this runs for every event of every order.
+        self.status.clear();
+        self.status.push_str(OrderStatus::of(&facts).as_str());
     }
 }
 

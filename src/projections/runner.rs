@@ -1,18 +1,18 @@
 //! Runs every projection over the global log, exactly once per event.
 //!
 //! The live projections move together: a step reads one batch after the lowest of
-//! their checkpoints, then in one transaction locks their rows, checks nobody moved a
-//! checkpoint, applies the batch to each projection's active generation of tables and
-//! advances their checkpoints. A crash anywhere before the commit leaves views and
-//! checkpoints as they were. One read and one commit per batch for all of them keeps
-//! the database's work per event small, and the lag low.
+//! their checkpoints and decodes it once; then each projection, side by side, locks its
+//! row, checks nobody moved its checkpoint, applies its share of the batch to its
+//! active generation of tables and advances the checkpoint, in one transaction of its
+//! own. A crash anywhere before a commit leaves that view and its checkpoint as they
+//! were. One read per batch keeps the database's work small; transactions side by side
+//! keep a batch as short as the slowest projection, and the lag low.
 //!
-//! Failures are contained: when a projection's batch fails, the group's transaction
-//! rolls back, that projection leaves the group and the others go again at once. On a
-//! task of its own, the failing batch is retried with backoff, then narrowed to the
-//! failing event; the events before it are applied, and the projection stops with that
-//! event and the error recorded, while the others go on.
-//! An operator retries it after a fix or skips the event (the skip is recorded).
+//! Failures are contained: a projection whose batch fails leaves the group, and on a
+//! task of its own the batch is retried with backoff, then narrowed to the failing
+//! event; the events before it are applied, and the projection stops with that event
+//! and the error recorded, while the others go on. An operator retries it after a fix
+//! or skips the event (the skip is recorded).
 //!
 //! Rebuilds are blue/green: a new generation of tables is filled from the start of the
 //! log while the current one keeps answering queries; once caught up, the switch and
@@ -232,11 +232,11 @@ impl Projections {
         ]
     }
 
-    /// Runs the live projections until `shutdown`: every batch of the log is read once
-    /// and applied to all of them in one transaction. A projection whose batch fails
-    /// leaves the group: a task of its own
-    /// retries it with backoff (then stops it at the failing event) while the others
-    /// go on, and it rejoins once that is settled.
+    /// Runs the live projections until `shutdown`: every batch of the log is read and
+    /// decoded once, and applied by each projection in its own transaction, side by
+    /// side. A projection whose batch fails leaves the group: a task of its own retries
+    /// it with backoff (then stops it at the failing event) while the others go on, and
+    /// it rejoins once that is settled.
     async fn run_live(&self, shutdown: CancellationToken) {
         let mut wake = self.signal.subscribe();
         let mut known = HashMap::new();
@@ -310,9 +310,9 @@ impl Projections {
     /// right away.
     ///
     /// `known` holds the rows as this task last left them, which saves reading them
-    /// again while the projections just run; every batch still checks them under the
-    /// row locks, and a mismatch (a skip, a stop, a switch) makes the next step read
-    /// that row afresh.
+    /// again while the projections just run; every batch still checks its row under
+    /// the row's lock, and a mismatch (a skip, a stop, a switch) makes the next step
+    /// read that row afresh.
     async fn live_step(
         &self,
         known: &mut HashMap<&'static str, Row>,
@@ -348,13 +348,13 @@ impl Projections {
             return Ok(false);
         };
         let entries = reader::read_after(&self.db, from, LIVE_BATCH).await?;
-        let Some(last) = entries.last().map(|e| e.cursor) else {
+        if entries.is_empty() {
             for (projection, row) in live {
                 self.publish(projection.name(), row.cursor);
                 known.insert(projection.name(), row);
             }
             return Ok(false);
-        };
+        }
         let full = entries.len() as i64 == LIVE_BATCH;
         let recorded: Vec<(Cursor, DateTime<Utc>)> =
             entries.iter().map(|e| (e.cursor, e.recorded_at)).collect();
@@ -376,97 +376,36 @@ impl Projections {
             }
         };
 
-        let mut tx = Tx::begin(&self.db).await?;
-        // The batch writes views only, and appends no events: readers need not wait for
-        // it to end to see events committed meanwhile.
-        let _look_past = tx.derived_only().await?.map(LookPast::register);
-        let names: Vec<&str> = live.iter().map(|(p, _)| p.name()).collect();
-        let locked = lock_rows(&mut tx, &names).await?;
-        let mut applied: Vec<(Arc<dyn Projection>, Row)> = Vec::new();
-        let mut rest = live.into_iter();
-        while let Some((projection, row)) = rest.next() {
-            let name = projection.name();
-            let in_step = locked.get(name).is_some_and(|locked| {
-                locked.generation == row.generation
-                    && locked.cursor == row.cursor
-                    && locked.status == "running"
-                    && locked.version == row.version
-                    && locked.rebuild.is_none()
-            });
-            if !in_step {
-                // Moved by someone else, or locked by them right now: read it afresh.
-                continue;
-            }
+        // Each projection applies its share in its own transaction, all at once: a batch
+        // then lasts as long as the slowest projection's few statements, not their sum.
+        let mut work = Vec::new();
+        for (projection, row) in live {
             let mine = &events[events.partition_point(|e| e.entry.cursor <= row.cursor)..];
             if mine.is_empty() {
-                known.insert(name, row);
-                continue;
+                known.insert(projection.name(), row);
+            } else {
+                work.push((projection, row, mine));
             }
-            let mut view = View {
-                store: ViewStore::Tx(tx),
-                projection: name,
-                generation: row.generation,
-            };
-            let result = match projection.apply(&mut view, mine).await {
-                Ok(()) => self.injected_fault(name, mine),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                // The whole batch rolls back (no savepoint per projection: failures are
-                // rare, and round trips are not). The others go again at once, without
-                // the failing one, which is retried on its own.
-                tracing::warn!(projection = name, error = %e, "batch failed; retrying it alone");
-                drop(view);
-                for (projection, row) in applied.into_iter().chain(rest) {
-                    known.insert(projection.name(), row);
-                }
-                self.detach(projection, row, &entries, detached, shutdown);
-                return Ok(true);
-            }
-            let ViewStore::Tx(back) = view.store else {
-                return Err(
-                    StoreError::Corrupt("a live view must be in a transaction".into()).into(),
-                );
-            };
-            tx = back;
-            applied.push((projection, row));
         }
-        if !applied.is_empty() {
-            let placeholders: Vec<String> =
-                (0..applied.len()).map(|i| format!("${}", i + 4)).collect();
-            let sql = format!(
-                "UPDATE projections SET cursor_tx = $1, cursor_position = $2, updated_at = $3
-                  WHERE name IN ({})",
-                placeholders.join(", ")
-            );
-            let mut params = vec![
-                Param::Int(last.transaction_id),
-                Param::Int(last.position),
-                Param::Text(now()),
-            ];
-            params.extend(
-                applied
-                    .iter()
-                    .map(|(p, _)| Param::Text(p.name().to_owned())),
-            );
-            tx.execute(&sql, &params).await?;
-        }
-        tx.commit().await?;
-        // Our transaction held back the horizon below which readers see events (it
-        // locked rows, so it had an id): events committed meanwhile just became
-        // visible, and nothing else would announce them.
-        self.signal.notify();
-        for (projection, row) in applied {
+        let outcomes = futures::future::join_all(work.iter().map(|(projection, row, mine)| {
+            self.apply_batch(projection, (row.generation, row.version), row.cursor, mine)
+        }))
+        .await;
+        for ((projection, row, _), outcome) in work.into_iter().zip(outcomes) {
             let name = projection.name();
-            self.record_lag(name, &recorded, last);
-            self.publish(name, last);
-            known.insert(
-                name,
-                Row {
-                    cursor: last,
-                    ..row
-                },
-            );
+            match outcome {
+                Ok(Applied::All(cursor)) => {
+                    self.record_lag(name, &recorded, cursor);
+                    self.publish(name, cursor);
+                    known.insert(name, Row { cursor, ..row });
+                }
+                // Moved by someone else, or locked by them right now: read it afresh.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "batch failed; retrying it alone");
+                    self.detach(projection, row, &entries, detached, shutdown);
+                }
+            }
         }
         Ok(full)
     }
@@ -565,7 +504,7 @@ impl Projections {
         let mut last_error = None;
         for _ in 0..ATTEMPTS {
             match self
-                .apply_batch(projection, target, row.cursor, &entries)
+                .apply_entries(projection, target, row.cursor, &entries)
                 .await
             {
                 Ok(outcome) => return Ok(outcome),
@@ -582,10 +521,10 @@ impl Projections {
         let mut applied = None;
         for entry in entries {
             let single = std::slice::from_ref(&entry);
-            let mut result = self.apply_batch(projection, target, cursor, single).await;
+            let mut result = self.apply_entries(projection, target, cursor, single).await;
             if result.is_err() {
                 tokio::time::sleep(FIRST_BACKOFF).await;
-                result = self.apply_batch(projection, target, cursor, single).await;
+                result = self.apply_entries(projection, target, cursor, single).await;
             }
             match result {
                 Ok(Applied::All(next)) => {
@@ -612,30 +551,33 @@ impl Projections {
 
     /// One transaction: lock the row, check the checkpoint, apply, advance.
     /// `target` is the (generation, version) the batch was planned for.
+    ///
+    /// The transaction writes only what the log can rebuild, so its commit does not
+    /// wait for the WAL flush, and readers look past it while it runs (it appends no
+    /// events). A row someone else holds right now (a switch, an operator) counts as
+    /// moved: this never waits for them.
     async fn apply_batch(
         &self,
         projection: &Arc<dyn Projection>,
         target: (i64, i64),
         expected: Cursor,
-        entries: &[LogEntry],
+        events: &[Envelope],
     ) -> Result<Applied, ProjectionError> {
         let name = projection.name();
-        let Some(last) = entries.last() else {
+        let Some(last) = events.last().map(|e| e.entry.cursor) else {
             return Ok(Applied::Moved);
         };
-        let events = entries
-            .iter()
-            .cloned()
-            .map(Envelope::decode)
-            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = Tx::begin(&self.db).await?;
-        let locked = lock_row(&mut tx, name).await?;
+        let _look_past = tx.derived_only().await?.map(LookPast::register);
+        let locked = lock_rows(&mut tx, &[name]).await?;
         let (generation, version) = target;
-        let matches = locked.generation == generation
-            && locked.cursor == expected
-            && locked.status == "running"
-            && locked.version == version
-            && locked.rebuild.is_none();
+        let matches = locked.get(name).is_some_and(|locked| {
+            locked.generation == generation
+                && locked.cursor == expected
+                && locked.status == "running"
+                && locked.version == version
+                && locked.rebuild.is_none()
+        });
         if !matches {
             // Another runner, a skip or a switch moved the projection: start over.
             return Ok(Applied::Moved);
@@ -645,8 +587,8 @@ impl Projections {
             projection: name,
             generation,
         };
-        projection.apply(&mut view, &events).await?;
-        self.injected_fault(name, &events)?;
+        projection.apply(&mut view, events).await?;
+        self.injected_fault(name, events)?;
         let ViewStore::Tx(mut tx) = view.store else {
             return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
         };
@@ -656,18 +598,34 @@ impl Projections {
             sql,
             &[
                 Param::Text(name.to_owned()),
-                Param::Int(last.cursor.transaction_id),
-                Param::Int(last.cursor.position),
+                Param::Int(last.transaction_id),
+                Param::Int(last.position),
                 Param::Text(now()),
             ],
         )
         .await?;
         tx.commit().await?;
-        // Our transaction held back the horizon below which readers see events (it
-        // locked a row, so it had an id): events committed meanwhile just became
-        // visible, and nothing else would announce them.
+        // Other processes' readers do not look past our transaction: events committed
+        // meanwhile may just have become visible to them, and ours is told too.
         self.signal.notify();
-        Ok(Applied::All(last.cursor))
+        Ok(Applied::All(last))
+    }
+
+    /// [`Self::apply_batch`] for entries not decoded yet.
+    async fn apply_entries(
+        &self,
+        projection: &Arc<dyn Projection>,
+        target: (i64, i64),
+        expected: Cursor,
+        entries: &[LogEntry],
+    ) -> Result<Applied, ProjectionError> {
+        let events = entries
+            .iter()
+            .cloned()
+            .map(Envelope::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.apply_batch(projection, target, expected, &events)
+            .await
     }
 
     /// Rebuilds every projection with a pending rebuild, in one pass over the log: each
@@ -688,6 +646,7 @@ impl Projections {
             return Ok(false);
         }
         // Start from empty tables: a pass that crashed may have left a partial flush.
+        // They get their keys and indexes after the flush, in the switch.
         for (projection, generation) in &pending {
             let name = projection.name();
             let mut tx = Tx::begin(&self.db).await?;
@@ -697,7 +656,7 @@ impl Projections {
             for table in projection.tables() {
                 let table_name = physical(name, *generation, table.name);
                 tx.drop_table(&table_name).await?;
-                tx.create_table(&table_name, table).await?;
+                tx.create_table_unindexed(&table_name, table).await?;
             }
             tx.commit().await?;
         }
@@ -714,39 +673,41 @@ impl Projections {
             .collect();
         let mut cursor = Cursor::START;
         let mut events_read = 0usize;
-        // Reading the next batch overlaps applying this one.
-        let mut next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
-        while let Some(reading) = next.take() {
-            let events = reading
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-            let Some(last) = events.last() else { break };
-            cursor = last.entry.cursor;
-            events_read += events.len();
-            let full = events.len() as i64 == REBUILD_BATCH;
-            if full {
-                next = Some(tokio::spawn(read_decoded(self.db.clone(), cursor)));
-            }
-            let events = Arc::new(events);
-            let tasks: Vec<_> = pending
-                .iter()
-                .zip(views.iter_mut())
-                .map(|((projection, _), view)| {
-                    let projection = projection.clone();
-                    let events = events.clone();
-                    let mut view = view.take().expect("a view per rebuilding projection");
-                    tokio::spawn(async move {
-                        let result = projection.apply(&mut view, &events).await;
-                        (view, result)
+        // Three stages side by side: the log streams in (one query), the next batch is
+        // decoded, and this one is applied to every view.
+        let (reading, mut decoded) = read_ahead(self.db.clone(), cursor);
+        let outcome: Result<(), ProjectionError> = async {
+            while let Some(events) = decoded.recv().await {
+                let events = events?;
+                let Some(last) = events.last() else { continue };
+                cursor = last.entry.cursor;
+                events_read += events.len();
+                let events = Arc::new(events);
+                let tasks: Vec<_> = pending
+                    .iter()
+                    .zip(views.iter_mut())
+                    .map(|((projection, _), view)| {
+                        let projection = projection.clone();
+                        let events = events.clone();
+                        let mut view = view.take().expect("a view per rebuilding projection");
+                        tokio::spawn(async move {
+                            let result = projection.apply(&mut view, &events).await;
+                            (view, result)
+                        })
                     })
-                })
-                .collect();
-            for (slot, task) in views.iter_mut().zip(tasks) {
-                let (view, result) = task.await.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                result?;
-                *slot = Some(view);
+                    .collect();
+                for (slot, task) in views.iter_mut().zip(tasks) {
+                    let (view, result) =
+                        task.await.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    result?;
+                    *slot = Some(view);
+                }
             }
+            Ok(())
         }
+        .await;
+        reading.abort();
+        outcome?;
         tracing::info!(
             events = events_read,
             seconds = started.elapsed().as_secs_f64(),
@@ -810,6 +771,10 @@ impl Projections {
         };
         let rows = memory.row_count();
         memory.flush(&mut tx, name, generation).await?;
+        for table in projection.tables() {
+            tx.index_table(&physical(name, generation, table.name), table)
+                .await?;
+        }
         tx.execute(
             "UPDATE projections
                 SET version = $2, generation = $3, cursor_tx = $4, cursor_position = $5,
@@ -1171,6 +1136,59 @@ enum Applied {
         entry: Box<LogEntry>,
         error: ProjectionError,
     },
+}
+
+/// Every event after `after` up to the horizon of one query ([`reader::stream_after`]),
+/// decoded, in batches of [`REBUILD_BATCH`]. A few batches are read ahead; the stream
+/// stops at the first error, which it yields.
+fn read_ahead(
+    db: Database,
+    after: Cursor,
+) -> (
+    JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Result<Vec<Envelope>, ProjectionError>>,
+) {
+    use futures::StreamExt;
+    let (raw_sender, mut raw) = tokio::sync::mpsc::channel::<Result<Vec<LogEntry>, StoreError>>(2);
+    let (sender, decoded) = tokio::sync::mpsc::channel(2);
+    let reading = tokio::spawn(async move {
+        let decoding = tokio::spawn(async move {
+            while let Some(batch) = raw.recv().await {
+                let events = batch
+                    .map_err(ProjectionError::from)
+                    .and_then(|entries| entries.into_iter().map(Envelope::decode).collect());
+                let failed = events.is_err();
+                if sender.send(events).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut stream = reader::stream_after(&db, after);
+        let mut batch = Vec::with_capacity(REBUILD_BATCH as usize);
+        while let Some(entry) = stream.next().await {
+            match entry {
+                Ok(entry) => batch.push(entry),
+                Err(e) => {
+                    let _ = raw_sender.send(Err(e)).await;
+                    break;
+                }
+            }
+            if batch.len() == REBUILD_BATCH as usize {
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(REBUILD_BATCH as usize));
+                if raw_sender.send(Ok(full)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        if !batch.is_empty() {
+            let _ = raw_sender.send(Ok(batch)).await;
+        }
+        drop(raw_sender);
+        let _ = decoding.await;
+    });
+    (reading, decoded)
 }
 
 /// The next rebuild batch after `after`, decoded.

@@ -19,6 +19,7 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::Row;
@@ -158,23 +159,24 @@ async fn read(
     limit: i64,
     with_metadata: bool,
 ) -> Result<Vec<LogEntry>, StoreError> {
-    let metadata = if with_metadata {
-        "metadata::text"
-    } else {
-        "NULL::text"
-    };
     match db {
         Database::Postgres(pool) => {
+            // `transaction_id` comes as it is stored: xid8's binary form is a big-endian
+            // 64-bit integer, read below without the text round trip a cast would cost
+            // per row. Columns are read by position, in this order.
+            let metadata = if with_metadata {
+                ", metadata::text"
+            } else {
+                ""
+            };
             let sql = format!(
-                "SELECT transaction_id::text::int8 AS transaction_id, global_position, event_id,
-                        aggregate_type, aggregate_id, sequence, event_type, event_version,
-                        payload::text AS payload, {metadata} AS metadata, recorded_at
+                "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                        sequence, event_type, event_version, payload::text, recorded_at{metadata}
                    FROM events
                   WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
                     AND transaction_id < ({HORIZON})
                   ORDER BY events.transaction_id, events.global_position
-                  LIMIT $3" // Qualified on purpose: a bare `transaction_id` would sort by the
-                            // int8 output column above, which no index serves.
+                  LIMIT $3"
             );
             let rows = sqlx::query(&sql)
                 .bind(after.transaction_id.to_string())
@@ -187,18 +189,22 @@ async fn read(
                 .map(|row| {
                     Ok(LogEntry {
                         cursor: Cursor {
-                            transaction_id: row.try_get("transaction_id")?,
-                            position: row.try_get("global_position")?,
+                            transaction_id: row.try_get_unchecked(0)?,
+                            position: row.try_get(1)?,
                         },
-                        event_id: row.try_get("event_id")?,
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                        metadata: row.try_get("metadata")?,
-                        recorded_at: row.try_get("recorded_at")?,
+                        event_id: row.try_get(2)?,
+                        aggregate_type: row.try_get(3)?,
+                        aggregate_id: row.try_get(4)?,
+                        sequence: row.try_get(5)?,
+                        event_type: row.try_get(6)?,
+                        event_version: row.try_get(7)?,
+                        payload: row.try_get(8)?,
+                        recorded_at: row.try_get(9)?,
+                        metadata: if with_metadata {
+                            row.try_get(10)?
+                        } else {
+                            None
+                        },
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()
@@ -240,6 +246,77 @@ async fn read(
                 })
                 .collect()
         }
+    }
+}
+
+/// Every event after `after` that a reader may see now, in cursor order, as one stream:
+/// for a reader that goes through the whole log in one go (a rebuild). It is one query,
+/// so one snapshot and one horizon (`pg_snapshot_xmin` at its start): it yields exactly
+/// what successive [`read_after`] calls would have up to that horizon, without a round
+/// trip per batch. Events committed later are left for a [`read_after`] from the last
+/// cursor it yielded. Without metadata. The stream holds a connection until dropped.
+pub fn stream_after(db: &Database, after: Cursor) -> BoxStream<'_, Result<LogEntry, StoreError>> {
+    match db {
+        Database::Postgres(pool) => sqlx::query(
+            "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                    sequence, event_type, event_version, payload::text, recorded_at
+               FROM events
+              WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY events.transaction_id, events.global_position",
+        )
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .fetch(pool)
+        .map(|row| {
+            let row = row?;
+            Ok(LogEntry {
+                cursor: Cursor {
+                    // xid8 in binary is a big-endian 64-bit integer (see `read`).
+                    transaction_id: row.try_get_unchecked(0)?,
+                    position: row.try_get(1)?,
+                },
+                event_id: row.try_get(2)?,
+                aggregate_type: row.try_get(3)?,
+                aggregate_id: row.try_get(4)?,
+                sequence: row.try_get(5)?,
+                event_type: row.try_get(6)?,
+                event_version: row.try_get(7)?,
+                payload: row.try_get(8)?,
+                metadata: None,
+                recorded_at: row.try_get(9)?,
+            })
+        })
+        .boxed(),
+        Database::Sqlite(pool) => sqlx::query(
+            "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
+                    event_type, event_version, payload, recorded_at
+               FROM events
+              WHERE global_position > $1
+              ORDER BY global_position",
+        )
+        .bind(after.position)
+        .fetch(pool)
+        .map(|row| {
+            let row = row?;
+            let (event_id, recorded_at) = sqlite_stamps(&row)?;
+            Ok(LogEntry {
+                cursor: Cursor {
+                    transaction_id: 0,
+                    position: row.try_get("global_position")?,
+                },
+                event_id,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: None,
+                recorded_at,
+            })
+        })
+        .boxed(),
     }
 }
 
