@@ -147,6 +147,7 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let caught_up = caught_up.elapsed();
 
     // Statistics reach the cumulative views within about a second of a transaction.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -232,7 +233,7 @@ async fn main() -> Result<()> {
     );
     println!(
         "caught up {:.2} s after the load ended",
-        caught_up.elapsed().as_secs_f64()
+        caught_up.as_secs_f64()
     );
     println!();
     println!("apply_lag per projection, as the server measured it (recorded_at to view commit):");
