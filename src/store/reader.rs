@@ -186,29 +186,8 @@ async fn read(
                 .fetch_all(pool)
                 .await?;
             rows.iter()
-                .map(|row| {
-                    Ok(LogEntry {
-                        cursor: Cursor {
-                            transaction_id: row.try_get_unchecked(0)?,
-                            position: row.try_get(1)?,
-                        },
-                        event_id: row.try_get(2)?,
-                        aggregate_type: row.try_get(3)?,
-                        aggregate_id: row.try_get(4)?,
-                        sequence: row.try_get(5)?,
-                        event_type: row.try_get(6)?,
-                        event_version: row.try_get(7)?,
-                        payload: row.try_get(8)?,
-                        recorded_at: row.try_get(9)?,
-                        metadata: if with_metadata {
-                            row.try_get(10)?
-                        } else {
-                            None
-                        },
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(StoreError::from)
+                .map(|row| postgres_entry(row, with_metadata))
+                .collect()
         }
         Database::Sqlite(pool) => {
             let metadata = if with_metadata { "metadata" } else { "NULL" };
@@ -225,26 +204,7 @@ async fn read(
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.iter()
-                .map(|row| {
-                    let (event_id, recorded_at) = sqlite_stamps(row)?;
-                    Ok(LogEntry {
-                        cursor: Cursor {
-                            transaction_id: 0,
-                            position: row.try_get("global_position")?,
-                        },
-                        event_id,
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                        metadata: row.try_get("metadata")?,
-                        recorded_at,
-                    })
-                })
-                .collect()
+            rows.iter().map(sqlite_entry).collect()
         }
     }
 }
@@ -268,56 +228,70 @@ pub fn stream_after(db: &Database, after: Cursor) -> BoxStream<'_, Result<LogEnt
         .bind(after.transaction_id.to_string())
         .bind(after.position)
         .fetch(pool)
-        .map(|row| {
-            let row = row?;
-            Ok(LogEntry {
-                cursor: Cursor {
-                    // xid8 in binary is a big-endian 64-bit integer (see `read`).
-                    transaction_id: row.try_get_unchecked(0)?,
-                    position: row.try_get(1)?,
-                },
-                event_id: row.try_get(2)?,
-                aggregate_type: row.try_get(3)?,
-                aggregate_id: row.try_get(4)?,
-                sequence: row.try_get(5)?,
-                event_type: row.try_get(6)?,
-                event_version: row.try_get(7)?,
-                payload: row.try_get(8)?,
-                metadata: None,
-                recorded_at: row.try_get(9)?,
-            })
-        })
+        .map(|row| postgres_entry(&row?, false))
         .boxed(),
         Database::Sqlite(pool) => sqlx::query(
             "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                    event_type, event_version, payload, recorded_at
+                    event_type, event_version, payload, NULL AS metadata, recorded_at
                FROM events
               WHERE global_position > $1
               ORDER BY global_position",
         )
         .bind(after.position)
         .fetch(pool)
-        .map(|row| {
-            let row = row?;
-            let (event_id, recorded_at) = sqlite_stamps(&row)?;
-            Ok(LogEntry {
-                cursor: Cursor {
-                    transaction_id: 0,
-                    position: row.try_get("global_position")?,
-                },
-                event_id,
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: None,
-                recorded_at,
-            })
-        })
+        .map(|row| sqlite_entry(&row?))
         .boxed(),
     }
+}
+
+/// A row of the PostgreSQL reads, whose columns come in this order: transaction_id,
+/// global_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
+/// event_version, payload, recorded_at, and metadata when asked for.
+fn postgres_entry(
+    row: &sqlx::postgres::PgRow,
+    with_metadata: bool,
+) -> Result<LogEntry, StoreError> {
+    Ok(LogEntry {
+        cursor: Cursor {
+            // xid8 in binary is a big-endian 64-bit integer: read as it is stored,
+            // without the text round trip a cast would cost per row.
+            transaction_id: row.try_get_unchecked(0)?,
+            position: row.try_get(1)?,
+        },
+        event_id: row.try_get(2)?,
+        aggregate_type: row.try_get(3)?,
+        aggregate_id: row.try_get(4)?,
+        sequence: row.try_get(5)?,
+        event_type: row.try_get(6)?,
+        event_version: row.try_get(7)?,
+        payload: row.try_get(8)?,
+        recorded_at: row.try_get(9)?,
+        metadata: if with_metadata {
+            row.try_get(10)?
+        } else {
+            None
+        },
+    })
+}
+
+/// A row of the SQLite reads (by column name; `metadata` may be NULL).
+fn sqlite_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, StoreError> {
+    let (event_id, recorded_at) = sqlite_stamps(row)?;
+    Ok(LogEntry {
+        cursor: Cursor {
+            transaction_id: 0,
+            position: row.try_get("global_position")?,
+        },
+        event_id,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at,
+    })
 }
 
 /// The columns SQLite keeps as text that the database stamped: the event id and the
