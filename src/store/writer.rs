@@ -6,6 +6,9 @@
 //! one write is out, the next group gathers, so under load many commands share a commit
 //! and its WAL flush, and under light load a command is written at once.
 //!
+//! The queue needs no bound of its own: each append is awaited by its aggregate's
+//! leader, so it holds at most one append per aggregate with commands in flight.
+//!
 //! The database still guards each aggregate: a sequence already taken (another process
 //! won the race) refuses the whole group, which is then written one append at a time so
 //! that only the append that lost hears `Conflict`.
