@@ -408,9 +408,8 @@ fn reply_all<A: Aggregate>(batch: Vec<Pending<A>>, error: &CommandError<A::Error
     }
 }
 
-/// postgres-es reports a duplicate sequence as a conflict, but sqlite-es recognises only
-/// a primary-key violation, and our SQLite log's key is the global position: its
-/// duplicate sequence surfaces as a unique violation inside an "unexpected" error.
+/// Why loading an aggregate failed. Loads only read, so no conflict can come from one:
+/// appends (and their conflicts) go through the writer.
 fn classify<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {
     match error {
         AggregateError::UserError(e) => CommandError::Rejected(e),
@@ -419,13 +418,6 @@ fn classify<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {
             match e.downcast_ref::<sqlx::Error>() {
                 Some(sqlx) if super::is_saturation(sqlx) => {
                     CommandError::Unavailable(sqlx.to_string())
-                }
-                Some(sqlx)
-                    if sqlx
-                        .as_database_error()
-                        .is_some_and(|d| d.is_unique_violation()) =>
-                {
-                    CommandError::Conflict
                 }
                 _ => CommandError::Store(e),
             }
