@@ -79,7 +79,7 @@ async fn main() -> Result<()> {
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                              payload, metadata)
          SELECT 'order', 'bench-' || i, 1, 'order.created', '1.0',
-                replace($1, 'ORDER', 'bench-' || i)::jsonb, $2::jsonb
+                replace($1, 'ORDER', 'bench-' || i)::json, $2::json
            FROM generate_series(1, $3) AS i",
     )
     .bind(PAYLOAD)

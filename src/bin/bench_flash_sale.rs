@@ -381,7 +381,7 @@ async fn flash_sale(
     let orders_created: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM {}.events
          WHERE aggregate_type = 'order' AND event_type = 'order.created'
-           AND payload->'lines' @> $1::jsonb",
+           AND payload::jsonb->'lines' @> $1::jsonb",
         config.schema
     ))
     .bind(json!([{ "sku": sku }]))

@@ -1,7 +1,8 @@
 //! Benchmark: rebuild every projection from a large log, on PostgreSQL.
 //!
-//! Loads N order events (default 1,000,000) straight into `events` in a fresh schema,
-//! then, R times (default 3):
+//! Loads N events (default 1,000,000, order and inventory events together) straight into
+//! `events` in a fresh schema, as the engine would have written them, then, R times
+//! (default 3):
 //!
 //! 1. reads the whole log with `store::reader::read_after`, batches of 5,000 (the
 //!    baseline: a reader that does nothing with the events), and with a bench-local copy
@@ -23,29 +24,37 @@
 //! first argument), `BENCH_RUNS` (3), `BENCH_TOGETHER` (1: also time all of them requested
 //! together, this many times, median reported; 0 skips it), `BENCH_PHASES` (1: also time the phases; 0 skips it),
 //! `BENCH_SINGLE` (1: rebuild each projection on its own in every run; 0 skips that),
+//! `BENCH_TRACKED` (1: every SKU's stock is tracked, as in a shop that keeps its stock in
+//! orderlog: the log opens with a receipt per SKU, each order reserves its lines before
+//! it is created and its shipment commits them; 0: a shop that does not: every line is
+//! `untracked` and the log holds no inventory events),
 //! `BENCH_REUSE` (0; 1: keep the log a previous run loaded into the same schema when it
-//! has exactly N events, instead of loading it again).
+//! has exactly N events and was generated with the same `BENCH_TRACKED`, instead of
+//! loading it again).
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
 mod bench_support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
 use bench_support::{env_number, median, recreate_schema, CpuTimes};
-use orderlog::domain::order::{OrderEvent, OrderLine, ShipmentLine};
+use orderlog::domain::inventory::{InventoryCommand, InventoryEvent, InventoryItem};
+use orderlog::domain::order::{Order, OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
     CountryCode, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,
 };
+use orderlog::process::reservations;
 use orderlog::projections::runner::Projections;
 use orderlog::projections::{self, Envelope, MemoryTables, Projection, View, ViewStore};
 use orderlog::store::reader::{self, Cursor, LogEntry, LogSignal};
@@ -63,6 +72,9 @@ const READ_BATCH: i64 = 5_000;
 /// this many other events, so a batch never holds an order's whole life.
 const ACTIVE_ORDERS: usize = 2_000;
 const SKUS: usize = 1_000;
+/// Units received per SKU before the first order (the most one receipt may bring): far
+/// more than a run sells, so no reservation is ever refused.
+const STOCK_PER_SKU: i64 = 1_000_000;
 const CUSTOMERS: u64 = 50_000;
 const SPAN_DAYS: i64 = 30;
 /// Scratch generation used by the phase breakdown; far above anything the runner uses.
@@ -82,11 +94,15 @@ async fn main() -> Result<()> {
     let phases = env_number("BENCH_PHASES", 1)? != 0;
     let reuse = env_number("BENCH_REUSE", 0)? != 0;
     let single = env_number("BENCH_SINGLE", 1)? != 0;
+    let tracked = env_number("BENCH_TRACKED", 1)? != 0;
     let url = std::env::var("ORDERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
 
-    println!("bench_rebuild: {events} events, {runs} run(s), PostgreSQL");
+    println!(
+        "bench_rebuild: {events} events, {runs} run(s), PostgreSQL, stock {}",
+        if tracked { "tracked" } else { "not tracked" }
+    );
     let reused = if reuse {
-        reuse_log(&url, events).await?
+        reuse_log(&url, events, tracked).await?
     } else {
         None
     };
@@ -108,10 +124,10 @@ async fn main() -> Result<()> {
             };
             // Load.
             let started = Instant::now();
-            let expected = load(pool, events).await?;
+            let expected = load(pool, events, tracked).await?;
             let load_secs = started.elapsed().as_secs_f64();
             println!(
-                "loaded {} events ({} orders, {} to be refunded) in {:.1} s: {:.0} events/s",
+                "loaded {} events ({} orders, {} refunded) in {:.1} s: {:.0} events/s",
                 expected.events,
                 expected.orders,
                 expected.refunded_orders,
@@ -130,9 +146,21 @@ async fn main() -> Result<()> {
             println!(
                 "VACUUM (ANALYZE) events: {vacuum_secs:.1} s; events table with indexes: {log_size}"
             );
+            // The checks hold the views to the generator's account of the log, and a
+            // reused log is accounted for from the database: both must agree, or a check
+            // could pass (or fail) for the wrong reason.
+            let from_log = expected_from_log(pool).await?;
+            if from_log != expected {
+                bail!(
+                    "the loaded log does not match what was generated:\n  in the log: {}\n  generated:  {}",
+                    from_log.summary(),
+                    expected.summary()
+                );
+            }
             (db, expected, load_secs)
         }
     };
+    print_mix(&db, &expected).await?;
 
     let p = Projections::new(
         db.clone(),
@@ -410,55 +438,229 @@ async fn main() -> Result<()> {
 }
 
 /// With `BENCH_REUSE=1`: the log a previous run loaded into the same schema, when it
-/// holds exactly `events` events (and `None` otherwise, so that it is loaded afresh).
-async fn reuse_log(url: &str, events: usize) -> Result<Option<(Database, Expected)>> {
+/// holds exactly `events` events generated with the same `tracked` setting (and `None`
+/// otherwise, so that it is loaded afresh).
+async fn reuse_log(
+    url: &str,
+    events: usize,
+    tracked: bool,
+) -> Result<Option<(Database, Expected)>> {
     let db = Database::connect(url, 8).await?;
     let Database::Postgres(pool) = &db else {
         bail!("bench_rebuild needs PostgreSQL");
     };
-    let counts: Option<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT count(*),
-                count(*) FILTER (WHERE event_type = 'order.created'),
-                count(DISTINCT aggregate_id) FILTER (WHERE event_type = 'order.refunded')
-           FROM events",
-    )
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten();
+    // No log at all (a fresh schema) is an error here, and simply means: load it.
+    let counts: Option<(i64, i64)> =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE aggregate_type = $1) FROM events")
+            .bind(InventoryItem::TYPE)
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten();
+    // A tracked log opens with a receipt per SKU; an untracked one has no inventory event.
     match counts {
-        Some((n, orders, refunded)) if n as usize == events => {
+        Some((n, inventory)) if n as usize == events && (inventory > 0) == tracked => {
             db.migrate().await?;
-            Ok(Some((
-                db,
-                Expected {
-                    events,
-                    orders: orders as usize,
-                    refunded_orders: refunded as usize,
-                },
-            )))
+            match expected_from_log(pool).await {
+                Ok(expected) => return Ok(Some((db, expected))),
+                Err(e) => {
+                    println!("cannot account for the log already loaded ({e:#}): loading it again")
+                }
+            }
         }
-        _ => {
-            db.close().await;
-            Ok(None)
-        }
+        Some((n, inventory)) => println!(
+            "the log already loaded ({n} events, {inventory} of them inventory events) is not \
+             the one asked for: loading it again"
+        ),
+        None => {}
+    }
+    db.close().await;
+    Ok(None)
+}
+
+/// What the generator produced, for the checks after each rebuild. Everything in it can
+/// also be computed from the log alone (`expected_from_log`).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Expected {
+    events: usize,
+    inventory_events: usize,
+    /// Orders created (a placement cut off by the event budget has not created its order).
+    orders: usize,
+    refunded_orders: usize,
+    /// Every SKU's levels after the last event, by SKU.
+    stock: BTreeMap<String, Level>,
+    /// Stock still held for orders: one hold per order and SKU, reserved and not yet
+    /// committed by a shipment.
+    holds: usize,
+    held_units: i64,
+    held_orders: usize,
+    /// Shipped lines whose commit is not in the log: 0 unless the budget was too small
+    /// to end the log between commands (see `generate`).
+    uncommitted_lines: usize,
+}
+
+/// One SKU's levels, as the stock view states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Level {
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+}
+
+impl Expected {
+    /// The counts and the stock's totals, for a message.
+    fn summary(&self) -> String {
+        let total = |f: fn(&Level) -> i64| self.stock.values().map(f).sum::<i64>();
+        format!(
+            "{} events ({} inventory), {} orders, {} refunded; {} SKUs stocked: {} on hand, {} \
+             reserved, {} available; {} holds ({} units, {} orders); {} shipped lines not \
+             committed",
+            self.events,
+            self.inventory_events,
+            self.orders,
+            self.refunded_orders,
+            self.stock.len(),
+            total(|l| l.on_hand),
+            total(|l| l.reserved),
+            total(|l| l.available),
+            self.holds,
+            self.held_units,
+            self.held_orders,
+            self.uncommitted_lines,
+        )
     }
 }
 
-/// What the generator produced, for the checks after each rebuild.
-#[derive(Debug, Default, Clone)]
-struct Expected {
-    events: usize,
-    orders: usize,
-    refunded_orders: usize,
+/// The same figures as the generator's, computed from the events in the database alone:
+/// stock from the quantities (not from the levels the events state, which the views
+/// copy), holds as the reservation manager keeps them.
+async fn expected_from_log(pool: &sqlx::PgPool) -> Result<Expected> {
+    // Payloads are read with `->` and `->>`, which work on `json` and `jsonb` alike.
+    let (events, inventory_events, orders, refunded_orders, shipped_lines, committed): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE aggregate_type = 'inventory'),
+                count(*) FILTER (WHERE event_type = 'order.created'),
+                count(DISTINCT aggregate_id) FILTER (WHERE event_type = 'order.refunded'),
+                coalesce(sum(json_array_length((payload -> 'lines')::json))
+                         FILTER (WHERE event_type = 'shipment.dispatched'), 0)::int8,
+                count(*) FILTER (WHERE event_type = 'inventory.committed')
+           FROM events",
+    )
+    .fetch_one(pool)
+    .await
+    .context("counting the log's events")?;
+    let stock: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT aggregate_id,
+                sum(CASE event_type
+                      WHEN 'inventory.received' THEN (payload ->> 'quantity')::int8
+                      WHEN 'inventory.adjusted' THEN (payload ->> 'delta')::int8
+                      WHEN 'inventory.committed' THEN -(payload ->> 'quantity')::int8
+                      ELSE 0 END)::int8,
+                sum(CASE event_type
+                      WHEN 'inventory.reserved' THEN (payload ->> 'quantity')::int8
+                      WHEN 'inventory.released' THEN -(payload ->> 'quantity')::int8
+                      WHEN 'inventory.committed' THEN -(payload ->> 'from_reservation')::int8
+                      ELSE 0 END)::int8
+           FROM events
+          WHERE aggregate_type = 'inventory'
+          GROUP BY aggregate_id",
+    )
+    .fetch_all(pool)
+    .await
+    .context("summing the log's stock movements")?;
+    let (holds, held_units, held_orders): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(held), 0)::int8, count(DISTINCT order_id)
+           FROM (SELECT payload ->> 'order_id' AS order_id, aggregate_id,
+                        sum(CASE event_type
+                              WHEN 'inventory.reserved' THEN (payload ->> 'quantity')::int8
+                              WHEN 'inventory.released' THEN -(payload ->> 'quantity')::int8
+                              ELSE -(payload ->> 'from_reservation')::int8 END) AS held
+                   FROM events
+                  WHERE aggregate_type = 'inventory'
+                    AND event_type IN ('inventory.reserved', 'inventory.released',
+                                       'inventory.committed')
+                  GROUP BY 1, 2) AS h
+          WHERE held > 0",
+    )
+    .fetch_one(pool)
+    .await
+    .context("counting the log's holds")?;
+    Ok(Expected {
+        events: events as usize,
+        inventory_events: inventory_events as usize,
+        orders: orders as usize,
+        refunded_orders: refunded_orders as usize,
+        stock: stock
+            .into_iter()
+            .map(|(sku, on_hand, reserved)| {
+                let level = Level {
+                    on_hand,
+                    reserved,
+                    available: on_hand - reserved,
+                };
+                (sku, level)
+            })
+            .collect(),
+        holds: holds as usize,
+        held_units,
+        held_orders: held_orders as usize,
+        // The bench's lines are all tracked or all untracked: with stock tracked every
+        // shipped line is committed, without it none is due.
+        uncommitted_lines: if inventory_events > 0 {
+            (shipped_lines - committed) as usize
+        } else {
+            0
+        },
+    })
+}
+
+/// Prints the log's make-up: events per aggregate type, per event type, and orders.
+async fn print_mix(db: &Database, expected: &Expected) -> Result<()> {
+    let Database::Postgres(pool) = db else {
+        return Ok(());
+    };
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, event_type, count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut by_aggregate: BTreeMap<&str, i64> = BTreeMap::new();
+    for (aggregate_type, _, n) in &rows {
+        *by_aggregate.entry(aggregate_type).or_default() += n;
+    }
+    let list = |items: Vec<String>| items.join(", ");
+    println!(
+        "log: {}; {} orders",
+        list(
+            by_aggregate
+                .iter()
+                .map(|(t, n)| format!("{n} {t} events"))
+                .collect()
+        ),
+        expected.orders
+    );
+    println!(
+        "log by event type: {}",
+        list(rows.iter().map(|(_, t, n)| format!("{t} {n}")).collect())
+    );
+    Ok(())
 }
 
 /// Columns of one INSERT.
 #[derive(Default)]
 struct Chunk {
+    aggregate_type: Vec<String>,
     aggregate_id: Vec<String>,
     sequence: Vec<i64>,
     event_type: Vec<String>,
+    event_version: Vec<String>,
     payload: Vec<String>,
     metadata: Vec<String>,
 }
@@ -471,15 +673,18 @@ impl Chunk {
 
 /// Generates on a blocking thread and inserts on one connection, in order: a chunk is
 /// one transaction, so the log's commit order is the generation order.
-async fn load(pool: &sqlx::PgPool, events: usize) -> Result<Expected> {
+async fn load(pool: &sqlx::PgPool, events: usize, tracked: bool) -> Result<Expected> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
-    let generator = tokio::task::spawn_blocking(move || generate(events, tx));
+    let generator = tokio::task::spawn_blocking(move || generate(events, tracked, tx));
+    // `::json`, not `::jsonb`: it is assigned to either column type.
     let sql = "INSERT INTO events
                    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-               SELECT 'order', t.aggregate_id, t.sequence, t.event_type, $5, t.payload::jsonb,
-                      t.metadata::jsonb
-                 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $6::text[])
-                   AS t(aggregate_id, sequence, event_type, payload, metadata)";
+               SELECT t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version,
+                      t.payload::json, t.metadata::json
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                             $6::text[], $7::text[])
+                   AS t(aggregate_type, aggregate_id, sequence, event_type, event_version,
+                        payload, metadata)";
     let mut conn = pool.acquire().await?;
     let mut inserted = 0usize;
     let mut last_report = Instant::now();
@@ -487,11 +692,12 @@ async fn load(pool: &sqlx::PgPool, events: usize) -> Result<Expected> {
     while let Some(chunk) = rx.recv().await {
         let n = chunk.len();
         sqlx::query(sql)
+            .bind(chunk.aggregate_type)
             .bind(chunk.aggregate_id)
             .bind(chunk.sequence)
             .bind(chunk.event_type)
+            .bind(chunk.event_version)
             .bind(chunk.payload)
-            .bind(OrderEvent::VERSION)
             .bind(chunk.metadata)
             .execute(&mut *conn)
             .await?;
@@ -541,6 +747,10 @@ struct Flow {
     currency: Currency,
     total: Money,
     lines: Vec<OrderLine>,
+    /// Each line's SKU, as its index in the catalogue.
+    skus: Vec<usize>,
+    /// Lines whose stock is held for the order (reserved, not yet committed).
+    held: usize,
     /// The next stage to emit (0 = placed).
     stage: u8,
     sequence: i64,
@@ -594,23 +804,157 @@ impl Catalogue {
     }
 }
 
-fn generate(events: usize, out: tokio::sync::mpsc::Sender<Chunk>) -> Result<Expected> {
+/// One SKU's stock while generating: the engine's own aggregate, so that every inventory
+/// event states the levels the engine would have written, and the SKU's last sequence.
+#[derive(Default)]
+struct Stock {
+    item: InventoryItem,
+    sequence: i64,
+}
+
+impl Stock {
+    /// Decides `command` as the SKU's aggregate would and applies the one event it causes.
+    fn decide(&mut self, sku: &Sku, command: InventoryCommand) -> Result<InventoryEvent> {
+        let mut events = self
+            .item
+            .decide(sku, command)
+            .with_context(|| format!("{sku} refused a generated command"))?;
+        let (Some(event), true) = (events.pop(), events.is_empty()) else {
+            bail!("{sku}: a generated command did not cause exactly one event");
+        };
+        self.item.evolve(event.clone());
+        self.sequence += 1;
+        Ok(event)
+    }
+
+    fn level(&self) -> Level {
+        Level {
+            on_hand: self.item.on_hand(),
+            reserved: self.item.reserved(),
+            available: self.item.available(),
+        }
+    }
+}
+
+/// One event to write. A line's reservation or commit is decided on its SKU only when it
+/// is written, so that what the event budget cuts off leaves the stock untouched.
+enum Step {
+    Order(Box<OrderEvent>),
+    /// Reserve the flow's line (its index).
+    Reserve(usize),
+    /// Commit the flow's shipped line (its index).
+    Commit(usize),
+}
+
+/// The generated log on its way to the inserter, in chunks, up to the event budget.
+struct Output {
+    chunk: Chunk,
+    sender: tokio::sync::mpsc::Sender<Chunk>,
+    emitted: usize,
+    budget: usize,
+}
+
+impl Output {
+    fn is_full(&self) -> bool {
+        self.emitted >= self.budget
+    }
+
+    fn push<A: Aggregate>(
+        &mut self,
+        aggregate_id: &str,
+        sequence: i64,
+        event: &A::Event,
+        metadata: &str,
+    ) -> Result<()> {
+        let payload = serde_json::to_string(event)?;
+        // A payload the projections cannot decode (or decode into something else) would
+        // only show as a failed or wrong rebuild much later: sample them here.
+        if self.emitted % 97 == 0 {
+            let back: A::Event = serde_json::from_str(&payload)
+                .with_context(|| format!("a generated {} event does not decode", A::TYPE))?;
+            if &back != event {
+                bail!("a generated payload does not round-trip: {payload}");
+            }
+        }
+        let chunk = &mut self.chunk;
+        chunk.aggregate_type.push(A::TYPE.to_owned());
+        chunk.aggregate_id.push(aggregate_id.to_owned());
+        chunk.sequence.push(sequence);
+        chunk.event_type.push(event.event_type());
+        chunk.event_version.push(event.event_version());
+        chunk.payload.push(payload);
+        chunk.metadata.push(metadata.to_owned());
+        self.emitted += 1;
+        if chunk.len() == LOAD_CHUNK {
+            let full = std::mem::take(&mut self.chunk);
+            self.send(full)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, chunk: Chunk) -> Result<()> {
+        self.sender
+            .blocking_send(chunk)
+            .map_err(|_| anyhow::anyhow!("the inserter stopped"))
+    }
+
+    /// Sends what is left; returns how many events were generated.
+    fn finish(mut self) -> Result<usize> {
+        if self.chunk.len() > 0 {
+            let rest = std::mem::take(&mut self.chunk);
+            self.send(rest)?;
+        }
+        Ok(self.emitted)
+    }
+}
+
+fn generate(
+    events: usize,
+    tracked: bool,
+    sender: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<Expected> {
     let catalogue = Catalogue::new();
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     let start: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 10, 22, 0, 0, 0).unwrap();
     let span_micros = TimeDelta::days(SPAN_DAYS).num_microseconds().unwrap_or(1);
     let mut expected = Expected::default();
     let mut pool: Vec<Flow> = Vec::with_capacity(ACTIVE_ORDERS);
-    let mut chunk = Chunk::default();
-    let mut emitted = 0usize;
-    while emitted < events {
+    let mut stock: Vec<Stock> = (0..SKUS).map(|_| Stock::default()).collect();
+    let mut flows = 0usize;
+    let mut log = Output {
+        chunk: Chunk::default(),
+        sender,
+        emitted: 0,
+        budget: events,
+    };
+    if tracked {
+        // The shelves are stocked before the shop opens: a SKU's stock is tracked from
+        // its first receipt, and a reservation on an untracked SKU is refused.
+        let quantity = Quantity::parse(STOCK_PER_SKU).expect("within Quantity::MAX");
+        for ((sku, _), stock) in catalogue.skus.iter().zip(&mut stock) {
+            if log.is_full() {
+                break;
+            }
+            let event = stock.decide(
+                sku,
+                InventoryCommand::ReceiveStock {
+                    quantity,
+                    at: start,
+                },
+            )?;
+            let metadata = metadata(&Uuid::new_v4().to_string(), "warehouse", start);
+            log.push::<InventoryItem>(sku.as_str(), stock.sequence, &event, &metadata)?;
+            expected.inventory_events += 1;
+        }
+    }
+    let mut misfits = 0usize;
+    while !log.is_full() {
         // The log's clock moves evenly over the span: each event is a little later.
-        let at = start + TimeDelta::microseconds(span_micros * emitted as i64 / events as i64);
+        let at = start + TimeDelta::microseconds(span_micros * log.emitted as i64 / events as i64);
         let slot = rng.below(ACTIVE_ORDERS as u64) as usize;
         if slot >= pool.len() || pool[slot].stage == u8::MAX {
-            let flow = new_flow(&catalogue, &mut rng, expected.orders);
-            expected.orders += 1;
-            expected.refunded_orders += usize::from(flow.refund);
+            let flow = new_flow(&catalogue, &mut rng, flows, tracked);
+            flows += 1;
             if slot >= pool.len() {
                 pool.push(flow);
             } else {
@@ -618,43 +962,100 @@ fn generate(events: usize, out: tokio::sync::mpsc::Sender<Chunk>) -> Result<Expe
             }
         }
         let slot = slot.min(pool.len() - 1);
-        let batch = next_events(&catalogue, &mut rng, &mut pool[slot], at);
-        let metadata = metadata(&pool[slot], at);
-        for event in batch {
-            if emitted == events {
+        let flow = &mut pool[slot];
+        // Near the end of the budget, only a command whose events all fit: a log ends
+        // between commands (not with an order's stock reserved but the order not created,
+        // or a shipment whose units are not committed), unless none fits for so long that
+        // the budget must be too small for any.
+        if flow.next_len() > events - log.emitted && misfits < 100 * ACTIVE_ORDERS {
+            misfits += 1;
+            continue;
+        }
+        let steps = next_events(&catalogue, &mut rng, flow, at);
+        // The inventory commands are caused by the order's command (placement reserves,
+        // the shipment's commits follow): one command's metadata for all of them.
+        let metadata = metadata(&flow.correlation_id, &flow.actor, at);
+        for step in steps {
+            if log.is_full() {
                 break;
             }
-            let flow = &mut pool[slot];
-            flow.sequence += 1;
-            let payload = serde_json::to_string(&event)?;
-            if emitted % 97 == 0 {
-                let back: OrderEvent = serde_json::from_str(&payload)
-                    .context("a generated payload does not decode as an OrderEvent")?;
-                if back != event {
-                    bail!("a generated payload does not round-trip: {payload}");
+            match step {
+                Step::Order(event) => {
+                    flow.sequence += 1;
+                    match event.as_ref() {
+                        OrderEvent::OrderPlaced { .. } => expected.orders += 1,
+                        OrderEvent::OrderRefunded { .. } => expected.refunded_orders += 1,
+                        OrderEvent::ShipmentDispatched { .. } => {
+                            expected.uncommitted_lines +=
+                                flow.lines.iter().filter(|l| !l.untracked).count();
+                        }
+                        _ => {}
+                    }
+                    log.push::<Order>(flow.order_id.as_str(), flow.sequence, &event, &metadata)?;
                 }
-            }
-            chunk.aggregate_id.push(flow.order_id.to_string());
-            chunk.sequence.push(flow.sequence);
-            chunk.event_type.push(event.name().to_owned());
-            chunk.payload.push(payload);
-            chunk.metadata.push(metadata.clone());
-            emitted += 1;
-            if chunk.len() == LOAD_CHUNK {
-                out.blocking_send(std::mem::take(&mut chunk))
-                    .map_err(|_| anyhow::anyhow!("the inserter stopped"))?;
+                Step::Reserve(line) => {
+                    let OrderLine { sku, quantity, .. } = &flow.lines[line];
+                    let stock = &mut stock[flow.skus[line]];
+                    let reserve = InventoryCommand::ReserveStock {
+                        order_id: flow.order_id.clone(),
+                        quantity: *quantity,
+                        at,
+                    };
+                    let event = stock.decide(sku, reserve)?;
+                    if !matches!(event, InventoryEvent::StockReserved { .. }) {
+                        bail!("a generated reservation was not made: {event:?}");
+                    }
+                    expected.holds += 1;
+                    expected.held_units += i64::from(quantity.get());
+                    expected.held_orders += usize::from(flow.held == 0);
+                    flow.held += 1;
+                    log.push::<InventoryItem>(sku.as_str(), stock.sequence, &event, &metadata)?;
+                    expected.inventory_events += 1;
+                }
+                Step::Commit(line) => {
+                    let OrderLine { sku, quantity, .. } = &flow.lines[line];
+                    let stock = &mut stock[flow.skus[line]];
+                    let commit = InventoryCommand::CommitReservation {
+                        order_id: flow.order_id.clone(),
+                        shipment_id: flow.shipment_id.clone(),
+                        quantity: *quantity,
+                        at,
+                    };
+                    let event = stock.decide(sku, commit)?;
+                    // The whole line ships from its reservation, which ends the hold.
+                    let InventoryEvent::ReservationCommitted {
+                        from_reservation, ..
+                    } = &event
+                    else {
+                        bail!("a generated commit was not made: {event:?}");
+                    };
+                    if *from_reservation != quantity.get() {
+                        bail!("a shipped line was not reserved in full: {event:?}");
+                    }
+                    expected.holds -= 1;
+                    expected.held_units -= i64::from(quantity.get());
+                    flow.held -= 1;
+                    expected.held_orders -= usize::from(flow.held == 0);
+                    expected.uncommitted_lines -= 1;
+                    log.push::<InventoryItem>(sku.as_str(), stock.sequence, &event, &metadata)?;
+                    expected.inventory_events += 1;
+                }
             }
         }
     }
-    if chunk.len() > 0 {
-        out.blocking_send(chunk)
-            .map_err(|_| anyhow::anyhow!("the inserter stopped"))?;
-    }
-    expected.events = emitted;
+    expected.stock = catalogue
+        .skus
+        .iter()
+        .zip(&stock)
+        .filter(|(_, stock)| stock.sequence > 0)
+        .map(|((sku, _), stock)| (sku.to_string(), stock.level()))
+        .collect();
+    expected.events = log.finish()?;
     Ok(expected)
 }
 
-fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
+/// A new order: `tracked` says whether its lines' stock is tracked (and reserved).
+fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize, tracked: bool) -> Flow {
     let currency = match rng.below(100) {
         0..=79 => catalogue.usd,
         80..=91 => catalogue.eur,
@@ -662,11 +1063,13 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
     };
     let line_count = 2 + rng.below(2) as usize;
     let mut lines: Vec<OrderLine> = Vec::with_capacity(line_count);
+    let mut skus = Vec::with_capacity(line_count);
     while lines.len() < line_count {
         // A skewed draw: low SKU numbers sell more, as best sellers do.
         let a = rng.below(SKUS as u64);
         let b = rng.below(SKUS as u64);
-        let (sku, price) = &catalogue.skus[a.min(b) as usize];
+        let index = a.min(b) as usize;
+        let (sku, price) = &catalogue.skus[index];
         if lines.iter().any(|l| &l.sku == sku) {
             continue;
         }
@@ -677,8 +1080,11 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
             quantity,
             line_total: unit_price.checked_mul(quantity).expect("small"),
             unit_price,
-            untracked: false,
+            // As placement marks a line whose SKU refuses reservations for want of
+            // tracking (when untracked SKUs are allowed).
+            untracked: !tracked,
         });
+        skus.push(index);
     }
     let total = lines
         .iter()
@@ -692,6 +1098,8 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
         currency,
         total,
         lines,
+        skus,
+        held: 0,
         stage: 0,
         sequence: 0,
         refund: rng.chance(10),
@@ -702,14 +1110,28 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize) -> Flow {
     }
 }
 
+impl Flow {
+    /// How many events `next_events` writes for the flow's next command.
+    fn next_len(&self) -> usize {
+        let tracked = self.lines.iter().filter(|l| !l.untracked).count();
+        match self.stage {
+            0 | 3 => 1 + tracked,
+            4 => 2,
+            u8::MAX => 0,
+            _ => 1,
+        }
+    }
+}
+
 /// The events of the flow's next command (delivery and fulfilment come together, as the
-/// aggregate appends them in one command), and moves the flow on.
+/// aggregate appends them in one command) with the inventory events it causes, and moves
+/// the flow on.
 fn next_events(
     catalogue: &Catalogue,
     rng: &mut Rng,
     flow: &mut Flow,
     at: DateTime<Utc>,
-) -> Vec<OrderEvent> {
+) -> Vec<Step> {
     let order_id = flow.order_id.clone();
     let (events, next) = match flow.stage {
         0 => {
@@ -821,19 +1243,35 @@ fn next_events(
         }
         _ => (Vec::new(), u8::MAX),
     };
+    let tracked_lines = flow
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.untracked)
+        .map(|(i, _)| i);
+    let orders = events.into_iter().map(|e| Step::Order(Box::new(e)));
+    let steps = match flow.stage {
+        // Placement reserves every tracked line, each on its SKU, before it creates the
+        // order (process::placement).
+        0 => tracked_lines.map(Step::Reserve).chain(orders).collect(),
+        // The reservation manager commits each shipped tracked line once the shipment is
+        // out (process::reservations).
+        3 => orders.chain(tracked_lines.map(Step::Commit)).collect(),
+        _ => orders.collect(),
+    };
     flow.stage = next;
-    events
+    steps
 }
 
 /// The metadata the command path stamps on every event of a command.
-fn metadata(flow: &Flow, at: DateTime<Utc>) -> String {
+fn metadata(correlation_id: &str, actor: &str, at: DateTime<Utc>) -> String {
     let command_id = Uuid::now_v7().to_string();
     json!({
         "command_id": command_id,
-        "correlation_id": flow.correlation_id,
+        "correlation_id": correlation_id,
         "causation_id": command_id,
         "traceparent": format!("00-{}-{}-01", Uuid::new_v4().simple(), &Uuid::new_v4().simple().to_string()[..16]),
-        "actor": flow.actor,
+        "actor": actor,
         "received_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     })
     .to_string()
@@ -975,14 +1413,105 @@ async fn check(p: &Projections, db: &Database, last: Cursor, expected: &Expected
         );
         ok = false;
     }
-    // A refunded order may be cut off by the event budget before its refund.
-    if refunded as usize > expected.refunded_orders {
+    if refunded as usize != expected.refunded_orders {
         println!(
-            "ERROR: {refunded} orders show a refund; at most {} were generated",
+            "ERROR: {refunded} orders show a refund; {} refunds were generated",
             expected.refunded_orders
         );
         ok = false;
     }
+
+    // Stock: one row per stocked SKU, at the levels its last event states.
+    let items = p
+        .table(
+            projections::inventory::NAME,
+            projections::inventory::ITEMS.name,
+        )
+        .await?;
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT id, on_hand, reserved, available FROM {items}"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let stock: BTreeMap<String, Level> = rows
+        .into_iter()
+        .map(|(sku, on_hand, reserved, available)| {
+            let level = Level {
+                on_hand,
+                reserved,
+                available,
+            };
+            (sku, level)
+        })
+        .collect();
+    let wrong: BTreeSet<&String> = expected
+        .stock
+        .keys()
+        .chain(stock.keys())
+        .filter(|sku| expected.stock.get(*sku) != stock.get(*sku))
+        .collect();
+    if let Some(sku) = wrong.first() {
+        println!(
+            "ERROR: the stock view differs for {} SKU(s) (it holds {} rows, {} SKUs were \
+             stocked); {sku}: {:?} in the view, {:?} generated",
+            wrong.len(),
+            stock.len(),
+            expected.stock.len(),
+            stock.get(*sku),
+            expected.stock.get(*sku)
+        );
+        ok = false;
+    }
+
+    // The reservation manager: every shipped line committed (no commit left to do), and
+    // stock held for exactly the orders not shipped yet.
+    let holds_table = p
+        .table(reservations::NAME, reservations::HOLDS.name)
+        .await?;
+    let (holds, held_units, held_orders): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), coalesce(sum(quantity), 0)::int8, count(DISTINCT order_id)
+           FROM {holds_table}"
+    ))
+    .fetch_one(pool)
+    .await?;
+    let actions_table = p
+        .table(reservations::NAME, reservations::ACTIONS.name)
+        .await?;
+    let (commits, actions): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE kind = 'commit'), count(*) FROM {actions_table}"
+    ))
+    .fetch_one(pool)
+    .await?;
+    if (holds as usize, held_units, held_orders as usize)
+        != (expected.holds, expected.held_units, expected.held_orders)
+    {
+        println!(
+            "ERROR: the reservation manager holds {held_units} units in {holds} holds for \
+             {held_orders} orders; {} units in {} holds for {} orders were generated",
+            expected.held_units, expected.holds, expected.held_orders
+        );
+        ok = false;
+    }
+    if commits as usize != expected.uncommitted_lines {
+        println!(
+            "ERROR: the reservation manager has {commits} commit actions pending; {} shipped \
+             lines were left uncommitted",
+            expected.uncommitted_lines
+        );
+        ok = false;
+    }
+
+    let total = |f: fn(&Level) -> i64| stock.values().map(f).sum::<i64>();
+    println!(
+        "check: {orders} orders, {refunded} refunded; stock of {} SKUs: {} on hand, {} \
+         reserved, {} available; {holds} holds ({held_units} units, {held_orders} orders), \
+         {commits} commit actions of {actions} actions: {}",
+        stock.len(),
+        total(|l| l.on_hand),
+        total(|l| l.reserved),
+        total(|l| l.available),
+        if ok { "OK" } else { "FAILED" }
+    );
     Ok(ok)
 }
 

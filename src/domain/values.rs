@@ -37,13 +37,20 @@ fn check_identifier(raw: &str, max: usize, extra: &'static str) -> Result<(), Va
     if raw.is_empty() {
         return Err(ValueError::Empty);
     }
-    if raw.chars().count() > max {
+    // Every allowed character is ASCII, so a valid id's length in bytes is its length in
+    // characters; an invalid one is measured in characters, to name the right error.
+    let allowed = raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || extra.as_bytes().contains(&b));
+    let too_long = if allowed {
+        raw.len() > max
+    } else {
+        raw.chars().count() > max
+    };
+    if too_long {
         return Err(ValueError::TooLong { max });
     }
-    if !raw
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
-    {
+    if !allowed {
         return Err(ValueError::InvalidCharacters {
             allowed: match extra {
                 "-_" => "`-` or `_`",
@@ -223,9 +230,7 @@ pub struct Currency(iso_currency::Currency);
 
 impl Currency {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        iso_currency::Currency::from_code(raw)
-            .filter(|c| c.exponent().is_some() && !c.is_fund() && !c.is_special())
-            .filter(|c| c.is_superseded().is_none())
+        accepted_currency(raw)
             .map(Self)
             .ok_or_else(|| ValueError::UnknownCurrency(raw.to_owned()))
     }
@@ -233,6 +238,45 @@ impl Currency {
     pub fn code(self) -> &'static str {
         self.0.code()
     }
+}
+
+/// The accepted currency with this code, if any. Every amount of every event carries a
+/// code, and iso_currency finds one by comparing it with each code in turn, then answers
+/// each question below the same way: so the answers for all 17,576 three-letter codes
+/// are worked out once, and a lookup is an index.
+fn accepted_currency(raw: &str) -> Option<iso_currency::Currency> {
+    static BY_CODE: std::sync::OnceLock<Vec<Option<iso_currency::Currency>>> =
+        std::sync::OnceLock::new();
+    fn index(code: &[u8]) -> Option<usize> {
+        let &[a, b, c] = code else { return None };
+        [a, b, c]
+            .iter()
+            .try_fold(0, |i, &letter| {
+                letter
+                    .is_ascii_uppercase()
+                    .then(|| i * 26 + usize::from(letter - b'A'))
+            })
+    }
+    let table = BY_CODE.get_or_init(|| {
+        let letters = b'A'..=b'Z';
+        let mut table = vec![None; 26 * 26 * 26];
+        for a in letters.clone() {
+            for b in letters.clone() {
+                for c in letters.clone() {
+                    let code = [a, b, c];
+                    let text = std::str::from_utf8(&code).unwrap_or_default();
+                    table[index(&code).unwrap_or_default()] =
+                        iso_currency::Currency::from_code(text)
+                            .filter(|c| {
+                                c.exponent().is_some() && !c.is_fund() && !c.is_special()
+                            })
+                            .filter(|c| c.is_superseded().is_none());
+                }
+            }
+        }
+        table
+    });
+    table[index(raw.as_bytes())?]
 }
 
 impl fmt::Display for Currency {
@@ -478,6 +522,28 @@ mod tests {
         );
         assert!(Currency::parse("XXX").is_err());
         assert!(Currency::parse("ABC").is_err());
+    }
+
+    #[test]
+    fn the_currency_lookup_agrees_with_iso_4217_on_every_three_letter_code() {
+        let letters = b'A'..=b'Z';
+        for a in letters.clone() {
+            for b in letters.clone() {
+                for c in letters.clone() {
+                    let code = String::from_utf8(vec![a, b, c]).unwrap();
+                    let circulating = iso_currency::Currency::from_code(&code).filter(|c| {
+                        c.exponent().is_some()
+                            && !c.is_fund()
+                            && !c.is_special()
+                            && c.is_superseded().is_none()
+                    });
+                    assert_eq!(Currency::parse(&code).ok().map(|c| c.0), circulating, "{code}");
+                }
+            }
+        }
+        for odd in ["", "US", "USDD", "ÜSD", "U\u{0}D", "uSD"] {
+            assert!(Currency::parse(odd).is_err(), "{odd:?}");
+        }
     }
 
     #[test]

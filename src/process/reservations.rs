@@ -139,15 +139,15 @@ impl ReservationManager {
 }
 
 fn hold_id(order_id: &str, sku: &str) -> String {
-    format!("{order_id}|{sku}")
+    [order_id, sku].join("|")
 }
 
 fn action_id(order_id: &str, kind: &str) -> String {
-    format!("{order_id}|{kind}")
+    [order_id, kind].join("|")
 }
 
 fn commit_id(order_id: &str, shipment_id: &str, sku: &str) -> String {
-    format!("{order_id}|commit|{shipment_id}|{sku}")
+    [order_id, "commit", shipment_id, sku].join("|")
 }
 
 /// Every action id an event may touch, so one load fetches them all.
@@ -193,12 +193,14 @@ impl Envelope {
     /// The order an order or inventory event is about.
     fn event_order_id(&self) -> Option<String> {
         if let Some(event) = self.order_event() {
-            return Some(event.order_id().to_string());
+            return Some(event.order_id().as_str().to_owned());
         }
         match self.inventory_event()? {
             InventoryEvent::StockReserved { order_id, .. }
             | InventoryEvent::ReservationReleased { order_id, .. }
-            | InventoryEvent::ReservationCommitted { order_id, .. } => Some(order_id.to_string()),
+            | InventoryEvent::ReservationCommitted { order_id, .. } => {
+                Some(order_id.as_str().to_owned())
+            }
             _ => None,
         }
     }
@@ -285,7 +287,7 @@ impl ReservationManager {
                 holds.insert(HoldRow {
                     id: hold_id(order, sku.as_str()),
                     order_id: order.to_owned(),
-                    sku: sku.to_string(),
+                    sku: sku.as_str().to_owned(),
                     quantity: i64::from(quantity.get()),
                     reserved_at: *reserved_at,
                 });
@@ -406,8 +408,8 @@ impl ReservationManager {
                         id: commit_id(order, shipment_id.as_str(), line.sku.as_str()),
                         order_id: order.to_owned(),
                         kind: "commit".to_owned(),
-                        sku: Some(line.sku.to_string()),
-                        shipment_id: Some(shipment_id.to_string()),
+                        sku: Some(line.sku.as_str().to_owned()),
+                        shipment_id: Some(shipment_id.as_str().to_owned()),
                         quantity: Some(i64::from(line.quantity.get())),
                         reason: "shipped".to_owned(),
                         due_at: *dispatched_at,

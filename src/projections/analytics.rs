@@ -125,28 +125,28 @@ fn revenue_key(event: &OrderEvent) -> Option<(String, String)> {
             currency,
             placed_at,
             ..
-        } => (placed_at, currency.to_string()),
+        } => (placed_at, currency.code().to_owned()),
         OrderEvent::PaymentCaptured {
             amount,
             captured_at,
             ..
-        } => (captured_at, amount.currency().to_string()),
+        } => (captured_at, amount.currency().code().to_owned()),
         OrderEvent::OrderRefunded {
             amount,
             refunded_at,
             ..
-        } => (refunded_at, amount.currency().to_string()),
+        } => (refunded_at, amount.currency().code().to_owned()),
         _ => return None,
     };
     Some((day(at), currency))
 }
 
 fn revenue_id(day: &str, currency: &str) -> String {
-    format!("{day}|{currency}")
+    [day, currency].join("|")
 }
 
 fn sku_id(day: &str, currency: &str, sku: &str) -> String {
-    format!("{day}|{currency}|{sku}")
+    [day, currency, sku].join("|")
 }
 
 impl Projection for Analytics {
@@ -248,7 +248,7 @@ fn apply(
                         id: id.clone(),
                         day: day.clone(),
                         currency: currency.clone(),
-                        sku: line.sku.to_string(),
+                        sku: line.sku.as_str().to_owned(),
                         ..SkuRow::default()
                     });
                     sku.units += i64::from(line.quantity.get());

@@ -84,7 +84,7 @@ impl ViewRow for DailyRow {
 }
 
 fn daily_id(day: &str, currency: &str) -> String {
-    format!("{day}|{currency}")
+    [day, currency].join("|")
 }
 
 /// The day and currency a money movement counts towards, if the event moves money.
@@ -94,12 +94,12 @@ fn money_movement(event: &OrderEvent) -> Option<(String, String)> {
             amount,
             captured_at,
             ..
-        } => Some((day(captured_at), amount.currency().to_string())),
+        } => Some((day(captured_at), amount.currency().code().to_owned())),
         OrderEvent::OrderRefunded {
             amount,
             refunded_at,
             ..
-        } => Some((day(refunded_at), amount.currency().to_string())),
+        } => Some((day(refunded_at), amount.currency().code().to_owned())),
         _ => None,
     }
 }
@@ -125,7 +125,7 @@ impl Projection for Billing {
         Box::pin(async move {
             let order_events: Vec<&OrderEvent> =
                 events.iter().filter_map(Envelope::order_event).collect();
-            let order_ids = order_events.iter().map(|e| e.order_id().to_string());
+            let order_ids = order_events.iter().map(|e| e.order_id().as_str().to_owned());
             let mut orders: Rows<BillingRow> = Rows::load(view, &ORDERS, order_ids).await?;
             let day_ids = order_events
                 .iter()
@@ -153,7 +153,7 @@ fn apply(orders: &mut Rows<BillingRow>, daily: &mut Rows<DailyRow>, event: &Orde
     {
         orders.insert(BillingRow {
             id: id.to_owned(),
-            currency: currency.to_string(),
+            currency: currency.code().to_owned(),
             total: total.amount(),
             amount_due: total.amount(),
             captured: 0,

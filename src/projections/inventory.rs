@@ -64,7 +64,7 @@ impl Projection for StockLevels {
             let ids = events
                 .iter()
                 .filter_map(Envelope::inventory_event)
-                .map(|e| e.sku().to_string());
+                .map(|e| e.sku().as_str().to_owned());
             let mut rows: Rows<StockRow> = Rows::load(view, &ITEMS, ids).await?;
             for event in events.iter().filter_map(Envelope::inventory_event) {
                 apply(&mut rows, event);

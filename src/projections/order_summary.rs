@@ -110,7 +110,7 @@ impl Projection for OrderSummary {
             let ids = events
                 .iter()
                 .filter_map(Envelope::order_event)
-                .map(|e| e.order_id().to_string());
+                .map(|e| e.order_id().as_str().to_owned());
             let mut rows: Rows<SummaryRow> = Rows::load(view, &ORDERS, ids).await?;
             for event in events.iter().filter_map(Envelope::order_event) {
                 apply(&mut rows, event);
@@ -135,8 +135,8 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
         let mut row = SummaryRow {
             id: id.to_owned(),
             status: String::new(),
-            customer_id: customer_id.to_string(),
-            currency: currency.to_string(),
+            customer_id: customer_id.as_str().to_owned(),
+            currency: currency.code().to_owned(),
             total: total.amount(),
             paid: 0,
             refunded: 0,

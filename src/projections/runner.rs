@@ -1139,8 +1139,8 @@ enum Applied {
 }
 
 /// Every event after `after` up to the horizon of one query ([`reader::stream_after`]),
-/// decoded, in batches of [`REBUILD_BATCH`]. A few batches are read ahead; the stream
-/// stops at the first error, which it yields.
+/// decoded, in batches of [`REBUILD_BATCH`]. Reading and decoding each run ahead on a
+/// task of their own; the stream stops at the first error, which it yields.
 fn read_ahead(
     db: Database,
     after: Cursor,
@@ -1148,47 +1148,20 @@ fn read_ahead(
     JoinHandle<()>,
     tokio::sync::mpsc::Receiver<Result<Vec<Envelope>, ProjectionError>>,
 ) {
-    use futures::StreamExt;
-    let (raw_sender, mut raw) = tokio::sync::mpsc::channel::<Result<Vec<LogEntry>, StoreError>>(2);
+    let mut raw = reader::stream_after(&db, after, REBUILD_BATCH as usize);
     let (sender, decoded) = tokio::sync::mpsc::channel(2);
-    let reading = tokio::spawn(async move {
-        let decoding = tokio::spawn(async move {
-            while let Some(batch) = raw.recv().await {
-                let events = batch
-                    .map_err(ProjectionError::from)
-                    .and_then(|entries| entries.into_iter().map(Envelope::decode).collect());
-                let failed = events.is_err();
-                if sender.send(events).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let mut stream = reader::stream_after(&db, after);
-        let mut batch = Vec::with_capacity(REBUILD_BATCH as usize);
-        while let Some(entry) = stream.next().await {
-            match entry {
-                Ok(entry) => batch.push(entry),
-                Err(e) => {
-                    let _ = raw_sender.send(Err(e)).await;
-                    break;
-                }
-            }
-            if batch.len() == REBUILD_BATCH as usize {
-                let full =
-                    std::mem::replace(&mut batch, Vec::with_capacity(REBUILD_BATCH as usize));
-                if raw_sender.send(Ok(full)).await.is_err() {
-                    break;
-                }
+    let decoding = tokio::spawn(async move {
+        while let Some(batch) = raw.recv().await {
+            let events = batch
+                .map_err(ProjectionError::from)
+                .and_then(|entries| entries.into_iter().map(Envelope::decode).collect());
+            let failed = events.is_err();
+            if sender.send(events).await.is_err() || failed {
+                return;
             }
         }
-        drop(stream);
-        if !batch.is_empty() {
-            let _ = raw_sender.send(Ok(batch)).await;
-        }
-        drop(raw_sender);
-        let _ = decoding.await;
     });
-    (reading, decoded)
+    (decoding, decoded)
 }
 
 /// The next rebuild batch after `after`, decoded.

@@ -90,7 +90,7 @@ impl ViewRow for BacklogRow {
 }
 
 fn shipment_key(order_id: &str, shipment_id: &str) -> String {
-    format!("{order_id}/{shipment_id}")
+    [order_id, shipment_id].join("/")
 }
 
 impl Projection for Shipping {
@@ -124,7 +124,7 @@ impl Projection for Shipping {
             });
             let mut shipments: Rows<ShipmentRow> =
                 Rows::load(view, &SHIPMENTS, shipment_ids).await?;
-            let order_ids = order_events.iter().map(|e| e.order_id().to_string());
+            let order_ids = order_events.iter().map(|e| e.order_id().as_str().to_owned());
             let mut orders: Rows<BacklogRow> = Rows::load(view, &ORDERS, order_ids).await?;
             for event in order_events {
                 apply(&mut shipments, &mut orders, event);
@@ -147,7 +147,7 @@ fn apply(shipments: &mut Rows<ShipmentRow>, orders: &mut Rows<BacklogRow>, event
             ..
         } => orders.insert(BacklogRow {
             id: order_id.to_owned(),
-            customer_id: customer_id.to_string(),
+            customer_id: customer_id.as_str().to_owned(),
             total: total.amount(),
             captured: 0,
             units_ordered: lines.iter().map(|l| i64::from(l.quantity.get())).sum(),
@@ -180,7 +180,7 @@ fn apply(shipments: &mut Rows<ShipmentRow>, orders: &mut Rows<BacklogRow>, event
             shipments.insert(ShipmentRow {
                 id: shipment_key(order_id, shipment_id.as_str()),
                 order_id: order_id.to_owned(),
-                shipment_id: shipment_id.to_string(),
+                shipment_id: shipment_id.as_str().to_owned(),
                 carrier: carrier.as_str().to_owned(),
                 tracking_number: tracking_number.as_str().to_owned(),
                 status: "dispatched".to_owned(),

@@ -6,6 +6,7 @@
 //! aggregates do. It never updates or deletes an event: the database refuses that anyway.
 
 pub mod commands;
+mod copy_out;
 pub mod idempotency;
 pub mod log;
 pub mod metadata;

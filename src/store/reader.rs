@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::Row;
@@ -27,7 +27,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Database, StoreError};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::mpsc;
+
+use super::{copy_out, Database, StoreError};
 
 /// Where a reader is in the log: everything at or before it has been read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -209,39 +213,159 @@ async fn read(
     }
 }
 
-/// Every event after `after` that a reader may see now, in cursor order, as one stream:
-/// for a reader that goes through the whole log in one go (a rebuild). It is one query,
-/// so one snapshot and one horizon (`pg_snapshot_xmin` at its start): it yields exactly
-/// what successive [`read_after`] calls would have up to that horizon, without a round
-/// trip per batch. Events committed later are left for a [`read_after`] from the last
-/// cursor it yielded. Without metadata. The stream holds a connection until dropped.
-pub fn stream_after(db: &Database, after: Cursor) -> BoxStream<'_, Result<LogEntry, StoreError>> {
-    match db {
-        Database::Postgres(pool) => sqlx::query(
-            "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
-                    sequence, event_type, event_version, payload::text, recorded_at
-               FROM events
-              WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-              ORDER BY events.transaction_id, events.global_position",
-        )
-        .bind(after.transaction_id.to_string())
-        .bind(after.position)
-        .fetch(pool)
-        .map(|row| postgres_entry(&row?, false))
-        .boxed(),
-        Database::Sqlite(pool) => sqlx::query(
-            "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                    event_type, event_version, payload, NULL AS metadata, recorded_at
-               FROM events
-              WHERE global_position > $1
-              ORDER BY global_position",
-        )
-        .bind(after.position)
-        .fetch(pool)
-        .map(|row| sqlite_entry(&row?))
-        .boxed(),
+/// Every event after `after` that a reader may see now, in cursor order, in batches of
+/// `batch`, read ahead on a task of its own: for a reader that goes through the whole
+/// log in one go (a rebuild). It is one query, so one snapshot and one horizon
+/// (`pg_snapshot_xmin` at its start): it yields exactly what successive [`read_after`]
+/// calls would have up to that horizon, without a round trip per batch. Events
+/// committed later are left for a [`read_after`] from the last cursor it yielded.
+/// Without metadata. The first error ends it; dropping the receiver stops the read.
+pub fn stream_after(
+    db: &Database,
+    after: Cursor,
+    batch: usize,
+) -> mpsc::Receiver<Result<Vec<LogEntry>, StoreError>> {
+    let (sender, receiver) = mpsc::channel(2);
+    let db = db.clone();
+    let batch = batch.max(1);
+    tokio::spawn(async move {
+        let read = match &db {
+            Database::Postgres(pool) => copy_after(pool, after, batch, &sender).await,
+            Database::Sqlite(pool) => sqlite_stream_after(pool, after, batch, &sender).await,
+        };
+        if let Err(e) = read {
+            let _ = sender.send(Err(e)).await;
+        }
+    });
+    receiver
+}
+
+type Batches = mpsc::Sender<Result<Vec<LogEntry>, StoreError>>;
+
+/// [`stream_after`] on PostgreSQL, as a binary COPY: the same values as the row
+/// protocol, without its per-row bookkeeping (see [`super::copy_out`]).
+async fn copy_after(
+    pool: &PgPool,
+    after: Cursor,
+    batch: usize,
+    sender: &Batches,
+) -> Result<(), StoreError> {
+    // COPY takes no parameters: the cursor's two integers are formatted in.
+    let sql = format!(
+        "COPY (SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                      sequence, event_type, event_version, payload::text, recorded_at
+                 FROM events
+                WHERE (transaction_id, global_position) > ('{}'::xid8, {})
+                  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY events.transaction_id, events.global_position)
+         TO STDOUT (FORMAT binary)",
+        after.transaction_id, after.position
+    );
+    let mut conn = pool.acquire().await?;
+    let outcome = copy_batches(&mut conn, &sql, batch, sender).await;
+    if !matches!(outcome, Ok(Copied::All)) {
+        // Rows of the COPY may still be on their way: the connection is not reusable.
+        conn.close_on_drop();
     }
+    outcome.map(drop)
+}
+
+enum Copied {
+    All,
+    /// The receiver went away.
+    Abandoned,
+}
+
+async fn copy_batches(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    batch: usize,
+    sender: &Batches,
+) -> Result<Copied, StoreError> {
+    let mut chunks = conn.copy_out_raw(sql).await?;
+    let mut rows = copy_out::BinaryRows::default();
+    let mut entries = Vec::with_capacity(batch);
+    while let Some(chunk) = chunks.next().await {
+        rows.feed(&chunk?, |fields| {
+            entries.push(copy_entry(fields)?);
+            Ok(())
+        })?;
+        if entries.len() >= batch {
+            let full = std::mem::replace(&mut entries, Vec::with_capacity(batch));
+            if sender.send(Ok(full)).await.is_err() {
+                return Ok(Copied::Abandoned);
+            }
+        }
+    }
+    if !rows.finished() {
+        return Err(StoreError::Corrupt(
+            "the log's COPY stream ended early".into(),
+        ));
+    }
+    if !entries.is_empty() && sender.send(Ok(entries)).await.is_err() {
+        return Ok(Copied::Abandoned);
+    }
+    Ok(Copied::All)
+}
+
+/// A row of [`copy_after`]'s COPY, whose columns come in its SELECT's order.
+fn copy_entry(fields: &copy_out::Fields<'_>) -> Result<LogEntry, StoreError> {
+    use copy_out::{int8, text, timestamptz, uuid};
+    let [transaction_id, position, event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, recorded_at] =
+        fields[..]
+    else {
+        return Err(StoreError::Corrupt(format!(
+            "a row of the log's COPY has {} fields, not 10",
+            fields.len()
+        )));
+    };
+    Ok(LogEntry {
+        cursor: Cursor {
+            transaction_id: int8(transaction_id, "transaction_id")?,
+            position: int8(position, "global_position")?,
+        },
+        event_id: uuid(event_id, "event_id")?,
+        aggregate_type: text(aggregate_type, "aggregate_type")?,
+        aggregate_id: text(aggregate_id, "aggregate_id")?,
+        sequence: int8(sequence, "sequence")?,
+        event_type: text(event_type, "event_type")?,
+        event_version: text(event_version, "event_version")?,
+        payload: text(payload, "payload")?,
+        metadata: None,
+        recorded_at: timestamptz(recorded_at, "recorded_at")?,
+    })
+}
+
+/// [`stream_after`] on SQLite: one query, batched.
+async fn sqlite_stream_after(
+    pool: &SqlitePool,
+    after: Cursor,
+    batch: usize,
+    sender: &Batches,
+) -> Result<(), StoreError> {
+    let mut rows = sqlx::query(
+        "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
+                event_type, event_version, payload, NULL AS metadata, recorded_at
+           FROM events
+          WHERE global_position > $1
+          ORDER BY global_position",
+    )
+    .bind(after.position)
+    .fetch(pool);
+    let mut entries = Vec::with_capacity(batch);
+    while let Some(row) = rows.next().await {
+        entries.push(sqlite_entry(&row?)?);
+        if entries.len() == batch {
+            let full = std::mem::replace(&mut entries, Vec::with_capacity(batch));
+            if sender.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !entries.is_empty() {
+        let _ = sender.send(Ok(entries)).await;
+    }
+    Ok(())
 }
 
 /// A row of the PostgreSQL reads, whose columns come in this order: transaction_id,

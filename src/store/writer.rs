@@ -170,7 +170,7 @@ async fn write(db: &Database, events: &[&NewEvent]) -> Result<(), WriteError> {
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                      event_version, payload, metadata)
-                 SELECT t, i, s, et, ev, p::jsonb, m::jsonb
+                 SELECT t, i, s, et, ev, p::json, m::json
                    FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
                                $6::text[], $7::text[])
                         WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
