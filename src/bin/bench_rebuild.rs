@@ -82,6 +82,13 @@ const PHASE_GENERATION: i64 = 9_000;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Quiet unless asked: `RUST_LOG=orderlog=info` shows how long each rebuild pass read.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let events: usize = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("BENCH_EVENTS").ok())

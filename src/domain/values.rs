@@ -476,6 +476,75 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// Event times as serde reads them, for `#[serde(deserialize_with = "utc::deserialize")]`.
+///
+/// chrono writes a `DateTime<Utc>` in one form, `2026-11-21T09:05:07.123Z`, but reads
+/// through a general RFC 3339 parser that was a tenth of a rebuild's decoding. That one
+/// form is read here by hand; anything else goes to chrono's parser, so what is accepted,
+/// and as what, does not change.
+pub mod utc {
+    use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Utc};
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        struct Time;
+        impl serde::de::Visitor<'_> for Time {
+            type Value = DateTime<Utc>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 date and time")
+            }
+            fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<DateTime<Utc>, E> {
+                match zulu(raw) {
+                    Some(t) => Ok(t),
+                    None => raw
+                        .parse::<DateTime<FixedOffset>>()
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(E::custom),
+                }
+            }
+        }
+        d.deserialize_str(Time)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, or `None` for anything else (leap seconds too).
+    pub(super) fn zulu(raw: &str) -> Option<DateTime<Utc>> {
+        let b = raw.as_bytes();
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || b[b.len() - 1] != b'Z'
+        {
+            return None;
+        }
+        let number = |digits: &[u8]| {
+            digits.iter().try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+        };
+        let nanos = match &b[19..b.len() - 1] {
+            [] => 0,
+            [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+                number(digits)? * 10u32.pow(9 - digits.len() as u32)
+            }
+            _ => return None,
+        };
+        let second = number(&b[17..19])?;
+        if second > 59 {
+            return None;
+        }
+        let date = NaiveDate::from_ymd_opt(
+            i32::try_from(number(&b[0..4])?).ok()?,
+            number(&b[5..7])?,
+            number(&b[8..10])?,
+        )?;
+        let time = NaiveTime::from_hms_nano_opt(number(&b[11..13])?, number(&b[14..16])?, second, nanos)?;
+        Some(date.and_time(time).and_utc())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,6 +578,48 @@ mod tests {
             Quantity::parse(1_000_001),
             Err(ValueError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn event_times_read_as_chrono_reads_them() {
+        use chrono::{DateTime, FixedOffset, Utc};
+        #[derive(Deserialize)]
+        struct At(#[serde(deserialize_with = "utc::deserialize")] DateTime<Utc>);
+        let chrono = |raw: &str| {
+            raw.parse::<DateTime<FixedOffset>>()
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+        };
+        for raw in [
+            "2026-11-21T09:05:07Z",
+            "2026-11-21T09:05:07.1Z",
+            "2026-11-21T09:05:07.123Z",
+            "2026-11-21T09:05:07.123456Z",
+            "2026-11-21T09:05:07.123456789Z",
+            "2024-02-29T23:59:59.999Z",
+            "0001-01-01T00:00:00Z",
+            "2026-11-21T09:05:07+02:00",
+            "2026-11-21 09:05:07z",
+            "2016-12-31T23:59:60Z",
+            "2026-11-21T09:05:07.1234567891Z",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-21T24:00:00Z",
+            "2026-11-21T09:05:07.Z",
+            "2026-11-21T09:05:07.12aZ",
+            "+2026-11-21T09:05:07Z",
+            "2026-11-21",
+            "",
+        ] {
+            let ours = serde_json::from_value::<At>(serde_json::json!(raw)).ok().map(|a| a.0);
+            assert_eq!(ours, chrono(raw), "{raw:?}");
+            if utc::zulu(raw).is_some() {
+                assert_eq!(utc::zulu(raw), chrono(raw), "{raw:?}");
+            }
+        }
+        let now = Utc::now();
+        let written = serde_json::to_value(now).unwrap();
+        assert_eq!(serde_json::from_value::<At>(written).unwrap().0, now);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
+use crate::domain::values::{utc, OrderId, Quantity, ShipmentId, Sku, Text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -17,6 +17,7 @@ pub enum InventoryEvent {
         quantity: Quantity,
         on_hand: i64,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         received_at: DateTime<Utc>,
     },
     /// Emitted when a count is corrected (shrinkage, damage, a stocktake); `delta` may be
@@ -28,6 +29,7 @@ pub enum InventoryEvent {
         reason: Text,
         on_hand: i64,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         adjusted_at: DateTime<Utc>,
     },
     /// Emitted when units are held for an order being placed.
@@ -38,6 +40,7 @@ pub enum InventoryEvent {
         quantity: Quantity,
         reserved: i64,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         reserved_at: DateTime<Utc>,
     },
     /// Emitted when a reservation could not be made: too few units available. Nothing is
@@ -48,6 +51,7 @@ pub enum InventoryEvent {
         order_id: OrderId,
         requested: Quantity,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         rejected_at: DateTime<Utc>,
     },
     /// Emitted when an order's held units go back to available: the order was cancelled,
@@ -60,6 +64,7 @@ pub enum InventoryEvent {
         reason: Text,
         reserved: i64,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         released_at: DateTime<Utc>,
     },
     /// Emitted when units ship: they leave on-hand, taken from the order's reservation
@@ -74,6 +79,7 @@ pub enum InventoryEvent {
         on_hand: i64,
         reserved: i64,
         available: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
         committed_at: DateTime<Utc>,
     },
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::values::{
     Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text,
+    ShippingAddress, Sku, Text, utc,
 };
 
 /// One line of an order, priced when the order was placed.
@@ -49,6 +49,7 @@ pub enum OrderEvent {
         total: Money,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shipping_address: Option<ShippingAddress>,
+        #[serde(deserialize_with = "utc::deserialize")]
         placed_at: DateTime<Utc>,
     },
     /// Emitted when a payment for the amount due is started with a payment provider.
@@ -59,6 +60,7 @@ pub enum OrderEvent {
         amount: Money,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         method: Option<Text>,
+        #[serde(deserialize_with = "utc::deserialize")]
         attempted_at: DateTime<Utc>,
     },
     /// Emitted when the provider confirms a pending payment's funds.
@@ -69,6 +71,7 @@ pub enum OrderEvent {
         amount: Money,
         /// Everything captured on the order so far, this payment included.
         captured_total: Money,
+        #[serde(deserialize_with = "utc::deserialize")]
         captured_at: DateTime<Utc>,
     },
     /// Emitted when the provider declines a pending payment; a new attempt may follow.
@@ -78,6 +81,7 @@ pub enum OrderEvent {
         payment_id: PaymentId,
         amount: Money,
         reason: Text,
+        #[serde(deserialize_with = "utc::deserialize")]
         failed_at: DateTime<Utc>,
     },
     /// Emitted when some or all of the remaining units leave the warehouse.
@@ -90,6 +94,7 @@ pub enum OrderEvent {
         lines: Vec<ShipmentLine>,
         /// True when this shipment sent the last unshipped unit of the order.
         order_fully_shipped: bool,
+        #[serde(deserialize_with = "utc::deserialize")]
         dispatched_at: DateTime<Utc>,
     },
     /// Emitted when a carrier reports a dispatched shipment as delivered.
@@ -97,6 +102,7 @@ pub enum OrderEvent {
     ShipmentDelivered {
         order_id: OrderId,
         shipment_id: ShipmentId,
+        #[serde(deserialize_with = "utc::deserialize")]
         delivered_at: DateTime<Utc>,
     },
     /// Emitted right after the delivery that leaves no unit undelivered.
@@ -104,6 +110,7 @@ pub enum OrderEvent {
     OrderFulfilled {
         order_id: OrderId,
         total: Money,
+        #[serde(deserialize_with = "utc::deserialize")]
         fulfilled_at: DateTime<Utc>,
     },
     /// Emitted when an order is cancelled before any shipment. `lines` are the units it
@@ -114,6 +121,7 @@ pub enum OrderEvent {
         reason: Text,
         lines: Vec<OrderLine>,
         refundable: Money,
+        #[serde(deserialize_with = "utc::deserialize")]
         cancelled_at: DateTime<Utc>,
     },
     /// Emitted when an order stayed unpaid past its deadline; its stock is released.
@@ -121,6 +129,7 @@ pub enum OrderEvent {
     OrderExpired {
         order_id: OrderId,
         lines: Vec<OrderLine>,
+        #[serde(deserialize_with = "utc::deserialize")]
         expired_at: DateTime<Utc>,
     },
     /// Emitted for each refund, partial or full, of captured money. A refund does not
@@ -135,6 +144,7 @@ pub enum OrderEvent {
         refunded_total: Money,
         /// True when everything captured has now been refunded.
         fully_refunded: bool,
+        #[serde(deserialize_with = "utc::deserialize")]
         refunded_at: DateTime<Utc>,
     },
 }
