@@ -249,13 +249,11 @@ fn accepted_currency(raw: &str) -> Option<iso_currency::Currency> {
         std::sync::OnceLock::new();
     fn index(code: &[u8]) -> Option<usize> {
         let &[a, b, c] = code else { return None };
-        [a, b, c]
-            .iter()
-            .try_fold(0, |i, &letter| {
-                letter
-                    .is_ascii_uppercase()
-                    .then(|| i * 26 + usize::from(letter - b'A'))
-            })
+        [a, b, c].iter().try_fold(0, |i, &letter| {
+            letter
+                .is_ascii_uppercase()
+                .then(|| i * 26 + usize::from(letter - b'A'))
+        })
     }
     let table = BY_CODE.get_or_init(|| {
         let letters = b'A'..=b'Z';
@@ -267,9 +265,7 @@ fn accepted_currency(raw: &str) -> Option<iso_currency::Currency> {
                     let text = std::str::from_utf8(&code).unwrap_or_default();
                     table[index(&code).unwrap_or_default()] =
                         iso_currency::Currency::from_code(text)
-                            .filter(|c| {
-                                c.exponent().is_some() && !c.is_fund() && !c.is_special()
-                            })
+                            .filter(|c| c.exponent().is_some() && !c.is_fund() && !c.is_special())
                             .filter(|c| c.is_superseded().is_none());
                 }
             }
@@ -540,7 +536,8 @@ pub mod utc {
             number(&b[5..7])?,
             number(&b[8..10])?,
         )?;
-        let time = NaiveTime::from_hms_nano_opt(number(&b[11..13])?, number(&b[14..16])?, second, nanos)?;
+        let time =
+            NaiveTime::from_hms_nano_opt(number(&b[11..13])?, number(&b[14..16])?, second, nanos)?;
         Some(date.and_time(time).and_utc())
     }
 }
@@ -611,7 +608,9 @@ mod tests {
             "2026-11-21",
             "",
         ] {
-            let ours = serde_json::from_value::<At>(serde_json::json!(raw)).ok().map(|a| a.0);
+            let ours = serde_json::from_value::<At>(serde_json::json!(raw))
+                .ok()
+                .map(|a| a.0);
             assert_eq!(ours, chrono(raw), "{raw:?}");
             if utc::zulu(raw).is_some() {
                 assert_eq!(utc::zulu(raw), chrono(raw), "{raw:?}");
@@ -648,7 +647,11 @@ mod tests {
                             && !c.is_special()
                             && c.is_superseded().is_none()
                     });
-                    assert_eq!(Currency::parse(&code).ok().map(|c| c.0), circulating, "{code}");
+                    assert_eq!(
+                        Currency::parse(&code).ok().map(|c| c.0),
+                        circulating,
+                        "{code}"
+                    );
                 }
             }
         }

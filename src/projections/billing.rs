@@ -125,7 +125,9 @@ impl Projection for Billing {
         Box::pin(async move {
             let order_events: Vec<&OrderEvent> =
                 events.iter().filter_map(Envelope::order_event).collect();
-            let order_ids = order_events.iter().map(|e| e.order_id().as_str().to_owned());
+            let order_ids = order_events
+                .iter()
+                .map(|e| e.order_id().as_str().to_owned());
             let mut orders: Rows<BillingRow> = Rows::load(view, &ORDERS, order_ids).await?;
             let day_ids = order_events
                 .iter()

@@ -124,7 +124,9 @@ impl Projection for Shipping {
             });
             let mut shipments: Rows<ShipmentRow> =
                 Rows::load(view, &SHIPMENTS, shipment_ids).await?;
-            let order_ids = order_events.iter().map(|e| e.order_id().as_str().to_owned());
+            let order_ids = order_events
+                .iter()
+                .map(|e| e.order_id().as_str().to_owned());
             let mut orders: Rows<BacklogRow> = Rows::load(view, &ORDERS, order_ids).await?;
             for event in order_events {
                 apply(&mut shipments, &mut orders, event);

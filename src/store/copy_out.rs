@@ -199,7 +199,10 @@ mod tests {
         out
     }
 
-    fn read(chunks: &[&[u8]]) -> Result<(Vec<Vec<Option<Vec<u8>>>>, bool), StoreError> {
+    /// Each row's fields, owned.
+    type Rows = Vec<Vec<Option<Vec<u8>>>>;
+
+    fn read(chunks: &[&[u8]]) -> Result<(Rows, bool), StoreError> {
         let mut rows = BinaryRows::default();
         let mut seen = Vec::new();
         for chunk in chunks {
@@ -224,7 +227,11 @@ mod tests {
         assert_eq!(read(&[&data]).unwrap(), (expected.clone(), true));
         for cut in 1..data.len() {
             let (a, b) = data.split_at(cut);
-            assert_eq!(read(&[a, b]).unwrap(), (expected.clone(), true), "cut at {cut}");
+            assert_eq!(
+                read(&[a, b]).unwrap(),
+                (expected.clone(), true),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -11,8 +11,8 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::values::{
-    Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text, utc,
+    utc, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
+    ShippingAddress, Sku, Text,
 };
 
 /// One line of an order, priced when the order was placed.
