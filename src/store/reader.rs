@@ -21,15 +21,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
-use tokio::sync::mpsc;
 
 use super::{copy_out, Database, StoreError};
 
