@@ -5,4 +5,5 @@
 
 pub mod inventory;
 pub mod order;
+pub mod tagged;
 pub mod values;

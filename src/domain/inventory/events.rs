@@ -3,12 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::domain::tagged;
 use crate::domain::values::{utc, OrderId, Quantity, ShipmentId, Sku, Text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+// Stored as `{"type": <name>, <fields>…}`, through `domain::tagged` (see below): the
+// derive gives the externally tagged form, as inherent functions.
+#[serde(remote = "Self")]
 pub enum InventoryEvent {
     /// Emitted when units arrive (a delivery from a supplier, a restock, a return).
     #[serde(rename = "inventory.received")]
@@ -82,6 +85,28 @@ pub enum InventoryEvent {
         #[serde(deserialize_with = "utc::deserialize")]
         committed_at: DateTime<Utc>,
     },
+}
+
+impl Serialize for InventoryEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        tagged::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for InventoryEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
+impl tagged::ExternallyTagged for InventoryEvent {
+    fn serialize_external<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        InventoryEvent::serialize(self, s)
+    }
+
+    fn deserialize_external<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        InventoryEvent::deserialize(d)
+    }
 }
 
 impl InventoryEvent {

@@ -8,8 +8,9 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::domain::tagged;
 use crate::domain::values::{
     utc, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,
@@ -37,7 +38,9 @@ pub struct ShipmentLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+// Stored as `{"type": <name>, <fields>…}`, through `domain::tagged` (see below): the
+// derive gives the externally tagged form, as inherent functions.
+#[serde(remote = "Self")]
 pub enum OrderEvent {
     /// Emitted once, when a storefront places an order.
     #[serde(rename = "order.created")]
@@ -147,6 +150,28 @@ pub enum OrderEvent {
         #[serde(deserialize_with = "utc::deserialize")]
         refunded_at: DateTime<Utc>,
     },
+}
+
+impl Serialize for OrderEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        tagged::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
+impl tagged::ExternallyTagged for OrderEvent {
+    fn serialize_external<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        OrderEvent::serialize(self, s)
+    }
+
+    fn deserialize_external<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OrderEvent::deserialize(d)
+    }
 }
 
 impl OrderEvent {
