@@ -27,6 +27,38 @@ pub trait ExternallyTagged: Sized {
     fn deserialize_external<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
 }
 
+/// Gives an event enum, declared with `#[serde(remote = "Self")]`, its stored form:
+/// `Serialize` and `Deserialize` through this module.
+macro_rules! stored_form {
+    ($event:ident) => {
+        impl serde::Serialize for $event {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $crate::domain::tagged::serialize(self, s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $event {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::domain::tagged::deserialize(d)
+            }
+        }
+
+        impl $crate::domain::tagged::ExternallyTagged for $event {
+            fn serialize_external<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                // The inherent function that `remote = "Self"` derived.
+                $event::serialize(self, s)
+            }
+
+            fn deserialize_external<'de, D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> Result<Self, D::Error> {
+                $event::deserialize(d)
+            }
+        }
+    };
+}
+pub(crate) use stored_form;
+
 /// Writes `event` as `{"type": <variant name>, <fields>…}`.
 pub fn serialize<T: ExternallyTagged, S: Serializer>(event: &T, s: S) -> Result<S::Ok, S::Error> {
     event.serialize_external(TypeFirst(s))

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::tagged;
 use crate::domain::values::{utc, OrderId, Quantity, ShipmentId, Sku, Text};
@@ -87,27 +87,7 @@ pub enum InventoryEvent {
     },
 }
 
-impl Serialize for InventoryEvent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        tagged::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for InventoryEvent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        tagged::deserialize(d)
-    }
-}
-
-impl tagged::ExternallyTagged for InventoryEvent {
-    fn serialize_external<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        InventoryEvent::serialize(self, s)
-    }
-
-    fn deserialize_external<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        InventoryEvent::deserialize(d)
-    }
-}
+tagged::stored_form!(InventoryEvent);
 
 impl InventoryEvent {
     pub const VERSION: &'static str = "1.0";

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::tagged;
 use crate::domain::values::{
@@ -152,27 +152,7 @@ pub enum OrderEvent {
     },
 }
 
-impl Serialize for OrderEvent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        tagged::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for OrderEvent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        tagged::deserialize(d)
-    }
-}
-
-impl tagged::ExternallyTagged for OrderEvent {
-    fn serialize_external<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        OrderEvent::serialize(self, s)
-    }
-
-    fn deserialize_external<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        OrderEvent::deserialize(d)
-    }
-}
+tagged::stored_form!(OrderEvent);
 
 impl OrderEvent {
     /// The version every order event is stored at today.
