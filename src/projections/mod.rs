@@ -370,26 +370,12 @@ pub trait ViewRow {
     fn id(&self) -> String;
 }
 
-/// The UTC day of a time, as view tables key it (`2026-11-21`).
+/// The UTC day of a time, as view tables key it (`2026-11-21`): the date part of the
+/// view tables' fixed-width time, whose digits are written by hand once, there.
 pub fn day(t: &chrono::DateTime<chrono::Utc>) -> String {
-    use chrono::Datelike;
-    let date = t.date_naive();
-    let year = date.year();
-    if !(0..=9999).contains(&year) {
-        return t.format("%Y-%m-%d").to_string();
-    }
-    // By hand: chrono's formatter costs more than the rest of an event's apply.
-    let mut buf = *b"0000-00-00";
-    let mut put = |at: usize, width: usize, mut value: u32| {
-        for i in (at..at + width).rev() {
-            buf[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year as u32);
-    put(5, 2, date.month());
-    put(8, 2, date.day());
-    String::from_utf8_lossy(&buf).into_owned()
+    let mut day = crate::store::views::fixed_time::format(t);
+    day.truncate(day.find('T').unwrap_or(day.len()));
+    day
 }
 
 #[cfg(test)]
