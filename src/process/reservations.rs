@@ -589,3 +589,88 @@ async fn release_holds(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::projections::{DomainEvent, MemoryTables, ViewStore};
+    use crate::store::reader::{Cursor, LogEntry};
+
+    fn reserved(position: i64, sku: &str, at: DateTime<Utc>) -> Envelope {
+        let event = InventoryEvent::StockReserved {
+            sku: Sku::parse(sku).unwrap(),
+            order_id: OrderId::parse("ord-1").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+            reserved: 1,
+            available: 9,
+            reserved_at: at,
+        };
+        Envelope {
+            entry: LogEntry {
+                cursor: Cursor {
+                    transaction_id: 0,
+                    position,
+                },
+                event_id: Uuid::nil(),
+                aggregate_type: "inventory".into(),
+                aggregate_id: sku.into(),
+                sequence: 1,
+                event_type: "inventory.reserved".into(),
+                event_version: "1.0".into(),
+                payload: serde_json::to_string(&event).unwrap(),
+                metadata: None,
+                recorded_at: at,
+            },
+            event: DomainEvent::Inventory(event),
+        }
+    }
+
+    fn memory_view() -> View {
+        View {
+            store: ViewStore::Memory(MemoryTables::default()),
+            projection: NAME,
+            generation: 1,
+        }
+    }
+
+    async fn actions(view: &mut View) -> Vec<ActionRow> {
+        let rows: Rows<ActionRow> = Rows::load(view, &ACTIONS, Vec::new()).await.unwrap();
+        let all = rows.get("ord-1|orphan").cloned().into_iter().collect();
+        rows.save(view).await.unwrap();
+        all
+    }
+
+    #[tokio::test]
+    async fn holds_of_an_order_never_placed_fall_due_after_its_last_reservation() {
+        let manager = ReservationManager::new(&Settings::default());
+        let first = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
+        let last = first + chrono::Duration::seconds(5);
+        let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
+        // One line per batch, then two in one batch: the check moves either way.
+        for batches in [
+            vec![vec![reserved(1, "MUG", first)], vec![reserved(2, "CUP", last)]],
+            vec![vec![reserved(1, "MUG", first), reserved(2, "CUP", last)]],
+        ] {
+            let mut view = memory_view();
+            for batch in batches {
+                manager.apply(&mut view, &batch).await.unwrap();
+            }
+            assert_eq!(
+                actions(&mut view).await,
+                vec![ActionRow {
+                    id: "ord-1|orphan".into(),
+                    order_id: "ord-1".into(),
+                    kind: "orphan".into(),
+                    sku: None,
+                    shipment_id: None,
+                    quantity: None,
+                    reason: "order never placed".into(),
+                    due_at: last + timeout,
+                }]
+            );
+        }
+    }
+}
