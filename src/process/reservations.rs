@@ -651,7 +651,10 @@ mod tests {
         let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
         // One line per batch, then two in one batch: the check moves either way.
         for batches in [
-            vec![vec![reserved(1, "MUG", first)], vec![reserved(2, "CUP", last)]],
+            vec![
+                vec![reserved(1, "MUG", first)],
+                vec![reserved(2, "CUP", last)],
+            ],
             vec![vec![reserved(1, "MUG", first), reserved(2, "CUP", last)]],
         ] {
             let mut view = memory_view();
