@@ -13,33 +13,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::delivery::Deliveries;
-use crate::domain::inventory::InventoryItem;
-use crate::domain::order::Order;
 use crate::process::placement::PlacementFault;
+use crate::process::reservations::{self, ReservationManager};
 use crate::projections::runner::{FaultHook, Projections};
-use crate::projections::{self, Projection};
+use crate::projections::{analytics, billing, inventory, order_summary, shipping, Projection};
+use crate::state::AppState;
 use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
 use crate::store::writer::EventWriter;
 use crate::store::Database;
 
-/// What every handler can reach. Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: Database,
-    pub orders: Arc<AggregateStore<Order>>,
-    pub inventory: Arc<AggregateStore<InventoryItem>>,
-    pub idempotency: IdempotencyStore,
-    pub placement_fault: Option<PlacementFault>,
-    pub projections: Projections,
-    /// Told whenever events may have been appended.
-    pub log_signal: LogSignal,
-    pub deliveries: Deliveries,
-    /// Cancelled when the server begins to stop: long-lived responses (event streams)
-    /// end so that shutdown does not wait on them.
-    pub closing: CancellationToken,
+/// Every projection the engine runs, the reservation process manager included. A new
+/// read model is a module in `projections` and a line here.
+pub fn all_projections(settings: &Settings) -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(ReservationManager::new(settings)),
+        Arc::new(order_summary::OrderSummary),
+        Arc::new(billing::Billing),
+        Arc::new(shipping::Shipping),
+        Arc::new(analytics::Analytics),
+        Arc::new(inventory::StockLevels),
+    ]
 }
 
 /// What tests may swap: the projections run, and a fault hook inside the runner.
@@ -84,7 +79,7 @@ impl Application {
             db.clone(),
             overrides
                 .projections
-                .unwrap_or_else(|| projections::all(&settings)),
+                .unwrap_or_else(|| all_projections(&settings)),
             log_signal.clone(),
             overrides.fault,
         );
@@ -128,8 +123,8 @@ impl Application {
             .log_signal
             .listen(&self.state.db, shutdown.clone());
         let mut runners = self.state.projections.spawn(shutdown.clone());
-        runners.push(tokio::spawn(crate::process::reservations::run(
-            self.state.clone(),
+        runners.push(tokio::spawn(reservations::run(
+            self.state.ticker(),
             shutdown.clone(),
         )));
         runners.push(

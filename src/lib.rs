@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod domain;
 pub mod process;
 pub mod projections;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 

@@ -4,10 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
 use orderlog::config::Settings;
-use orderlog::projections::{
-    self,
-    runner::{Projections, Status},
-};
+use orderlog::projections::runner::{Projections, Status};
 use orderlog::store::reader::LogSignal;
 use orderlog::store::Database;
 use orderlog::telemetry;
@@ -77,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             let db = connect(&settings).await?;
             let projections = Projections::new(
                 db.clone(),
-                projections::all(&settings),
+                app::all_projections(&settings),
                 LogSignal::default(),
                 None,
             );

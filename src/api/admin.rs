@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::projections::runner::{RunnerError, Status};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

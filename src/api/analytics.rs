@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
-use crate::app::AppState;
 use crate::projections::analytics::{self, DailyRow, TopSku};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, QueryParams};
-use crate::app::AppState;
 use crate::domain::values::{Currency, OrderId};
 use crate::projections::billing::{self, BillingRow, DailyRow};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Transient};
 use super::extract::{header_text, read_body, IDEMPOTENCY_KEY};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::idempotency::Claim;
 
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {

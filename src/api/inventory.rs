@@ -12,10 +12,10 @@ use super::error::{ApiError, FieldExt};
 use super::extract::{
     parse_limit, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
 };
-use crate::app::AppState;
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

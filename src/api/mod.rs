@@ -23,7 +23,7 @@ use axum::middleware;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use error::ApiError;
 
 pub fn router(state: AppState) -> Router {

@@ -16,11 +16,11 @@ use super::error::{ApiError, FieldExt};
 use super::extract::{
     parse_limit, parse_time, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
 };
-use crate::app::AppState;
 use crate::domain::order::*;
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::projections::order_summary;
+use crate::state::AppState;
 use crate::store::commands::Executed;
 use crate::store::log::{self, StoredEvent};
 use crate::store::views::fixed_time;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, QueryParams};
-use crate::app::AppState;
 use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

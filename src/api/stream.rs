@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::QueryParams;
-use crate::app::AppState;
 use crate::delivery::message::Message;
 use crate::delivery::subscription::EventFilter;
+use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
 
 pub fn router() -> Router<AppState> {

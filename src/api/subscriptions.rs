@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{parse_json, parse_limit, parse_time, JsonBody, QueryParams};
-use crate::app::AppState;
 use crate::config::parse_duration;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
 use crate::delivery::subscription::{
@@ -22,6 +21,7 @@ use crate::delivery::subscription::{
     DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT,
 };
 use crate::delivery::{Changes, DeliveryError, NewSubscription, Status};
+use crate::state::AppState;
 use crate::store::reader::StartAt;
 
 pub fn router() -> Router<AppState> {

@@ -171,7 +171,7 @@ async fn main() -> Result<()> {
 
     let p = Projections::new(
         db.clone(),
-        projections::all(&orderlog::config::Settings::default()),
+        orderlog::app::all_projections(&orderlog::config::Settings::default()),
         LogSignal::default(),
         None,
     );
@@ -289,12 +289,12 @@ async fn main() -> Result<()> {
     // Where the time goes, with the reader's ordering fixed (bench-local query).
     let (phase_rows, shared) = if phases {
         let mut rows = Vec::new();
-        for projection in projections::all(&orderlog::config::Settings::default()) {
+        for projection in orderlog::app::all_projections(&orderlog::config::Settings::default()) {
             rows.push(time_phases(&db, projection).await?);
         }
         let shared = time_shared(
             &db,
-            projections::all(&orderlog::config::Settings::default()),
+            orderlog::app::all_projections(&orderlog::config::Settings::default()),
         )
         .await?;
         (rows, Some(shared))

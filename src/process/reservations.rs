@@ -12,22 +12,25 @@
 //! (a release of nothing, an expiry of a paid order and a second commit of a shipment
 //! change nothing), so a crash between a command and the deletion only repeats a no-op.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::config::Settings;
-use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryEvent};
-use crate::domain::order::{ExpireOrder, OrderCommand, OrderEvent};
+use crate::domain::inventory::{
+    InventoryCommand, InventoryCommandFor, InventoryEvent, InventoryItem,
+};
+use crate::domain::order::{ExpireOrder, Order, OrderCommand, OrderEvent};
 use crate::domain::values::{OrderId, Quantity, ShipmentId, Sku, Text};
+use crate::projections::runner::Projections;
 use crate::projections::{BoxFuture, Envelope, Projection, ProjectionError, Rows, View, ViewRow};
-use crate::store::commands::CommandError;
+use crate::store::commands::{AggregateStore, CommandError};
 use crate::store::metadata::CommandMetadata;
 use crate::store::views::{bigint, fixed_time, select, text, Param, Table, Tx};
-use crate::store::StoreError;
+use crate::store::{Database, StoreError};
 
 pub const NAME: &str = "reservations";
 const ACTOR: &str = "orderlog:reservations";
@@ -421,10 +424,20 @@ impl ReservationManager {
     }
 }
 
+/// What carrying out actions takes: the manager's tables (through the runner, which
+/// knows their serving generation) and the two aggregates it sends commands to.
+#[derive(Clone)]
+pub struct Ticker {
+    pub db: Database,
+    pub projections: Projections,
+    pub orders: Arc<AggregateStore<Order>>,
+    pub inventory: Arc<AggregateStore<InventoryItem>>,
+}
+
 /// Carries out due actions until `shutdown`.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
+pub async fn run(ticker: Ticker, shutdown: CancellationToken) {
     loop {
-        match tick(&state).await {
+        match tick(&ticker).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reservation actions failed; retrying"),
@@ -451,7 +464,7 @@ impl<E: std::error::Error> From<CommandError<E>> for ActionError {
 }
 
 /// One round: every due action, oldest first. Returns how many were done.
-async fn tick(state: &AppState) -> Result<usize, ActionError> {
+async fn tick(state: &Ticker) -> Result<usize, ActionError> {
     let actions_table = state.projections.table(NAME, ACTIONS.name).await?;
     let due: Vec<ActionRow> = select(
         &state.db,
@@ -489,7 +502,7 @@ async fn tick(state: &AppState) -> Result<usize, ActionError> {
     Ok(done)
 }
 
-async fn carry_out(state: &AppState, action: &ActionRow) -> Result<(), ActionError> {
+async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError> {
     let metadata = CommandMetadata::system(ACTOR, &action.order_id, &action.id);
     let Ok(order_id) = OrderId::parse(&action.order_id) else {
         return Ok(());
@@ -556,7 +569,7 @@ async fn carry_out(state: &AppState, action: &ActionRow) -> Result<(), ActionErr
 }
 
 async fn release_holds(
-    state: &AppState,
+    state: &Ticker,
     order_id: &OrderId,
     reason: &Text,
     metadata: &CommandMetadata,

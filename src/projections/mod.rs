@@ -5,7 +5,7 @@
 //!
 //! A projection never writes events and never reads another projection: everything it
 //! needs is in the events themselves. Adding one is a new module implementing
-//! [`Projection`] plus a line in [`all`].
+//! [`Projection`] plus a line in `app::all_projections`, where the engine is wired.
 
 pub mod analytics;
 pub mod billing;
@@ -17,13 +17,11 @@ pub mod shipping;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::Settings;
 use crate::domain::inventory::{InventoryEvent, InventoryItem};
 use crate::domain::order::{Order, OrderEvent};
 use crate::store::reader::LogEntry;
@@ -109,20 +107,6 @@ pub trait Projection: Send + Sync + 'static {
         view: &'a mut View,
         events: &'a [Envelope],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
-}
-
-/// Every projection the engine runs, the reservation process manager included.
-pub fn all(settings: &Settings) -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(crate::process::reservations::ReservationManager::new(
-            settings,
-        )),
-        Arc::new(order_summary::OrderSummary),
-        Arc::new(billing::Billing),
-        Arc::new(shipping::Shipping),
-        Arc::new(analytics::Analytics),
-        Arc::new(inventory::StockLevels),
-    ]
 }
 
 /// One generation of one projection's tables: in a batch's transaction (live), or in

@@ -471,7 +471,7 @@ async fn a_rebuild_replays_into_fresh_tables_and_switches_without_downtime(backe
     app.projections_caught_up().await;
     let before = app.read_side().await;
 
-    for name in projections::all(&orderlog::config::Settings::default())
+    for name in orderlog::app::all_projections(&orderlog::config::Settings::default())
         .iter()
         .map(|p| p.name())
     {
@@ -702,7 +702,7 @@ async fn a_restart_in_the_middle_of_a_stream_misses_and_repeats_nothing(backend:
     traffic(&restarted, "k2", 4).await;
     restarted.projections_caught_up().await;
     let live = restarted.read_side().await;
-    for name in projections::all(&orderlog::config::Settings::default())
+    for name in orderlog::app::all_projections(&orderlog::config::Settings::default())
         .iter()
         .map(|p| p.name())
     {
@@ -779,7 +779,7 @@ impl Projection for FixedSummary {
 
 fn with_summary(summary: Arc<dyn Projection>) -> Overrides {
     let mut list: Vec<Arc<dyn Projection>> =
-        projections::all(&orderlog::config::Settings::default())
+        orderlog::app::all_projections(&orderlog::config::Settings::default())
             .into_iter()
             .filter(|p| p.name() != "order_summary")
             .collect();

@@ -1,0 +1,48 @@
+//! The state every request handler shares: the database, the two aggregate stores, the
+//! projections and the deliveries. Built by `app`, read by `api`; it holds no logic.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::delivery::Deliveries;
+use crate::domain::inventory::InventoryItem;
+use crate::domain::order::Order;
+use crate::process::placement::PlacementFault;
+use crate::process::reservations::Ticker;
+use crate::projections::runner::Projections;
+use crate::store::commands::AggregateStore;
+use crate::store::idempotency::IdempotencyStore;
+use crate::store::reader::LogSignal;
+use crate::store::Database;
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+    pub orders: Arc<AggregateStore<Order>>,
+    pub inventory: Arc<AggregateStore<InventoryItem>>,
+    pub idempotency: IdempotencyStore,
+    pub placement_fault: Option<PlacementFault>,
+    pub projections: Projections,
+    /// Told whenever events may have been appended.
+    pub log_signal: LogSignal,
+    pub deliveries: Deliveries,
+    /// Cancelled when the server begins to stop: long-lived responses (event streams)
+    /// end so that shutdown does not wait on them.
+    pub closing: CancellationToken,
+}
+
+impl AppState {
+    /// What the reservation ticker needs, and nothing of HTTP.
+    pub fn ticker(&self) -> Ticker {
+        Ticker {
+            db: self.db.clone(),
+            projections: self.projections.clone(),
+            orders: self.orders.clone(),
+            inventory: self.inventory.clone(),
+        }
+    }
+}
