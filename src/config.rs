@@ -1,371 +1,274 @@
-//! One typed `Settings`, read from `ORDERLOG_*` environment variables and validated at
-//! start. Every default lives in [`Settings::default`], with the reason for it; a bad
-//! value stops the server with an error that names the setting.
+//! One typed `Settings`, read by clap from `ORDERLOG_*` environment variables (or the
+//! matching `--flags` of `orderlog serve`) and validated at start. Every default is an
+//! attribute below, with the reason for it; the deliveries' own settings live beside
+//! the deliveries (`delivery::settings`). A bad value stops the process with an error
+//! that names the variable. `orderlog serve --help` lists them all.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::delivery::settings::nonzero_duration;
+pub use crate::delivery::settings::DeliverySettings;
+
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct Settings {
-    /// `postgres://…` or `sqlite://…`.
+    /// `postgres://…` for PostgreSQL, `sqlite://…` for an SQLite file.
+    // An embedded file, created on first start: the server runs with no setup.
+    #[arg(
+        long,
+        env = "ORDERLOG_DATABASE_URL",
+        default_value = "sqlite://data/orderlog.db",
+        value_parser = database_url
+    )]
     pub database_url: String,
+
+    /// Address and port to serve on.
+    // Loopback only until someone decides to expose it.
+    #[arg(long, env = "ORDERLOG_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Largest request body accepted, in bytes.
+
+    /// Largest request body accepted (`1048576`, `512KiB`, `1MiB`), in bytes once parsed.
+    // Orders are small; 1 MiB leaves room for hundreds of lines.
+    #[arg(
+        long,
+        env = "ORDERLOG_BODY_LIMIT",
+        default_value = "1MiB",
+        value_parser = body_limit
+    )]
     pub body_limit: usize,
+
+    /// Database connections.
+    // Enough connections to keep 2 cores busy without starving PostgreSQL.
+    #[arg(
+        long,
+        env = "ORDERLOG_DB_POOL_SIZE",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
     pub db_pool_size: u32,
+
     /// How long an Idempotency-Key and its response are kept.
+    // The window in which clients retry (Stripe keeps keys for 24 h too).
+    #[arg(
+        long,
+        env = "ORDERLOG_IDEMPOTENCY_TTL",
+        default_value = "24h",
+        value_parser = nonzero_duration
+    )]
     pub idempotency_ttl: Duration,
+
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "ORDERLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Refuse orders for SKUs whose stock is not tracked, instead of accepting them
-    /// without a reservation.
+
+    /// `true` refuses orders for SKUs whose stock was never received or adjusted
+    /// (422 `unknown_sku`); by default they are accepted without a reservation.
+    // Like Shopify's "don't track inventory": digital goods need no stock.
+    #[arg(
+        long,
+        env = "ORDERLOG_REQUIRE_TRACKED_SKUS",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub require_tracked_skus: bool,
+
     /// After a payment fails, how long the order keeps its stock for a new attempt.
+    // Long enough to try another card, short enough not to starve a flash sale.
+    #[arg(
+        long,
+        env = "ORDERLOG_PAYMENT_GRACE",
+        default_value = "15m",
+        value_parser = humantime::parse_duration
+    )]
     pub payment_grace: Duration,
-    /// How long an order may stay unpaid before it expires and its stock is released.
+
+    /// How long an order may stay unpaid before it expires (`order.expired`) and its
+    /// stock is released.
+    #[arg(
+        long,
+        env = "ORDERLOG_UNPAID_ORDER_TTL",
+        default_value = "1h",
+        value_parser = nonzero_duration
+    )]
     pub unpaid_order_ttl: Duration,
-    /// How long stock reserved for an order that never appeared (a crash mid-placement)
-    /// stays held before it is released.
+
+    /// How long stock reserved for an order that never appeared (a crash
+    /// mid-placement) stays held before it is released.
+    // Placement takes milliseconds; this only has to outlast a slow one.
+    #[arg(
+        long,
+        env = "ORDERLOG_ORPHAN_HOLD_TIMEOUT",
+        default_value = "60s",
+        value_parser = nonzero_duration
+    )]
     pub orphan_hold_timeout: Duration,
+
+    #[command(flatten)]
     pub deliveries: DeliverySettings,
 }
 
-/// How events go out to subscribers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliverySettings {
-    /// How long one webhook request may take before it counts as failed.
-    pub webhook_timeout: Duration,
-    /// The delays before each retry; when they run out, the message is dead-lettered.
-    pub retry_schedule: Vec<Duration>,
-    /// Consecutive failures after which a subscription's circuit opens.
-    pub breaker_failures: u32,
-    /// How long an open circuit waits before it lets one probe through.
-    pub breaker_cooldown: Duration,
-    /// How long the record of each delivery attempt is kept.
-    pub attempt_retention: Duration,
-    pub nats_url: String,
-    /// The subject prefix of a NATS subscription that names none.
-    pub nats_subject_prefix: String,
-}
-
-impl Default for DeliverySettings {
-    fn default() -> Self {
-        Self {
-            // Standard Webhooks' advice: receivers answer fast and work later.
-            webhook_timeout: Duration::from_secs(10),
-            // Nine hours in all: a receiver down for a night still gets everything.
-            retry_schedule: ["5s", "30s", "2m", "10m", "30m", "2h", "6h"]
-                .iter()
-                .filter_map(|d| parse_duration(d))
-                .collect(),
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(30),
-            // Long enough to trace last week's order across systems.
-            attempt_retention: Duration::from_secs(7 * 86_400),
-            nats_url: "nats://127.0.0.1:4222".to_owned(),
-            nats_subject_prefix: "orderlog".to_owned(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// A setting that could not be read: the variable, the value given, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid setting {name}={value:?}: {reason}")]
 pub struct ConfigError {
-    pub name: &'static str,
+    pub name: String,
     pub value: String,
     pub reason: String,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            // An embedded file, created on first start: the server runs with no setup.
-            database_url: "sqlite://data/orderlog.db".to_owned(),
-            // Loopback only until someone decides to expose it.
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            // Orders are small; 1 MiB leaves room for hundreds of lines.
-            body_limit: 1024 * 1024,
-            // Enough connections to keep 2 cores busy without starving PostgreSQL.
-            db_pool_size: 16,
-            // The window in which clients retry (Stripe keeps keys for 24 h too).
-            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
-            log_format: LogFormat::Text,
-            // Like Shopify's "don't track inventory": digital goods need no stock.
-            require_tracked_skus: false,
-            // Long enough to try another card, short enough not to starve a flash sale.
-            payment_grace: Duration::from_secs(15 * 60),
-            unpaid_order_ttl: Duration::from_secs(60 * 60),
-            // Placement takes milliseconds; this only has to outlast a slow one.
-            orphan_hold_timeout: Duration::from_secs(60),
-            deliveries: DeliverySettings::default(),
-        }
-    }
+/// The settings alone, as a command line of their own: for reading the environment
+/// when no subcommand is given, and for the defaults.
+#[derive(Parser)]
+#[command(name = "orderlog")]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
 }
 
 impl Settings {
-    /// Settings from the process environment.
+    /// Settings from the process environment alone.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+        Self::from_args(["orderlog"])
     }
 
-    /// Settings from `(name, value)` pairs; names other than `ORDERLOG_*` are ignored.
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut settings = Settings::default();
-        for (name, value) in vars {
-            let invalid = |name: &'static str, reason: &str| ConfigError {
-                name,
-                value: value.clone(),
-                reason: reason.to_owned(),
-            };
-            match name.as_str() {
-                "ORDERLOG_DATABASE_URL" => {
-                    let known = ["postgres://", "postgresql://", "sqlite:"];
-                    if !known.iter().any(|p| value.starts_with(p)) {
-                        return Err(invalid(
-                            "ORDERLOG_DATABASE_URL",
-                            "must start with postgres://, postgresql:// or sqlite:",
-                        ));
-                    }
-                    settings.database_url = value.clone();
-                }
-                "ORDERLOG_BIND" => {
-                    settings.bind = value.parse().map_err(|_| {
-                        invalid(
-                            "ORDERLOG_BIND",
-                            "must be an address and port, such as 127.0.0.1:8080",
-                        )
-                    })?;
-                }
-                "ORDERLOG_BODY_LIMIT" => {
-                    settings.body_limit =
-                        parse_bytes(&value).filter(|&b| b >= 1024).ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_BODY_LIMIT",
-                                "must be a size of at least 1KiB, such as 1048576, 512KiB or 1MiB",
-                            )
-                        })?;
-                }
-                "ORDERLOG_DB_POOL_SIZE" => {
-                    settings.db_pool_size = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| {
-                        invalid(
-                            "ORDERLOG_DB_POOL_SIZE",
-                            "must be a whole number from 1 to 1000",
-                        )
-                    })?;
-                }
-                "ORDERLOG_IDEMPOTENCY_TTL" => {
-                    settings.idempotency_ttl = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_IDEMPOTENCY_TTL",
-                                "must be a duration such as 90s, 30m, 24h or 7d",
-                            )
-                        })?;
-                }
-                "ORDERLOG_REQUIRE_TRACKED_SKUS" => {
-                    settings.require_tracked_skus = match value.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(invalid(
-                                "ORDERLOG_REQUIRE_TRACKED_SKUS",
-                                "must be `true` or `false`",
-                            ))
-                        }
-                    };
-                }
-                "ORDERLOG_PAYMENT_GRACE" => {
-                    settings.payment_grace = parse_duration(&value).ok_or_else(|| {
-                        invalid(
-                            "ORDERLOG_PAYMENT_GRACE",
-                            "must be a duration such as 90s, 15m or 1h",
-                        )
-                    })?;
-                }
-                "ORDERLOG_UNPAID_ORDER_TTL" => {
-                    settings.unpaid_order_ttl = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_UNPAID_ORDER_TTL",
-                                "must be a duration such as 30m, 1h or 2d",
-                            )
-                        })?;
-                }
-                "ORDERLOG_ORPHAN_HOLD_TIMEOUT" => {
-                    settings.orphan_hold_timeout = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_ORPHAN_HOLD_TIMEOUT",
-                                "must be a duration such as 30s or 5m",
-                            )
-                        })?;
-                }
-                "ORDERLOG_WEBHOOK_TIMEOUT" => {
-                    settings.deliveries.webhook_timeout = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_WEBHOOK_TIMEOUT",
-                                "must be a duration such as 500ms, 10s or 1m",
-                            )
-                        })?;
-                }
-                "ORDERLOG_WEBHOOK_RETRY_SCHEDULE" => {
-                    settings.deliveries.retry_schedule = value
-                        .split(',')
-                        .map(parse_duration)
-                        .collect::<Option<Vec<_>>>()
-                        .filter(|s| (1..=30).contains(&s.len()))
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_WEBHOOK_RETRY_SCHEDULE",
-                                "must be 1 to 30 comma-separated durations, such as 5s,30s,2m,10m,30m,2h,6h",
-                            )
-                        })?;
-                }
-                "ORDERLOG_BREAKER_FAILURES" => {
-                    settings.deliveries.breaker_failures = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=10_000).contains(n))
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_BREAKER_FAILURES",
-                                "must be a whole number from 1 to 10000",
-                            )
-                        })?;
-                }
-                "ORDERLOG_BREAKER_COOLDOWN" => {
-                    settings.deliveries.breaker_cooldown = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_BREAKER_COOLDOWN",
-                                "must be a duration such as 500ms, 30s or 5m",
-                            )
-                        })?;
-                }
-                "ORDERLOG_DELIVERY_ATTEMPT_RETENTION" => {
-                    settings.deliveries.attempt_retention = parse_duration(&value)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            invalid(
-                                "ORDERLOG_DELIVERY_ATTEMPT_RETENTION",
-                                "must be a duration such as 12h, 7d or 30d",
-                            )
-                        })?;
-                }
-                "ORDERLOG_NATS_URL" => {
-                    if !value.starts_with("nats://") && !value.starts_with("tls://") {
-                        return Err(invalid(
-                            "ORDERLOG_NATS_URL",
-                            "must start with nats:// or tls://",
-                        ));
-                    }
-                    settings.deliveries.nats_url = value.clone();
-                }
-                "ORDERLOG_NATS_SUBJECT_PREFIX" => {
-                    if !crate::delivery::subscription::is_subject(&value) {
-                        return Err(invalid(
-                            "ORDERLOG_NATS_SUBJECT_PREFIX",
-                            "must be NATS subject tokens (letters, digits, `_`, `-`) joined by dots",
-                        ));
-                    }
-                    settings.deliveries.nats_subject_prefix = value.clone();
-                }
-                "ORDERLOG_LOG_FORMAT" => {
-                    settings.log_format = match value.as_str() {
-                        "text" => LogFormat::Text,
-                        "json" => LogFormat::Json,
-                        _ => {
-                            return Err(invalid("ORDERLOG_LOG_FORMAT", "must be `text` or `json`"))
-                        }
-                    };
-                }
-                _ => {}
+    /// Settings from command-line flags (the first item is the program's name), and the
+    /// environment for the rest.
+    pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        SettingsOnly::try_parse_from(args)
+            .map(|only| only.settings)
+            .map_err(|e| {
+                ConfigError::from_clap(&e).unwrap_or_else(|| ConfigError {
+                    name: "settings".to_owned(),
+                    value: String::new(),
+                    reason: e.to_string(),
+                })
+            })
+    }
+}
+
+/// The defaults as written in the attributes above, whatever the environment says.
+impl Default for Settings {
+    fn default() -> Self {
+        let command = SettingsOnly::command().mut_args(|arg| arg.env(None));
+        let parsed = command
+            .try_get_matches_from(["orderlog"])
+            .and_then(|matches| SettingsOnly::from_arg_matches(&matches));
+        // Only the literals above are parsed here; a unit test parses them too.
+        parsed.expect("the default settings parse").settings
+    }
+}
+
+impl ConfigError {
+    /// The setting behind a clap error about one value, named by its variable; `None`
+    /// for every other error (a help request, an unknown flag), which clap reports best.
+    pub fn from_clap(error: &clap::Error) -> Option<ConfigError> {
+        let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+        let command = SettingsOnly::command();
+        let setting = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))?;
+        let name = setting.get_env()?.to_string_lossy().into_owned();
+        let value = match error.get(ContextKind::InvalidValue) {
+            Some(ContextValue::String(value)) => value.clone(),
+            _ => String::new(),
+        };
+        let reason = match (
+            std::error::Error::source(error),
+            error.get(ContextKind::ValidValue),
+        ) {
+            (Some(cause), _) => cause.to_string(),
+            (None, Some(ContextValue::Strings(valid))) => {
+                format!("must be one of {}", valid.join(", "))
             }
-        }
-        Ok(settings)
+            _ => error.kind().to_string(),
+        };
+        Some(ConfigError {
+            name,
+            value,
+            reason,
+        })
     }
 }
 
-/// `1048576`, `512KiB`, `1MiB` (also `KB`/`MB`, read as binary units).
-pub fn parse_bytes(raw: &str) -> Option<usize> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: usize = digits.parse().ok()?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return None,
-    };
-    n.checked_mul(factor)
+fn database_url(raw: &str) -> Result<String, String> {
+    let known = ["postgres://", "postgresql://", "sqlite:"];
+    if known.iter().any(|p| raw.starts_with(p)) {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with postgres://, postgresql:// or sqlite:".to_owned())
+    }
 }
 
-/// `250ms`, `90s`, `30m`, `24h`, `7d`.
-pub fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let millis = match unit {
-        "ms" => n,
-        "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        "d" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(millis))
+/// `1048576`, `512KiB`, `1MiB` (binary units; `KB` and `MB` are decimal), at least 1KiB.
+fn body_limit(raw: &str) -> Result<usize, String> {
+    let reason = "must be a size of at least 1KiB, such as 1048576, 512KiB or 1MiB";
+    let bytes = raw.parse::<bytesize::ByteSize>().map_err(|_| reason)?;
+    match usize::try_from(bytes.as_u64()) {
+        Ok(n) if n >= 1024 => Ok(n),
+        _ => Err(reason.to_owned()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn flags(args: &[&str]) -> Result<Settings, ConfigError> {
+        Settings::from_args(std::iter::once("orderlog").chain(args.iter().copied()))
     }
 
     #[test]
     fn defaults_need_no_environment_at_all() {
-        let settings = Settings::from_vars(vars(&[("PATH", "/bin")])).unwrap();
-        assert_eq!(settings, Settings::default());
+        let settings = Settings::default();
         assert!(settings.database_url.starts_with("sqlite://data/"));
+        assert_eq!(settings.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(settings.body_limit, 1024 * 1024);
+        assert_eq!(settings.idempotency_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(settings.orphan_hold_timeout, Duration::from_secs(60));
+        assert_eq!(
+            settings.deliveries.retry_schedule,
+            [5, 30, 120, 600, 1800, 7200, 21600].map(Duration::from_secs)
+        );
+        assert_eq!(settings.deliveries.nats_subject_prefix, "orderlog");
     }
 
     #[test]
-    fn every_setting_is_read_from_its_variable() {
-        let settings = Settings::from_vars(vars(&[
-            (
-                "ORDERLOG_DATABASE_URL",
-                "postgres://postgres@127.0.0.1/orderlog",
-            ),
-            ("ORDERLOG_BIND", "0.0.0.0:9000"),
-            ("ORDERLOG_BODY_LIMIT", "2MiB"),
-            ("ORDERLOG_DB_POOL_SIZE", "32"),
-            ("ORDERLOG_IDEMPOTENCY_TTL", "2h"),
-            ("ORDERLOG_LOG_FORMAT", "json"),
-        ]))
+    fn every_setting_is_read_from_its_flag() {
+        let settings = flags(&[
+            "--database-url=postgres://postgres@127.0.0.1/orderlog",
+            "--bind=0.0.0.0:9000",
+            "--body-limit=2MiB",
+            "--db-pool-size=32",
+            "--idempotency-ttl=2h",
+            "--log-format=json",
+            "--require-tracked-skus=true",
+            "--payment-grace=0s",
+            "--unpaid-order-ttl=2d",
+            "--orphan-hold-timeout=5m",
+            "--breaker-failures=3",
+            "--breaker-cooldown=500ms",
+            "--delivery-attempt-retention=12h",
+            "--nats-url=tls://nats.internal:4222",
+            "--nats-subject-prefix=shop-1.events",
+        ])
         .unwrap();
         assert_eq!(
             settings.database_url,
@@ -376,22 +279,28 @@ mod tests {
         assert_eq!(settings.db_pool_size, 32);
         assert_eq!(settings.idempotency_ttl, Duration::from_secs(7200));
         assert_eq!(settings.log_format, LogFormat::Json);
+        assert!(settings.require_tracked_skus);
+        assert_eq!(settings.payment_grace, Duration::ZERO);
+        assert_eq!(settings.unpaid_order_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(settings.orphan_hold_timeout, Duration::from_secs(300));
+        let d = &settings.deliveries;
+        assert_eq!(d.breaker_failures, 3);
+        assert_eq!(d.breaker_cooldown, Duration::from_millis(500));
+        assert_eq!(d.attempt_retention, Duration::from_secs(12 * 3600));
+        assert_eq!(d.nats_url, "tls://nats.internal:4222");
+        assert_eq!(d.nats_subject_prefix, "shop-1.events");
     }
 
     #[test]
     fn the_retry_schedule_is_a_list_of_durations() {
-        let settings = Settings::from_vars(vars(&[
-            ("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", "5s,30s,2m"),
-            ("ORDERLOG_WEBHOOK_TIMEOUT", "500ms"),
-        ]))
+        let settings = flags(&[
+            "--webhook-retry-schedule=5s,30s,2m",
+            "--webhook-timeout=500ms",
+        ])
         .unwrap();
         assert_eq!(
             settings.deliveries.retry_schedule,
-            vec![
-                Duration::from_secs(5),
-                Duration::from_secs(30),
-                Duration::from_secs(120)
-            ]
+            [5, 30, 120].map(Duration::from_secs)
         );
         assert_eq!(
             settings.deliveries.webhook_timeout,
@@ -400,33 +309,61 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_value_names_its_setting() {
-        for (name, value) in [
-            ("ORDERLOG_DATABASE_URL", "mysql://x"),
-            ("ORDERLOG_BIND", "localhost"),
-            ("ORDERLOG_BODY_LIMIT", "lots"),
-            ("ORDERLOG_DB_POOL_SIZE", "0"),
-            ("ORDERLOG_IDEMPOTENCY_TTL", "forever"),
-            ("ORDERLOG_LOG_FORMAT", "xml"),
-            ("ORDERLOG_WEBHOOK_TIMEOUT", "0s"),
-            ("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", "5s,,2m"),
-            ("ORDERLOG_BREAKER_FAILURES", "0"),
-            ("ORDERLOG_NATS_URL", "http://x"),
-            ("ORDERLOG_NATS_SUBJECT_PREFIX", "orders.>"),
+    fn a_bad_value_names_its_variable() {
+        for (flag, name, value) in [
+            ("--database-url", "ORDERLOG_DATABASE_URL", "mysql://x"),
+            ("--bind", "ORDERLOG_BIND", "localhost"),
+            ("--body-limit", "ORDERLOG_BODY_LIMIT", "lots"),
+            ("--body-limit", "ORDERLOG_BODY_LIMIT", "512"),
+            ("--db-pool-size", "ORDERLOG_DB_POOL_SIZE", "0"),
+            ("--idempotency-ttl", "ORDERLOG_IDEMPOTENCY_TTL", "forever"),
+            ("--idempotency-ttl", "ORDERLOG_IDEMPOTENCY_TTL", "10"),
+            ("--log-format", "ORDERLOG_LOG_FORMAT", "xml"),
+            (
+                "--require-tracked-skus",
+                "ORDERLOG_REQUIRE_TRACKED_SKUS",
+                "maybe",
+            ),
+            ("--unpaid-order-ttl", "ORDERLOG_UNPAID_ORDER_TTL", "0s"),
+            ("--webhook-timeout", "ORDERLOG_WEBHOOK_TIMEOUT", "0s"),
+            (
+                "--webhook-retry-schedule",
+                "ORDERLOG_WEBHOOK_RETRY_SCHEDULE",
+                "5s,,2m",
+            ),
+            ("--breaker-failures", "ORDERLOG_BREAKER_FAILURES", "0"),
+            ("--nats-url", "ORDERLOG_NATS_URL", "http://x"),
+            (
+                "--nats-subject-prefix",
+                "ORDERLOG_NATS_SUBJECT_PREFIX",
+                "orders.>",
+            ),
         ] {
-            let error = Settings::from_vars(vars(&[(name, value)])).unwrap_err();
-            assert_eq!(error.name, name);
+            let error = flags(&[&format!("{flag}={value}")]).unwrap_err();
+            assert_eq!(error.name, name, "{flag}={value}: {error}");
+            assert_eq!(error.value, value, "{flag}={value}: {error}");
             assert!(error.to_string().contains(name));
+            assert!(!error.reason.is_empty());
         }
     }
 
     #[test]
-    fn durations_and_sizes_parse_their_units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_bytes("512KiB"), Some(512 * 1024));
-        assert_eq!(parse_bytes("1048576"), Some(1_048_576));
-        assert_eq!(parse_bytes("1TB"), None);
+    fn a_retry_schedule_has_at_most_thirty_delays() {
+        let thirty_one = vec!["1s"; 31].join(",");
+        let error = flags(&[&format!("--webhook-retry-schedule={thirty_one}")]).unwrap_err();
+        assert_eq!(error.name, "ORDERLOG_WEBHOOK_RETRY_SCHEDULE", "{error}");
+        assert!(flags(&[&format!(
+            "--webhook-retry-schedule={}",
+            vec!["1s"; 30].join(",")
+        )])
+        .is_ok());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(body_limit("512KiB"), Ok(512 * 1024));
+        assert_eq!(body_limit("1048576"), Ok(1_048_576));
+        assert_eq!(body_limit("1 MiB"), Ok(1_048_576));
+        assert!(body_limit("1023").is_err());
     }
 }

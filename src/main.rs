@@ -3,15 +3,16 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
-use orderlog::config::Settings;
+use orderlog::config::{ConfigError, Settings};
 use orderlog::projections::runner::{Projections, Status};
 use orderlog::store::reader::LogSignal;
 use orderlog::store::Database;
 use orderlog::telemetry;
 use tokio_util::sync::CancellationToken;
 
-/// An event-sourced order engine. Settings come from ORDERLOG_* environment variables
-/// (see the README); the default database is an embedded SQLite file under ./data/.
+/// An event-sourced order engine. Every setting is an ORDERLOG_* environment variable
+/// or the matching flag of a subcommand (`orderlog serve --help` lists them all); the
+/// default database is an embedded SQLite file under ./data/.
 #[derive(Parser)]
 #[command(name = "orderlog", version, about)]
 struct Cli {
@@ -22,9 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve(Settings),
     /// Apply the schema migrations to the configured database, then exit.
-    Migrate,
+    Migrate(Settings),
     /// Inspect and rebuild the projections (read models).
     Projections {
         #[command(subcommand)]
@@ -35,7 +36,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ProjectionsCommand {
     /// Show every projection's state, checkpoint and lag.
-    List,
+    List(Settings),
     /// Rebuild projections from the log into fresh tables, then switch to them.
     /// The current tables keep answering queries until the switch.
     Rebuild {
@@ -45,16 +46,43 @@ enum ProjectionsCommand {
         /// Rebuild every projection.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        settings: Settings,
     },
+}
+
+/// The command, with its settings read and checked. A bad setting is reported by its
+/// variable and exits with clap's usage code; help, versions and unknown flags are
+/// clap's to print.
+fn parse_cli() -> Command {
+    let refuse = |bad: ConfigError| -> ! {
+        eprintln!("error: {bad}");
+        std::process::exit(2);
+    };
+    let cli = Cli::try_parse().unwrap_or_else(|error| match ConfigError::from_clap(&error) {
+        Some(bad) => refuse(bad),
+        None => error.exit(),
+    });
+    match cli.command {
+        Some(command) => command,
+        None => Command::Serve(Settings::from_env().unwrap_or_else(|bad| refuse(bad))),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let settings = Settings::from_env().context("reading the configuration")?;
+    let command = parse_cli();
+    let settings = match &command {
+        Command::Serve(settings) | Command::Migrate(settings) => settings,
+        Command::Projections { action } => match action {
+            ProjectionsCommand::List(settings) | ProjectionsCommand::Rebuild { settings, .. } => {
+                settings
+            }
+        },
+    };
     telemetry::init(settings.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match command {
+        Command::Serve(settings) => {
             let application = Application::build(settings).await?;
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -64,13 +92,21 @@ async fn main() -> anyhow::Result<()> {
             });
             application.run(shutdown).await
         }
-        Command::Migrate => {
+        Command::Migrate(settings) => {
             let db = connect(&settings).await?;
             tracing::info!(database = db.backend_name(), "schema is up to date");
             db.close().await;
             Ok(())
         }
         Command::Projections { action } => {
+            let (settings, names) = match action {
+                ProjectionsCommand::List(settings) => (settings, None),
+                ProjectionsCommand::Rebuild {
+                    name,
+                    all,
+                    settings,
+                } => (settings, Some((name, all))),
+            };
             let db = connect(&settings).await?;
             let projections = Projections::new(
                 db.clone(),
@@ -82,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 .init()
                 .await
                 .context("registering the projections")?;
-            if let ProjectionsCommand::Rebuild { name, all } = action {
+            if let Some((name, all)) = names {
                 let names: Vec<String> = match (name, all) {
                     (_, true) => projections.names().into_iter().map(str::to_owned).collect(),
                     (Some(name), false) => vec![name],

@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{parse_json, parse_limit, parse_time, JsonBody, QueryParams};
-use crate::config::parse_duration;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
 use crate::delivery::subscription::{
     is_subject, parse_webhook_url, EventFilter, Kind, State as SubscriptionState,
@@ -413,7 +412,8 @@ async fn rotate(
     };
     let overlap = match body.overlap {
         None => DEFAULT_OVERLAP,
-        Some(raw) => parse_duration(&raw)
+        Some(raw) => humantime::parse_duration(&raw)
+            .ok()
             .filter(|d| *d <= Duration::from_secs(30 * 86_400))
             .ok_or_else(|| {
                 ApiError::invalid_field(

@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod message;
+pub mod settings;
 pub mod sink;
 pub mod store;
 pub mod subscription;
@@ -22,10 +23,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::DeliverySettings;
 use crate::store::reader::{self, Cursor, LogSignal, StartAt};
 use crate::store::{Database, StoreError};
 use breaker::{Breaker, BreakerState};
+pub use settings::DeliverySettings;
 use sink::Connections;
 use subscription::{EventFilter, Kind, Secret, State, Subscription};
 

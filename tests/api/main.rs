@@ -15,3 +15,4 @@ mod log_reader;
 mod metadata;
 mod projections;
 mod property;
+mod settings;
