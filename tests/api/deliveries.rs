@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{expect_error, expect_status, fresh_database, spawn_app_on, Backend, TestApp};
+use crate::helpers::{
+    eventually, expect_error, expect_status, fresh_database, spawn_app_on, Backend, TestApp,
+};
 use crate::on_both_backends;
 use crate::receiver::{Received, Receiver};
 
@@ -52,18 +54,15 @@ async fn wait_for_subscription(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(what, Duration::from_secs(20), || async {
         let s = subscription(app, id).await;
         if done(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s)
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// The events of `order_id` in the log whose type `keep` accepts, as (id, sequence).
@@ -676,14 +675,15 @@ async fn nats_subscriptions_publish_to_jetstream_with_the_event_id(backend: Back
         });
     let jetstream = async_nats::jetstream::new(client);
     let stream_name = prefix.to_uppercase();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
+    let what = format!("a message in stream {stream_name}");
+    let mut stream = eventually(&what, Duration::from_secs(10), || async {
         match jetstream.get_stream(&stream_name).await {
-            Ok(stream) if stream.cached_info().state.messages >= 1 => break stream,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("no message in stream {stream_name}: {:?}", other.err()),
+            Ok(stream) if stream.cached_info().state.messages >= 1 => Ok(stream),
+            Ok(_) => Err("an empty stream".to_owned()),
+            Err(e) => Err(format!("{e:?}")),
         }
-    };
+    })
+    .await;
     let message = stream.get_raw_message(1).await.unwrap();
     assert_eq!(message.subject.as_str(), format!("{prefix}.order.created"));
     let headers = message.headers;
@@ -953,11 +953,17 @@ async fn old_attempts_are_swept_but_a_dead_letter_keeps_its_history(backend: Bac
             body["attempts"].as_array().unwrap().len()
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while attempts(delivered.clone()).await > 0 {
-        assert!(Instant::now() < deadline, "old attempts were not swept");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the old attempts to be swept",
+        Duration::from_secs(10),
+        || async {
+            match attempts(delivered.clone()).await {
+                0 => Ok(()),
+                n => Err(format!("{n} attempts kept")),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         attempts(failing.clone()).await,
         4,

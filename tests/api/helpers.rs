@@ -2,11 +2,16 @@
 //! with a typed client. PostgreSQL is never skipped: without it, tests fail and say how
 //! to get one.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use orderlog::app::{Application, Overrides};
 use orderlog::config::Settings;
+use orderlog::store::reader::{read_after, Cursor, LogEntry};
+use orderlog::store::Database;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -194,24 +199,25 @@ impl TestApp {
 
     /// Waits until every projection is running and has applied every committed event.
     pub async fn projections_caught_up(&self) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let status =
-                expect_status(self.get("/v1/admin/projections").await, StatusCode::OK).await;
-            let done = status["projections"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["state"] == "running" && p["lag_events"] == 0);
-            if done {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "projections did not catch up: {status}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the projections to catch up",
+            Duration::from_secs(20),
+            || async {
+                let status =
+                    expect_status(self.get("/v1/admin/projections").await, StatusCode::OK).await;
+                let done = status["projections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["state"] == "running" && p["lag_events"] == 0);
+                if done {
+                    Ok(status)
+                } else {
+                    Err(status)
+                }
+            },
+        )
+        .await
     }
 
     /// Everything the read side answers, for comparing two states of the views.
@@ -251,6 +257,48 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// How often [`eventually`] asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Asks `check` every 20 ms until it answers `Ok(value)`, and returns that value.
+/// Whatever the server does in the background (projections, deliveries, timers) is
+/// awaited this way. `check` answers `Err(observation)` while the condition does not
+/// hold; once `timeout` has passed, the test fails naming `what` it waited for and
+/// the last observation.
+pub async fn eventually<T, E, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+/// The whole log after `after` (up to 100 events), once at least `n` of them are
+/// visible: on a shared PostgreSQL, other sessions' open transactions may hold the
+/// reader back for a moment (that is lag, never a skip).
+pub async fn read_log(db: &Database, after: Cursor, n: usize) -> Vec<LogEntry> {
+    let what = format!("{n} events in the log");
+    eventually(&what, Duration::from_secs(10), || async {
+        let log = read_after(db, after, 100).await.unwrap();
+        if log.len() >= n {
+            Ok(log)
+        } else {
+            Err(format!("{} events", log.len()))
+        }
+    })
+    .await
 }
 
 /// A request body from `fixtures/`, with `{{order_id}}` filled in.

@@ -98,18 +98,20 @@ fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
 /// The stock view of `sku` once it satisfies `expected` (it follows the log, and the
 /// process manager acts on timers).
 async fn levels_where(app: &TestApp, sku: &str, expected: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..500 {
+    let what = format!("{sku} to reach the expected levels");
+    eventually(&what, Duration::from_secs(10), || async {
         let r = app.get(&format!("/v1/inventory/{sku}")).await;
-        if r.status() == StatusCode::OK {
-            last = r.json().await.unwrap();
-            if expected(&last) {
-                return last;
-            }
+        if r.status() != StatusCode::OK {
+            return Err(format!("status {}", r.status()));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{sku} never reached the expected levels; last seen {last}");
+        let levels: Value = r.json().await.unwrap();
+        if expected(&levels) {
+            Ok(levels)
+        } else {
+            Err(levels.to_string())
+        }
+    })
+    .await
 }
 
 async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
@@ -118,17 +120,16 @@ async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
 
 /// The `inventory.released` event for `sku`, once the process manager has released it.
 async fn released(app: &TestApp, sku: &str) -> Value {
-    for _ in 0..500 {
+    let what = format!("{sku} to be released");
+    eventually(&what, Duration::from_secs(10), || async {
         let events = inventory_events(app, sku).await;
-        if let Some(event) = events
+        events
             .iter()
             .find(|e| e["event_type"] == "inventory.released")
-        {
-            return event.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{sku} was never released");
+            .cloned()
+            .ok_or_else(|| format!("{} events, none a release", events.len()))
+    })
+    .await
 }
 
 async fn inventory_events(app: &TestApp, sku: &str) -> Vec<Value> {
@@ -582,14 +583,19 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
     app.stop().await;
     let restarted =
         spawn_app_on(&url, |s| s.orphan_hold_timeout = Duration::from_millis(300)).await;
-    let mut released = Value::Null;
-    for _ in 0..500 {
-        released = inventory_events(&restarted, "MUG").await.pop().unwrap();
-        if released["event_type"] == "inventory.released" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let released = eventually(
+        "the orphaned hold to be released",
+        Duration::from_secs(10),
+        || async {
+            let last = inventory_events(&restarted, "MUG").await.pop().unwrap();
+            if last["event_type"] == "inventory.released" {
+                Ok(last)
+            } else {
+                Err(last)
+            }
+        },
+    )
+    .await;
     assert_eq!(released["event_type"], "inventory.released");
     assert_eq!(released["payload"]["reason"], "order never placed");
     restarted.projections_caught_up().await;
