@@ -191,6 +191,26 @@ impl TestApp {
         expect_status(r, StatusCode::OK).await
     }
 
+    /// Every item of a paged list: follows `next_cursor` from `path` to the last page
+    /// and collects what each page holds under `key`, in the order served.
+    pub async fn all_pages(&self, path: &str, key: &str) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{separator}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let page = expect_status(self.get(&page_path).await, StatusCode::OK).await;
+            items.extend(page[key].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
     pub async fn events(&self, order_id: &str) -> Vec<Value> {
         let r = self.get(&format!("/v1/orders/{order_id}/events")).await;
         let body = expect_status(r, StatusCode::OK).await;

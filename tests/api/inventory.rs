@@ -616,22 +616,10 @@ async fn low_stock_is_listed_fewest_first_in_pages(backend: Backend) {
         receive(&app, sku, n).await;
     }
     app.projections_caught_up().await;
-    let mut seen = Vec::new();
-    let mut cursor = None::<String>;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/inventory?below=10&limit=2&cursor={c}"),
-            None => "/v1/inventory?below=10&limit=2".to_owned(),
-        };
-        let page = expect_status(app.get(&path).await, StatusCode::OK).await;
-        for item in page["items"].as_array().unwrap() {
-            seen.push(item["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let items = app
+        .all_pages("/v1/inventory?below=10&limit=2", "items")
+        .await;
+    let seen: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(seen, ["B", "E", "C", "A"]);
     let r = app.get("/v1/inventory").await;
     let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;

@@ -314,22 +314,11 @@ async fn orders_are_listed_newest_first_with_filters_and_pages(backend: Backend)
     expect_status(app.post("/v1/orders", &other).await, StatusCode::CREATED).await;
     app.projections_caught_up().await;
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/orders?limit=3&cursor={c}"),
-            None => "/v1/orders?limit=3".to_owned(),
-        };
-        let page = expect_status(app.get(&path).await, StatusCode::OK).await;
-        for order in page["orders"].as_array().unwrap() {
-            seen.push(order["order_id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let orders = app.all_pages("/v1/orders?limit=3", "orders").await;
+    let seen: Vec<&str> = orders
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
     assert_eq!(
         seen,
         ["l-other", "l-5", "l-4", "l-3", "l-2", "l-1", "l-0"],
