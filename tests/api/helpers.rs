@@ -217,6 +217,28 @@ impl TestApp {
         body["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The events of one SKU's stock, read from the log itself: the API has no route
+    /// for them.
+    pub async fn inventory_events(&self, sku: &str) -> Vec<Value> {
+        let db = Database::connect(&self.database_url, 2).await.unwrap();
+        orderlog::store::log::aggregate_events(&db, "inventory", sku)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
+    /// The ids of `order_id`'s events whose type `keep` accepts, in log order.
+    pub async fn event_ids(&self, order_id: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.events(order_id)
+            .await
+            .into_iter()
+            .filter(|e| keep(e["event_type"].as_str().unwrap()))
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Waits until every projection is running and has applied every committed event.
     pub async fn projections_caught_up(&self) -> Value {
         eventually(

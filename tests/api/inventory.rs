@@ -122,7 +122,7 @@ async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
 async fn released(app: &TestApp, sku: &str) -> Value {
     let what = format!("{sku} to be released");
     eventually(&what, Duration::from_secs(10), || async {
-        let events = inventory_events(app, sku).await;
+        let events = app.inventory_events(sku).await;
         events
             .iter()
             .find(|e| e["event_type"] == "inventory.released")
@@ -130,18 +130,6 @@ async fn released(app: &TestApp, sku: &str) -> Value {
             .ok_or_else(|| format!("{} events, none a release", events.len()))
     })
     .await
-}
-
-async fn inventory_events(app: &TestApp, sku: &str) -> Vec<Value> {
-    let db = orderlog::store::Database::connect(&app.database_url, 2)
-        .await
-        .unwrap();
-    orderlog::store::log::aggregate_events(&db, "inventory", sku)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .collect()
 }
 
 async fn receipts_and_adjustments_move_stock_levels(backend: Backend) {
@@ -226,7 +214,7 @@ async fn placing_an_order_reserves_its_lines(backend: Backend) {
     let view = levels_when(&app, "MUG", 6).await;
     assert_eq!(view["reserved"], 4);
     assert_eq!(view["on_hand"], 10);
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     let reserved = events
         .iter()
         .find(|e| e["event_type"] == "inventory.reserved")
@@ -252,7 +240,7 @@ async fn an_order_for_more_than_is_available_is_refused_and_holds_nothing(backen
         "order_not_found",
     )
     .await;
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     assert_eq!(events.last().unwrap()["event_type"], "inventory.rejected");
     app.projections_caught_up().await;
     assert_eq!(levels_when(&app, "MUG", 2).await["reserved"], 0);
@@ -278,7 +266,7 @@ async fn a_multi_line_order_is_all_or_nothing(backend: Backend) {
     // What was reserved for the lines that fit went back.
     assert_eq!(levels_when(&app, "MUG", 5).await["reserved"], 0);
     assert_eq!(levels_when(&app, "HAT", 1).await["reserved"], 0);
-    let released = inventory_events(&app, "MUG").await;
+    let released = app.inventory_events("MUG").await;
     assert_eq!(released.last().unwrap()["event_type"], "inventory.released");
 
     let r = app
@@ -309,7 +297,7 @@ async fn untracked_skus_are_accepted_without_a_reservation(backend: Backend) {
     );
     assert_eq!(lines[1]["untracked"], true);
     assert!(
-        inventory_events(&app, "EBOOK").await.is_empty(),
+        app.inventory_events("EBOOK").await.is_empty(),
         "nothing is written for an untracked SKU"
     );
 }
@@ -356,7 +344,7 @@ async fn five_hundred_buyers_of_one_hundred_units_never_oversell(backend: Backen
         }
     }
     assert_eq!((created, refused), (100, 400));
-    let events = inventory_events(app, "DROP").await;
+    let events = app.inventory_events("DROP").await;
     for event in &events {
         let available = event["payload"]["available"].as_i64().unwrap();
         assert!(
@@ -389,7 +377,7 @@ async fn cancelling_releases_the_stock(backend: Backend) {
     expect_status(r, StatusCode::OK).await;
     let view = levels_when(&app, "MUG", 3).await;
     assert_eq!(view["reserved"], 0);
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     let released = events.last().unwrap();
     assert_eq!(released["event_type"], "inventory.released");
     assert_eq!(released["payload"]["reason"], "order cancelled");
@@ -543,7 +531,8 @@ async fn shipping_commits_the_reserved_units(backend: Backend) {
         (mug["reserved"].clone(), mug["available"].clone()),
         (json!(0), json!(7))
     );
-    let committed = inventory_events(&app, "MUG")
+    let committed = app
+        .inventory_events("MUG")
         .await
         .into_iter()
         .filter(|e| e["event_type"] == "inventory.committed")
@@ -571,7 +560,7 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
         .await;
     expect_error(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
     // The process "died" holding 3 units for an order that does not exist.
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     assert_eq!(events.last().unwrap()["event_type"], "inventory.reserved");
     expect_error(
         app.get("/v1/orders/o-crash").await,
@@ -587,7 +576,7 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
         "the orphaned hold to be released",
         Duration::from_secs(10),
         || async {
-            let last = inventory_events(&restarted, "MUG").await.pop().unwrap();
+            let last = restarted.inventory_events("MUG").await.pop().unwrap();
             if last["event_type"] == "inventory.released" {
                 Ok(last)
             } else {
