@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use orderlog::app::{Application, Overrides};
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -89,6 +90,24 @@ fn tempdir_root() -> &'static std::path::Path {
         .path()
 }
 
+/// The servers' logs, filtered by `RUST_LOG` (default `info`): on stderr only when
+/// `TEST_LOG` is set (`TEST_LOG=1 cargo test --test api deliveries`), into
+/// `std::io::sink` otherwise, so that a run of hundreds of servers stays readable. It is
+/// installed once, before the first server starts, in place of `telemetry::init`, which
+/// always writes to stderr.
+fn init_test_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        let _ = if std::env::var_os("TEST_LOG").is_some() {
+            builder.with_writer(std::io::stderr).try_init()
+        } else {
+            builder.with_writer(std::io::sink).try_init()
+        };
+    });
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database_url: String,
@@ -113,7 +132,7 @@ pub async fn spawn_app_with(
     tweak: impl FnOnce(&mut Settings),
     overrides: Overrides,
 ) -> TestApp {
-    orderlog::telemetry::init(orderlog::config::LogFormat::Text);
+    init_test_logs();
     let mut settings = Settings {
         database_url: database_url.to_owned(),
         bind: "127.0.0.1:0".parse().unwrap(),
