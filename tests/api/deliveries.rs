@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{expect_error, expect_status, fresh_database, spawn_app_on, Backend, TestApp};
+use crate::helpers::{
+    eventually, expect_error, expect_status, fresh_database, spawn_app_on, Backend, TestApp,
+};
 use crate::on_both_backends;
 use crate::receiver::{Received, Receiver};
 
@@ -52,28 +54,15 @@ async fn wait_for_subscription(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(what, Duration::from_secs(20), || async {
         let s = subscription(app, id).await;
         if done(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s)
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The events of `order_id` in the log whose type `keep` accepts, as (id, sequence).
-async fn log_events(app: &TestApp, order_id: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
-    app.events(order_id)
-        .await
-        .into_iter()
-        .filter(|e| keep(e["event_type"].as_str().unwrap()))
-        .map(|e| e["event_id"].as_str().unwrap().to_owned())
-        .collect()
+    })
+    .await
 }
 
 async fn set_state(app: &TestApp, id: &str, state: &str) -> reqwest::Response {
@@ -138,7 +127,7 @@ async fn a_receiver_failing_three_times_gets_the_event_on_attempt_four(backend: 
         received.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![503, 503, 503, 200]
     );
-    let event_id = log_events(&app, "ord-1", |t| t == "order.created").await[0].clone();
+    let event_id = app.event_ids("ord-1", |t| t == "order.created").await[0].clone();
     assert!(received.iter().all(|r| r.webhook_id() == event_id));
 
     let id = sub["id"].as_str().unwrap();
@@ -246,8 +235,8 @@ async fn dead_letters_are_kept_and_a_retry_delivers_them_in_order(backend: Backe
     let id = sub["id"].as_str().unwrap().to_owned();
     app.place_order("ord-a").await;
     app.paid_order("ord-b").await;
-    let expected_a = log_events(&app, "ord-a", |_| true).await;
-    let expected_b = log_events(&app, "ord-b", |_| true).await;
+    let expected_a = app.event_ids("ord-a", |_| true).await;
+    let expected_b = app.event_ids("ord-b", |_| true).await;
     let total = expected_a.len() + expected_b.len();
 
     // Each order's first event dies after 1 + 3 attempts; the rest wait behind it.
@@ -357,7 +346,7 @@ async fn each_order_stays_in_order_under_retries(backend: Backend) {
     }
     let mut expected = HashMap::new();
     for order in &orders {
-        expected.insert(order.clone(), log_events(&app, order, |_| true).await);
+        expected.insert(order.clone(), app.event_ids(order, |_| true).await);
     }
     let total: usize = expected.values().map(Vec::len).sum();
     let delivered = receiver
@@ -424,7 +413,7 @@ async fn a_restart_mid_delivery_loses_nothing(backend: Backend) {
     let applied: HashSet<String> = ids(&received).into_iter().collect();
     let mut expected = HashSet::new();
     for order in &orders {
-        expected.extend(log_events(&app, order, |t| t == "order.created").await);
+        expected.extend(app.event_ids(order, |t| t == "order.created").await);
     }
     assert_eq!(applied, expected);
 }
@@ -547,8 +536,8 @@ async fn a_rewind_replays_history_with_the_same_ids(backend: Backend) {
     let received = receiver
         .wait_until(Duration::from_secs(10), "the replay", |r| r.len() >= 3)
         .await;
-    let old = log_events(&app, "ord-old", |t| t == "order.created").await;
-    let new = log_events(&app, "ord-new", |t| t == "order.created").await;
+    let old = app.event_ids("ord-old", |t| t == "order.created").await;
+    let new = app.event_ids("ord-new", |t| t == "order.created").await;
     // Different orders go in parallel: only each order's own events keep their order.
     let mut replayed = ids(&received)[1..].to_vec();
     replayed.sort();
@@ -663,7 +652,7 @@ async fn nats_subscriptions_publish_to_jetstream_with_the_event_id(backend: Back
     .await;
     assert!(sub.get("secret").is_none());
     app.place_order("ord-nats").await;
-    let event_id = log_events(&app, "ord-nats", |t| t == "order.created").await[0].clone();
+    let event_id = app.event_ids("ord-nats", |t| t == "order.created").await[0].clone();
 
     let client = async_nats::connect(crate::helpers::nats_url())
         .await
@@ -676,14 +665,15 @@ async fn nats_subscriptions_publish_to_jetstream_with_the_event_id(backend: Back
         });
     let jetstream = async_nats::jetstream::new(client);
     let stream_name = prefix.to_uppercase();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
+    let what = format!("a message in stream {stream_name}");
+    let mut stream = eventually(&what, Duration::from_secs(10), || async {
         match jetstream.get_stream(&stream_name).await {
-            Ok(stream) if stream.cached_info().state.messages >= 1 => break stream,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("no message in stream {stream_name}: {:?}", other.err()),
+            Ok(stream) if stream.cached_info().state.messages >= 1 => Ok(stream),
+            Ok(_) => Err("an empty stream".to_owned()),
+            Err(e) => Err(format!("{e:?}")),
         }
-    };
+    })
+    .await;
     let message = stream.get_raw_message(1).await.unwrap();
     assert_eq!(message.subject.as_str(), format!("{prefix}.order.created"));
     let headers = message.headers;
@@ -847,7 +837,7 @@ async fn discarding_a_dead_letter_lets_its_order_go_on(backend: Backend) {
     assert_eq!(s["queue"]["dead"], 1);
 
     receiver.answer_always(200);
-    let created = log_events(&app, "ord-x", |t| t == "order.created").await;
+    let created = app.event_ids("ord-x", |t| t == "order.created").await;
     let gone = app
         .client
         .delete(app.url(&format!(
@@ -926,7 +916,7 @@ async fn old_attempts_are_swept_but_a_dead_letter_keeps_its_history(backend: Bac
         failing["id"].as_str().unwrap().to_owned(),
     );
     app.place_order("ord-r").await;
-    let event = log_events(&app, "ord-r", |t| t == "order.created").await[0].clone();
+    let event = app.event_ids("ord-r", |t| t == "order.created").await[0].clone();
     wait_for_subscription(&app, &failing, "a dead letter", |s| s["queue"]["dead"] == 1).await;
     wait_for_subscription(&app, &delivered, "the delivery", |s| {
         s["lag"]["events"] == 0
@@ -953,11 +943,17 @@ async fn old_attempts_are_swept_but_a_dead_letter_keeps_its_history(backend: Bac
             body["attempts"].as_array().unwrap().len()
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while attempts(delivered.clone()).await > 0 {
-        assert!(Instant::now() < deadline, "old attempts were not swept");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the old attempts to be swept",
+        Duration::from_secs(10),
+        || async {
+            match attempts(delivered.clone()).await {
+                0 => Ok(()),
+                n => Err(format!("{n} attempts kept")),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         attempts(failing.clone()).await,
         4,

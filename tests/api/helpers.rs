@@ -2,16 +2,22 @@
 //! with a typed client. PostgreSQL is never skipped: without it, tests fail and say how
 //! to get one.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use orderlog::app::{Application, Overrides};
 use orderlog::config::Settings;
+use orderlog::store::reader::{read_after, Cursor, LogEntry};
+use orderlog::store::Database;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -84,6 +90,24 @@ fn tempdir_root() -> &'static std::path::Path {
         .path()
 }
 
+/// The servers' logs, filtered by `RUST_LOG` (default `info`): on stderr only when
+/// `TEST_LOG` is set (`TEST_LOG=1 cargo test --test api deliveries`), into
+/// `std::io::sink` otherwise, so that a run of hundreds of servers stays readable. It is
+/// installed once, before the first server starts, in place of `telemetry::init`, which
+/// always writes to stderr.
+fn init_test_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        let _ = if std::env::var_os("TEST_LOG").is_some() {
+            builder.with_writer(std::io::stderr).try_init()
+        } else {
+            builder.with_writer(std::io::sink).try_init()
+        };
+    });
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database_url: String,
@@ -108,7 +132,7 @@ pub async fn spawn_app_with(
     tweak: impl FnOnce(&mut Settings),
     overrides: Overrides,
 ) -> TestApp {
-    orderlog::telemetry::init(orderlog::config::LogFormat::Text);
+    init_test_logs();
     let mut settings = Settings {
         database_url: database_url.to_owned(),
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -186,32 +210,75 @@ impl TestApp {
         expect_status(r, StatusCode::OK).await
     }
 
+    /// Every item of a paged list: follows `next_cursor` from `path` to the last page
+    /// and collects what each page holds under `key`, in the order served.
+    pub async fn all_pages(&self, path: &str, key: &str) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{separator}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let page = expect_status(self.get(&page_path).await, StatusCode::OK).await;
+            items.extend(page[key].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
     pub async fn events(&self, order_id: &str) -> Vec<Value> {
         let r = self.get(&format!("/v1/orders/{order_id}/events")).await;
         let body = expect_status(r, StatusCode::OK).await;
         body["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The events of one SKU's stock, read from the log itself: the API has no route
+    /// for them.
+    pub async fn inventory_events(&self, sku: &str) -> Vec<Value> {
+        let db = Database::connect(&self.database_url, 2).await.unwrap();
+        orderlog::store::log::aggregate_events(&db, "inventory", sku)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
+    /// The ids of `order_id`'s events whose type `keep` accepts, in log order.
+    pub async fn event_ids(&self, order_id: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.events(order_id)
+            .await
+            .into_iter()
+            .filter(|e| keep(e["event_type"].as_str().unwrap()))
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Waits until every projection is running and has applied every committed event.
     pub async fn projections_caught_up(&self) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let status =
-                expect_status(self.get("/v1/admin/projections").await, StatusCode::OK).await;
-            let done = status["projections"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["state"] == "running" && p["lag_events"] == 0);
-            if done {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "projections did not catch up: {status}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the projections to catch up",
+            Duration::from_secs(20),
+            || async {
+                let status =
+                    expect_status(self.get("/v1/admin/projections").await, StatusCode::OK).await;
+                let done = status["projections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["state"] == "running" && p["lag_events"] == 0);
+                if done {
+                    Ok(status)
+                } else {
+                    Err(status)
+                }
+            },
+        )
+        .await
     }
 
     /// Everything the read side answers, for comparing two states of the views.
@@ -251,6 +318,48 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// How often [`eventually`] asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Asks `check` every 20 ms until it answers `Ok(value)`, and returns that value.
+/// Whatever the server does in the background (projections, deliveries, timers) is
+/// awaited this way. `check` answers `Err(observation)` while the condition does not
+/// hold; once `timeout` has passed, the test fails naming `what` it waited for and
+/// the last observation.
+pub async fn eventually<T, E, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+/// The whole log after `after` (up to 100 events), once at least `n` of them are
+/// visible: on a shared PostgreSQL, other sessions' open transactions may hold the
+/// reader back for a moment (that is lag, never a skip).
+pub async fn read_log(db: &Database, after: Cursor, n: usize) -> Vec<LogEntry> {
+    let what = format!("{n} events in the log");
+    eventually(&what, Duration::from_secs(10), || async {
+        let log = read_after(db, after, 100).await.unwrap();
+        if log.len() >= n {
+            Ok(log)
+        } else {
+            Err(format!("{} events", log.len()))
+        }
+    })
+    .await
 }
 
 /// A request body from `fixtures/`, with `{{order_id}}` filled in.

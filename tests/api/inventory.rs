@@ -98,18 +98,20 @@ fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
 /// The stock view of `sku` once it satisfies `expected` (it follows the log, and the
 /// process manager acts on timers).
 async fn levels_where(app: &TestApp, sku: &str, expected: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..500 {
+    let what = format!("{sku} to reach the expected levels");
+    eventually(&what, Duration::from_secs(10), || async {
         let r = app.get(&format!("/v1/inventory/{sku}")).await;
-        if r.status() == StatusCode::OK {
-            last = r.json().await.unwrap();
-            if expected(&last) {
-                return last;
-            }
+        if r.status() != StatusCode::OK {
+            return Err(format!("status {}", r.status()));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{sku} never reached the expected levels; last seen {last}");
+        let levels: Value = r.json().await.unwrap();
+        if expected(&levels) {
+            Ok(levels)
+        } else {
+            Err(levels.to_string())
+        }
+    })
+    .await
 }
 
 async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
@@ -118,29 +120,16 @@ async fn levels_when(app: &TestApp, sku: &str, available: i64) -> Value {
 
 /// The `inventory.released` event for `sku`, once the process manager has released it.
 async fn released(app: &TestApp, sku: &str) -> Value {
-    for _ in 0..500 {
-        let events = inventory_events(app, sku).await;
-        if let Some(event) = events
+    let what = format!("{sku} to be released");
+    eventually(&what, Duration::from_secs(10), || async {
+        let events = app.inventory_events(sku).await;
+        events
             .iter()
             .find(|e| e["event_type"] == "inventory.released")
-        {
-            return event.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{sku} was never released");
-}
-
-async fn inventory_events(app: &TestApp, sku: &str) -> Vec<Value> {
-    let db = orderlog::store::Database::connect(&app.database_url, 2)
-        .await
-        .unwrap();
-    orderlog::store::log::aggregate_events(&db, "inventory", sku)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .collect()
+            .cloned()
+            .ok_or_else(|| format!("{} events, none a release", events.len()))
+    })
+    .await
 }
 
 async fn receipts_and_adjustments_move_stock_levels(backend: Backend) {
@@ -225,7 +214,7 @@ async fn placing_an_order_reserves_its_lines(backend: Backend) {
     let view = levels_when(&app, "MUG", 6).await;
     assert_eq!(view["reserved"], 4);
     assert_eq!(view["on_hand"], 10);
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     let reserved = events
         .iter()
         .find(|e| e["event_type"] == "inventory.reserved")
@@ -251,7 +240,7 @@ async fn an_order_for_more_than_is_available_is_refused_and_holds_nothing(backen
         "order_not_found",
     )
     .await;
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     assert_eq!(events.last().unwrap()["event_type"], "inventory.rejected");
     app.projections_caught_up().await;
     assert_eq!(levels_when(&app, "MUG", 2).await["reserved"], 0);
@@ -277,7 +266,7 @@ async fn a_multi_line_order_is_all_or_nothing(backend: Backend) {
     // What was reserved for the lines that fit went back.
     assert_eq!(levels_when(&app, "MUG", 5).await["reserved"], 0);
     assert_eq!(levels_when(&app, "HAT", 1).await["reserved"], 0);
-    let released = inventory_events(&app, "MUG").await;
+    let released = app.inventory_events("MUG").await;
     assert_eq!(released.last().unwrap()["event_type"], "inventory.released");
 
     let r = app
@@ -308,7 +297,7 @@ async fn untracked_skus_are_accepted_without_a_reservation(backend: Backend) {
     );
     assert_eq!(lines[1]["untracked"], true);
     assert!(
-        inventory_events(&app, "EBOOK").await.is_empty(),
+        app.inventory_events("EBOOK").await.is_empty(),
         "nothing is written for an untracked SKU"
     );
 }
@@ -355,7 +344,7 @@ async fn five_hundred_buyers_of_one_hundred_units_never_oversell(backend: Backen
         }
     }
     assert_eq!((created, refused), (100, 400));
-    let events = inventory_events(app, "DROP").await;
+    let events = app.inventory_events("DROP").await;
     for event in &events {
         let available = event["payload"]["available"].as_i64().unwrap();
         assert!(
@@ -388,7 +377,7 @@ async fn cancelling_releases_the_stock(backend: Backend) {
     expect_status(r, StatusCode::OK).await;
     let view = levels_when(&app, "MUG", 3).await;
     assert_eq!(view["reserved"], 0);
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     let released = events.last().unwrap();
     assert_eq!(released["event_type"], "inventory.released");
     assert_eq!(released["payload"]["reason"], "order cancelled");
@@ -542,7 +531,8 @@ async fn shipping_commits_the_reserved_units(backend: Backend) {
         (mug["reserved"].clone(), mug["available"].clone()),
         (json!(0), json!(7))
     );
-    let committed = inventory_events(&app, "MUG")
+    let committed = app
+        .inventory_events("MUG")
         .await
         .into_iter()
         .filter(|e| e["event_type"] == "inventory.committed")
@@ -570,7 +560,7 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
         .await;
     expect_error(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
     // The process "died" holding 3 units for an order that does not exist.
-    let events = inventory_events(&app, "MUG").await;
+    let events = app.inventory_events("MUG").await;
     assert_eq!(events.last().unwrap()["event_type"], "inventory.reserved");
     expect_error(
         app.get("/v1/orders/o-crash").await,
@@ -582,14 +572,19 @@ async fn a_crash_between_reserving_and_placing_leaves_no_stock_held(backend: Bac
     app.stop().await;
     let restarted =
         spawn_app_on(&url, |s| s.orphan_hold_timeout = Duration::from_millis(300)).await;
-    let mut released = Value::Null;
-    for _ in 0..500 {
-        released = inventory_events(&restarted, "MUG").await.pop().unwrap();
-        if released["event_type"] == "inventory.released" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let released = eventually(
+        "the orphaned hold to be released",
+        Duration::from_secs(10),
+        || async {
+            let last = restarted.inventory_events("MUG").await.pop().unwrap();
+            if last["event_type"] == "inventory.released" {
+                Ok(last)
+            } else {
+                Err(last)
+            }
+        },
+    )
+    .await;
     assert_eq!(released["event_type"], "inventory.released");
     assert_eq!(released["payload"]["reason"], "order never placed");
     restarted.projections_caught_up().await;
@@ -610,22 +605,10 @@ async fn low_stock_is_listed_fewest_first_in_pages(backend: Backend) {
         receive(&app, sku, n).await;
     }
     app.projections_caught_up().await;
-    let mut seen = Vec::new();
-    let mut cursor = None::<String>;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/inventory?below=10&limit=2&cursor={c}"),
-            None => "/v1/inventory?below=10&limit=2".to_owned(),
-        };
-        let page = expect_status(app.get(&path).await, StatusCode::OK).await;
-        for item in page["items"].as_array().unwrap() {
-            seen.push(item["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let items = app
+        .all_pages("/v1/inventory?below=10&limit=2", "items")
+        .await;
+    let seen: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(seen, ["B", "E", "C", "A"]);
     let r = app.get("/v1/inventory").await;
     let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;

@@ -1,7 +1,7 @@
 //! Invariant 4 at its root: the global log reader never skips an event, even one whose
 //! transaction commits after a later position was already visible.
 
-use orderlog::store::reader::{read_after, Cursor};
+use orderlog::store::reader::{read_after, Cursor, LogEntry};
 use orderlog::store::Database;
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -23,24 +23,17 @@ async fn append(conn: &mut PgConnection, order_id: &str) {
     .unwrap();
 }
 
-/// Reads until `n` events are visible: on a shared PostgreSQL, other sessions' open
-/// transactions may hold the reader back for a moment (that is lag, never a skip).
+/// Reads until `n` events are visible (see [`read_log`]).
 async fn read_n(db: &Database, from: Cursor, n: usize) -> Vec<(String, Cursor)> {
-    for _ in 0..500 {
-        let read = read_all(db, from).await;
-        if read.len() >= n {
-            return read;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    read_all(db, from).await
+    ids_and_cursors(read_log(db, from, n).await)
 }
 
 async fn read_all(db: &Database, from: Cursor) -> Vec<(String, Cursor)> {
-    read_after(db, from, 100)
-        .await
-        .unwrap()
-        .into_iter()
+    ids_and_cursors(read_after(db, from, 100).await.unwrap())
+}
+
+fn ids_and_cursors(log: Vec<LogEntry>) -> Vec<(String, Cursor)> {
+    log.into_iter()
         .map(|e| (e.aggregate_id, e.cursor))
         .collect()
 }

@@ -314,22 +314,11 @@ async fn orders_are_listed_newest_first_with_filters_and_pages(backend: Backend)
     expect_status(app.post("/v1/orders", &other).await, StatusCode::CREATED).await;
     app.projections_caught_up().await;
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/orders?limit=3&cursor={c}"),
-            None => "/v1/orders?limit=3".to_owned(),
-        };
-        let page = expect_status(app.get(&path).await, StatusCode::OK).await;
-        for order in page["orders"].as_array().unwrap() {
-            seen.push(order["order_id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let orders = app.all_pages("/v1/orders?limit=3", "orders").await;
+    let seen: Vec<&str> = orders
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
     assert_eq!(
         seen,
         ["l-other", "l-5", "l-4", "l-3", "l-2", "l-1", "l-0"],
@@ -517,18 +506,20 @@ fn fail_on(projection: &'static str, order_id: &'static str, on: Arc<AtomicBool>
 }
 
 async fn wait_for_state(app: &TestApp, name: &str, state: &str) -> Value {
-    for _ in 0..500 {
+    let what = format!("{name} to become {state}");
+    eventually(&what, Duration::from_secs(10), || async {
         let status = expect_status(
             app.get(&format!("/v1/admin/projections/{name}")).await,
             StatusCode::OK,
         )
         .await;
         if status["state"] == state {
-            return status;
+            Ok(status)
+        } else {
+            Err(status)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} never became {state}");
+    })
+    .await
 }
 
 async fn a_failing_projection_stops_alone_and_an_operator_retries_it(backend: Backend) {
@@ -562,15 +553,18 @@ async fn a_failing_projection_stops_alone_and_an_operator_retries_it(backend: Ba
         "order_not_found",
     )
     .await;
-    let mut listed = 0;
-    for _ in 0..500 {
-        let summary = expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
-        listed = summary["orders"].as_array().unwrap().len();
-        if listed == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listed = eventually(
+        "the order summary to list all three orders",
+        Duration::from_secs(10),
+        || async {
+            let summary = expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
+            match summary["orders"].as_array().unwrap().len() {
+                3 => Ok(3),
+                n => Err(format!("{n} orders listed")),
+            }
+        },
+    )
+    .await;
     assert_eq!(listed, 3, "other projections went on");
 
     // Retrying before the fix fails again on the same event.

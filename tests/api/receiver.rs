@@ -13,6 +13,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
 
+use crate::helpers::eventually;
+
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: Instant,
@@ -107,19 +109,15 @@ impl Receiver {
         what: &str,
         done: impl Fn(&[Received]) -> bool,
     ) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(what, timeout, || async {
             let received = self.received();
             if done(&received) {
-                return received;
+                Ok(received)
+            } else {
+                Err(format!("{} requests received", received.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; received {} requests",
-                received.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 }
 
