@@ -2,13 +2,16 @@
 //! the API's own error shape:
 //! - [`JsonBody`]: content type (415), size (413), syntax (400) and values (422, with the
 //!   path of the offending field);
-//! - [`CommandContext`]: who asks and why, from the headers, as event metadata.
+//! - [`CommandContext`]: who asks and why, from the headers, as event metadata;
+//! - [`QueryParams`]: the query string (422, naming the parameter);
+//! - and the small parsers handlers share (times, days, page sizes, header text).
+//!
+//! Waiting for projections after a command (`X-Wait-For`) lives in `wait_for`.
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -16,19 +19,12 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::state::AppState;
 use crate::store::metadata::{CommandMetadata, TraceParent};
-use crate::store::reader;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 const CAUSATION_ID: &str = "x-causation-id";
 const ACTOR: &str = "x-actor";
 const TRACEPARENT: &str = "traceparent";
-const WAIT_FOR: &str = "x-wait-for";
-const WAIT_TIMEOUT: &str = "x-wait-timeout-ms";
-/// The response header saying whether the projections waited for caught up.
-const WAIT_RESULT: &str = "x-wait-for-result";
-const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-const MAX_WAIT_MS: u64 = 30_000;
 
 /// A JSON request body, parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -184,99 +180,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             received_at: Utc::now(),
         }))
     }
-}
-
-/// `X-Wait-For: order_summary,billing` (or `all`), with an optional
-/// `X-Wait-Timeout-Ms` (default 5000, at most 30000): read-your-writes for a command.
-pub struct WaitFor(pub Option<(Vec<&'static str>, std::time::Duration)>);
-
-impl<S> FromRequestParts<S> for WaitFor
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Some(raw) = header_text(&parts.headers, WAIT_FOR)? else {
-            return Ok(WaitFor(None));
-        };
-        let known = AppState::from_ref(state).projections.names();
-        let names = if raw == "all" {
-            known
-        } else {
-            raw.split(',')
-                .map(|name| {
-                    known
-                        .iter()
-                        .copied()
-                        .find(|k| *k == name.trim())
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_header",
-                                format!(
-                                    "`{name}` in X-Wait-For is not a projection; known: all, {}",
-                                    known.join(", ")
-                                ),
-                            )
-                            .with_field(WAIT_FOR)
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let timeout = match header_text(&parts.headers, WAIT_TIMEOUT)? {
-            None => DEFAULT_WAIT,
-            Some(ms) => ms
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms <= MAX_WAIT_MS)
-                .map(std::time::Duration::from_millis)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_header",
-                        format!("X-Wait-Timeout-Ms must be a whole number of milliseconds up to {MAX_WAIT_MS}"),
-                    )
-                    .with_field(WAIT_TIMEOUT)
-                })?,
-        };
-        Ok(WaitFor(Some((names, timeout))))
-    }
-}
-
-impl WaitFor {
-    /// Waits, when asked to, until the named projections have applied the aggregate's
-    /// event at `sequence` (the command's last), and says how that went.
-    pub async fn wait(
-        self,
-        state: &AppState,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: usize,
-    ) -> Result<Option<HeaderValue>, ApiError> {
-        let Some((names, timeout)) = self.0 else {
-            return Ok(None);
-        };
-        let target = reader::cursor_of(&state.db, aggregate_type, aggregate_id, sequence as i64)
-            .await?
-            .ok_or_else(|| ApiError::internal(&"an accepted command's event is not in the log"))?;
-        let lagging = state.projections.wait_for(&names, target, timeout).await;
-        let result = if lagging.is_empty() {
-            "caught_up".to_owned()
-        } else {
-            format!("timed_out; lagging={}", lagging.join(","))
-        };
-        Ok(HeaderValue::from_str(&result).ok())
-    }
-}
-
-/// Adds `X-Wait-For-Result` to a response, when a wait happened.
-pub fn with_wait_result(mut response: Response, waited: Option<HeaderValue>) -> Response {
-    if let Some(waited) = waited {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(WAIT_RESULT), waited);
-    }
-    response
 }
 
 /// A short, printable header value, or `None` when absent.

@@ -9,9 +9,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{
-    parse_limit, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
-};
+use super::extract::{parse_limit, CommandContext, JsonBody, QueryParams};
+use super::wait_for::{with_wait_result, WaitFor};
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};

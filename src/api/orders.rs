@@ -13,9 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{
-    parse_limit, parse_time, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
-};
+use super::extract::{parse_limit, parse_time, CommandContext, JsonBody, QueryParams};
+use super::wait_for::{with_wait_result, WaitFor};
 use crate::domain::order::*;
 use crate::domain::values::*;
 use crate::process::placement::Placement;
