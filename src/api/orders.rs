@@ -21,6 +21,7 @@ use crate::process::placement::Placement;
 use crate::projections::order_summary;
 use crate::state::AppState;
 use crate::store::commands::Executed;
+use crate::store::history::{self, AsOf};
 use crate::store::log::{self, StoredEvent};
 use crate::store::views::fixed_time;
 
@@ -411,50 +412,22 @@ async fn get_order(
     let order_id = path_order_id(&order_id)?;
     let order = match query.at.as_deref() {
         None => state.orders.load(order_id.as_str()).await?,
-        Some(at) => order_at(&state, &order_id, parse_at(at)?).await?,
+        Some(at) => {
+            history::state_as_of::<Order>(&state.db, order_id.as_str(), parse_at(at)?).await?
+        }
     };
     let placed = order.placed().ok_or(OrderError::NotFound)?;
     Ok(Json(OrderOut::new(placed, order.version())))
 }
 
-enum At {
-    Position(i64),
-    Time(DateTime<Utc>),
-}
-
-fn parse_at(raw: &str) -> Result<At, ApiError> {
+/// `?at=`: a global position or an RFC 3339 time.
+fn parse_at(raw: &str) -> Result<AsOf, ApiError> {
     if let Ok(position) = raw.parse::<i64>() {
-        return Ok(At::Position(position));
+        return Ok(AsOf::Position(position));
     }
     parse_time("at", raw)
-        .map(At::Time)
+        .map(AsOf::Time)
         .map_err(|_| ApiError::invalid_field("at", "must be a global position or an RFC 3339 time"))
-}
-
-/// Replays the order's events up to a point in the log: time travel for support and
-/// audits. Its events' positions grow with their sequence, so the cut is a prefix.
-async fn order_at(state: &AppState, order_id: &OrderId, at: At) -> Result<Order, ApiError> {
-    let events = log::aggregate_events(
-        &state.db,
-        <Order as cqrs_es::Aggregate>::TYPE,
-        order_id.as_str(),
-    )
-    .await?;
-    let mut order = Order::default();
-    for event in events {
-        let included = match at {
-            At::Position(p) => event.global_position <= p,
-            At::Time(t) => event.recorded_at <= t,
-        };
-        if !included {
-            break;
-        }
-        let event: OrderEvent = serde_json::from_value(event.payload).map_err(|e| {
-            ApiError::internal(&format!("a stored order event does not decode: {e}"))
-        })?;
-        cqrs_es::Aggregate::apply(&mut order, event);
-    }
-    Ok(order)
 }
 
 #[derive(Deserialize)]
