@@ -1,13 +1,14 @@
 //! `/v1/admin/projections`: the state of every projection, and the operator's levers:
 //! rebuild, retry, skip the failing event, stop.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::extract::PathParams;
 use crate::projections::runner::{RunnerError, Status};
 use crate::state::AppState;
 
@@ -51,14 +52,14 @@ async fn list(State(state): State<AppState>) -> Result<Json<ListOut>, ApiError> 
 
 async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Status>, ApiError> {
     Ok(Json(state.projections.status_one(&name).await?))
 }
 
 async fn rebuild(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<(StatusCode, Json<Status>), ApiError> {
     state.projections.rebuild(&name).await?;
     Ok((
@@ -69,7 +70,7 @@ async fn rebuild(
 
 async fn retry(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Status>, ApiError> {
     state.projections.retry(&name).await?;
     Ok(Json(state.projections.status_one(&name).await?))
@@ -77,7 +78,7 @@ async fn retry(
 
 async fn skip(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Status>, ApiError> {
     state.projections.skip(&name).await?;
     Ok(Json(state.projections.status_one(&name).await?))
@@ -85,7 +86,7 @@ async fn skip(
 
 async fn stop(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Status>, ApiError> {
     state.projections.stop(&name).await?;
     Ok(Json(state.projections.status_one(&name).await?))

@@ -1,13 +1,13 @@
 //! `/v1/billing`: what each order owes and holds, and money per day, from the billing
 //! projection.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{parse_day, QueryParams};
+use super::extract::{parse_day, PathParams, QueryParams};
 use crate::domain::values::{Currency, OrderId};
 use crate::projections::billing::{self, BillingRow, DailyRow};
 use crate::state::AppState;
@@ -20,9 +20,8 @@ pub fn router() -> Router<AppState> {
 
 async fn order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
 ) -> Result<Json<BillingRow>, ApiError> {
-    let order_id = OrderId::parse(&order_id).field("order_id")?;
     let table = state
         .projections
         .table(billing::NAME, billing::ORDERS.name)

@@ -2,33 +2,36 @@
 //! the API's own error shape:
 //! - [`JsonBody`]: content type (415), size (413), syntax (400) and values (422, with the
 //!   path of the offending field);
-//! - [`CommandContext`]: who asks and why, from the headers, as event metadata.
+//! - [`PathParams`]: path parameters as typed values (422, or 400 for undecodable text,
+//!   naming the parameter);
+//! - [`QueryParams`]: the query string (422, naming the parameter);
+//! - [`CommandContext`]: who asks and why, from the headers, as event metadata;
+//! - and the small parsers handlers share (times, days, page sizes, header text).
+//!
+//! Waiting for projections after a command (`X-Wait-For`) lives in `wait_for`.
 
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::domain::values::{
+    CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
+};
 use crate::state::AppState;
 use crate::store::metadata::{CommandMetadata, TraceParent};
-use crate::store::reader;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 const CAUSATION_ID: &str = "x-causation-id";
 const ACTOR: &str = "x-actor";
 const TRACEPARENT: &str = "traceparent";
-const WAIT_FOR: &str = "x-wait-for";
-const WAIT_TIMEOUT: &str = "x-wait-timeout-ms";
-/// The response header saying whether the projections waited for caught up.
-const WAIT_RESULT: &str = "x-wait-for-result";
-const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-const MAX_WAIT_MS: u64 = 30_000;
 
 /// A JSON request body, parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -154,6 +157,111 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// Path parameters parsed into typed values: `PathParams<OrderId>`, or a tuple in the
+/// route's order, `PathParams<(OrderId, PaymentId)>`. A value its type refuses is a 422
+/// `invalid_field`, and a segment that is not UTF-8 once percent-decoded a 400
+/// `invalid_path`; both name the parameter as the route does (`{order_id}`: `order_id`).
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: FromPath> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(path_rejection)?;
+        T::from_path(&params).map(PathParams)
+    }
+}
+
+/// Only undecodable text is the client's fault: every segment is a string, so anything
+/// else means a handler asked for parameters its route does not have.
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    if let PathRejection::FailedToDeserializePathParams(e) = &rejection {
+        if let ErrorKind::InvalidUtf8InPathParam { key } = e.kind() {
+            return ApiError::bad_request(
+                "invalid_path",
+                format!("path parameter `{key}` is not valid UTF-8 once percent-decoded"),
+            )
+            .with_field(key.as_str());
+        }
+    }
+    ApiError::internal(&rejection)
+}
+
+/// A type one path segment parses into, with the reason it refuses a segment.
+pub trait PathValue: Sized {
+    type Error: std::fmt::Display;
+
+    fn parse_segment(raw: &str) -> Result<Self, Self::Error>;
+}
+
+macro_rules! identifier_path_values {
+    ($($id:ty),*) => {$(
+        impl PathValue for $id {
+            type Error = ValueError;
+
+            fn parse_segment(raw: &str) -> Result<Self, ValueError> {
+                Self::parse(raw)
+            }
+        }
+    )*};
+}
+
+identifier_path_values!(OrderId, CustomerId, Sku, PaymentId, ShipmentId, RefundId);
+
+/// Subscription and event ids.
+impl PathValue for Uuid {
+    type Error = &'static str;
+
+    fn parse_segment(raw: &str) -> Result<Self, Self::Error> {
+        Uuid::parse_str(raw).map_err(|_| "must be a UUID")
+    }
+}
+
+/// A name its owner resolves, such as a projection's (unknown ones are its 404).
+impl PathValue for String {
+    type Error = std::convert::Infallible;
+
+    fn parse_segment(raw: &str) -> Result<Self, Self::Error> {
+        Ok(raw.to_owned())
+    }
+}
+
+/// All of a route's path parameters: one [`PathValue`], or a tuple of them.
+pub trait FromPath: Sized {
+    fn from_path(params: &[(String, String)]) -> Result<Self, ApiError>;
+}
+
+fn segment<T: PathValue>((name, raw): &(String, String)) -> Result<T, ApiError> {
+    T::parse_segment(raw).map_err(|reason| ApiError::invalid_field(name.as_str(), reason))
+}
+
+fn wrong_count(params: &[(String, String)], expected: usize) -> ApiError {
+    ApiError::internal(&format!(
+        "a handler expects {expected} path parameters, its route has {}",
+        params.len()
+    ))
+}
+
+impl<A: PathValue> FromPath for A {
+    fn from_path(params: &[(String, String)]) -> Result<Self, ApiError> {
+        match params {
+            [a] => segment(a),
+            _ => Err(wrong_count(params, 1)),
+        }
+    }
+}
+
+impl<A: PathValue, B: PathValue> FromPath for (A, B) {
+    fn from_path(params: &[(String, String)]) -> Result<Self, ApiError> {
+        match params {
+            [a, b] => Ok((segment(a)?, segment(b)?)),
+            _ => Err(wrong_count(params, 2)),
+        }
+    }
+}
+
 /// The metadata every event of this request's command will carry.
 pub struct CommandContext(pub CommandMetadata);
 
@@ -184,99 +292,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             received_at: Utc::now(),
         }))
     }
-}
-
-/// `X-Wait-For: order_summary,billing` (or `all`), with an optional
-/// `X-Wait-Timeout-Ms` (default 5000, at most 30000): read-your-writes for a command.
-pub struct WaitFor(pub Option<(Vec<&'static str>, std::time::Duration)>);
-
-impl<S> FromRequestParts<S> for WaitFor
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Some(raw) = header_text(&parts.headers, WAIT_FOR)? else {
-            return Ok(WaitFor(None));
-        };
-        let known = AppState::from_ref(state).projections.names();
-        let names = if raw == "all" {
-            known
-        } else {
-            raw.split(',')
-                .map(|name| {
-                    known
-                        .iter()
-                        .copied()
-                        .find(|k| *k == name.trim())
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_header",
-                                format!(
-                                    "`{name}` in X-Wait-For is not a projection; known: all, {}",
-                                    known.join(", ")
-                                ),
-                            )
-                            .with_field(WAIT_FOR)
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let timeout = match header_text(&parts.headers, WAIT_TIMEOUT)? {
-            None => DEFAULT_WAIT,
-            Some(ms) => ms
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms <= MAX_WAIT_MS)
-                .map(std::time::Duration::from_millis)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_header",
-                        format!("X-Wait-Timeout-Ms must be a whole number of milliseconds up to {MAX_WAIT_MS}"),
-                    )
-                    .with_field(WAIT_TIMEOUT)
-                })?,
-        };
-        Ok(WaitFor(Some((names, timeout))))
-    }
-}
-
-impl WaitFor {
-    /// Waits, when asked to, until the named projections have applied the aggregate's
-    /// event at `sequence` (the command's last), and says how that went.
-    pub async fn wait(
-        self,
-        state: &AppState,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: usize,
-    ) -> Result<Option<HeaderValue>, ApiError> {
-        let Some((names, timeout)) = self.0 else {
-            return Ok(None);
-        };
-        let target = reader::cursor_of(&state.db, aggregate_type, aggregate_id, sequence as i64)
-            .await?
-            .ok_or_else(|| ApiError::internal(&"an accepted command's event is not in the log"))?;
-        let lagging = state.projections.wait_for(&names, target, timeout).await;
-        let result = if lagging.is_empty() {
-            "caught_up".to_owned()
-        } else {
-            format!("timed_out; lagging={}", lagging.join(","))
-        };
-        Ok(HeaderValue::from_str(&result).ok())
-    }
-}
-
-/// Adds `X-Wait-For-Result` to a response, when a wait happened.
-pub fn with_wait_result(mut response: Response, waited: Option<HeaderValue>) -> Response {
-    if let Some(waited) = waited {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(WAIT_RESULT), waited);
-    }
-    response
 }
 
 /// A short, printable header value, or `None` when absent.
@@ -329,5 +344,74 @@ pub fn parse_limit(raw: Option<i64>, default: i64, max: i64) -> Result<i64, ApiE
             "limit",
             format!("must be from 1 to {max}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A route with two typed parameters; the handler echoes them.
+    fn app() -> Router {
+        Router::new().route(
+            "/orders/{order_id}/payments/{payment_id}",
+            get(
+                |PathParams((order, payment)): PathParams<(OrderId, PaymentId)>| async move {
+                    format!("{order} {payment}")
+                },
+            ),
+        )
+    }
+
+    async fn answer(uri: &str) -> (StatusCode, Bytes) {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            to_bytes(response.into_body(), 1 << 16).await.unwrap(),
+        )
+    }
+
+    async fn error(uri: &str) -> (StatusCode, serde_json::Value) {
+        let (status, body) = answer(uri).await;
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn path_parameters_parse_into_their_types_in_the_routes_order() {
+        let (status, body) = answer("/orders/o-1/payments/p_2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"o-1 p_2");
+    }
+
+    #[tokio::test]
+    async fn undecodable_text_in_a_path_parameter_is_a_400_naming_it() {
+        for (uri, field) in [
+            ("/orders/%FF/payments/p1", "order_id"),
+            ("/orders/o1/payments/%C3%28", "payment_id"),
+        ] {
+            let (status, body) = error(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert_eq!(body["code"], "invalid_path", "{uri}: {body}");
+            assert_eq!(body["field"], field, "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_value_its_type_refuses_is_a_422_naming_the_parameter() {
+        for (uri, field) in [
+            ("/orders/a%20b/payments/p1", "order_id"),
+            ("/orders/o1/payments/a%2Fb", "payment_id"),
+        ] {
+            let (status, body) = error(uri).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+            assert_eq!(body["code"], "invalid_field", "{uri}: {body}");
+            assert_eq!(body["field"], field, "{uri}: {body}");
+        }
     }
 }

@@ -1,17 +1,16 @@
 //! `/v1/inventory`: receive and adjust stock (commands to the SKU's inventory item), and
 //! read stock levels (from the inventory projection).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, FieldExt};
-use super::extract::{
-    parse_limit, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
-};
+use super::error::ApiError;
+use super::extract::{parse_limit, CommandContext, JsonBody, PathParams, QueryParams};
+use super::wait_for::{with_wait_result, WaitFor};
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
@@ -61,10 +60,6 @@ impl LevelsOut {
 /// Largest single adjustment, either way.
 const MAX_DELTA: i64 = 1_000_000_000;
 
-fn path_sku(raw: &str) -> Result<Sku, ApiError> {
-    Sku::parse(raw).field("sku")
-}
-
 async fn run(
     state: &AppState,
     sku: Sku,
@@ -98,12 +93,11 @@ async fn run(
 #[tracing::instrument(skip_all, fields(sku = %sku))]
 async fn receive(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    PathParams(sku): PathParams<Sku>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<ReceiptIn>,
 ) -> Result<Response, ApiError> {
-    let sku = path_sku(&sku)?;
     let command = InventoryCommand::ReceiveStock {
         quantity: body.quantity,
         at: ctx.0.received_at,
@@ -114,12 +108,11 @@ async fn receive(
 #[tracing::instrument(skip_all, fields(sku = %sku))]
 async fn adjust(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    PathParams(sku): PathParams<Sku>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<AdjustmentIn>,
 ) -> Result<Response, ApiError> {
-    let sku = path_sku(&sku)?;
     if body.delta == 0 || body.delta.abs() > MAX_DELTA {
         return Err(ApiError::invalid_field(
             "delta",
@@ -136,9 +129,8 @@ async fn adjust(
 
 async fn item(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    PathParams(sku): PathParams<Sku>,
 ) -> Result<Json<StockRow>, ApiError> {
-    let sku = path_sku(&sku)?;
     let table = state
         .projections
         .table(inventory::NAME, inventory::ITEMS.name)

@@ -16,6 +16,7 @@ mod orders;
 mod shipping;
 mod stream;
 mod subscriptions;
+mod wait_for;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;

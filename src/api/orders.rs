@@ -4,7 +4,7 @@
 //! Handlers parse input into typed commands, hand them to the order store and render
 //! the result. They decide nothing: every rule lives in the Order aggregate.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,15 +13,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
-use super::extract::{
-    parse_limit, parse_time, with_wait_result, CommandContext, JsonBody, QueryParams, WaitFor,
-};
+use super::extract::{parse_limit, parse_time, CommandContext, JsonBody, PathParams, QueryParams};
+use super::wait_for::{with_wait_result, WaitFor};
 use crate::domain::order::*;
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::projections::order_summary;
 use crate::state::AppState;
 use crate::store::commands::Executed;
+use crate::store::history::{self, AsOf};
 use crate::store::log::{self, StoredEvent};
 use crate::store::views::fixed_time;
 
@@ -273,10 +273,6 @@ impl RefundOut {
 
 // Handlers
 
-fn path_order_id(raw: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(raw).field("order_id")
-}
-
 /// A command the order accepted: the order afterwards, and how a wait went.
 struct Accepted {
     order: PlacedOrder,
@@ -406,56 +402,27 @@ struct GetQuery {
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn get_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
     QueryParams(query): QueryParams<GetQuery>,
 ) -> Result<Json<OrderOut>, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let order = match query.at.as_deref() {
         None => state.orders.load(order_id.as_str()).await?,
-        Some(at) => order_at(&state, &order_id, parse_at(at)?).await?,
+        Some(at) => {
+            history::state_as_of::<Order>(&state.db, order_id.as_str(), parse_at(at)?).await?
+        }
     };
     let placed = order.placed().ok_or(OrderError::NotFound)?;
     Ok(Json(OrderOut::new(placed, order.version())))
 }
 
-enum At {
-    Position(i64),
-    Time(DateTime<Utc>),
-}
-
-fn parse_at(raw: &str) -> Result<At, ApiError> {
+/// `?at=`: a global position or an RFC 3339 time.
+fn parse_at(raw: &str) -> Result<AsOf, ApiError> {
     if let Ok(position) = raw.parse::<i64>() {
-        return Ok(At::Position(position));
+        return Ok(AsOf::Position(position));
     }
     parse_time("at", raw)
-        .map(At::Time)
+        .map(AsOf::Time)
         .map_err(|_| ApiError::invalid_field("at", "must be a global position or an RFC 3339 time"))
-}
-
-/// Replays the order's events up to a point in the log: time travel for support and
-/// audits. Its events' positions grow with their sequence, so the cut is a prefix.
-async fn order_at(state: &AppState, order_id: &OrderId, at: At) -> Result<Order, ApiError> {
-    let events = log::aggregate_events(
-        &state.db,
-        <Order as cqrs_es::Aggregate>::TYPE,
-        order_id.as_str(),
-    )
-    .await?;
-    let mut order = Order::default();
-    for event in events {
-        let included = match at {
-            At::Position(p) => event.global_position <= p,
-            At::Time(t) => event.recorded_at <= t,
-        };
-        if !included {
-            break;
-        }
-        let event: OrderEvent = serde_json::from_value(event.payload).map_err(|e| {
-            ApiError::internal(&format!("a stored order event does not decode: {e}"))
-        })?;
-        cqrs_es::Aggregate::apply(&mut order, event);
-    }
-    Ok(order)
 }
 
 #[derive(Deserialize)]
@@ -576,9 +543,8 @@ fn decode_cursor(raw: &str) -> Result<(String, String), ApiError> {
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn get_order_events(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
 ) -> Result<Json<EventsOut>, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let events = log::aggregate_events(
         &state.db,
         <Order as cqrs_es::Aggregate>::TYPE,
@@ -594,12 +560,11 @@ async fn get_order_events(
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn attempt_payment(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<PaymentIn>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let payment_id = body.payment_id.unwrap_or_else(PaymentId::generate);
     let command = OrderCommand::AttemptPayment(AttemptPayment {
         payment_id: payment_id.clone(),
@@ -638,12 +603,10 @@ fn shipment_out(order: &PlacedOrder, id: &ShipmentId) -> Result<ShipmentOut, Api
 #[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
 async fn capture_payment(
     State(state): State<AppState>,
-    Path((order_id, payment_id)): Path<(String, String)>,
+    PathParams((order_id, payment_id)): PathParams<(OrderId, PaymentId)>,
     ctx: CommandContext,
     wait: WaitFor,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
-    let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
     let command = OrderCommand::CapturePayment(CapturePayment {
         payment_id: payment_id.clone(),
         at: ctx.0.received_at,
@@ -660,13 +623,11 @@ async fn capture_payment(
 #[tracing::instrument(skip_all, fields(order_id = %order_id, payment_id = %payment_id))]
 async fn fail_payment(
     State(state): State<AppState>,
-    Path((order_id, payment_id)): Path<(String, String)>,
+    PathParams((order_id, payment_id)): PathParams<(OrderId, PaymentId)>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<ReasonIn>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
-    let payment_id = PaymentId::parse(&payment_id).field("payment_id")?;
     let command = OrderCommand::FailPayment(FailPayment {
         payment_id: payment_id.clone(),
         reason: body.reason,
@@ -684,12 +645,11 @@ async fn fail_payment(
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn dispatch_shipment(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<ShipmentIn>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let shipment_id = body.shipment_id.unwrap_or_else(ShipmentId::generate);
     if body.lines.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiError::invalid_field(
@@ -719,12 +679,10 @@ async fn dispatch_shipment(
 #[tracing::instrument(skip_all, fields(order_id = %order_id, shipment_id = %shipment_id))]
 async fn deliver_shipment(
     State(state): State<AppState>,
-    Path((order_id, shipment_id)): Path<(String, String)>,
+    PathParams((order_id, shipment_id)): PathParams<(OrderId, ShipmentId)>,
     ctx: CommandContext,
     wait: WaitFor,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
-    let shipment_id = ShipmentId::parse(&shipment_id).field("shipment_id")?;
     let command = OrderCommand::DeliverShipment(DeliverShipment {
         shipment_id: shipment_id.clone(),
         at: ctx.0.received_at,
@@ -741,12 +699,11 @@ async fn deliver_shipment(
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn cancel_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<ReasonIn>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let command = OrderCommand::CancelOrder(CancelOrder {
         reason: body.reason,
         at: ctx.0.received_at,
@@ -763,12 +720,11 @@ async fn cancel_order(
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn refund_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathParams(order_id): PathParams<OrderId>,
     ctx: CommandContext,
     wait: WaitFor,
     JsonBody(body): JsonBody<RefundIn>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_order_id(&order_id)?;
     let refund_id = body.refund_id.unwrap_or_else(RefundId::generate);
     let command = OrderCommand::RefundOrder(RefundOrder {
         refund_id: refund_id.clone(),

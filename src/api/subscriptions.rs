@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{parse_json, parse_limit, parse_time, JsonBody, QueryParams};
+use super::extract::{parse_json, parse_limit, parse_time, JsonBody, PathParams, QueryParams};
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
 use crate::delivery::subscription::{
     is_subject, parse_webhook_url, EventFilter, Kind, State as SubscriptionState,
@@ -61,24 +61,6 @@ impl From<DeliveryError> for ApiError {
             DeliveryError::Store(e) => e.into(),
         }
     }
-}
-
-fn path_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::not_found(
-            "subscription_not_found",
-            format!("no subscription with id {raw}"),
-        )
-    })
-}
-
-fn path_event(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::not_found(
-            "dead_letter_not_found",
-            format!("no dead letter for event {raw} in this subscription"),
-        )
-    })
 }
 
 fn event_types(raw: Vec<String>) -> Result<EventFilter, ApiError> {
@@ -303,9 +285,8 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let id = path_id(&id)?;
     Ok(Json(state.deliveries.status(id).await?.into()))
 }
 
@@ -334,10 +315,9 @@ mod serde_with_null {
 
 async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
     JsonBody(body): JsonBody<UpdateIn>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let id = path_id(&id)?;
     let current = state.deliveries.get(id).await?;
     let target = match (current.kind, body.url, body.subject) {
         (_, None, None) => None,
@@ -382,9 +362,9 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    state.deliveries.delete(path_id(&id)?).await?;
+    state.deliveries.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -400,10 +380,9 @@ const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 async fn rotate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let id = path_id(&id)?;
     // The body is optional: an empty one takes the default overlap.
     let body: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {
         RotateIn::default()
@@ -439,10 +418,9 @@ struct RewindIn {
 
 async fn rewind(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
     JsonBody(body): JsonBody<RewindIn>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let id = path_id(&id)?;
     let start = start_at(body.position, body.time, ("position", "time"))?
         .ok_or_else(|| ApiError::invalid_field("position", "or `time` is required"))?;
     state.deliveries.rewind(id, start).await?;
@@ -517,10 +495,9 @@ struct PageQuery {
 
 async fn dead_letters(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = path_id(&id)?;
     let limit = parse_limit(query.limit, 100, 1000)?;
     let rows = state
         .deliveries
@@ -535,50 +512,41 @@ async fn dead_letters(
 
 async fn dead_letter(
     State(state): State<AppState>,
-    Path((id, event_id)): Path<(String, String)>,
+    PathParams((id, event_id)): PathParams<(Uuid, Uuid)>,
 ) -> Result<Json<DeadLetterOut>, ApiError> {
-    let (row, history) = state
-        .deliveries
-        .dead_letter(path_id(&id)?, path_event(&event_id)?)
-        .await?;
+    let (row, history) = state.deliveries.dead_letter(id, event_id).await?;
     Ok(Json(dead_letter_out(row, Some(history))))
 }
 
 async fn retry_one(
     State(state): State<AppState>,
-    Path((id, event_id)): Path<(String, String)>,
+    PathParams((id, event_id)): PathParams<(Uuid, Uuid)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let n = state
-        .deliveries
-        .retry_dead(path_id(&id)?, Some(path_event(&event_id)?))
-        .await?;
+    let n = state.deliveries.retry_dead(id, Some(event_id)).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
 }
 
 async fn retry_all(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let n = state.deliveries.retry_dead(path_id(&id)?, None).await?;
+    let n = state.deliveries.retry_dead(id, None).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
 }
 
 async fn discard_one(
     State(state): State<AppState>,
-    Path((id, event_id)): Path<(String, String)>,
+    PathParams((id, event_id)): PathParams<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .deliveries
-        .discard_dead(path_id(&id)?, Some(path_event(&event_id)?))
-        .await?;
+    state.deliveries.discard_dead(id, Some(event_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn discard_all(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = state.deliveries.discard_dead(path_id(&id)?, None).await?;
+    let n = state.deliveries.discard_dead(id, None).await?;
     Ok(Json(json!({ "discarded": n })))
 }
 
@@ -591,14 +559,14 @@ struct AttemptsQuery {
 /// Every attempt to deliver one event to this subscription.
 async fn attempts(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<Uuid>,
     QueryParams(query): QueryParams<AttemptsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let event_id = Uuid::parse_str(&query.event_id)
         .map_err(|_| ApiError::invalid_field("event_id", "must be an event id (a UUID)"))?;
     let attempts: Vec<AttemptOut> = state
         .deliveries
-        .attempts(path_id(&id)?, event_id)
+        .attempts(id, event_id)
         .await?
         .into_iter()
         .map(AttemptOut::from)

@@ -7,6 +7,7 @@
 
 pub mod commands;
 mod copy_out;
+pub mod history;
 pub mod idempotency;
 pub mod log;
 pub mod metadata;

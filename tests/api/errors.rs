@@ -354,3 +354,216 @@ async fn no_hostile_body_causes_a_server_error(backend: Backend) {
         );
     }
 }
+
+on_both_backends!(
+    undecodable_path_parameters_are_a_400_in_json_naming_them,
+    path_values_their_type_refuses_are_422s_naming_the_parameter,
+    query_rejections_are_json_naming_the_parameter,
+);
+
+/// Every route with a path parameter, once per parameter: the method, the path with
+/// `{}` where the parameter goes (the others hold well-formed values), and its name.
+fn routes_with_a_path_parameter() -> Vec<(reqwest::Method, String, &'static str)> {
+    use reqwest::Method;
+    let sub = "00000000-0000-0000-0000-000000000001";
+    let event = "00000000-0000-0000-0000-000000000002";
+    vec![
+        (Method::GET, "/v1/orders/{}".into(), "order_id"),
+        (Method::GET, "/v1/orders/{}/events".into(), "order_id"),
+        (Method::POST, "/v1/orders/{}/payments".into(), "order_id"),
+        (
+            Method::POST,
+            "/v1/orders/{}/payments/p1/capture".into(),
+            "order_id",
+        ),
+        (
+            Method::POST,
+            "/v1/orders/o1/payments/{}/capture".into(),
+            "payment_id",
+        ),
+        (
+            Method::POST,
+            "/v1/orders/{}/payments/p1/fail".into(),
+            "order_id",
+        ),
+        (
+            Method::POST,
+            "/v1/orders/o1/payments/{}/fail".into(),
+            "payment_id",
+        ),
+        (Method::POST, "/v1/orders/{}/shipments".into(), "order_id"),
+        (
+            Method::POST,
+            "/v1/orders/{}/shipments/s1/deliver".into(),
+            "order_id",
+        ),
+        (
+            Method::POST,
+            "/v1/orders/o1/shipments/{}/deliver".into(),
+            "shipment_id",
+        ),
+        (Method::POST, "/v1/orders/{}/cancel".into(), "order_id"),
+        (Method::POST, "/v1/orders/{}/refunds".into(), "order_id"),
+        (Method::GET, "/v1/billing/orders/{}".into(), "order_id"),
+        (Method::GET, "/v1/inventory/{}".into(), "sku"),
+        (Method::POST, "/v1/inventory/{}/receipts".into(), "sku"),
+        (Method::POST, "/v1/inventory/{}/adjustments".into(), "sku"),
+        (Method::GET, "/v1/admin/projections/{}".into(), "name"),
+        (
+            Method::POST,
+            "/v1/admin/projections/{}/rebuild".into(),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/admin/projections/{}/retry".into(),
+            "name",
+        ),
+        (Method::POST, "/v1/admin/projections/{}/skip".into(), "name"),
+        (Method::POST, "/v1/admin/projections/{}/stop".into(), "name"),
+        (Method::GET, "/v1/subscriptions/{}".into(), "id"),
+        (Method::PATCH, "/v1/subscriptions/{}".into(), "id"),
+        (Method::DELETE, "/v1/subscriptions/{}".into(), "id"),
+        (
+            Method::POST,
+            "/v1/subscriptions/{}/secret/rotate".into(),
+            "id",
+        ),
+        (Method::POST, "/v1/subscriptions/{}/rewind".into(), "id"),
+        (Method::GET, "/v1/subscriptions/{}/attempts".into(), "id"),
+        (
+            Method::GET,
+            "/v1/subscriptions/{}/dead-letters".into(),
+            "id",
+        ),
+        (
+            Method::DELETE,
+            "/v1/subscriptions/{}/dead-letters".into(),
+            "id",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions/{}/dead-letters/retry".into(),
+            "id",
+        ),
+        (
+            Method::GET,
+            format!("/v1/subscriptions/{{}}/dead-letters/{event}"),
+            "id",
+        ),
+        (
+            Method::GET,
+            format!("/v1/subscriptions/{sub}/dead-letters/{{}}"),
+            "event_id",
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/subscriptions/{{}}/dead-letters/{event}"),
+            "id",
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/subscriptions/{sub}/dead-letters/{{}}"),
+            "event_id",
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{{}}/dead-letters/{event}/retry"),
+            "id",
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{sub}/dead-letters/{{}}/retry"),
+            "event_id",
+        ),
+    ]
+}
+
+/// Sends `method path` without a body, so the path is the first thing refused.
+async fn send(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .send()
+        .await
+        .expect("send")
+}
+
+async fn undecodable_path_parameters_are_a_400_in_json_naming_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (method, template, field) in routes_with_a_path_parameter() {
+        for bad in ["%FF", "%C3%28", "ok%80"] {
+            let path = template.replace("{}", bad);
+            let r = send(&app, method.clone(), &path).await;
+            let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+            assert_eq!(content_type, "application/json", "{method} {path}");
+            let error = expect_error(r, StatusCode::BAD_REQUEST, "invalid_path").await;
+            assert_eq!(error["field"], field, "{method} {path}: {error}");
+        }
+    }
+}
+
+async fn path_values_their_type_refuses_are_422s_naming_the_parameter(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let long = "x".repeat(65);
+    for (method, template, field) in routes_with_a_path_parameter() {
+        // Projection names are the runner's to know: an unknown one is its 404.
+        let bad: &[&str] = match field {
+            "name" => continue,
+            "id" | "event_id" => &["nope", "00000000-0000-0000-0000"],
+            "sku" => &["has%20space", "a%2Fb", long.as_str()],
+            _ => &[
+                "a%20b",
+                "a%2Fb",
+                "TSHIRT.RED.M",
+                "%F0%9F%92%A9",
+                long.as_str(),
+            ],
+        };
+        for value in bad {
+            let path = template.replace("{}", value);
+            let r = send(&app, method.clone(), &path).await;
+            let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+            assert_eq!(error["field"], field, "{method} {path}: {error}");
+        }
+    }
+    expect_error(
+        app.post_empty("/v1/admin/projections/%F0%9F%92%A9/stop")
+            .await,
+        StatusCode::NOT_FOUND,
+        "projection_not_found",
+    )
+    .await;
+}
+
+async fn query_rejections_are_json_naming_the_parameter(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.place_order("ord-q").await;
+    let sub = "00000000-0000-0000-0000-000000000001";
+    for (path, field) in [
+        ("/v1/orders/ord-q?at=%FF".to_owned(), "at"),
+        ("/v1/orders/ord-q?at=later".to_owned(), "at"),
+        ("/v1/orders/ord-q?as_of=1".to_owned(), "as_of"),
+        ("/v1/orders?status=%FF".to_owned(), "status"),
+        ("/v1/orders?limit=%FF".to_owned(), "limit"),
+        ("/v1/orders?customer_id=%FF".to_owned(), "customer_id"),
+        ("/v1/inventory?below=few".to_owned(), "below"),
+        (format!("/v1/subscriptions/{sub}/attempts"), "event_id"),
+        (
+            format!("/v1/subscriptions/{sub}/attempts?event_id=%FF"),
+            "event_id",
+        ),
+        (
+            format!("/v1/subscriptions/{sub}/dead-letters?after=first"),
+            "after",
+        ),
+        ("/v1/events/stream?types=%FF".to_owned(), "types"),
+        ("/v1/events/stream?colour=red".to_owned(), "colour"),
+    ] {
+        let r = app.get(&path).await;
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(content_type, "application/json", "{path}");
+        let body = expect_status(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert!(body["code"].is_string(), "{path}: {body}");
+        assert_eq!(body["field"], field, "{path}: {body}");
+    }
+}
