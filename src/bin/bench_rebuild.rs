@@ -990,7 +990,7 @@ fn generate(
                 Step::Order(event) => {
                     flow.sequence += 1;
                     match event.as_ref() {
-                        OrderEvent::OrderPlaced { .. } => expected.orders += 1,
+                        OrderEvent::OrderCreated { .. } => expected.orders += 1,
                         OrderEvent::OrderRefunded { .. } => expected.refunded_orders += 1,
                         OrderEvent::ShipmentDispatched { .. } => {
                             expected.uncommitted_lines +=
@@ -1155,7 +1155,7 @@ fn next_events(
                     .clone(),
             });
             (
-                vec![OrderEvent::OrderPlaced {
+                vec![OrderEvent::OrderCreated {
                     order_id,
                     customer_id: customer,
                     currency: flow.currency,

@@ -340,7 +340,7 @@ impl ReservationManager {
     ) {
         let order = event.order_id().as_str();
         match event {
-            OrderEvent::OrderPlaced {
+            OrderEvent::OrderCreated {
                 lines,
                 total,
                 placed_at,
@@ -609,7 +609,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::projections::{DomainEvent, MemoryTables, ViewStore};
+    use crate::projections::{AnyEvent, MemoryTables, ViewStore};
     use crate::store::reader::{Cursor, LogEntry};
 
     fn reserved(position: i64, sku: &str, at: DateTime<Utc>) -> Envelope {
@@ -637,7 +637,7 @@ mod tests {
                 metadata: None,
                 recorded_at: at,
             },
-            event: DomainEvent::Inventory(event),
+            event: AnyEvent::Inventory(event),
         }
     }
 

@@ -121,7 +121,7 @@ impl ViewRow for SkuRow {
 /// The (day, currency) an event's money counts towards, if it carries money.
 fn revenue_key(event: &OrderEvent) -> Option<(String, String)> {
     let (at, currency) = match event {
-        OrderEvent::OrderPlaced {
+        OrderEvent::OrderCreated {
             currency,
             placed_at,
             ..
@@ -178,7 +178,7 @@ impl Projection for Analytics {
                 .map(|(d, c)| revenue_id(&d, &c));
             let mut revenue: Rows<RevenueRow> = Rows::load(view, &REVENUE, revenue_ids).await?;
             let sku_ids = order_events.iter().flat_map(|e| match e {
-                OrderEvent::OrderPlaced {
+                OrderEvent::OrderCreated {
                     currency,
                     lines,
                     placed_at,
@@ -213,7 +213,7 @@ fn apply(
         ..DailyRow::default()
     });
     match event {
-        OrderEvent::OrderPlaced { .. } => counts.orders_placed += 1,
+        OrderEvent::OrderCreated { .. } => counts.orders_placed += 1,
         OrderEvent::PaymentCaptured { .. } => counts.orders_paid += 1,
         OrderEvent::OrderCancelled { .. } => counts.orders_cancelled += 1,
         OrderEvent::OrderExpired { .. } => counts.orders_expired += 1,
@@ -239,7 +239,7 @@ fn apply(
             ..RevenueRow::default()
         });
         match event {
-            OrderEvent::OrderPlaced { total, lines, .. } => {
+            OrderEvent::OrderCreated { total, lines, .. } => {
                 money.orders_placed += 1;
                 money.placed_value += total.amount();
                 for line in lines {

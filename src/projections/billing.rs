@@ -146,7 +146,7 @@ impl Projection for Billing {
 
 fn apply(orders: &mut Rows<BillingRow>, daily: &mut Rows<DailyRow>, event: &OrderEvent) {
     let id = event.order_id().as_str();
-    if let OrderEvent::OrderPlaced {
+    if let OrderEvent::OrderCreated {
         currency,
         total,
         placed_at,

@@ -47,13 +47,13 @@ pub enum ProjectionError {
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub entry: LogEntry,
-    pub event: DomainEvent,
+    pub event: AnyEvent,
 }
 
 /// Every event type a projection may meet. Aggregates added later add a variant here;
 /// projections ignore what they do not know.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DomainEvent {
+pub enum AnyEvent {
     Order(OrderEvent),
     Inventory(InventoryEvent),
     Other,
@@ -68,26 +68,26 @@ impl Envelope {
         };
         let event = match entry.aggregate_type.as_str() {
             <Order as cqrs_es::Aggregate>::TYPE => {
-                DomainEvent::Order(serde_json::from_str(&entry.payload).map_err(undecodable)?)
+                AnyEvent::Order(serde_json::from_str(&entry.payload).map_err(undecodable)?)
             }
             <InventoryItem as cqrs_es::Aggregate>::TYPE => {
-                DomainEvent::Inventory(serde_json::from_str(&entry.payload).map_err(undecodable)?)
+                AnyEvent::Inventory(serde_json::from_str(&entry.payload).map_err(undecodable)?)
             }
-            _ => DomainEvent::Other,
+            _ => AnyEvent::Other,
         };
         Ok(Envelope { entry, event })
     }
 
     pub fn order_event(&self) -> Option<&OrderEvent> {
         match &self.event {
-            DomainEvent::Order(e) => Some(e),
+            AnyEvent::Order(e) => Some(e),
             _ => None,
         }
     }
 
     pub fn inventory_event(&self) -> Option<&InventoryEvent> {
         match &self.event {
-            DomainEvent::Inventory(e) => Some(e),
+            AnyEvent::Inventory(e) => Some(e),
             _ => None,
         }
     }

@@ -123,7 +123,7 @@ impl Projection for OrderSummary {
 
 fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
     let id = event.order_id().as_str();
-    if let OrderEvent::OrderPlaced {
+    if let OrderEvent::OrderCreated {
         customer_id,
         currency,
         lines,
@@ -157,7 +157,7 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
         return;
     };
     match event {
-        OrderEvent::OrderPlaced { .. } => {}
+        OrderEvent::OrderCreated { .. } => {}
         OrderEvent::PaymentAttempted { .. } => row.pending_payments += 1,
         OrderEvent::PaymentCaptured { captured_total, .. } => {
             row.pending_payments -= 1;

@@ -141,7 +141,7 @@ impl Projection for Shipping {
 fn apply(shipments: &mut Rows<ShipmentRow>, orders: &mut Rows<BacklogRow>, event: &OrderEvent) {
     let order_id = event.order_id().as_str();
     match event {
-        OrderEvent::OrderPlaced {
+        OrderEvent::OrderCreated {
             customer_id,
             lines,
             total,

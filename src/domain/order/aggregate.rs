@@ -355,7 +355,7 @@ impl Order {
                 untracked: line.untracked,
             });
         }
-        Ok(vec![OrderEvent::OrderPlaced {
+        Ok(vec![OrderEvent::OrderCreated {
             order_id: cmd.order_id,
             customer_id: cmd.customer_id,
             currency: cmd.currency,
@@ -599,7 +599,7 @@ impl Order {
     /// Evolves the state by one event. Infallible by design: see the module note.
     pub fn evolve(&mut self, event: OrderEvent) {
         self.version += 1;
-        if let OrderEvent::OrderPlaced {
+        if let OrderEvent::OrderCreated {
             order_id,
             customer_id,
             currency,
@@ -635,7 +635,7 @@ impl Order {
             return;
         };
         match event {
-            OrderEvent::OrderPlaced { .. } => {}
+            OrderEvent::OrderCreated { .. } => {}
             OrderEvent::PaymentAttempted {
                 payment_id,
                 amount,

@@ -44,7 +44,7 @@ pub struct ShipmentLine {
 pub enum OrderEvent {
     /// Emitted once, when a storefront places an order.
     #[serde(rename = "order.created")]
-    OrderPlaced {
+    OrderCreated {
         order_id: OrderId,
         customer_id: CustomerId,
         currency: Currency,
@@ -175,7 +175,7 @@ impl OrderEvent {
     /// The stored name of this event: a contract that never changes.
     pub fn name(&self) -> &'static str {
         match self {
-            OrderEvent::OrderPlaced { .. } => "order.created",
+            OrderEvent::OrderCreated { .. } => "order.created",
             OrderEvent::PaymentAttempted { .. } => "payment.attempted",
             OrderEvent::PaymentCaptured { .. } => "payment.captured",
             OrderEvent::PaymentFailed { .. } => "payment.failed",
@@ -193,7 +193,7 @@ impl OrderEvent {
     /// When the fact happened, as the command that caused it stated.
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
-            OrderEvent::OrderPlaced { placed_at: at, .. }
+            OrderEvent::OrderCreated { placed_at: at, .. }
             | OrderEvent::PaymentAttempted {
                 attempted_at: at, ..
             }
@@ -222,7 +222,7 @@ impl OrderEvent {
 
     pub fn order_id(&self) -> &OrderId {
         match self {
-            OrderEvent::OrderPlaced { order_id, .. }
+            OrderEvent::OrderCreated { order_id, .. }
             | OrderEvent::PaymentAttempted { order_id, .. }
             | OrderEvent::PaymentCaptured { order_id, .. }
             | OrderEvent::PaymentFailed { order_id, .. }

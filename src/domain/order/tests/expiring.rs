@@ -13,7 +13,7 @@ fn expired() -> OrderEvent {
     OrderEvent::OrderExpired {
         order_id: order_id(),
         lines: match placed() {
-            OrderEvent::OrderPlaced { lines, .. } => lines,
+            OrderEvent::OrderCreated { lines, .. } => lines,
             _ => unreachable!(),
         },
         expired_at: at(30),

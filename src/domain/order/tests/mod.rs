@@ -89,7 +89,7 @@ fn place_command() -> OrderCommand {
 }
 
 fn placed() -> OrderEvent {
-    OrderEvent::OrderPlaced {
+    OrderEvent::OrderCreated {
         order_id: order_id(),
         customer_id: CustomerId::parse("cust-1").unwrap(),
         currency: usd(),
@@ -261,7 +261,7 @@ fn state_cancelled(refundable: Money) -> OrderEvent {
         order_id: order_id(),
         reason: text("changed mind"),
         lines: match placed() {
-            OrderEvent::OrderPlaced { lines, .. } => lines,
+            OrderEvent::OrderCreated { lines, .. } => lines,
             _ => unreachable!(),
         },
         refundable,
