@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_limit, parse_time, CommandContext, JsonBody, PathParams, QueryParams};
@@ -22,7 +23,8 @@ use crate::projections::order_summary;
 use crate::state::AppState;
 use crate::store::commands::Executed;
 use crate::store::history::{self, AsOf};
-use crate::store::log::{self, StoredEvent};
+use crate::store::log;
+use crate::store::reader::LogEntry;
 use crate::store::views::fixed_time;
 
 pub fn router() -> Router<AppState> {
@@ -191,9 +193,47 @@ struct PartOut<T: Serialize> {
 }
 
 #[derive(Serialize)]
-struct EventsOut {
+struct EventsOut<'a> {
     order_id: OrderId,
-    events: Vec<StoredEvent>,
+    events: Vec<EventOut<'a>>,
+}
+
+/// One stored event as the history shows it. Payload and metadata are the JSON text
+/// stored, sent on without being parsed into a tree and printed again.
+#[derive(Serialize)]
+struct EventOut<'a> {
+    global_position: i64,
+    event_id: uuid::Uuid,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    event_type: &'a str,
+    event_version: &'a str,
+    payload: &'a RawValue,
+    metadata: Option<&'a RawValue>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl<'a> EventOut<'a> {
+    fn new(entry: &'a LogEntry) -> Result<Self, ApiError> {
+        let json = |text: &'a str| {
+            serde_json::from_str::<&RawValue>(text).map_err(|e| {
+                ApiError::internal(&format!("stored event {} is not JSON: {e}", entry.event_id))
+            })
+        };
+        Ok(Self {
+            global_position: entry.cursor.position,
+            event_id: entry.event_id,
+            aggregate_type: &entry.aggregate_type,
+            aggregate_id: &entry.aggregate_id,
+            sequence: entry.sequence,
+            event_type: &entry.event_type,
+            event_version: &entry.event_version,
+            payload: json(&entry.payload)?,
+            metadata: entry.metadata.as_deref().map(json).transpose()?,
+            recorded_at: entry.recorded_at,
+        })
+    }
 }
 
 impl OrderOut {
@@ -544,17 +584,21 @@ fn decode_cursor(raw: &str) -> Result<(String, String), ApiError> {
 async fn get_order_events(
     State(state): State<AppState>,
     PathParams(order_id): PathParams<OrderId>,
-) -> Result<Json<EventsOut>, ApiError> {
-    let events = log::aggregate_events(
+) -> Result<Response, ApiError> {
+    let entries = log::aggregate_events(
         &state.db,
         <Order as cqrs_es::Aggregate>::TYPE,
         order_id.as_str(),
     )
     .await?;
-    if events.is_empty() {
+    if entries.is_empty() {
         return Err(OrderError::NotFound.into());
     }
-    Ok(Json(EventsOut { order_id, events }))
+    let events = entries
+        .iter()
+        .map(EventOut::new)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(EventsOut { order_id, events }).into_response())
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]

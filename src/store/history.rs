@@ -30,13 +30,13 @@ pub async fn state_as_of<A: cqrs_es::Aggregate>(
     let mut state = A::default();
     for event in events {
         let included = match as_of {
-            AsOf::Position(p) => event.global_position <= p,
+            AsOf::Position(p) => event.cursor.position <= p,
             AsOf::Time(t) => event.recorded_at <= t,
         };
         if !included {
             break;
         }
-        let decoded: A::Event = serde_json::from_value(event.payload).map_err(|e| {
+        let decoded: A::Event = serde_json::from_str(&event.payload).map_err(|e| {
             StoreError::Corrupt(format!(
                 "{} event {}#{} does not decode: {e}",
                 A::TYPE,

@@ -1,40 +1,27 @@
-//! Reads of the stored log, with the columns the database stamps (global position,
-//! event id, time recorded). Read-only: the log is appended to only by [`super::commands`].
+//! One aggregate's stream of the log, in sequence order: for the API's event history and
+//! for replays to a point in time (`history`). Read-only: the log is appended to only by
+//! [`super::commands`].
+//!
+//! Rows come as [`LogEntry`], the one type for a stored event, with payload and metadata
+//! as the JSON text stored: the API sends that text on as it is, and a replay decodes
+//! it once, into the aggregate's own events.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::Row;
-use uuid::Uuid;
-
+use super::reader::{postgres_entry, sqlite_entry, LogEntry};
 use super::{Database, StoreError};
 
-/// One event as stored, in the shape the API and every reader show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredEvent {
-    pub global_position: i64,
-    pub event_id: Uuid,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// All events of one aggregate, in sequence order.
+/// All events of one aggregate, in sequence order, with their metadata.
 pub async fn aggregate_events(
     db: &Database,
     aggregate_type: &str,
     aggregate_id: &str,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<Vec<LogEntry>, StoreError> {
     match db {
         Database::Postgres(pool) => {
+            // Columns by position, in the order `postgres_entry` reads them.
             let rows = sqlx::query(
-                "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                        event_type, event_version, payload, metadata, recorded_at
+                "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                        sequence, event_type, event_version, payload::text, recorded_at,
+                        metadata::text
                    FROM events
                   WHERE aggregate_type = $1 AND aggregate_id = $2
                   ORDER BY sequence",
@@ -43,23 +30,7 @@ pub async fn aggregate_events(
             .bind(aggregate_id)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(StoredEvent {
-                        global_position: row.try_get("global_position")?,
-                        event_id: row.try_get("event_id")?,
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                        metadata: row.try_get("metadata")?,
-                        recorded_at: row.try_get("recorded_at")?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(StoreError::from)
+            rows.iter().map(|row| postgres_entry(row, true)).collect()
         }
         Database::Sqlite(pool) => {
             let rows = sqlx::query(
@@ -73,29 +44,7 @@ pub async fn aggregate_events(
             .bind(aggregate_id)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(sqlite_event).collect()
+            rows.iter().map(sqlite_entry).collect()
         }
     }
-}
-
-/// SQLite keeps the id as canonical text, JSON as text and the time as RFC 3339 text.
-fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        StoreError::Corrupt(format!("events.{what} at a stored row: {e}"))
-    };
-    let (event_id, recorded_at) = super::reader::sqlite_stamps(row)?;
-    let payload: String = row.try_get("payload")?;
-    let metadata: String = row.try_get("metadata")?;
-    Ok(StoredEvent {
-        global_position: row.try_get("global_position")?,
-        event_id,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
-        recorded_at,
-    })
 }

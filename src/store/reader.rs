@@ -74,8 +74,11 @@ impl Ord for Cursor {
     }
 }
 
-/// One event as readers get it. The payload stays raw JSON text: each reader decodes
-/// what it needs, once.
+/// One event as stored: the one read type of the log, for every reader (projections,
+/// deliveries, the stream, the API's history, replays). The payload and metadata stay the
+/// JSON text stored: deliveries and the API send it on as it is, and each other reader
+/// decodes what it needs, once. Projections pair it with its decoded event
+/// (`projections::Envelope`), decoded once for all of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
     pub cursor: Cursor,
@@ -368,7 +371,7 @@ async fn sqlite_stream_after(
 /// A row of the PostgreSQL reads, whose columns come in this order: transaction_id,
 /// global_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
 /// event_version, payload, recorded_at, and metadata when asked for.
-fn postgres_entry(
+pub(super) fn postgres_entry(
     row: &sqlx::postgres::PgRow,
     with_metadata: bool,
 ) -> Result<LogEntry, StoreError> {
@@ -396,7 +399,7 @@ fn postgres_entry(
 }
 
 /// A row of the SQLite reads (by column name; `metadata` may be NULL).
-fn sqlite_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, StoreError> {
+pub(super) fn sqlite_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, StoreError> {
     let (event_id, recorded_at) = sqlite_stamps(row)?;
     Ok(LogEntry {
         cursor: Cursor {
@@ -417,9 +420,7 @@ fn sqlite_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, StoreError> {
 
 /// The columns SQLite keeps as text that the database stamped: the event id and the
 /// time it was recorded.
-pub(super) fn sqlite_stamps(
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<(Uuid, DateTime<Utc>), StoreError> {
+fn sqlite_stamps(row: &sqlx::sqlite::SqliteRow) -> Result<(Uuid, DateTime<Utc>), StoreError> {
     let event_id: String = row.try_get("event_id")?;
     let recorded_at: String = row.try_get("recorded_at")?;
     let event_id = Uuid::parse_str(&event_id)

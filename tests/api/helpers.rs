@@ -244,7 +244,13 @@ impl TestApp {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| serde_json::to_value(e).unwrap())
+            .map(|e| {
+                json!({
+                    "event_type": e.event_type,
+                    "payload": serde_json::from_str::<Value>(&e.payload).unwrap(),
+                    "metadata": serde_json::from_str::<Value>(e.metadata.as_deref().unwrap()).unwrap(),
+                })
+            })
             .collect()
     }
 
