@@ -1,6 +1,6 @@
 //! Group commit: the appends of many aggregates share one write.
 //!
-//! Every aggregate's leader ([`super::commands`]) hands its batch of events here and
+//! Every aggregate's leader (`store::commands`) hands its batch of events here and
 //! waits. A committer takes everything queued at that moment, from any aggregate, and
 //! appends it in one atomic statement (PostgreSQL) or one transaction (SQLite). While
 //! one write is out, the next group gathers, so under load many commands share a commit
