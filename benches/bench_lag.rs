@@ -14,8 +14,8 @@
 //! reported ("start delay") so that a server which cannot keep up shows it.
 //!
 //! ```text
-//! cargo run --release --bin bench_lag
-//! BENCH_RATE=1000 cargo run --release --bin bench_lag
+//! cargo bench --bench bench_lag
+//! BENCH_RATE=1000 cargo bench --bench bench_lag
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_LAG_DATABASE_URL` (default
@@ -26,7 +26,7 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,9 +39,9 @@ use sqlx::ConnectOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{env_number, recreate_schema, CpuTimes, Http};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{env_number, recreate_schema, CpuTimes, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_lag";

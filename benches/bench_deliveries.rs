@@ -13,7 +13,7 @@
 //! (as in production), so the figure includes that write.
 //!
 //! ```text
-//! cargo run --release --bin bench_deliveries -- 100000
+//! cargo bench --bench bench_deliveries -- 100000
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
@@ -23,7 +23,7 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -39,9 +39,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{env_number, median, recreate_schema};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{env_number, first_argument, median, recreate_schema};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_deliveries";
@@ -53,7 +53,7 @@ const METADATA: &str = r#"{"command_id":"0193a4c2-0000-7000-8000-000000000000","
 #[tokio::main]
 async fn main() -> Result<()> {
     let url = std::env::var("ORDERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let events = match std::env::args().nth(1) {
+    let events = match first_argument() {
         Some(n) => n
             .parse()
             .context("the first argument is the number of events")?,

@@ -30,8 +30,8 @@
 //! repeated (`BENCH_RETRIES`, 2) with fresh SKUs, and medians skip flagged runs.
 //!
 //! ```text
-//! cargo run --release --bin bench_flash_sale
-//! BENCH_CONCURRENCY=64,256,512 BENCH_RUNS=3 cargo run --release --bin bench_flash_sale
+//! cargo bench --bench bench_flash_sale
+//! BENCH_CONCURRENCY=64,256,512 BENCH_RUNS=3 cargo bench --bench bench_flash_sale
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_FLASH_DATABASE_URL` (default
@@ -50,7 +50,7 @@
 //!
 //! Not a test: it prints figures.
 
-mod bench_support;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -66,9 +66,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{drop_and_create, env_number, median, Http};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{drop_and_create, env_number, median, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_flash";

@@ -23,6 +23,12 @@ pub fn env_number<T: FromStr>(name: &str, default: T) -> Result<T> {
     }
 }
 
+/// The first command-line argument. `cargo bench` adds `--bench` to a `harness = false`
+/// program's arguments (after those given after `--`), so flags are skipped.
+pub fn first_argument() -> Option<String> {
+    std::env::args().skip(1).find(|arg| !arg.starts_with("--"))
+}
+
 /// The median; NaN for no values.
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {

@@ -15,7 +15,7 @@
 //! flush) by driving the same public APIs the runner uses.
 //!
 //! ```text
-//! cargo run --release --bin bench_rebuild -- 1000000
+//! cargo bench --bench bench_rebuild -- 1000000
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
@@ -34,7 +34,7 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -47,7 +47,6 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use bench_support::{env_number, median, recreate_schema, CpuTimes};
 use orderlog::domain::inventory::{InventoryCommand, InventoryEvent, InventoryItem};
 use orderlog::domain::order::{Order, OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
@@ -60,6 +59,7 @@ use orderlog::projections::{self, Envelope, MemoryTables, Projection, View, View
 use orderlog::store::reader::{self, Cursor, LogEntry, LogSignal};
 use orderlog::store::views::{physical, Table, Tx};
 use orderlog::store::Database;
+use support::{env_number, first_argument, median, recreate_schema, CpuTimes};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_rebuild";
@@ -89,8 +89,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error")),
         )
         .init();
-    let events: usize = std::env::args()
-        .nth(1)
+    let events: usize = first_argument()
         .or_else(|| std::env::var("BENCH_EVENTS").ok())
         .map(|s| s.replace('_', "").parse())
         .transpose()
