@@ -60,14 +60,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
-
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use orderlog::app::Application;
 use orderlog::config::Settings;
