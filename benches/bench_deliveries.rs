@@ -13,7 +13,7 @@
 //! (as in production), so the figure includes that write.
 //!
 //! ```text
-//! cargo run --release --bin bench_deliveries -- 100000
+//! cargo bench --bench bench_deliveries -- 100000
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
@@ -23,7 +23,7 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -39,9 +39,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{env_number, median, recreate_schema};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{env_number, first_argument, median, projections, recreate_schema, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_deliveries";
@@ -53,7 +53,7 @@ const METADATA: &str = r#"{"command_id":"0193a4c2-0000-7000-8000-000000000000","
 #[tokio::main]
 async fn main() -> Result<()> {
     let url = std::env::var("ORDERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let events = match std::env::args().nth(1) {
+    let events = match first_argument() {
         Some(n) => n
             .parse()
             .context("the first argument is the number of events")?,
@@ -69,7 +69,7 @@ async fn main() -> Result<()> {
         ..Settings::default()
     };
     let application = Application::build(settings).await?;
-    let server = format!("http://{}", application.local_addr()?);
+    let mut server = Http::connect(application.local_addr()?).await?;
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(application.run(shutdown.clone()));
 
@@ -95,27 +95,17 @@ async fn main() -> Result<()> {
 
     // The projections apply the new events first, so that they do not share the CPU
     // with the deliveries being measured.
-    let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        let status: Value = client
-            .get(format!("{server}/v1/admin/projections"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let projections = status["projections"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if projections
+        let status = projections(&mut server).await?;
+        if status
             .iter()
             .all(|p| p["lag_events"] == 0 && p["state"] == "running")
         {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            bail!("the projections did not catch up: {status}");
+            bail!("the projections did not catch up: {status:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -133,10 +123,10 @@ async fn main() -> Result<()> {
     let mut alone = Vec::new();
     let mut beside = Vec::new();
     for run in 1..=runs {
-        let rate = deliver_all(&client, &server, &receiver, events, in_flight, None).await?;
+        let rate = deliver_all(&mut server, &receiver, events, in_flight, None).await?;
         println!("run {run}: alone                 {rate:>9.0} deliveries/s");
         alone.push(rate);
-        let rate = deliver_all(&client, &server, &receiver, events, in_flight, Some(&dead)).await?;
+        let rate = deliver_all(&mut server, &receiver, events, in_flight, Some(&dead)).await?;
         println!("run {run}: beside a dead receiver {rate:>9.0} deliveries/s");
         beside.push(rate);
     }
@@ -153,64 +143,58 @@ async fn main() -> Result<()> {
 
 /// Creates the subscriptions, times the fast one through the whole log, deletes them.
 async fn deliver_all(
-    client: &reqwest::Client,
-    server: &str,
+    server: &mut Http,
     receiver: &FastReceiver,
     events: usize,
     in_flight: usize,
     dead: Option<&str>,
 ) -> Result<f64> {
-    let subscribe = |url: String| {
-        let body = json!({
-            "kind": "webhook", "url": url, "event_types": ["order.*"],
-            "max_in_flight": in_flight, "from_position": 1,
-        });
-        let request = client
-            .post(format!("{server}/v1/subscriptions"))
-            .json(&body);
-        async move {
-            let response = request.send().await?;
-            if response.status() != StatusCode::CREATED {
-                bail!("creating a subscription: {}", response.text().await?);
-            }
-            Ok::<String, anyhow::Error>(
-                response.json::<Value>().await?["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        }
-    };
     let dead_id = match dead {
-        Some(url) => Some(subscribe(url.to_owned()).await?),
+        Some(url) => Some(subscribe(server, url, in_flight).await?),
         None => None,
     };
     receiver.reset();
     let started = Instant::now();
-    let id = subscribe(receiver.url()).await?;
+    let id = subscribe(server, &receiver.url(), in_flight).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if receiver.distinct() < events {
             continue;
         }
-        let status: Value = client
-            .get(format!("{server}/v1/subscriptions/{id}"))
-            .send()
-            .await?
-            .json()
+        let (_, body) = server
+            .request("GET", &format!("/v1/subscriptions/{id}"), None)
             .await?;
+        let status: Value = serde_json::from_slice(&body)?;
         if status["lag"]["events"] == 0 {
             break;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     for id in [Some(id), dead_id].into_iter().flatten() {
-        client
-            .delete(format!("{server}/v1/subscriptions/{id}"))
-            .send()
+        server
+            .request("DELETE", &format!("/v1/subscriptions/{id}"), None)
             .await?;
     }
     Ok(events as f64 / seconds)
+}
+
+/// A webhook subscription to `url` from position 1; returns its id.
+async fn subscribe(server: &mut Http, url: &str, in_flight: usize) -> Result<String> {
+    let body = json!({
+        "kind": "webhook", "url": url, "event_types": ["order.*"],
+        "max_in_flight": in_flight, "from_position": 1,
+    });
+    let (status, response) = server
+        .request("POST", "/v1/subscriptions", Some(&body.to_string()))
+        .await?;
+    if status != StatusCode::CREATED.as_u16() {
+        bail!(
+            "creating a subscription answered {status}: {}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+    let response: Value = serde_json::from_slice(&response)?;
+    Ok(response["id"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Answers 200 at once and remembers each `webhook-id` it saw.

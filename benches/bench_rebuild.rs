@@ -15,7 +15,7 @@
 //! flush) by driving the same public APIs the runner uses.
 //!
 //! ```text
-//! cargo run --release --bin bench_rebuild -- 1000000
+//! cargo bench --bench bench_rebuild -- 1000000
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_DATABASE_URL` (default
@@ -34,7 +34,7 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -43,11 +43,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use bench_support::{env_number, median, recreate_schema, CpuTimes};
 use orderlog::domain::inventory::{InventoryCommand, InventoryEvent, InventoryItem};
 use orderlog::domain::order::{Order, OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
@@ -60,6 +61,7 @@ use orderlog::projections::{self, Envelope, MemoryTables, Projection, View, View
 use orderlog::store::reader::{self, Cursor, LogEntry, LogSignal};
 use orderlog::store::views::{physical, Table, Tx};
 use orderlog::store::Database;
+use support::{env_number, first_argument, median, recreate_schema, CpuTimes};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_rebuild";
@@ -89,8 +91,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error")),
         )
         .init();
-    let events: usize = std::env::args()
-        .nth(1)
+    let events: usize = first_argument()
         .or_else(|| std::env::var("BENCH_EVENTS").ok())
         .map(|s| s.replace('_', "").parse())
         .transpose()
@@ -220,8 +221,8 @@ async fn main() -> Result<()> {
             let secs = started.elapsed().as_secs_f64();
             let cpu = cpu.zip(CpuTimes::now()).map(|(a, b)| {
                 (
-                    b.process - a.process,
-                    b.postgres - a.postgres,
+                    b.process() - a.process(),
+                    b.postgres() - a.postgres(),
                     b.busy - a.busy,
                     b.iowait - a.iowait,
                 )
@@ -272,8 +273,8 @@ async fn main() -> Result<()> {
         let cpu = cpu.zip(CpuTimes::now()).map_or(String::new(), |(a, b)| {
             format!(
                 "; CPU: bench {:.1} s, PostgreSQL {:.1} s, machine busy {:.1} s",
-                b.process - a.process,
-                b.postgres - a.postgres,
+                b.process() - a.process(),
+                b.postgres() - a.postgres(),
                 b.busy - a.busy
             )
         });
@@ -727,27 +728,6 @@ async fn load(pool: &sqlx::PgPool, events: usize, tracked: bool) -> Result<Expec
     Ok(expected)
 }
 
-/// splitmix64: small, fast and reproducible; no extra dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// An order part-way through its life.
 struct Flow {
     order_id: OrderId,
@@ -921,7 +901,8 @@ fn generate(
     sender: tokio::sync::mpsc::Sender<Chunk>,
 ) -> Result<Expected> {
     let catalogue = Catalogue::new();
-    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    // The same log for the same N, run after run.
+    let mut rng = SmallRng::seed_from_u64(0x0DDB_1A5E_5BAD_5EED);
     let start: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 10, 22, 0, 0, 0).unwrap();
     let span_micros = TimeDelta::days(SPAN_DAYS).num_microseconds().unwrap_or(1);
     let mut expected = Expected::default();
@@ -958,7 +939,7 @@ fn generate(
     while !log.is_full() {
         // The log's clock moves evenly over the span: each event is a little later.
         let at = start + TimeDelta::microseconds(span_micros * log.emitted as i64 / events as i64);
-        let slot = rng.below(ACTIVE_ORDERS as u64) as usize;
+        let slot = rng.gen_range(0..ACTIVE_ORDERS);
         if slot >= pool.len() || pool[slot].stage == u8::MAX {
             let flow = new_flow(&catalogue, &mut rng, flows, tracked);
             flows += 1;
@@ -1062,25 +1043,25 @@ fn generate(
 }
 
 /// A new order: `tracked` says whether its lines' stock is tracked (and reserved).
-fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize, tracked: bool) -> Flow {
-    let currency = match rng.below(100) {
+fn new_flow(catalogue: &Catalogue, rng: &mut SmallRng, index: usize, tracked: bool) -> Flow {
+    let currency = match rng.gen_range(0..100u32) {
         0..=79 => catalogue.usd,
         80..=91 => catalogue.eur,
         _ => catalogue.gbp,
     };
-    let line_count = 2 + rng.below(2) as usize;
+    let line_count = rng.gen_range(2..4);
     let mut lines: Vec<OrderLine> = Vec::with_capacity(line_count);
     let mut skus = Vec::with_capacity(line_count);
     while lines.len() < line_count {
         // A skewed draw: low SKU numbers sell more, as best sellers do.
-        let a = rng.below(SKUS as u64);
-        let b = rng.below(SKUS as u64);
-        let index = a.min(b) as usize;
+        let a = rng.gen_range(0..SKUS);
+        let b = rng.gen_range(0..SKUS);
+        let index = a.min(b);
         let (sku, price) = &catalogue.skus[index];
         if lines.iter().any(|l| &l.sku == sku) {
             continue;
         }
-        let quantity = Quantity::parse(1 + rng.below(3) as i64).expect("1..=3");
+        let quantity = Quantity::parse(rng.gen_range(1..=3)).expect("1..=3");
         let unit_price = Money::parse(*price, currency).expect("price");
         lines.push(OrderLine {
             sku: sku.clone(),
@@ -1100,8 +1081,11 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize, tracked: bool) -
         })
         .expect("small");
     Flow {
-        order_id: OrderId::parse(&format!("ord-{index:08}-{:04x}", rng.below(0x10000)))
-            .expect("order id"),
+        order_id: OrderId::parse(&format!(
+            "ord-{index:08}-{:04x}",
+            rng.gen_range(0..0x10000u32)
+        ))
+        .expect("order id"),
         currency,
         total,
         lines,
@@ -1109,11 +1093,13 @@ fn new_flow(catalogue: &Catalogue, rng: &mut Rng, index: usize, tracked: bool) -
         held: 0,
         stage: 0,
         sequence: 0,
-        refund: rng.chance(10),
-        payment_id: PaymentId::parse(&format!("pay_{:016x}", rng.next())).expect("payment id"),
-        shipment_id: ShipmentId::parse(&format!("shp_{:016x}", rng.next())).expect("shipment id"),
-        correlation_id: Uuid::from_u64_pair(rng.next(), rng.next()).to_string(),
-        actor: format!("storefront-{}", rng.below(4)),
+        refund: rng.gen_bool(0.10),
+        payment_id: PaymentId::parse(&format!("pay_{:016x}", rng.gen::<u64>()))
+            .expect("payment id"),
+        shipment_id: ShipmentId::parse(&format!("shp_{:016x}", rng.gen::<u64>()))
+            .expect("shipment id"),
+        correlation_id: Uuid::from_u64_pair(rng.gen::<u64>(), rng.gen::<u64>()).to_string(),
+        actor: format!("storefront-{}", rng.gen_range(0..4u32)),
     }
 }
 
@@ -1135,24 +1121,23 @@ impl Flow {
 /// the flow on.
 fn next_events(
     catalogue: &Catalogue,
-    rng: &mut Rng,
+    rng: &mut SmallRng,
     flow: &mut Flow,
     at: DateTime<Utc>,
 ) -> Vec<Step> {
     let order_id = flow.order_id.clone();
     let (events, next) = match flow.stage {
         0 => {
-            let customer = CustomerId::parse(&format!("cust-{:05}", rng.below(CUSTOMERS)))
+            let customer = CustomerId::parse(&format!("cust-{:05}", rng.gen_range(0..CUSTOMERS)))
                 .expect("customer id");
-            let shipping_address = rng.chance(70).then(|| ShippingAddress {
+            let shipping_address = rng.gen_bool(0.70).then(|| ShippingAddress {
                 name: "A. Customer".to_owned(),
-                line1: format!("{} Main Street", 1 + rng.below(999)),
+                line1: format!("{} Main Street", 1 + rng.gen_range(0..999u32)),
                 line2: None,
                 city: "Springfield".to_owned(),
                 region: None,
-                postal_code: format!("{:05}", rng.below(100_000)),
-                country: catalogue.countries[rng.below(catalogue.countries.len() as u64) as usize]
-                    .clone(),
+                postal_code: format!("{:05}", rng.gen_range(0..100_000u32)),
+                country: catalogue.countries[rng.gen_range(0..catalogue.countries.len())].clone(),
             });
             (
                 vec![OrderEvent::OrderCreated {
@@ -1172,9 +1157,7 @@ fn next_events(
                 order_id,
                 payment_id: flow.payment_id.clone(),
                 amount: flow.total,
-                method: Some(
-                    catalogue.methods[rng.below(catalogue.methods.len() as u64) as usize].clone(),
-                ),
+                method: Some(catalogue.methods[rng.gen_range(0..catalogue.methods.len())].clone()),
                 attempted_at: at,
             }],
             2,
@@ -1193,10 +1176,12 @@ fn next_events(
             vec![OrderEvent::ShipmentDispatched {
                 order_id,
                 shipment_id: flow.shipment_id.clone(),
-                carrier: catalogue.carriers[rng.below(catalogue.carriers.len() as u64) as usize]
-                    .clone(),
-                tracking_number: Text::parse(&format!("1Z{:012}", rng.below(1_000_000_000_000)))
-                    .expect("tracking"),
+                carrier: catalogue.carriers[rng.gen_range(0..catalogue.carriers.len())].clone(),
+                tracking_number: Text::parse(&format!(
+                    "1Z{:012}",
+                    rng.gen_range(0..1_000_000_000_000u64)
+                ))
+                .expect("tracking"),
                 lines: flow
                     .lines
                     .iter()
@@ -1226,7 +1211,7 @@ fn next_events(
             if flow.refund { 5 } else { u8::MAX },
         ),
         5 => {
-            let full = rng.chance(50) || flow.total.amount() < 2;
+            let full = rng.gen_bool(0.50) || flow.total.amount() < 2;
             let amount = if full {
                 flow.total
             } else {
@@ -1235,12 +1220,12 @@ fn next_events(
             (
                 vec![OrderEvent::OrderRefunded {
                     order_id,
-                    refund_id: RefundId::parse(&format!("ref_{:016x}", rng.next()))
+                    refund_id: RefundId::parse(&format!("ref_{:016x}", rng.gen::<u64>()))
                         .expect("refund id"),
                     amount,
                     reason: catalogue.refund_reasons
-                        [rng.below(catalogue.refund_reasons.len() as u64) as usize]
-                        .clone(),
+                        [rng.gen_range(0..catalogue.refund_reasons.len())]
+                    .clone(),
                     refunded_total: amount,
                     fully_refunded: full,
                     refunded_at: at,

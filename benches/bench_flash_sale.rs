@@ -2,9 +2,9 @@
 //! PostgreSQL.
 //!
 //! Starts the real server in this process on a fresh schema (`bench_flash`, port 0) and
-//! drives it over keep-alive HTTP/1.1 connections (a minimal client on tokio's
-//! `TcpStream`, closed loop: each connection sends its next request when the previous
-//! answer is in).
+//! drives it over keep-alive HTTP/1.1 connections (hyper's client, one connection per
+//! simulated client, closed loop: each connection sends its next request when the
+//! previous answer is in).
 //!
 //! - **Scenario A, flash sale.** One SKU receives 1,000 units; then 5,000 order
 //!   attempts of one unit each (`POST /v1/orders`) race for it, shared by C connections
@@ -30,8 +30,8 @@
 //! repeated (`BENCH_RETRIES`, 2) with fresh SKUs, and medians skip flagged runs.
 //!
 //! ```text
-//! cargo run --release --bin bench_flash_sale
-//! BENCH_CONCURRENCY=64,256,512 BENCH_RUNS=3 cargo run --release --bin bench_flash_sale
+//! cargo bench --bench bench_flash_sale
+//! BENCH_CONCURRENCY=64,256,512 BENCH_RUNS=3 cargo bench --bench bench_flash_sale
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_FLASH_DATABASE_URL` (default
@@ -50,7 +50,7 @@
 //!
 //! Not a test: it prints figures.
 
-mod bench_support;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -60,15 +60,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{drop_and_create, env_number, median, Http};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{cores, drop_and_create, env_number, median, projections, schema_in, CpuTimes, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_flash";
@@ -115,19 +117,7 @@ impl Config {
             url.push_str("application_name=");
             url.push_str(APP_NAME);
         }
-        let schema = url
-            .split("search_path]=")
-            .nth(1)
-            .or_else(|| url.split("search_path%5D=").nth(1))
-            .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
-            .unwrap_or_else(|| "bench_flash".to_owned());
-        if schema.is_empty()
-            || !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            bail!("schema name `{schema}` must be letters, digits and `_`");
-        }
+        let schema = schema_in(&url, "bench_flash")?;
         let levels = std::env::var("BENCH_CONCURRENCY")
             .unwrap_or_else(|_| "256,512".into())
             .split(',')
@@ -481,22 +471,12 @@ struct LoadRun {
     problem: Option<String>,
 }
 
-/// Order `i`'s lines: 1–3 distinct SKUs among `skus`, deterministic in `i`.
-fn order_lines(seed: u64, i: usize, skus: usize, prefix: &str) -> Vec<(String, u64, u64)> {
-    let mut rng = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    for _ in 0..4 {
-        next();
-    }
-    let count = 1 + (next() % 3) as usize;
+/// An order's lines: 1–3 distinct SKUs among `skus`, with quantities and prices.
+fn order_lines(rng: &mut SmallRng, skus: usize, prefix: &str) -> Vec<(String, u64, u64)> {
+    let count = rng.gen_range(1..=3);
     let mut picked: Vec<usize> = Vec::with_capacity(count);
     while picked.len() < count {
-        let sku = (next() % skus as u64) as usize;
+        let sku = rng.gen_range(0..skus);
         if !picked.contains(&sku) {
             picked.push(sku);
         }
@@ -506,17 +486,19 @@ fn order_lines(seed: u64, i: usize, skus: usize, prefix: &str) -> Vec<(String, u
         .map(|s| {
             (
                 format!("{prefix}-{:04}", s + 1),
-                1 + next() % 3,
-                299 + next() % 19_700,
+                rng.gen_range(1..=3),
+                rng.gen_range(299..19_999),
             )
         })
         .collect()
 }
 
+/// `count` orders, the same for the same `seed`.
 fn order_jobs(count: usize, skus: usize, prefix: &str, seed: u64) -> Vec<(Job, u64)> {
+    let mut rng = SmallRng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
-            let lines = order_lines(seed, i, skus, prefix);
+            let lines = order_lines(&mut rng, skus, prefix);
             let units = lines.iter().map(|l| l.1).sum();
             let body = json!({
                 "customer_id": format!("cust-{}", i % 50_000),
@@ -833,9 +815,9 @@ async fn drive(
         }
         conns.push(conn);
     }
-    let idle_before = Snapshot::now();
+    let idle_before = CpuTimes::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_after = Snapshot::now();
+    let idle_after = CpuTimes::now();
     let busy_before = match (idle_before, idle_after) {
         (Some(a), Some(b)) => Some(100.0 * (b.busy - a.busy) / (0.5 * cores() as f64)),
         _ => None,
@@ -852,7 +834,7 @@ async fn drive(
         })
         .collect();
     let mut foreign = foreign_backends(db).await;
-    let cpu_before = Snapshot::now();
+    let cpu_before = CpuTimes::now();
     start.wait().await;
     let started = Instant::now();
     let mut outcome = Outcome {
@@ -874,7 +856,7 @@ async fn drive(
         );
     }
     outcome.wall = started.elapsed();
-    let cpu_after = Snapshot::now();
+    let cpu_after = CpuTimes::now();
     outcome.contaminated = watch.finish().await;
     foreign.extend(foreign_backends(db).await);
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
@@ -960,15 +942,7 @@ async fn prepare(admin: &mut Http) -> Result<()> {
     wait_for_other_benchmarks().await;
     let since = Instant::now();
     loop {
-        let (status, body) = admin.request("GET", "/v1/admin/projections", None).await?;
-        if status != 200 {
-            bail!(
-                "GET /v1/admin/projections answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        let body: Value = serde_json::from_slice(&body)?;
-        let list = body["projections"].as_array().cloned().unwrap_or_default();
+        let list = projections(admin).await?;
         let behind: Vec<String> = list
             .iter()
             .filter(|p| p["lag_events"].as_i64().unwrap_or(0) > 0)
@@ -998,52 +972,14 @@ async fn prepare(admin: &mut Http) -> Result<()> {
     Ok(())
 }
 
-/// CPU seconds per process (pid, name) so far, from /proc.
-fn process_cpu() -> BTreeMap<u32, (String, f64)> {
-    let mut all = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return all;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        all.insert(
-            pid,
-            (
-                stat[open + 1..close].to_owned(),
-                (ticks(11) + ticks(12)) / 100.0,
-            ),
-        );
-    }
-    all
-}
-
 /// Waits until the machine is nearly idle, naming what keeps it busy meanwhile.
 async fn wait_for_idle_machine() {
     let since = Instant::now();
     let mut told = false;
     loop {
-        let before = Snapshot::now();
+        let before = CpuTimes::now();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = Snapshot::now();
+        let after = CpuTimes::now();
         let (Some(before), Some(after)) = (before, after) else {
             return;
         };
@@ -1465,10 +1401,6 @@ fn print_summary(
 // ---------------------------------------------------------------------------------------
 // Setup and machine facts.
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 async fn print_machine_facts(db: &mut PgConnection) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1511,38 +1443,7 @@ async fn print_machine_facts(db: &mut PgConnection) {
 }
 
 // ---------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client on one keep-alive connection (as in bench_lag).
-
-/// CPU seconds used so far by every process, and machine-wide (from /proc; Linux only,
-/// assumes 100 clock ticks per second).
-struct Snapshot {
-    procs: BTreeMap<u32, (String, f64)>,
-    /// Summed over all cores: busy (not idle, not iowait), iowait and steal seconds.
-    busy: f64,
-    iowait: f64,
-    steal: f64,
-}
-
-impl Snapshot {
-    fn now() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<f64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let (idle, iowait, steal) = (*cpu.get(3)?, *cpu.get(4)?, *cpu.get(7)?);
-        let all: f64 = cpu.iter().take(8).sum();
-        Some(Self {
-            procs: process_cpu(),
-            busy: (all - idle - iowait) / 100.0,
-            iowait: iowait / 100.0,
-            steal: steal / 100.0,
-        })
-    }
-}
+// Where the CPU went.
 
 /// Where the CPU went between two snapshots, in CPU seconds.
 struct CpuSplit {
@@ -1563,7 +1464,7 @@ struct CpuSplit {
 
 impl CpuSplit {
     /// `foreign` are PostgreSQL backends serving other clients.
-    fn between(before: &Snapshot, after: &Snapshot, foreign: &HashSet<u32>) -> Self {
+    fn between(before: &CpuTimes, after: &CpuTimes, foreign: &HashSet<u32>) -> Self {
         let me = std::process::id();
         let (mut process, mut postgres) = (0.0, 0.0);
         let mut hogs = Vec::new();

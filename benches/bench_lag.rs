@@ -10,12 +10,12 @@
 //! payment for its total, capture that payment: three commands, one event each) starts
 //! every `3 / rate` seconds on a fixed schedule, whatever the responses do; within a
 //! flow each command waits for the previous answer. Flows run on a fixed set of
-//! keep-alive HTTP/1.1 connections; when all are busy a flow waits, and that wait is
+//! keep-alive HTTP/1.1 connections (hyper's client); when all are busy a flow waits, and that wait is
 //! reported ("start delay") so that a server which cannot keep up shows it.
 //!
 //! ```text
-//! cargo run --release --bin bench_lag
-//! BENCH_RATE=1000 cargo run --release --bin bench_lag
+//! cargo bench --bench bench_lag
+//! BENCH_RATE=1000 cargo bench --bench bench_lag
 //! ```
 //!
 //! Settings (environment): `ORDERLOG_BENCH_LAG_DATABASE_URL` (default
@@ -26,22 +26,24 @@
 //!
 //! Not a test: it prints figures. BENCHMARKS.md records them.
 
-mod bench_support;
+mod support;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use bench_support::{env_number, recreate_schema, CpuTimes, Http};
 use orderlog::app::Application;
 use orderlog::config::Settings;
+use support::{cores, env_number, projections, recreate_schema, CpuTimes, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_lag";
@@ -92,7 +94,7 @@ async fn main() -> Result<()> {
     let idle_before = CpuTimes::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_after = CpuTimes::now();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     if let (Some(a), Some(b)) = (idle_before, idle_after) {
         println!(
             "machine busy before the load (1 s sample): {:.0}% of {cores} cores",
@@ -203,8 +205,8 @@ async fn main() -> Result<()> {
         percentile(&report.start_delays, 1.0)
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let process = after.process - before.process;
-        let postgres = after.postgres - before.postgres;
+        let process = after.process() - before.process();
+        let postgres = after.postgres() - before.postgres();
         let busy = after.busy - before.busy;
         println!(
             "CPU during the load: this process (server + client) {process:.1} s, all PostgreSQL \
@@ -325,19 +327,6 @@ async fn self_schema(conn: &mut PgConnection) -> Result<String> {
         .await?)
 }
 
-/// `GET /v1/admin/projections`.
-async fn projections(http: &mut Http) -> Result<Vec<Value>> {
-    let (status, body) = http.request("GET", "/v1/admin/projections", None).await?;
-    if status != 200 {
-        bail!(
-            "GET /v1/admin/projections answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let body: Value = serde_json::from_slice(&body)?;
-    Ok(body["projections"].as_array().cloned().unwrap_or_default())
-}
-
 #[derive(Default)]
 struct Report {
     flows: u64,
@@ -390,7 +379,8 @@ async fn worker(
     started: Instant,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (index as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    // Each connection's own orders, the same from one run to the next.
+    let mut rng = SmallRng::seed_from_u64(index as u64);
     loop {
         let next = schedule.lock().await.recv().await;
         let Some(at) = next else {
@@ -412,30 +402,24 @@ async fn worker(
 async fn run_flow(
     http: &mut Http,
     report: &mut Report,
-    rng: &mut u64,
+    rng: &mut SmallRng,
     started: Instant,
 ) -> Result<()> {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
     let lines: Vec<Value> = {
-        let count = 1 + next() % 3;
-        let first = next() % 1000;
+        let count: u64 = rng.gen_range(1..=3);
+        let first: u64 = rng.gen_range(0..1000);
         (0..count)
             .map(|i| {
                 json!({
                     "sku": format!("SKU-{:04}", (first + i * 37) % 1000 + 1),
-                    "quantity": 1 + next() % 3,
-                    "unit_price": 299 + next() % 19_700,
+                    "quantity": rng.gen_range(1..=3),
+                    "unit_price": rng.gen_range(299..19_999),
                 })
             })
             .collect()
     };
     let body = json!({
-        "customer_id": format!("cust-{}", next() % 50_000),
+        "customer_id": format!("cust-{}", rng.gen_range(0..50_000)),
         "currency": "USD",
         "lines": lines,
     });

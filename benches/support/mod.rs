@@ -1,0 +1,272 @@
+//! What every benchmark program needs: settings from the environment and the command
+//! line, medians, a fresh PostgreSQL schema to run in, an HTTP/1.1 client on one
+//! keep-alive connection, the projections' status and CPU accounting from /proc. Each
+//! program includes it with `mod support;`; not every program uses every function, and
+//! none of it belongs in the server.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::net::TcpStream;
+
+/// A number from the environment (`1_000_000` reads as a million), or `default`.
+pub fn env_number<T: FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .ok()
+            .with_context(|| format!("{name} must be a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The first command-line argument. `cargo bench` adds `--bench` to a `harness = false`
+/// program's arguments (after those given after `--`), so flags are skipped.
+pub fn first_argument() -> Option<String> {
+    std::env::args().skip(1).find(|arg| !arg.starts_with("--"))
+}
+
+/// The median; NaN for no values.
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The schema named by the URL's `search_path` (`default` when it names none), checked
+/// to be a plain identifier since it is spliced into SQL.
+pub fn schema_in(url: &str, default: &str) -> Result<String> {
+    let schema = url
+        .split("search_path]=")
+        .nth(1)
+        .or_else(|| url.split("search_path%5D=").nth(1))
+        .map(|s| s.split(['&', ',']).next().unwrap_or(s).to_owned())
+        .unwrap_or_else(|| default.to_owned());
+    plain_identifier(&schema)?;
+    Ok(schema)
+}
+
+fn plain_identifier(schema: &str) -> Result<()> {
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        bail!("schema name `{schema}` must be letters, digits and `_`");
+    }
+    Ok(())
+}
+
+/// Drops and recreates the schema named by the URL's `search_path` (`default` when it
+/// names none), over a plain connection to the same server. Returns the schema's name.
+pub async fn recreate_schema(url: &str, default: &str) -> Result<String> {
+    let schema = schema_in(url, default)?;
+    drop_and_create(url, &schema).await?;
+    Ok(schema)
+}
+
+/// Drops `schema` with everything in it and creates it empty.
+pub async fn drop_and_create(url: &str, schema: &str) -> Result<()> {
+    plain_identifier(schema)?;
+    let mut conn: PgConnection = PgConnectOptions::from_str(url)?.connect().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// An HTTP/1.1 client on one keep-alive connection (hyper's, over a `TcpStream` with
+/// Nagle off), for JSON requests to this server: one per simulated client, so that the
+/// load is a fixed set of connections, each sending its next request when the previous
+/// answer is in.
+pub struct Http {
+    pub addr: SocketAddr,
+    host: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Http {
+    pub async fn connect(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1.1 handshake")?;
+        // The connection's reads and writes; it ends when the sender is dropped or the
+        // server closes the connection.
+        tokio::spawn(connection);
+        Ok(Self {
+            addr,
+            host: addr.to_string(),
+            sender,
+        })
+    }
+
+    /// Sends one request and reads the whole answer: its status and body. A POST always
+    /// carries a JSON content type and a length (0 without a body). When the server has
+    /// closed the connection, the next request opens a new one.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Bytes)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &self.host)
+            .header(ACCEPT, "application/json");
+        if body.is_some() || method == "POST" {
+            let length = body.map_or(0, str::len);
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_LENGTH, length);
+        }
+        let body = Bytes::copy_from_slice(body.unwrap_or("").as_bytes());
+        let request = request
+            .body(Full::new(body))
+            .with_context(|| format!("building {method} {path}"))?;
+        if self.sender.ready().await.is_err() {
+            *self = Http::connect(self.addr).await?;
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| anyhow!("a new connection to {} failed: {e}", self.addr))?;
+        }
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// `GET /v1/admin/projections`: each projection's status (`name`, `state`, `lag_events`,
+/// `apply_lag`, …).
+pub async fn projections(http: &mut Http) -> Result<Vec<Value>> {
+    let (status, body) = http.request("GET", "/v1/admin/projections", None).await?;
+    if status != 200 {
+        bail!(
+            "GET /v1/admin/projections answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let body: Value = serde_json::from_slice(&body)?;
+    Ok(body["projections"].as_array().cloned().unwrap_or_default())
+}
+
+/// CPU seconds used so far by every process, and machine-wide (from /proc; Linux only,
+/// assumes 100 clock ticks per second).
+#[derive(Debug, Clone)]
+pub struct CpuTimes {
+    /// Per process id: its name and CPU seconds (user and system).
+    pub procs: BTreeMap<u32, (String, f64)>,
+    /// Machine-wide, from /proc/stat, summed over all cores: busy (not idle, not
+    /// iowait), iowait and steal seconds.
+    pub busy: f64,
+    pub iowait: f64,
+    pub steal: f64,
+}
+
+impl CpuTimes {
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let (idle, iowait, steal) = (*cpu.get(3)?, *cpu.get(4)?, *cpu.get(7)?);
+        let all: f64 = cpu.iter().take(8).sum();
+        Some(Self {
+            procs: process_cpu(),
+            busy: (all - idle - iowait) / 100.0,
+            iowait: iowait / 100.0,
+            steal: steal / 100.0,
+        })
+    }
+
+    /// This process's CPU seconds.
+    pub fn process(&self) -> f64 {
+        self.procs
+            .get(&std::process::id())
+            .map_or(0.0, |(_, secs)| *secs)
+    }
+
+    /// Every PostgreSQL process's CPU seconds, whoever it serves.
+    pub fn postgres(&self) -> f64 {
+        self.procs
+            .values()
+            .filter(|(name, _)| name.starts_with("postgres"))
+            .map(|(_, secs)| secs)
+            .sum()
+    }
+}
+
+/// CPU seconds per process (pid, name) so far, from /proc.
+fn process_cpu() -> BTreeMap<u32, (String, f64)> {
+    let mut all = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        all.insert(
+            pid,
+            (
+                stat[open + 1..close].to_owned(),
+                (ticks(11) + ticks(12)) / 100.0,
+            ),
+        );
+    }
+    all
+}
