@@ -12,9 +12,9 @@ use std::str::FromStr;
 use anyhow::{anyhow, bail, Context, Result};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use hyper::Request;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -108,17 +108,27 @@ pub async fn drop_and_create(url: &str, schema: &str) -> Result<()> {
 /// Nagle off), for JSON requests to this server: one per simulated client, so that the
 /// load is a fixed set of connections, each sending its next request when the previous
 /// answer is in.
+///
+/// It shares the cores with the server under test, so a request costs as little as
+/// hyper allows: headers are inserted ready-made rather than through
+/// `Request::builder`, and each request goes out in one contiguous write (as the
+/// hand-written client this replaced did) rather than a vectored one. Measured against
+/// that client, it still costs about 4 µs more CPU per request.
 pub struct Http {
     pub addr: SocketAddr,
-    host: String,
+    host: HeaderValue,
     sender: SendRequest<Full<Bytes>>,
 }
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl Http {
     pub async fn connect(addr: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .context("HTTP/1.1 handshake")?;
         // The connection's reads and writes; it ends when the sender is dropped or the
@@ -126,7 +136,7 @@ impl Http {
         tokio::spawn(connection);
         Ok(Self {
             addr,
-            host: addr.to_string(),
+            host: HeaderValue::try_from(addr.to_string())?,
             sender,
         })
     }
@@ -140,21 +150,19 @@ impl Http {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, Bytes)> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, &self.host)
-            .header(ACCEPT, "application/json");
+        let length = body.map_or(0, str::len);
+        let mut request = Request::new(Full::new(Bytes::copy_from_slice(
+            body.unwrap_or("").as_bytes(),
+        )));
+        *request.method_mut() = Method::from_bytes(method.as_bytes())?;
+        *request.uri_mut() = Uri::try_from(path).with_context(|| format!("the path {path}"))?;
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(ACCEPT, JSON);
         if body.is_some() || method == "POST" {
-            let length = body.map_or(0, str::len);
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .header(CONTENT_LENGTH, length);
+            headers.insert(CONTENT_TYPE, JSON);
+            headers.insert(CONTENT_LENGTH, length.into());
         }
-        let body = Bytes::copy_from_slice(body.unwrap_or("").as_bytes());
-        let request = request
-            .body(Full::new(body))
-            .with_context(|| format!("building {method} {path}"))?;
         if self.sender.ready().await.is_err() {
             *self = Http::connect(self.addr).await?;
             self.sender
