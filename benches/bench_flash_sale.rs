@@ -806,15 +806,7 @@ async fn drive(
     db: &mut PgConnection,
 ) -> Result<Outcome> {
     let connections = connections.min(jobs.len()).max(1);
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let mut conn = Http::connect(addr).await?;
-        let (status, _) = conn.request("GET", "/health", None).await?;
-        if status != 200 {
-            bail!("GET /health answered {status}");
-        }
-        conns.push(conn);
-    }
+    let conns = Http::connect_many(addr, connections).await?;
     let idle_before = CpuTimes::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_after = CpuTimes::now();

@@ -80,15 +80,7 @@ async fn main() -> Result<()> {
     );
 
     // Open the connections first (GET /health appends nothing).
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let mut conn = Http::connect(addr).await?;
-        let (status, _) = conn.request("GET", "/health", None).await?;
-        if status != 200 {
-            bail!("GET /health answered {status}");
-        }
-        conns.push(conn);
-    }
+    let conns = Http::connect_many(addr, connections).await?;
 
     // How busy the machine is without us: other work skews every figure below.
     let idle_before = CpuTimes::now();

@@ -123,6 +123,21 @@ pub struct Http {
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl Http {
+    /// `count` keep-alive connections, each checked with `GET /health` (which appends
+    /// nothing), opened before a measurement starts.
+    pub async fn connect_many(addr: SocketAddr, count: usize) -> Result<Vec<Self>> {
+        let mut conns = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut conn = Http::connect(addr).await?;
+            let (status, _) = conn.request("GET", "/health", None).await?;
+            if status != 200 {
+                bail!("GET /health answered {status}");
+            }
+            conns.push(conn);
+        }
+        Ok(conns)
+    }
+
     pub async fn connect(addr: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
