@@ -11,6 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Bootstrap, Tokens};
 use crate::config::Settings;
 use crate::delivery::Deliveries;
 use crate::process::placement::PlacementFault;
@@ -71,6 +72,8 @@ impl Application {
         db.migrate()
             .await
             .context("applying the schema migrations")?;
+        let tokens = Tokens::new(db.clone());
+        bootstrap_token(&tokens, &settings).await?;
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -101,6 +104,7 @@ impl Application {
             closing: CancellationToken::new(),
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
+            tokens,
             settings: Arc::new(settings),
             db,
         };
@@ -159,6 +163,31 @@ impl Application {
         tracing::info!("orderlog stopped");
         Ok(())
     }
+}
+
+/// Keeps the two-command quickstart: a database without tokens gets an admin token,
+/// written to a file only its owner can read. The token itself is never logged.
+async fn bootstrap_token(tokens: &Tokens, settings: &Settings) -> anyhow::Result<()> {
+    let file = settings.bootstrap_token_path();
+    match tokens
+        .bootstrap(settings.bootstrap_token.as_ref(), &file)
+        .await
+        .context("creating the bootstrap token")?
+    {
+        Bootstrap::Written(path) => tracing::info!(
+            file = %path.display(),
+            "no API token existed: an admin token named `bootstrap` was written to this file \
+             (send it as `Authorization: Bearer …`; manage tokens with `orderlog tokens`)"
+        ),
+        Bootstrap::Provisioned => {
+            tracing::info!("the admin token `bootstrap` was provisioned from ORDERLOG_BOOTSTRAP_TOKEN")
+        }
+        Bootstrap::Ignored => tracing::warn!(
+            "ORDERLOG_BOOTSTRAP_TOKEN is ignored: the database already holds tokens, and not this one"
+        ),
+        Bootstrap::Existing => {}
+    }
+    Ok(())
 }
 
 async fn sweep_idempotency_keys(state: AppState, shutdown: CancellationToken) {

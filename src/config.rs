@@ -5,12 +5,15 @@
 //! that names the variable. `orderlog serve --help` lists them all.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::auth::Token;
 use crate::delivery::settings::nonzero_duration;
 pub use crate::delivery::settings::DeliverySettings;
 
@@ -108,6 +111,17 @@ pub struct Settings {
     )]
     pub orphan_hold_timeout: Duration,
 
+    /// An exact `olk_…` token to provision as the `bootstrap` admin token when the
+    /// database holds no token yet, instead of generating one.
+    // For deployments and tests that must know the first token in advance.
+    #[arg(long, env = "ORDERLOG_BOOTSTRAP_TOKEN", hide_env_values = true, value_parser = bootstrap_token)]
+    pub bootstrap_token: Option<Token>,
+
+    /// Where the generated bootstrap token is written (mode 0600) on first start; by
+    /// default `admin.token` beside the SQLite database, or `data/admin.token`.
+    #[arg(long, env = "ORDERLOG_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub deliveries: DeliverySettings,
 }
@@ -137,6 +151,29 @@ struct SettingsOnly {
 }
 
 impl Settings {
+    /// The directory beside the SQLite database file, where the files the server makes
+    /// for itself go; `data` (relative to the working directory) on PostgreSQL.
+    pub fn data_dir(&self) -> PathBuf {
+        let sqlite_file = self
+            .database_url
+            .starts_with("sqlite:")
+            .then(|| sqlx::sqlite::SqliteConnectOptions::from_str(&self.database_url).ok())
+            .flatten()
+            .map(|options| options.get_filename().to_path_buf());
+        match sqlite_file.as_deref().and_then(std::path::Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            Some(_) => PathBuf::from("."),
+            None => PathBuf::from("data"),
+        }
+    }
+
+    /// Where a generated bootstrap token is written.
+    pub fn bootstrap_token_path(&self) -> PathBuf {
+        self.bootstrap_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("admin.token"))
+    }
+
     /// Settings from the process environment alone.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_args(["orderlog"])
@@ -215,6 +252,10 @@ fn database_url(raw: &str) -> Result<String, String> {
     } else {
         Err("must start with postgres://, postgresql:// or sqlite:".to_owned())
     }
+}
+
+fn bootstrap_token(raw: &str) -> Result<Token, String> {
+    Token::parse(raw)
 }
 
 /// `1048576`, `512KiB`, `1MiB` (binary units; `KB` and `MB` are decimal), at least 1KiB.

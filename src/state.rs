@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Tokens;
 use crate::config::Settings;
 use crate::delivery::Deliveries;
 use crate::domain::inventory::InventoryItem;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub orders: Arc<AggregateStore<Order>>,
     pub inventory: Arc<AggregateStore<InventoryItem>>,
     pub idempotency: IdempotencyStore,
+    /// API tokens: every request but `/health` and `/ready` is checked against them.
+    pub tokens: Tokens,
     pub placement_fault: Option<PlacementFault>,
     pub projections: Projections,
     /// Told whenever events may have been appended.

@@ -3,23 +3,25 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::PathParams;
 use crate::projections::runner::{RunnerError, Status};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/projections", get(list))
-        .route("/admin/projections/{name}", get(show))
-        .route("/admin/projections/{name}/rebuild", post(rebuild))
-        .route("/admin/projections/{name}/retry", post(retry))
-        .route("/admin/projections/{name}/skip", post(skip))
-        .route("/admin/projections/{name}/stop", post(stop))
+pub fn routes() -> Routes {
+    use Scope::ProjectionsManage as Manage;
+    Routes::new()
+        .get("/admin/projections", Manage, list)
+        .get("/admin/projections/{name}", Manage, show)
+        .post("/admin/projections/{name}/rebuild", Manage, rebuild)
+        .post("/admin/projections/{name}/retry", Manage, retry)
+        .post("/admin/projections/{name}/skip", Manage, skip)
+        .post("/admin/projections/{name}/stop", Manage, stop)
 }
 
 impl From<RunnerError> for ApiError {

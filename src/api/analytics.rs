@@ -4,19 +4,20 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
 use crate::projections::analytics::{self, DailyRow, TopSku};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/analytics/summary", get(summary))
-        .route("/analytics/top-skus", get(top_skus))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/analytics/summary", Scope::ViewsRead, summary)
+        .get("/analytics/top-skus", Scope::ViewsRead, top_skus)
 }
 
 #[derive(Deserialize)]

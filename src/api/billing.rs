@@ -2,20 +2,21 @@
 //! projection.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, PathParams, QueryParams};
 use crate::domain::values::{Currency, OrderId};
 use crate::projections::billing::{self, BillingRow, DailyRow};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/billing/orders/{order_id}", get(order))
-        .route("/billing/daily", get(daily))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/billing/orders/{order_id}", Scope::ViewsRead, order)
+        .get("/billing/daily", Scope::ViewsRead, daily)
 }
 
 async fn order(

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::auth::{Principal, TokenName};
 use crate::domain::values::{
     CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
 };
@@ -30,7 +31,9 @@ use crate::store::metadata::{CommandMetadata, TraceParent};
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 const CAUSATION_ID: &str = "x-causation-id";
-const ACTOR: &str = "x-actor";
+/// Who the token acts for (a storefront's staff user): kept as `on_behalf_of`, never
+/// as the actor, which is the token's name.
+const ON_BEHALF_OF: &str = "x-actor";
 const TRACEPARENT: &str = "traceparent";
 
 /// A JSON request body, parsed into `T`.
@@ -219,6 +222,14 @@ impl PathValue for Uuid {
     }
 }
 
+impl PathValue for TokenName {
+    type Error = String;
+
+    fn parse_segment(raw: &str) -> Result<Self, Self::Error> {
+        TokenName::parse(raw)
+    }
+}
+
 /// A name its owner resolves, such as a projection's (unknown ones are its 404).
 impl PathValue for String {
     type Error = std::convert::Infallible;
@@ -276,7 +287,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             header_text(headers, CORRELATION_ID)?.unwrap_or_else(|| Uuid::now_v7().to_string());
         let causation_id =
             header_text(headers, CAUSATION_ID)?.unwrap_or_else(|| command_id.to_string());
-        let actor = header_text(headers, ACTOR)?.unwrap_or_else(|| "anonymous".to_owned());
+        let actor = parts
+            .extensions
+            .get::<Principal>()
+            .map(|p| p.name.to_string())
+            .ok_or_else(|| ApiError::internal(&"a command outside the token gate"))?;
+        let on_behalf_of = header_text(headers, ON_BEHALF_OF)?;
         let traceparent = headers
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
@@ -289,6 +305,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             causation_id,
             traceparent: traceparent.as_str().to_owned(),
             actor,
+            on_behalf_of,
             received_at: Utc::now(),
         }))
     }

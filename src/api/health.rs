@@ -7,13 +7,19 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
+/// Open to anyone: what a load balancer probes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+}
+
+pub fn routes() -> Routes {
+    Routes::new().get("/metrics", Scope::MetricsRead, metrics)
 }
 
 /// Prometheus text: delivery attempts by outcome, each subscription's breaker state.

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Transient};
 use super::extract::{header_text, read_body, IDEMPOTENCY_KEY};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::idempotency::Claim;
 
@@ -37,7 +38,12 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     let bytes = read_body(body, state.settings.body_limit)
         .await
         .map_err(IntoResponse::into_response)?;
-    let request_hash = fingerprint(&parts.method, parts.uri.path(), &bytes);
+    let token = parts
+        .extensions
+        .get::<Principal>()
+        .map_or("", |p| &p.name)
+        .to_owned();
+    let request_hash = fingerprint(&token, &parts.method, parts.uri.path(), &bytes);
 
     let claim = state
         .idempotency
@@ -103,8 +109,13 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
-fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+/// The request as a key's owner sent it. The token's name is part of it, so another
+/// token presenting the same key is refused (`idempotency_key_reused`) instead of
+/// being handed the first token's response.
+fn fingerprint(token: &str, method: &Method, path: &str, body: &[u8]) -> String {
     let mut hash = Sha256::new();
+    hash.update(token.as_bytes());
+    hash.update(b"\n");
     hash.update(method.as_str().as_bytes());
     hash.update(b" ");
     hash.update(path.as_bytes());

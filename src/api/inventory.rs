@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -14,14 +13,17 @@ use super::wait_for::{with_wait_result, WaitFor};
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/inventory", get(low_stock))
-        .route("/inventory/{sku}", get(item))
-        .route("/inventory/{sku}/receipts", post(receive))
-        .route("/inventory/{sku}/adjustments", post(adjust))
+pub fn routes() -> Routes {
+    use Scope::{InventoryRead, InventoryWrite};
+    Routes::new()
+        .get("/inventory", InventoryRead, low_stock)
+        .get("/inventory/{sku}", InventoryRead, item)
+        .post("/inventory/{sku}/receipts", InventoryWrite, receive)
+        .post("/inventory/{sku}/adjustments", InventoryWrite, adjust)
 }
 
 #[derive(Deserialize)]

@@ -1,11 +1,12 @@
 //! The HTTP API: JSON under `/v1`, plus `/health` and `/ready`.
 //!
 //! One file per resource, each with its own `router()`. This module assembles them with
-//! the cross-cutting layers: request tracing, idempotency keys, and JSON errors for
-//! unknown routes and methods. It holds no business rule.
+//! the cross-cutting layers: request tracing, the token gate, idempotency keys, and
+//! JSON errors for unknown routes and methods. It holds no business rule.
 
 mod admin;
 mod analytics;
+mod auth;
 mod billing;
 pub mod error;
 pub mod extract;
@@ -13,9 +14,11 @@ mod health;
 mod idempotency;
 mod inventory;
 mod orders;
+pub mod scoped;
 mod shipping;
 mod stream;
 mod subscriptions;
+mod tokens;
 mod wait_for;
 
 use axum::extract::{MatchedPath, Request};
@@ -26,24 +29,41 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use error::ApiError;
+use scoped::Routes;
+
+/// Every route behind the token gate, with the scope it needs: what the gate
+/// enforces, and what the authorization tests walk.
+pub fn routes() -> Routes {
+    Routes::new()
+        .merge(orders::routes())
+        .merge(billing::routes())
+        .merge(inventory::routes())
+        .merge(shipping::routes())
+        .merge(analytics::routes())
+        .merge(admin::routes())
+        .merge(subscriptions::routes())
+        .merge(stream::routes())
+        .merge(tokens::routes())
+        .nest("/v1")
+        .merge(health::routes())
+}
 
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .merge(orders::router())
-        .merge(billing::router())
-        .merge(inventory::router())
-        .merge(shipping::router())
-        .merge(analytics::router())
-        .merge(admin::router())
-        .merge(subscriptions::router())
-        .merge(stream::router())
+    let (gated, table) = routes().into_parts();
+    // Layers run outside in: the gate first, so that a refused request reaches neither
+    // the idempotency keys nor a handler.
+    let gated = gated
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            auth::Gate::new(state.clone(), &table),
+            auth::authorize,
         ));
     Router::new()
         .merge(health::router())
-        .nest("/v1", v1)
+        .merge(gated)
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route; see the README for the API")
         })

@@ -7,8 +7,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -20,6 +19,8 @@ use crate::domain::order::*;
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::projections::order_summary;
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::commands::Executed;
 use crate::store::history::{self, AsOf};
@@ -27,27 +28,32 @@ use crate::store::log;
 use crate::store::reader::LogEntry;
 use crate::store::views::fixed_time;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/orders", post(place_order).get(list_orders))
-        .route("/orders/{order_id}", get(get_order))
-        .route("/orders/{order_id}/events", get(get_order_events))
-        .route("/orders/{order_id}/payments", post(attempt_payment))
-        .route(
+pub fn routes() -> Routes {
+    use Scope::{EventsRead, OrdersRead, OrdersWrite};
+    Routes::new()
+        .post("/orders", OrdersWrite, place_order)
+        .get("/orders", OrdersRead, list_orders)
+        .get("/orders/{order_id}", OrdersRead, get_order)
+        .get("/orders/{order_id}/events", EventsRead, get_order_events)
+        .post("/orders/{order_id}/payments", OrdersWrite, attempt_payment)
+        .post(
             "/orders/{order_id}/payments/{payment_id}/capture",
-            post(capture_payment),
+            OrdersWrite,
+            capture_payment,
         )
-        .route(
+        .post(
             "/orders/{order_id}/payments/{payment_id}/fail",
-            post(fail_payment),
+            OrdersWrite,
+            fail_payment,
         )
-        .route("/orders/{order_id}/shipments", post(dispatch_shipment))
-        .route(
+        .post("/orders/{order_id}/shipments", OrdersWrite, dispatch_shipment)
+        .post(
             "/orders/{order_id}/shipments/{shipment_id}/deliver",
-            post(deliver_shipment),
+            OrdersWrite,
+            deliver_shipment,
         )
-        .route("/orders/{order_id}/cancel", post(cancel_order))
-        .route("/orders/{order_id}/refunds", post(refund_order))
+        .post("/orders/{order_id}/cancel", OrdersWrite, cancel_order)
+        .post("/orders/{order_id}/refunds", OrdersWrite, refund_order)
 }
 
 // Input

@@ -2,19 +2,20 @@
 //! shipping projection.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, QueryParams};
 use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/shipping/shipments", get(shipments))
-        .route("/shipping/backlog", get(backlog))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/shipping/shipments", Scope::ViewsRead, shipments)
+        .get("/shipping/backlog", Scope::ViewsRead, backlog)
 }
 
 #[derive(Deserialize)]

@@ -9,8 +9,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::Router;
 use futures::Stream;
 use serde::Deserialize;
 
@@ -18,11 +16,13 @@ use super::error::ApiError;
 use super::extract::QueryParams;
 use crate::delivery::message::Message;
 use crate::delivery::subscription::EventFilter;
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/events/stream", get(stream))
+pub fn routes() -> Routes {
+    Routes::new().get("/events/stream", Scope::EventsRead, stream)
 }
 
 #[derive(Deserialize)]

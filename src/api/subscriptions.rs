@@ -6,8 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -20,31 +19,31 @@ use crate::delivery::subscription::{
     DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT,
 };
 use crate::delivery::{Changes, DeliveryError, NewSubscription, Status};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::reader::StartAt;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/subscriptions", post(create).get(list))
-        .route(
-            "/subscriptions/{id}",
-            get(show).patch(update).delete(remove),
-        )
-        .route("/subscriptions/{id}/secret/rotate", post(rotate))
-        .route("/subscriptions/{id}/rewind", post(rewind))
-        .route("/subscriptions/{id}/attempts", get(attempts))
-        .route(
-            "/subscriptions/{id}/dead-letters",
-            get(dead_letters).delete(discard_all),
-        )
-        .route("/subscriptions/{id}/dead-letters/retry", post(retry_all))
-        .route(
-            "/subscriptions/{id}/dead-letters/{event_id}",
-            get(dead_letter).delete(discard_one),
-        )
-        .route(
+pub fn routes() -> Routes {
+    use Scope::SubscriptionsManage as Manage;
+    Routes::new()
+        .post("/subscriptions", Manage, create)
+        .get("/subscriptions", Manage, list)
+        .get("/subscriptions/{id}", Manage, show)
+        .patch("/subscriptions/{id}", Manage, update)
+        .delete("/subscriptions/{id}", Manage, remove)
+        .post("/subscriptions/{id}/secret/rotate", Manage, rotate)
+        .post("/subscriptions/{id}/rewind", Manage, rewind)
+        .get("/subscriptions/{id}/attempts", Manage, attempts)
+        .get("/subscriptions/{id}/dead-letters", Manage, dead_letters)
+        .delete("/subscriptions/{id}/dead-letters", Manage, discard_all)
+        .post("/subscriptions/{id}/dead-letters/retry", Manage, retry_all)
+        .get("/subscriptions/{id}/dead-letters/{event_id}", Manage, dead_letter)
+        .delete("/subscriptions/{id}/dead-letters/{event_id}", Manage, discard_one)
+        .post(
             "/subscriptions/{id}/dead-letters/{event_id}/retry",
-            post(retry_one),
+            Manage,
+            retry_one,
         )
 }
 

@@ -19,7 +19,11 @@ pub struct CommandMetadata {
     pub causation_id: String,
     /// W3C trace context.
     pub traceparent: String,
+    /// The name of the API token (or the engine's process) that issued the command.
     pub actor: String,
+    /// Whom the actor says it acts for (`X-Actor`: a storefront's staff user). A claim
+    /// of the client's, recorded as such.
+    pub on_behalf_of: Option<String>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -34,6 +38,7 @@ impl CommandMetadata {
             causation_id: self.command_id.to_string(),
             traceparent: self.traceparent.clone(),
             actor: self.actor.clone(),
+            on_behalf_of: self.on_behalf_of.clone(),
             received_at: self.received_at,
         }
     }
@@ -47,12 +52,13 @@ impl CommandMetadata {
             causation_id: causation_id.to_owned(),
             traceparent: TraceParent::generate().as_str().to_owned(),
             actor: actor.to_owned(),
+            on_behalf_of: None,
             received_at: Utc::now(),
         }
     }
 
     pub fn to_map(&self) -> HashMap<String, String> {
-        let mut map = HashMap::with_capacity(7);
+        let mut map = HashMap::with_capacity(8);
         map.insert("command_id".into(), self.command_id.to_string());
         if let Some(key) = &self.idempotency_key {
             map.insert("idempotency_key".into(), key.clone());
@@ -61,6 +67,9 @@ impl CommandMetadata {
         map.insert("causation_id".into(), self.causation_id.clone());
         map.insert("traceparent".into(), self.traceparent.clone());
         map.insert("actor".into(), self.actor.clone());
+        if let Some(whom) = &self.on_behalf_of {
+            map.insert("on_behalf_of".into(), whom.clone());
+        }
         map.insert(
             "received_at".into(),
             self.received_at
