@@ -57,6 +57,13 @@ impl From<DeliveryError> for ApiError {
                 ApiError::not_found("dead_letter_not_found", error.to_string())
             }
             DeliveryError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
+            DeliveryError::Target(refused) if refused.is_forbidden() => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "forbidden_target",
+                DeliveryError::Target(refused).to_string(),
+            )
+            .with_field("url"),
+            DeliveryError::Target(malformed) => ApiError::invalid_field("url", malformed),
             DeliveryError::Store(e) => e.into(),
         }
     }

@@ -11,6 +11,7 @@ pub mod settings;
 pub mod sink;
 pub mod store;
 pub mod subscription;
+pub mod target;
 mod worker;
 
 use std::collections::HashMap;
@@ -28,7 +29,8 @@ use crate::store::{Database, StoreError};
 use breaker::{Breaker, BreakerState};
 pub use settings::DeliverySettings;
 use sink::Connections;
-use subscription::{EventFilter, Kind, Secret, State, Subscription};
+use subscription::{parse_webhook_url, EventFilter, Kind, Secret, State, Subscription};
+use target::{TargetError, TargetPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -38,6 +40,9 @@ pub enum DeliveryError {
     DeadLetterNotFound(Uuid),
     #[error("`{field}` {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A webhook URL the SSRF guard refuses (or whose host DNS cannot carry).
+    #[error("`url` {0}")]
+    Target(#[from] TargetError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -47,6 +52,9 @@ pub(crate) struct Shared {
     db: Database,
     settings: DeliverySettings,
     connections: Connections,
+    /// Where webhooks may point: checked here at create and update, and by
+    /// `connections` at connect time.
+    targets: TargetPolicy,
     log_signal: LogSignal,
 }
 
@@ -106,9 +114,11 @@ const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 
 impl Deliveries {
     pub fn new(db: Database, settings: DeliverySettings, log_signal: LogSignal) -> Deliveries {
+        let targets = TargetPolicy::new(settings.webhook_allow_private_networks);
         Deliveries {
             shared: Arc::new(Shared {
-                connections: Connections::new(settings.nats_url.clone()),
+                connections: Connections::new(settings.nats_url.clone(), targets.clone()),
+                targets,
                 db,
                 settings,
                 log_signal,
@@ -255,6 +265,10 @@ impl Deliveries {
         &self,
         new: NewSubscription,
     ) -> Result<(Subscription, Option<Secret>), DeliveryError> {
+        // Before anything is read or written: a refused target leaves no trace.
+        if new.kind == Kind::Webhook {
+            self.check_target(&new.target).await?;
+        }
         let cursor = match new.start {
             None => reader::head(&self.shared.db).await?,
             Some(start) => reader::cursor_before(&self.shared.db, start).await?,
@@ -315,6 +329,9 @@ impl Deliveries {
 
     pub async fn update(&self, id: Uuid, changes: Changes) -> Result<Subscription, DeliveryError> {
         let mut subscription = self.get(id).await?;
+        if let (Kind::Webhook, Some(target)) = (subscription.kind, &changes.target) {
+            self.check_target(target).await?;
+        }
         if let Some(target) = changes.target {
             subscription.target = target;
         }
@@ -338,6 +355,15 @@ impl Deliveries {
         store::save_settings(&self.shared.db, &subscription).await?;
         self.poke(id, resumed);
         Ok(subscription)
+    }
+
+    /// The SSRF guard's create-time check of a webhook URL, host resolved.
+    async fn check_target(&self, raw: &str) -> Result<(), DeliveryError> {
+        let url = parse_webhook_url(raw).map_err(|reason| DeliveryError::Invalid {
+            field: "url",
+            reason,
+        })?;
+        Ok(self.shared.targets.check(&url).await?)
     }
 
     pub async fn delete(&self, id: Uuid) -> Result<(), DeliveryError> {

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct DeliverySettings {
@@ -58,6 +59,19 @@ pub struct DeliverySettings {
         value_parser = nonzero_duration
     )]
     pub attempt_retention: Duration,
+
+    /// Allow webhooks to loopback, private and link-local addresses (and names such as
+    /// `localhost` or `*.internal`), at create, update and connect time.
+    // Off: a webhook URL is chosen by an API client, and the server must not become its
+    // way into the internal network (SSRF). On for tests and on-premises receivers.
+    #[arg(
+        long,
+        env = "ORDERLOG_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub webhook_allow_private_networks: bool,
 
     /// The NATS server of `nats` subscriptions.
     #[arg(

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::message::Message;
 use super::subscription::{Kind, Secret, Subscription};
+use super::target::TargetPolicy;
 
 /// How much of a failed response (or of an error) an attempt record keeps.
 pub const DETAIL_LIMIT: usize = 2048;
@@ -73,21 +74,30 @@ pub fn sign(secrets: &[Secret], id: &str, timestamp: i64, body: &str) -> String 
 /// receiver alive) and one NATS connection, opened when first needed.
 pub struct Connections {
     pub http: reqwest::Client,
+    /// The SSRF guard: inside `http`'s resolver for host names, and checked here before
+    /// each request to an IP literal, which reqwest connects to without resolving.
+    targets: TargetPolicy,
     nats_url: String,
     nats: OnceCell<async_nats::Client>,
 }
 
 impl Connections {
-    pub fn new(nats_url: String) -> Connections {
+    pub fn new(nats_url: String, targets: TargetPolicy) -> Connections {
         let http = reqwest::Client::builder()
             // A webhook answers for itself: a redirect is a misconfiguration to fix,
-            // not a hop to follow with a signed body.
+            // not a hop to follow with a signed body (and a way around the guard).
             .redirect(reqwest::redirect::Policy::none())
+            // Connect-time SSRF check: only the addresses the guard allows are dialled.
+            .dns_resolver(targets.resolver())
+            // Through a proxy the guard would judge the proxy's address, and the proxy
+            // would resolve and reach the receiver unchecked: webhooks go direct.
+            .no_proxy()
             .pool_max_idle_per_host(1024)
             .build()
             .expect("the HTTP client's settings are static");
         Connections {
             http,
+            targets,
             nats_url,
             nats: OnceCell::new(),
         }
@@ -176,6 +186,15 @@ async fn webhook(
     timeout: Duration,
     message: &Message,
 ) -> (Option<u16>, Verdict, Option<String>) {
+    // Judged on every send, not only at create time: the setting may have changed since
+    // (a restart with private networks no longer allowed).
+    if let Err(refused) = connections.targets.check_without_lookup(url) {
+        return (
+            None,
+            Verdict::Retry { retry_after: None },
+            Some(format!("not sent: the webhook url {refused}")),
+        );
+    }
     let id = message.event_id.to_string();
     let timestamp = Utc::now().timestamp();
     let mut request = connections
@@ -212,6 +231,10 @@ async fn webhook(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // Read the body either way: it frees the connection for the next request.
     let body = response.bytes().await.unwrap_or_default();
     let verdict = if status.is_success() {
@@ -223,8 +246,18 @@ async fn webhook(
         // schedule, and let the dead-letter queue catch what never succeeds.
         Verdict::Retry { retry_after }
     };
-    let detail = (verdict != Verdict::Delivered)
-        .then(|| truncate(String::from_utf8_lossy(&body).into_owned()));
+    let detail = if status.is_redirection() {
+        // The body of a redirect says little; where it pointed is what to fix.
+        Some(truncate(match location {
+            Some(location) => {
+                format!("redirected to {location}; redirects are not followed")
+            }
+            None => format!("answered {status} without a Location; redirects are not followed"),
+        }))
+    } else {
+        (verdict != Verdict::Delivered)
+            .then(|| truncate(String::from_utf8_lossy(&body).into_owned()))
+    };
     (Some(status.as_u16()), verdict, detail)
 }
 

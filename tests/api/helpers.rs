@@ -140,6 +140,9 @@ pub async fn spawn_app_with(
         ..Settings::default()
     };
     settings.deliveries.nats_url = nats_url();
+    // The suite's receivers run on 127.0.0.1, which the SSRF guard refuses by default;
+    // tests of the guard (tests/api/targets.rs) turn it back off in their `tweak`.
+    settings.deliveries.webhook_allow_private_networks = true;
     tweak(&mut settings);
     let application = Application::build_with(settings, overrides)
         .await

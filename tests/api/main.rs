@@ -16,3 +16,4 @@ mod metadata;
 mod projections;
 mod property;
 mod settings;
+mod targets;

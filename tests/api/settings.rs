@@ -48,7 +48,10 @@ fn serve_help_lists_every_documented_setting_with_its_default() {
         // clap shows a secret's variable as `[env: NAME]`, hiding its value.
         let listed = match default.as_str() {
             "(unset)" => [format!("[env: {name}=]\n"), format!("[env: {name}]\n")],
-            default => [format!("[env: {name}=] [default: {default}]"), String::new()],
+            default => [
+                format!("[env: {name}=] [default: {default}]"),
+                String::new(),
+            ],
         };
         assert!(
             listed
