@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
+use orderlog::auth::{NewToken, Rate, Scope, Scopes, TokenName, Tokens};
 use orderlog::config::{ConfigError, Settings};
 use orderlog::projections::runner::{Projections, Status};
 use orderlog::store::reader::LogSignal;
@@ -31,6 +32,49 @@ enum Command {
         #[command(subcommand)]
         action: ProjectionsCommand,
     },
+    /// Create, list and revoke API tokens, in the configured database.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token. It is printed once, alone on the last line of stdout; only its
+    /// hash is kept.
+    Create {
+        /// Its name: the actor recorded on every event its requests append.
+        #[arg(long, value_parser = TokenName::parse)]
+        name: TokenName,
+        /// Comma-separated: orders:read, orders:write, inventory:read, inventory:write,
+        /// views:read, events:read, subscriptions:manage, sources:manage,
+        /// projections:manage, tokens:manage, metrics:read, privacy:erase, admin.
+        #[arg(long, value_parser = scope_list)]
+        scopes: Scopes,
+        /// Expires this long from now (`90d`, `12h`); never, without it.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// At most this many requests (`200/s`, `1000/min`, `50000/h`), per server.
+        #[arg(long, value_parser = Rate::parse)]
+        rate: Option<Rate>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List every token: names, scopes and last use, never a token.
+    List(Settings),
+    /// Revoke a token: it stops working at once on this database's servers (within
+    /// seconds on those that had it cached). Its name is never reused.
+    Revoke {
+        #[arg(value_parser = TokenName::parse)]
+        name: TokenName,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn scope_list(raw: &str) -> Result<Scopes, String> {
+    Scopes::parse_list(raw.split(','))
 }
 
 #[derive(Subcommand)]
@@ -79,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
                 settings
             }
         },
+        Command::Tokens { action } => match action {
+            TokensCommand::Create { settings, .. }
+            | TokensCommand::List(settings)
+            | TokensCommand::Revoke { settings, .. } => settings,
+        },
     };
     telemetry::init(settings.log_format);
     match command {
@@ -98,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Tokens { action } => tokens(action).await,
         Command::Projections { action } => {
             let (settings, names) = match action {
                 ProjectionsCommand::List(settings) => (settings, None),
@@ -144,6 +194,85 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The CLI acts with every scope: whoever can reach the database owns the server.
+async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
+    let admin = Scopes::of([Scope::Admin]);
+    match action {
+        TokensCommand::Create {
+            name,
+            scopes,
+            expires,
+            rate,
+            settings,
+        } => {
+            let db = connect(&settings).await?;
+            let new = NewToken {
+                name,
+                scopes,
+                expires_in: expires,
+                rate,
+            };
+            let (record, token) = Tokens::new(db.clone())
+                .create(new, admin)
+                .await
+                .context("creating the token")?;
+            println!(
+                "created token {} with scopes {}{}; it is shown once, on the next line:",
+                record.name,
+                record.scopes,
+                record
+                    .expires_at
+                    .map(|at| format!(", expiring {}", at.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            println!("{}", token.as_str());
+            db.close().await;
+        }
+        TokensCommand::List(settings) => {
+            let db = connect(&settings).await?;
+            let records = Tokens::new(db.clone()).list().await?;
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_owned(), |t| {
+                    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+                })
+            };
+            println!(
+                "{:<24} {:<21} {:<21} {:<21} {:<10} scopes",
+                "name", "last used", "expires", "revoked", "rate"
+            );
+            for r in records {
+                println!(
+                    "{:<24} {:<21} {:<21} {:<21} {:<10} {}",
+                    r.name,
+                    time(r.last_used_at),
+                    time(r.expires_at),
+                    time(r.revoked_at),
+                    r.rate.map_or("-".to_owned(), |r| r.to_string()),
+                    r.scopes
+                );
+            }
+            db.close().await;
+        }
+        TokensCommand::Revoke { name, settings } => {
+            let db = connect(&settings).await?;
+            let record = Tokens::new(db.clone())
+                .revoke(&name, admin)
+                .await
+                .with_context(|| format!("revoking {name}"))?;
+            println!(
+                "revoked token {} at {}",
+                record.name,
+                record
+                    .revoked_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+            db.close().await;
+        }
+    }
+    Ok(())
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<Database> {

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::PathParams;
-use crate::projections::runner::{RunnerError, Status};
 use super::scoped::Routes;
 use crate::auth::Scope;
+use crate::projections::runner::{RunnerError, Status};
 use crate::state::AppState;
 
 pub fn routes() -> Routes {

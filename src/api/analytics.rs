@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
-use crate::projections::analytics::{self, DailyRow, TopSku};
 use super::scoped::Routes;
 use crate::auth::Scope;
+use crate::projections::analytics::{self, DailyRow, TopSku};
 use crate::state::AppState;
 
 pub fn routes() -> Routes {

@@ -101,7 +101,11 @@ fn needed(gate: &Gate, route: &str, method: &Method) -> Needed {
 
 /// The token of `Authorization: Bearer <token>` (the scheme in any case).
 fn bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -127,9 +131,8 @@ fn refuse(error: AuthError) -> Response {
             "Bearer realm=\"orderlog\", error=\"invalid_token\""
         }
         AuthError::RateLimited { retry_after, .. } => {
-            let mut response =
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
-                    .into_response();
+            let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+                .into_response();
             // Whole seconds, rounded up: a client that waits that long gets through.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response
@@ -141,9 +144,10 @@ fn refuse(error: AuthError) -> Response {
     };
     let mut response =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 

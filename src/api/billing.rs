@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, PathParams, QueryParams};
-use crate::domain::values::{Currency, OrderId};
-use crate::projections::billing::{self, BillingRow, DailyRow};
 use super::scoped::Routes;
 use crate::auth::Scope;
+use crate::domain::values::{Currency, OrderId};
+use crate::projections::billing::{self, BillingRow, DailyRow};
 use crate::state::AppState;
 
 pub fn routes() -> Routes {

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, CommandContext, JsonBody, PathParams, QueryParams};
+use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
+use crate::auth::Scope;
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
 use crate::domain::values::{Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
-use super::scoped::Routes;
-use crate::auth::Scope;
 use crate::state::AppState;
 
 pub fn routes() -> Routes {

@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use error::ApiError;
-use scoped::Routes;
+use scoped::{RouteScope, Routes};
 
 /// Every route behind the token gate, with the scope it needs: what the gate
 /// enforces, and what the authorization tests walk.
@@ -46,6 +46,11 @@ pub fn routes() -> Routes {
         .merge(tokens::routes())
         .nest("/v1")
         .merge(health::routes())
+}
+
+/// What each gated route needs, as the gate enforces it.
+pub fn route_table() -> Vec<RouteScope> {
+    routes().into_parts().1
 }
 
 pub fn router(state: AppState) -> Router {

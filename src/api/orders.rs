@@ -14,13 +14,13 @@ use serde_json::value::RawValue;
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_limit, parse_time, CommandContext, JsonBody, PathParams, QueryParams};
+use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
+use crate::auth::Scope;
 use crate::domain::order::*;
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::projections::order_summary;
-use super::scoped::Routes;
-use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::commands::Executed;
 use crate::store::history::{self, AsOf};
@@ -46,7 +46,11 @@ pub fn routes() -> Routes {
             OrdersWrite,
             fail_payment,
         )
-        .post("/orders/{order_id}/shipments", OrdersWrite, dispatch_shipment)
+        .post(
+            "/orders/{order_id}/shipments",
+            OrdersWrite,
+            dispatch_shipment,
+        )
         .post(
             "/orders/{order_id}/shipments/{shipment_id}/deliver",
             OrdersWrite,

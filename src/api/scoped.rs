@@ -40,15 +40,30 @@ impl Routes {
         }
     }
 
-    pub fn get<H: Handler<T, AppState>, T: 'static>(self, path: &str, scope: Scope, handler: H) -> Self {
+    pub fn get<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        scope: Scope,
+        handler: H,
+    ) -> Self {
         self.on(Method::GET, MethodFilter::GET, path, scope, handler)
     }
 
-    pub fn post<H: Handler<T, AppState>, T: 'static>(self, path: &str, scope: Scope, handler: H) -> Self {
+    pub fn post<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        scope: Scope,
+        handler: H,
+    ) -> Self {
         self.on(Method::POST, MethodFilter::POST, path, scope, handler)
     }
 
-    pub fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &str, scope: Scope, handler: H) -> Self {
+    pub fn patch<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        scope: Scope,
+        handler: H,
+    ) -> Self {
         self.on(Method::PATCH, MethodFilter::PATCH, path, scope, handler)
     }
 

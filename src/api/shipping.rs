@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, QueryParams};
-use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
 use super::scoped::Routes;
 use crate::auth::Scope;
+use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
 use crate::state::AppState;
 
 pub fn routes() -> Routes {

@@ -14,10 +14,10 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::QueryParams;
-use crate::delivery::message::Message;
-use crate::delivery::subscription::EventFilter;
 use super::scoped::Routes;
 use crate::auth::Scope;
+use crate::delivery::message::Message;
+use crate::delivery::subscription::EventFilter;
 use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
 

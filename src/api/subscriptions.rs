@@ -13,14 +13,14 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{parse_json, parse_limit, parse_time, JsonBody, PathParams, QueryParams};
+use super::scoped::Routes;
+use crate::auth::Scope;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
 use crate::delivery::subscription::{
     is_subject, parse_webhook_url, EventFilter, Kind, State as SubscriptionState,
     DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT,
 };
 use crate::delivery::{Changes, DeliveryError, NewSubscription, Status};
-use super::scoped::Routes;
-use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::reader::StartAt;
 
@@ -38,8 +38,16 @@ pub fn routes() -> Routes {
         .get("/subscriptions/{id}/dead-letters", Manage, dead_letters)
         .delete("/subscriptions/{id}/dead-letters", Manage, discard_all)
         .post("/subscriptions/{id}/dead-letters/retry", Manage, retry_all)
-        .get("/subscriptions/{id}/dead-letters/{event_id}", Manage, dead_letter)
-        .delete("/subscriptions/{id}/dead-letters/{event_id}", Manage, discard_one)
+        .get(
+            "/subscriptions/{id}/dead-letters/{event_id}",
+            Manage,
+            dead_letter,
+        )
+        .delete(
+            "/subscriptions/{id}/dead-letters/{event_id}",
+            Manage,
+            discard_one,
+        )
         .post(
             "/subscriptions/{id}/dead-letters/{event_id}/retry",
             Manage,

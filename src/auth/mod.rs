@@ -52,7 +52,9 @@ pub enum AuthError {
     Expired { name: String, at: DateTime<Utc> },
     #[error("the token `{name}` was revoked at {at}")]
     Revoked { name: String, at: DateTime<Utc> },
-    #[error("the token `{name}` is over its rate limit of {rate}; retry after the delay in Retry-After")]
+    #[error(
+        "the token `{name}` is over its rate limit of {rate}; retry after the delay in Retry-After"
+    )]
     RateLimited {
         name: String,
         rate: Rate,
@@ -71,7 +73,9 @@ pub enum TokenError {
     NotFound(TokenName),
     /// The acting token lacks a scope it tried to grant, or that the token it tried
     /// to revoke holds.
-    #[error("this token does not hold `{0}`, so it cannot grant it or revoke a token that holds it")]
+    #[error(
+        "this token does not hold `{0}`, so it cannot grant it or revoke a token that holds it"
+    )]
     Beyond(Scope),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -73,8 +73,9 @@ impl Limiter {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, last) = &mut *bucket;
         let capacity = f64::from(self.rate.requests);
-        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.rate.per_second())
-            .min(capacity);
+        *tokens = (*tokens
+            + now.saturating_duration_since(*last).as_secs_f64() * self.rate.per_second())
+        .min(capacity);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

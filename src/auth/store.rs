@@ -57,7 +57,8 @@ fn time(ms: i64) -> DateTime<Utc> {
 
 impl Row {
     fn parse(self) -> Result<TokenRecord, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("api_tokens.{what} of {}", self.name));
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("api_tokens.{what} of {}", self.name));
         Ok(TokenRecord {
             name: TokenName::parse(&self.name).map_err(|_| corrupt("name"))?,
             hash: TokenHash::from_hex(&self.token_hash).ok_or_else(|| corrupt("token_hash"))?,
@@ -138,12 +139,19 @@ pub async fn any(db: &Database) -> Result<bool, StoreError> {
 }
 
 /// Marks a token revoked; `false` when it was already (the first time is kept).
-pub async fn revoke(db: &Database, name: &TokenName, at: DateTime<Utc>) -> Result<bool, StoreError> {
+pub async fn revoke(
+    db: &Database,
+    name: &TokenName,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let mut tx = Tx::begin(db).await?;
     let changed = tx
         .execute(
             "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
-            &[Param::Text(name.as_str().to_owned()), Param::Int(millis(at))],
+            &[
+                Param::Text(name.as_str().to_owned()),
+                Param::Int(millis(at)),
+            ],
         )
         .await?;
     tx.commit().await?;
@@ -154,7 +162,10 @@ pub async fn touch(db: &Database, name: &TokenName, at: DateTime<Utc>) -> Result
     let mut tx = Tx::begin(db).await?;
     tx.execute(
         "UPDATE api_tokens SET last_used_at = $2 WHERE name = $1",
-        &[Param::Text(name.as_str().to_owned()), Param::Int(millis(at))],
+        &[
+            Param::Text(name.as_str().to_owned()),
+            Param::Int(millis(at)),
+        ],
     )
     .await?;
     tx.commit().await

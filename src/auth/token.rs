@@ -28,9 +28,7 @@ impl Token {
     /// A token someone supplies (`ORDERLOG_BOOTSTRAP_TOKEN`): it must be one we could
     /// have made, so a weak one is refused rather than provisioned.
     pub fn parse(raw: &str) -> Result<Token, String> {
-        let encoded = raw
-            .strip_prefix(PREFIX)
-            .ok_or("must start with `olk_`")?;
+        let encoded = raw.strip_prefix(PREFIX).ok_or("must start with `olk_`")?;
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| "must be `olk_` followed by base64url (no padding)")?;
@@ -147,7 +145,9 @@ mod tests {
     #[test]
     fn weak_or_foreign_tokens_are_not_provisioned() {
         assert!(Token::parse("secret").is_err());
-        assert!(Token::parse("olk_short").unwrap_err().contains("at least 32"));
+        assert!(Token::parse("olk_short")
+            .unwrap_err()
+            .contains("at least 32"));
         assert!(Token::parse("olk_not base64!").is_err());
     }
 

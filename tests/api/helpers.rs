@@ -9,6 +9,7 @@ use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use orderlog::app::{Application, Overrides};
+use orderlog::auth::Token;
 use orderlog::config::Settings;
 use orderlog::store::reader::{read_after, Cursor, LogEntry};
 use orderlog::store::Database;
@@ -108,6 +109,24 @@ fn init_test_logs() {
     });
 }
 
+/// The `bootstrap` admin token of every test server (`ORDERLOG_BOOTSTRAP_TOKEN`).
+pub const ADMIN_TOKEN: &str = "olk_9ndKJC08SGgtlfeEqTLwfqcHreB_Sv9jFdTxQFih2Yc";
+
+/// A client that sends `token` as its bearer token on every request.
+pub fn client_for(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a test client")
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database_url: String,
@@ -143,6 +162,8 @@ pub async fn spawn_app_with(
     // The suite's receivers run on 127.0.0.1, which the SSRF guard refuses by default;
     // tests of the guard (tests/api/targets.rs) turn it back off in their `tweak`.
     settings.deliveries.webhook_allow_private_networks = true;
+    // Every test server's first token is known in advance; `app.client` sends it.
+    settings.bootstrap_token = Some(Token::parse(ADMIN_TOKEN).unwrap());
     tweak(&mut settings);
     let application = Application::build_with(settings, overrides)
         .await
@@ -153,7 +174,7 @@ pub async fn spawn_app_with(
     TestApp {
         addr,
         database_url: database_url.to_owned(),
-        client: reqwest::Client::new(),
+        client: client_for(ADMIN_TOKEN),
         shutdown,
         server: Some(server),
     }

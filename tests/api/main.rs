@@ -4,6 +4,7 @@ mod helpers;
 mod receiver;
 
 mod append_only;
+mod auth;
 mod concurrency;
 mod deliveries;
 mod errors;

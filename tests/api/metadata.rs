@@ -33,7 +33,9 @@ async fn events_carry_the_request_metadata(backend: Backend) {
     assert_eq!(metadata["traceparent"], traceparent);
     assert_eq!(metadata["correlation_id"], "checkout-77");
     assert_eq!(metadata["causation_id"], "cart-9");
-    assert_eq!(metadata["actor"], "storefront:shopify");
+    // The actor is the token's name; the client's X-Actor is only whom it acts for.
+    assert_eq!(metadata["actor"], "bootstrap");
+    assert_eq!(metadata["on_behalf_of"], "storefront:shopify");
     assert_eq!(metadata["idempotency_key"], "meta-1");
     assert!(uuid::Uuid::parse_str(metadata["command_id"].as_str().unwrap()).is_ok());
     assert!(
@@ -59,7 +61,8 @@ async fn events_get_a_new_trace_when_the_request_has_none(backend: Backend) {
         let metadata = &event["metadata"];
         let trace = metadata["traceparent"].as_str().unwrap();
         assert!(trace.starts_with("00-") && trace.len() == 55, "{trace}");
-        assert_eq!(metadata["actor"], "anonymous");
+        assert_eq!(metadata["actor"], "bootstrap");
+        assert!(metadata.get("on_behalf_of").is_none(), "{metadata}");
         assert_eq!(metadata["causation_id"], metadata["command_id"]);
         assert!(metadata.get("idempotency_key").is_none());
         positions.push(event["global_position"].as_i64().unwrap());
