@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
 use orderlog::config::{ConfigError, Settings};
 use orderlog::projections::runner::{Projections, Status};
+use orderlog::store::key_source::{self, Source};
 use orderlog::store::reader::LogSignal;
+use orderlog::store::sealed::{self, SecretKey};
 use orderlog::store::Database;
 use orderlog::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,28 @@ enum Command {
     Projections {
         #[command(subcommand)]
         action: ProjectionsCommand,
+    },
+    /// The key that seals the webhook signing secrets stored in the database.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new key (32 random bytes in base64) for ORDERLOG_SECRET_KEY.
+    GenerateKey,
+    /// Seal every stored secret again under a new key, one row at a time (safe while
+    /// servers run). Interrupted, running it again finishes the job. With the key file,
+    /// the new key waits in `secret.key.next` and replaces `secret.key` at the end.
+    RotateKey {
+        /// The new key, with ORDERLOG_SECRET_KEY (in base64). Without it, one is made
+        /// and printed alone on stdout before any secret is sealed with it.
+        #[arg(long, value_name = "BASE64")]
+        new_key: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
     },
 }
 
@@ -78,6 +102,14 @@ async fn main() -> anyhow::Result<()> {
             ProjectionsCommand::List(settings) | ProjectionsCommand::Rebuild { settings, .. } => {
                 settings
             }
+        },
+        Command::Secrets { action } => match action {
+            SecretsCommand::GenerateKey => {
+                // The one line a script reads: nothing else on stdout.
+                println!("{}", SecretKey::generate().to_base64());
+                return Ok(());
+            }
+            SecretsCommand::RotateKey { settings, .. } => settings,
         },
     };
     telemetry::init(settings.log_format);
@@ -143,7 +175,81 @@ async fn main() -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Secrets { action } => match action {
+            SecretsCommand::GenerateKey => Ok(()),
+            SecretsCommand::RotateKey { new_key, settings } => rotate_key(new_key, settings).await,
+        },
     }
+}
+
+/// `orderlog secrets rotate-key`: every sealed secret under a new key. The keys that
+/// open are the ones a server of these settings holds.
+async fn rotate_key(new_key: Option<String>, settings: Settings) -> anyhow::Result<()> {
+    let key_settings = settings.key_settings();
+    let current = key_source::load(&key_settings).context("loading the current secret key")?;
+    let (keys, file) = match key_source::source(&key_settings)? {
+        Source::Ephemeral => anyhow::bail!("the database is in memory: there is nothing to rotate"),
+        Source::File(path) => {
+            if new_key.is_some() {
+                anyhow::bail!(
+                    "--new-key is for a key given as ORDERLOG_SECRET_KEY; with the key file {} \
+                     the new key is made in {}",
+                    path.display(),
+                    key_source::next_file(&path).display()
+                );
+            }
+            let new = key_source::begin_rotation(&path).context("making the new key")?;
+            (current.rotated_to(new), Some(path))
+        }
+        Source::Setting => {
+            let new = match new_key {
+                Some(raw) => SecretKey::parse(&raw)
+                    .map_err(|reason| anyhow::anyhow!("--new-key {reason}"))?,
+                None => {
+                    let new = SecretKey::generate();
+                    // Printed before any secret is sealed with it: an interrupted run
+                    // still leaves the operator the key its rows need.
+                    println!("{}", new.to_base64());
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                    new
+                }
+            };
+            (current.rotated_to(new), None)
+        }
+    };
+    let db = connect(&settings).await?;
+    let done = sealed::reseal(&db, &keys, &app::sealed_columns())
+        .await
+        .context("sealing the stored secrets under the new key")?;
+    db.close().await;
+    for (place, error) in &done.failed {
+        eprintln!("error: {place}: {error}");
+    }
+    if !done.failed.is_empty() {
+        anyhow::bail!(
+            "{} stored secrets did not open and stay as they are; the others are under key {}{}",
+            done.failed.len(),
+            keys.sealing_id(),
+            match &file {
+                Some(path) => format!(
+                    ", and {} stays until every secret is (run this again once fixed)",
+                    key_source::next_file(path).display()
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    if let Some(path) = &file {
+        key_source::finish_rotation(path).context("replacing the key file with the new key")?;
+    }
+    tracing::info!(
+        resealed = done.resealed,
+        sealed_plain = done.sealed_plain,
+        already = done.current,
+        key_id = %keys.sealing_id(),
+        "every stored secret is sealed under the new key"
+    );
+    Ok(())
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<Database> {
