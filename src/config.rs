@@ -13,9 +13,9 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::delivery::settings::nonzero_duration;
+pub use crate::delivery::settings::DeliverySettings;
 use crate::store::key_source::KeySettings;
 use crate::store::sealed::{KeyParseError, SecretKey};
-pub use crate::delivery::settings::DeliverySettings;
 
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct Settings {

@@ -214,7 +214,11 @@ pub async fn save_settings(db: &Database, s: &Subscription) -> Result<(), StoreE
 }
 
 /// Saves the signing secrets (a rotation), sealed, with `updated_at`.
-pub async fn save_secrets(db: &Database, keys: &KeyRing, s: &Subscription) -> Result<(), StoreError> {
+pub async fn save_secrets(
+    db: &Database,
+    keys: &KeyRing,
+    s: &Subscription,
+) -> Result<(), StoreError> {
     let mut params = secret_params(keys, s);
     params.push(Param::Int(millis(s.updated_at)));
     let mut tx = Tx::begin(db).await?;

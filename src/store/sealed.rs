@@ -131,7 +131,12 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyRing(seals with {}, opens {})", self.sealing_id(), self.held())
+        write!(
+            f,
+            "KeyRing(seals with {}, opens {})",
+            self.sealing_id(),
+            self.held()
+        )
     }
 }
 
@@ -312,7 +317,10 @@ pub async fn reseal(
             current = 0;
             failed.clear();
             let SealedColumn {
-                table, id, column: name, ..
+                table,
+                id,
+                column: name,
+                ..
             } = column;
             let rows: Vec<Row> = query(
                 db,

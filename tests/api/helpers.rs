@@ -140,6 +140,11 @@ pub async fn spawn_app_with(
         ..Settings::default()
     };
     settings.deliveries.nats_url = nats_url();
+    // PostgreSQL servers refuse to start without a key (SQLite makes a key file): a
+    // fixed one for every test, which a test may replace or take away.
+    if !database_url.starts_with("sqlite:") {
+        settings.secret_key = Some(test_secret_key());
+    }
     tweak(&mut settings);
     let application = Application::build_with(settings, overrides)
         .await
@@ -154,6 +159,12 @@ pub async fn spawn_app_with(
         shutdown,
         server: Some(server),
     }
+}
+
+/// The key PostgreSQL test servers seal with.
+pub fn test_secret_key() -> orderlog::store::sealed::SecretKey {
+    orderlog::store::sealed::SecretKey::parse("b3JkZXJsb2cgdGVzdCBrZXksIG5ldmVyIGZvciB1c2U=")
+        .expect("the test key is 32 bytes of base64")
 }
 
 impl TestApp {

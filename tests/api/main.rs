@@ -15,4 +15,5 @@ mod log_reader;
 mod metadata;
 mod projections;
 mod property;
+mod secrets;
 mod settings;

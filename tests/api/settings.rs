@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{fresh_database, Backend};
 
-fn orderlog(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn orderlog(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderlog"));
     command.args(args).env("RUST_LOG", "warn");
     // Only the variables of this test: a developer's own ORDERLOG_* stay out of it.
@@ -48,7 +48,10 @@ fn serve_help_lists_every_documented_setting_with_its_default() {
         // clap shows a secret's variable as `[env: NAME]`, hiding its value.
         let listed = match default.as_str() {
             "(unset)" => [format!("[env: {name}=]\n"), format!("[env: {name}]\n")],
-            default => [format!("[env: {name}=] [default: {default}]"), String::new()],
+            default => [
+                format!("[env: {name}=] [default: {default}]"),
+                String::new(),
+            ],
         };
         assert!(
             listed
