@@ -40,6 +40,8 @@ enum Command {
     },
 }
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Print a new key (32 random bytes in base64) for ORDERLOG_SECRET_KEY.
