@@ -21,7 +21,9 @@ use crate::projections::{analytics, billing, inventory, order_summary, shipping,
 use crate::state::AppState;
 use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
+use crate::store::key_source;
 use crate::store::reader::LogSignal;
+use crate::store::sealed::{self, KeyRing, SealedColumn};
 use crate::store::writer::EventWriter;
 use crate::store::Database;
 
@@ -74,6 +76,7 @@ impl Application {
             .context("applying the schema migrations")?;
         let tokens = Tokens::new(db.clone());
         bootstrap_token(&tokens, &settings).await?;
+        let keys = secret_keys(&settings, &db).await?;
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -100,6 +103,7 @@ impl Application {
                 db.clone(),
                 settings.deliveries.clone(),
                 log_signal.clone(),
+                keys,
             ),
             closing: CancellationToken::new(),
             log_signal,
@@ -188,6 +192,34 @@ async fn bootstrap_token(tokens: &Tokens, settings: &Settings) -> anyhow::Result
         Bootstrap::Existing => {}
     }
     Ok(())
+}
+
+/// Every column that holds a sealed secret; a new one is a line here.
+pub fn sealed_columns() -> Vec<SealedColumn> {
+    crate::delivery::store::SEALED_COLUMNS.to_vec()
+}
+
+/// The server's keys (`store::key_source`: the settings, or the key file), with every
+/// sealed column brought under the sealing key: legacy plain text sealed, values under
+/// a previous key sealed again. A value no key opens is logged and left as it is; only
+/// its subscription goes undelivered.
+pub async fn secret_keys(settings: &Settings, db: &Database) -> anyhow::Result<Arc<KeyRing>> {
+    let keys = key_source::load(&settings.key_settings()).context("loading the secret key")?;
+    let done = sealed::reseal(db, &keys, &sealed_columns())
+        .await
+        .context("sealing the stored secrets")?;
+    if done.sealed_plain + done.resealed > 0 {
+        tracing::info!(
+            sealed_plain = done.sealed_plain,
+            resealed = done.resealed,
+            key_id = %keys.sealing_id(),
+            "stored secrets sealed under the current key"
+        );
+    }
+    for (place, error) in &done.failed {
+        tracing::error!(%place, code = error.code(), %error, "a stored secret does not open");
+    }
+    Ok(Arc::new(keys))
 }
 
 async fn sweep_idempotency_keys(state: AppState, shutdown: CancellationToken) {

@@ -16,6 +16,8 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use crate::auth::Token;
 use crate::delivery::settings::nonzero_duration;
 pub use crate::delivery::settings::DeliverySettings;
+use crate::store::key_source::KeySettings;
+use crate::store::sealed::{KeyParseError, SecretKey};
 
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct Settings {
@@ -28,6 +30,36 @@ pub struct Settings {
         value_parser = database_url
     )]
     pub database_url: String,
+
+    /// The key that seals webhook signing secrets at rest: 32 random bytes in base64
+    /// (`orderlog secrets generate-key`). Required on PostgreSQL (or
+    /// ORDERLOG_SECRET_KEY_FILE); unset on SQLite, a key file beside the database is
+    /// made on first start.
+    // No default: a key written here would be every installation's key. Its value is
+    // never shown by `--help`, nor in an error.
+    #[arg(
+        long,
+        env = "ORDERLOG_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = secret_key,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<SecretKey>,
+
+    /// A key that only opens secrets, never seals: the previous ORDERLOG_SECRET_KEY,
+    /// while servers roll over to a new one.
+    #[arg(
+        long,
+        env = "ORDERLOG_SECRET_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_parser = secret_key
+    )]
+    pub secret_key_previous: Option<SecretKey>,
+
+    /// A file holding the key (base64), in place of ORDERLOG_SECRET_KEY; on SQLite it is
+    /// made (mode 0600) when missing. Unset on SQLite: `secret.key` beside the database.
+    #[arg(long, env = "ORDERLOG_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 
     /// Address and port to serve on.
     // Loopback only until someone decides to expose it.
@@ -174,6 +206,16 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir().join("admin.token"))
     }
 
+    /// The settings that say where the secret keys come from.
+    pub fn key_settings(&self) -> KeySettings<'_> {
+        KeySettings {
+            key: self.secret_key.as_ref(),
+            previous: self.secret_key_previous.as_ref(),
+            file: self.secret_key_file.as_deref(),
+            database_url: &self.database_url,
+        }
+    }
+
     /// Settings from the process environment alone.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_args(["orderlog"])
@@ -224,6 +266,10 @@ impl ConfigError {
             .find(|a| a.get_long() == Some(long))?;
         let name = setting.get_env()?.to_string_lossy().into_owned();
         let value = match error.get(ContextKind::InvalidValue) {
+            // A key, even a mistyped one, is never repeated.
+            Some(ContextValue::String(_)) if setting.is_hide_env_values_set() => {
+                "(hidden)".to_owned()
+            }
             Some(ContextValue::String(value)) => value.clone(),
             _ => String::new(),
         };
@@ -256,6 +302,10 @@ fn database_url(raw: &str) -> Result<String, String> {
 
 fn bootstrap_token(raw: &str) -> Result<Token, String> {
     Token::parse(raw)
+}
+
+fn secret_key(raw: &str) -> Result<SecretKey, KeyParseError> {
+    SecretKey::parse(raw)
 }
 
 /// `1048576`, `512KiB`, `1MiB` (binary units; `KB` and `MB` are decimal), at least 1KiB.
@@ -386,6 +436,19 @@ mod tests {
             assert!(error.to_string().contains(name));
             assert!(!error.reason.is_empty());
         }
+    }
+
+    #[test]
+    fn a_bad_key_names_its_variable_and_never_repeats_the_value() {
+        let error = flags(&["--secret-key=c2hvcnQ="]).unwrap_err();
+        assert_eq!(error.name, "ORDERLOG_SECRET_KEY", "{error}");
+        assert_eq!(error.value, "(hidden)");
+        assert!(!error.to_string().contains("c2hvcnQ="), "{error}");
+        assert!(error.reason.contains("exactly 32 bytes"), "{error}");
+        let key = SecretKey::generate();
+        let settings = flags(&[&format!("--secret-key={}", key.to_base64())]).unwrap();
+        assert_eq!(settings.secret_key, Some(key));
+        assert_eq!(Settings::default().secret_key, None);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use orderlog::app::{self, Application};
 use orderlog::auth::{NewToken, Rate, Scope, Scopes, TokenName, Tokens};
 use orderlog::config::{ConfigError, Settings};
 use orderlog::projections::runner::{Projections, Status};
+use orderlog::store::key_source::{self, Source};
 use orderlog::store::reader::LogSignal;
+use orderlog::store::sealed::{self, SecretKey};
 use orderlog::store::Database;
 use orderlog::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,11 @@ enum Command {
     Projections {
         #[command(subcommand)]
         action: ProjectionsCommand,
+    },
+    /// The key that seals the webhook signing secrets stored in the database.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsCommand,
     },
     /// Create, list and revoke API tokens, in the configured database.
     Tokens {
@@ -75,6 +82,25 @@ enum TokensCommand {
 
 fn scope_list(raw: &str) -> Result<Scopes, String> {
     Scopes::parse_list(raw.split(','))
+}
+
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new key (32 random bytes in base64) for ORDERLOG_SECRET_KEY.
+    GenerateKey,
+    /// Seal every stored secret again under a new key, one row at a time (safe while
+    /// servers run). Interrupted, running it again finishes the job. With the key file,
+    /// the new key waits in `secret.key.next` and replaces `secret.key` at the end.
+    RotateKey {
+        /// The new key, with ORDERLOG_SECRET_KEY (in base64). Without it, one is made
+        /// and printed alone on stdout before any secret is sealed with it.
+        #[arg(long, value_name = "BASE64")]
+        new_key: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +149,14 @@ async fn main() -> anyhow::Result<()> {
                 settings
             }
         },
+        Command::Secrets { action } => match action {
+            SecretsCommand::GenerateKey => {
+                // The one line a script reads: nothing else on stdout.
+                println!("{}", SecretKey::generate().to_base64());
+                return Ok(());
+            }
+            SecretsCommand::RotateKey { settings, .. } => settings,
+        },
         Command::Tokens { action } => match action {
             TokensCommand::Create { settings, .. }
             | TokensCommand::List(settings)
@@ -147,7 +181,6 @@ async fn main() -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
-        Command::Tokens { action } => tokens(action).await,
         Command::Projections { action } => {
             let (settings, names) = match action {
                 ProjectionsCommand::List(settings) => (settings, None),
@@ -193,7 +226,82 @@ async fn main() -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Secrets { action } => match action {
+            SecretsCommand::GenerateKey => Ok(()),
+            SecretsCommand::RotateKey { new_key, settings } => rotate_key(new_key, settings).await,
+        },
+        Command::Tokens { action } => tokens(action).await,
     }
+}
+
+/// `orderlog secrets rotate-key`: every sealed secret under a new key. The keys that
+/// open are the ones a server of these settings holds.
+async fn rotate_key(new_key: Option<String>, settings: Settings) -> anyhow::Result<()> {
+    let key_settings = settings.key_settings();
+    let current = key_source::load(&key_settings).context("loading the current secret key")?;
+    let (keys, file) = match key_source::source(&key_settings)? {
+        Source::Ephemeral => anyhow::bail!("the database is in memory: there is nothing to rotate"),
+        Source::File(path) => {
+            if new_key.is_some() {
+                anyhow::bail!(
+                    "--new-key is for a key given as ORDERLOG_SECRET_KEY; with the key file {} \
+                     the new key is made in {}",
+                    path.display(),
+                    key_source::next_file(&path).display()
+                );
+            }
+            let new = key_source::begin_rotation(&path).context("making the new key")?;
+            (current.rotated_to(new), Some(path))
+        }
+        Source::Setting => {
+            let new = match new_key {
+                Some(raw) => SecretKey::parse(&raw)
+                    .map_err(|reason| anyhow::anyhow!("--new-key {reason}"))?,
+                None => {
+                    let new = SecretKey::generate();
+                    // Printed before any secret is sealed with it: an interrupted run
+                    // still leaves the operator the key its rows need.
+                    println!("{}", new.to_base64());
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                    new
+                }
+            };
+            (current.rotated_to(new), None)
+        }
+    };
+    let db = connect(&settings).await?;
+    let done = sealed::reseal(&db, &keys, &app::sealed_columns())
+        .await
+        .context("sealing the stored secrets under the new key")?;
+    db.close().await;
+    for (place, error) in &done.failed {
+        eprintln!("error: {place}: {error}");
+    }
+    if !done.failed.is_empty() {
+        anyhow::bail!(
+            "{} stored secrets did not open and stay as they are; the others are under key {}{}",
+            done.failed.len(),
+            keys.sealing_id(),
+            match &file {
+                Some(path) => format!(
+                    ", and {} stays until every secret is (run this again once fixed)",
+                    key_source::next_file(path).display()
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    if let Some(path) = &file {
+        key_source::finish_rotation(path).context("replacing the key file with the new key")?;
+    }
+    tracing::info!(
+        resealed = done.resealed,
+        sealed_plain = done.sealed_plain,
+        already = done.current,
+        key_id = %keys.sealing_id(),
+        "every stored secret is sealed under the new key"
+    );
+    Ok(())
 }
 
 /// The CLI acts with every scope: whoever can reach the database owns the server.

@@ -174,8 +174,19 @@ struct SubscriptionOut {
     lag: LagOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_secret_expires_at: Option<String>,
+    /// Why the subscription is not delivered: its stored secret does not open on this
+    /// server (rotating the secret gives it a new one). Never the secret itself: no
+    /// response but creation and rotation carries that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_error: Option<SecretErrorOut>,
     created_at: String,
     updated_at: String,
+}
+
+#[derive(Serialize)]
+struct SecretErrorOut {
+    code: &'static str,
+    detail: String,
 }
 
 #[derive(Serialize)]
@@ -227,6 +238,10 @@ impl From<Status> for SubscriptionOut {
                 .as_ref()
                 .filter(|(_, until)| *until > chrono::Utc::now())
                 .map(|(_, until)| rfc3339(*until)),
+            secret_error: s.secret_error.map(|e| SecretErrorOut {
+                code: e.error.code(),
+                detail: e.to_string(),
+            }),
             created_at: rfc3339(s.created_at),
             updated_at: rfc3339(s.updated_at),
         }

@@ -14,7 +14,7 @@ pub mod subscription;
 pub mod target;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::reader::{self, Cursor, LogSignal, StartAt};
+use crate::store::sealed::KeyRing;
 use crate::store::{Database, StoreError};
 use breaker::{Breaker, BreakerState};
 pub use settings::DeliverySettings;
@@ -47,9 +48,11 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
 }
 
-/// What workers share: the database, the settings, the outgoing connections.
+/// What workers share: the database, the keys that open its secrets, the settings,
+/// the outgoing connections.
 pub(crate) struct Shared {
     db: Database,
+    keys: Arc<KeyRing>,
     settings: DeliverySettings,
     connections: Connections,
     /// Where webhooks may point: checked here at create and update, and by
@@ -72,6 +75,9 @@ pub struct Deliveries {
     workers: Arc<Mutex<HashMap<Uuid, Handle>>>,
     /// Set once [`Deliveries::start`] ran: workers are children of it.
     running: Arc<Mutex<Option<CancellationToken>>>,
+    /// Subscriptions whose secrets do not open, already reported: discovery says so
+    /// once, not every few seconds.
+    unopened: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 /// A new subscription, parsed.
@@ -113,18 +119,25 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 
 impl Deliveries {
-    pub fn new(db: Database, settings: DeliverySettings, log_signal: LogSignal) -> Deliveries {
+    pub fn new(
+        db: Database,
+        settings: DeliverySettings,
+        log_signal: LogSignal,
+        keys: Arc<KeyRing>,
+    ) -> Deliveries {
         let targets = TargetPolicy::new(settings.webhook_allow_private_networks);
         Deliveries {
             shared: Arc::new(Shared {
                 connections: Connections::new(settings.nats_url.clone(), targets.clone()),
                 targets,
                 db,
+                keys,
                 settings,
                 log_signal,
             }),
             workers: Arc::default(),
             running: Arc::default(),
+            unopened: Arc::default(),
         }
     }
 
@@ -157,14 +170,28 @@ impl Deliveries {
 
     /// Starts a worker for every stored subscription without one here (another
     /// instance may have created it), and forgets workers whose subscription is gone.
+    /// A subscription whose secrets do not open gets no worker: it would sign with
+    /// nothing. It is logged once, and the others go on.
     async fn discover(&self) -> Result<(), StoreError> {
-        let stored = store::list(&self.shared.db).await?;
+        let stored = store::list(&self.shared.db, &self.shared.keys).await?;
         self.workers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, handle| !handle.task.is_finished());
         for subscription in stored {
-            self.spawn(subscription.id);
+            let mut unopened = self.unopened.lock().unwrap_or_else(|e| e.into_inner());
+            match &subscription.secret_error {
+                Some(error) => {
+                    if unopened.insert(subscription.id) {
+                        tracing::error!(subscription = %subscription.id, code = error.error.code(), error = %error, "not delivering this subscription: its signing secret does not open");
+                    }
+                }
+                None => {
+                    unopened.remove(&subscription.id);
+                    drop(unopened);
+                    self.spawn(subscription.id);
+                }
+            }
         }
         Ok(())
     }
@@ -286,17 +313,18 @@ impl Deliveries {
             state_reason: None,
             secret: secret.clone(),
             previous_secret: None,
+            secret_error: None,
             cursor,
             created_at: now,
             updated_at: now,
         };
-        store::insert(&self.shared.db, &subscription).await?;
+        store::insert(&self.shared.db, &self.shared.keys, &subscription).await?;
         self.spawn(subscription.id);
         Ok((subscription, secret))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Subscription, DeliveryError> {
-        store::load(&self.shared.db, id)
+        store::load(&self.shared.db, &self.shared.keys, id)
             .await?
             .ok_or(DeliveryError::NotFound(id))
     }
@@ -308,7 +336,7 @@ impl Deliveries {
 
     pub async fn list(&self) -> Result<Vec<Status>, DeliveryError> {
         let mut out = Vec::new();
-        for subscription in store::list(&self.shared.db).await? {
+        for subscription in store::list(&self.shared.db, &self.shared.keys).await? {
             out.push(self.status_of(subscription).await?);
         }
         Ok(out)
@@ -383,7 +411,9 @@ impl Deliveries {
     }
 
     /// A new signing secret; the old one keeps signing beside it for `overlap`, so
-    /// receivers can switch without missing a message.
+    /// receivers can switch without missing a message. A subscription whose stored
+    /// secret does not open (its key is lost) gets a new one with no overlap, and is
+    /// delivered again: rotating is how an operator recovers it.
     pub async fn rotate_secret(
         &self,
         id: Uuid,
@@ -401,9 +431,18 @@ impl Deliveries {
         let until = now + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
         subscription.previous_secret = subscription.secret.take().map(|old| (old, until));
         subscription.secret = Some(secret.clone());
+        subscription.secret_error = None;
         subscription.updated_at = now;
-        store::save_settings(&self.shared.db, &subscription).await?;
+        store::save_secrets(&self.shared.db, &self.shared.keys, &subscription).await?;
         self.poke(id, false);
+        if self
+            .unopened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+        {
+            self.spawn(id);
+        }
         Ok((subscription, secret))
     }
 

@@ -1,6 +1,8 @@
 //! The stored side of deliveries: subscriptions and their cursors, the per-subscription
 //! queue of messages being retried (and dead letters), and the record of attempts.
-//! The same SQL runs on both backends; times are Unix milliseconds.
+//! The same SQL runs on both backends; times are Unix milliseconds. Signing secrets are
+//! stored sealed ([`SEALED_COLUMNS`], `store::sealed`), never as plain text: they are
+//! sealed on the way in and opened on the way out.
 
 use std::collections::HashSet;
 
@@ -9,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::message::Message;
-use super::subscription::{EventFilter, Kind, Secret, State, Subscription};
+use super::subscription::{EventFilter, Kind, Secret, State, Subscription, Unopened};
 use crate::store::reader::Cursor;
+use crate::store::sealed::{is_sealed, KeyRing, SealedColumn};
 use crate::store::views::{query, Param, Tx};
 use crate::store::{Database, StoreError};
 
@@ -20,6 +23,45 @@ pub fn millis(t: DateTime<Utc>) -> i64 {
 
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The columns that hold signing secrets, sealed.
+pub const SEALED_COLUMNS: &[SealedColumn] = &[SECRET, PREVIOUS_SECRET];
+
+const SECRET: SealedColumn = SealedColumn {
+    table: "subscriptions",
+    id: "id",
+    column: "secret",
+};
+
+const PREVIOUS_SECRET: SealedColumn = SealedColumn {
+    table: "subscriptions",
+    id: "id",
+    column: "previous_secret",
+};
+
+/// Opens a stored secret. Legacy plain text (written before secrets were sealed, or by
+/// an older server during an upgrade) is taken as it is; the next start seals it.
+fn open(
+    keys: &KeyRing,
+    column: &SealedColumn,
+    id: &str,
+    stored: Option<&str>,
+) -> Result<Option<Secret>, Unopened> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    if !is_sealed(stored) {
+        return Ok(Some(Secret::from_stored(stored.to_owned())));
+    }
+    let place = column.place(id);
+    keys.open(stored, &place)
+        .map(|plain| Some(Secret::from_stored(plain)))
+        .map_err(|error| Unopened { place, error })
+}
+
+fn seal(keys: &KeyRing, column: &SealedColumn, id: Uuid, secret: Option<&Secret>) -> Param {
+    Param::OptText(secret.map(|s| keys.seal(s.as_str(), &column.place(&id.to_string()))))
 }
 
 #[derive(Deserialize)]
@@ -60,12 +102,27 @@ const SUBSCRIPTION_COLUMNS: &[&str] = &[
 ];
 
 impl SubscriptionRow {
-    fn parse(self) -> Result<Subscription, StoreError> {
+    /// A secret that does not open is not an error here: the subscription is still
+    /// listed and shown, with `secret_error` saying why it is not delivered.
+    fn parse(self, keys: &KeyRing) -> Result<Subscription, StoreError> {
         let corrupt = |what: &str| {
             StoreError::Corrupt(format!("subscriptions.{what} of subscription {}", self.id))
         };
         let patterns: Vec<String> =
             serde_json::from_str(&self.event_types).map_err(|_| corrupt("event_types"))?;
+        let secrets = open(keys, &SECRET, &self.id, self.secret.as_deref()).and_then(|secret| {
+            let previous = open(
+                keys,
+                &PREVIOUS_SECRET,
+                &self.id,
+                self.previous_secret.as_deref(),
+            )?;
+            Ok((secret, previous))
+        });
+        let (secret, previous, secret_error) = match secrets {
+            Ok((secret, previous)) => (secret, previous, None),
+            Err(unopened) => (None, None, Some(unopened)),
+        };
         Ok(Subscription {
             id: Uuid::parse_str(&self.id).map_err(|_| corrupt("id"))?,
             kind: Kind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
@@ -76,12 +133,11 @@ impl SubscriptionRow {
                 .map_err(|_| corrupt("max_in_flight"))?,
             state: State::parse(&self.state).ok_or_else(|| corrupt("state"))?,
             state_reason: self.state_reason.clone(),
-            secret: self.secret.clone().map(Secret::from_stored),
-            previous_secret: self
-                .previous_secret
-                .clone()
+            secret,
+            previous_secret: previous
                 .zip(self.previous_secret_until)
-                .map(|(s, until)| (Secret::from_stored(s), from_millis(until))),
+                .map(|(s, until)| (s, from_millis(until))),
+            secret_error,
             cursor: Cursor {
                 transaction_id: self.cursor_tx,
                 position: self.cursor_position,
@@ -101,19 +157,28 @@ fn settings_params(s: &Subscription) -> Vec<Param> {
         Param::Int(i64::from(s.max_in_flight)),
         Param::Text(s.state.as_str().to_owned()),
         Param::OptText(s.state_reason.clone()),
-        Param::OptText(s.secret.as_ref().map(|s| s.as_str().to_owned())),
-        Param::OptText(
-            s.previous_secret
-                .as_ref()
-                .map(|(s, _)| s.as_str().to_owned()),
-        ),
-        Param::OptInt(s.previous_secret.as_ref().map(|(_, until)| millis(*until))),
         Param::Int(millis(s.updated_at)),
     ]
 }
 
-pub async fn insert(db: &Database, s: &Subscription) -> Result<(), StoreError> {
+/// The secrets, sealed: `$1` the id, then `secret`, `previous_secret`, its expiry.
+fn secret_params(keys: &KeyRing, s: &Subscription) -> Vec<Param> {
+    vec![
+        Param::Text(s.id.to_string()),
+        seal(keys, &SECRET, s.id, s.secret.as_ref()),
+        seal(
+            keys,
+            &PREVIOUS_SECRET,
+            s.id,
+            s.previous_secret.as_ref().map(|(s, _)| s),
+        ),
+        Param::OptInt(s.previous_secret.as_ref().map(|(_, until)| millis(*until))),
+    ]
+}
+
+pub async fn insert(db: &Database, keys: &KeyRing, s: &Subscription) -> Result<(), StoreError> {
     let mut params = settings_params(s);
+    params.extend(secret_params(keys, s).into_iter().skip(1));
     params.extend([
         Param::Text(s.kind.as_str().to_owned()),
         Param::Int(s.cursor.transaction_id),
@@ -123,7 +188,7 @@ pub async fn insert(db: &Database, s: &Subscription) -> Result<(), StoreError> {
     let mut tx = Tx::begin(db).await?;
     tx.execute(
         "INSERT INTO subscriptions (id, target, event_types, description, max_in_flight, state,
-                state_reason, secret, previous_secret, previous_secret_until, updated_at,
+                state_reason, updated_at, secret, previous_secret, previous_secret_until,
                 kind, cursor_tx, cursor_position, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &params,
@@ -132,14 +197,15 @@ pub async fn insert(db: &Database, s: &Subscription) -> Result<(), StoreError> {
     tx.commit().await
 }
 
-/// Saves everything an operator can change; the cursor moves only through
-/// [`advance`] and [`rewind`].
+/// Saves everything an operator can change but the secrets ([`save_secrets`]); the
+/// cursor moves only through [`advance`] and [`rewind`]. Leaving the secrets alone
+/// keeps a value this server cannot open as it is, and a value another process
+/// re-sealed under a new key untouched.
 pub async fn save_settings(db: &Database, s: &Subscription) -> Result<(), StoreError> {
     let mut tx = Tx::begin(db).await?;
     tx.execute(
         "UPDATE subscriptions SET target = $2, event_types = $3, description = $4,
-                max_in_flight = $5, state = $6, state_reason = $7, secret = $8,
-                previous_secret = $9, previous_secret_until = $10, updated_at = $11
+                max_in_flight = $5, state = $6, state_reason = $7, updated_at = $8
           WHERE id = $1",
         &settings_params(s),
     )
@@ -147,7 +213,30 @@ pub async fn save_settings(db: &Database, s: &Subscription) -> Result<(), StoreE
     tx.commit().await
 }
 
-pub async fn load(db: &Database, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+/// Saves the signing secrets (a rotation), sealed, with `updated_at`.
+pub async fn save_secrets(
+    db: &Database,
+    keys: &KeyRing,
+    s: &Subscription,
+) -> Result<(), StoreError> {
+    let mut params = secret_params(keys, s);
+    params.push(Param::Int(millis(s.updated_at)));
+    let mut tx = Tx::begin(db).await?;
+    tx.execute(
+        "UPDATE subscriptions SET secret = $2, previous_secret = $3, previous_secret_until = $4,
+                updated_at = $5
+          WHERE id = $1",
+        &params,
+    )
+    .await?;
+    tx.commit().await
+}
+
+pub async fn load(
+    db: &Database,
+    keys: &KeyRing,
+    id: Uuid,
+) -> Result<Option<Subscription>, StoreError> {
     let rows: Vec<SubscriptionRow> = query(
         db,
         "SELECT * FROM subscriptions WHERE id = $1",
@@ -157,11 +246,11 @@ pub async fn load(db: &Database, id: Uuid) -> Result<Option<Subscription>, Store
     .await?;
     rows.into_iter()
         .next()
-        .map(SubscriptionRow::parse)
+        .map(|row| row.parse(keys))
         .transpose()
 }
 
-pub async fn list(db: &Database) -> Result<Vec<Subscription>, StoreError> {
+pub async fn list(db: &Database, keys: &KeyRing) -> Result<Vec<Subscription>, StoreError> {
     let rows: Vec<SubscriptionRow> = query(
         db,
         "SELECT * FROM subscriptions ORDER BY created_at, id",
@@ -169,7 +258,7 @@ pub async fn list(db: &Database) -> Result<Vec<Subscription>, StoreError> {
         &[],
     )
     .await?;
-    rows.into_iter().map(SubscriptionRow::parse).collect()
+    rows.into_iter().map(|row| row.parse(keys)).collect()
 }
 
 pub async fn delete(db: &Database, id: Uuid) -> Result<bool, StoreError> {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::domain::inventory::InventoryEvent;
 use crate::domain::order::OrderEvent;
 use crate::store::reader::Cursor;
+use crate::store::sealed::SealError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +177,15 @@ impl Secret {
     }
 }
 
+/// A stored secret that this server cannot open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place} could not be opened: {error}")]
+pub struct Unopened {
+    /// Where it is stored: `subscriptions.secret:<id>`.
+    pub place: String,
+    pub error: SealError,
+}
+
 /// One subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -190,6 +200,10 @@ pub struct Subscription {
     pub state_reason: Option<String>,
     pub secret: Option<Secret>,
     pub previous_secret: Option<(Secret, DateTime<Utc>)>,
+    /// Why the stored secrets could not be opened (this server lacks their key, or the
+    /// stored text was altered); `secret` and `previous_secret` are then `None`, and
+    /// the subscription is not delivered until it is fixed.
+    pub secret_error: Option<Unopened>,
     pub cursor: Cursor,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -165,7 +165,10 @@ impl Worker {
             if !self.pause(LEASE_RETRY).await {
                 return None;
             }
-            if matches!(store::load(&self.shared.db, self.id).await, Ok(None)) {
+            if matches!(
+                store::load(&self.shared.db, &self.shared.keys, self.id).await,
+                Ok(None)
+            ) {
                 return None;
             }
         }
@@ -198,9 +201,16 @@ impl Worker {
     }
 
     async fn load(&self) -> Result<Option<Run>, StoreError> {
-        let Some(subscription) = store::load(&self.shared.db, self.id).await? else {
+        let Some(subscription) = store::load(&self.shared.db, &self.shared.keys, self.id).await?
+        else {
             return Ok(None);
         };
+        if let Some(error) = &subscription.secret_error {
+            // Nothing to sign with: stop, rather than send unsigned or retry forever.
+            // Discovery reports it; a rotation of the secret starts a worker again.
+            tracing::error!(subscription = %self.id, code = error.error.code(), error = %error, "worker stopped: the subscription's signing secret does not open");
+            return Ok(None);
+        }
         let sink = Sink::of(&subscription, self.shared.settings.webhook_timeout)
             .map_err(|e| StoreError::Corrupt(format!("subscription {}: {e}", self.id)))?;
         let queued = store::queued_streams(&self.shared.db, self.id).await?;

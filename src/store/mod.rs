@@ -2,16 +2,19 @@
 //!
 //! This module owns the connection pools, the schema (applied from `migrations/`), the
 //! command path that appends events ([`commands`], with group commit in [`writer`]), the reads of stored events
-//! ([`log`]) and idempotency records ([`idempotency`]). It never decides a business rule:
+//! ([`log`]), idempotency records ([`idempotency`]) and secrets sealed at rest
+//! ([`sealed`], keys from [`key_source`]). It never decides a business rule:
 //! aggregates do. It never updates or deletes an event: the database refuses that anyway.
 
 pub mod commands;
 mod copy_out;
 pub mod history;
 pub mod idempotency;
+pub mod key_source;
 pub mod log;
 pub mod metadata;
 pub mod reader;
+pub mod sealed;
 pub mod views;
 pub mod writer;
 

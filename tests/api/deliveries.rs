@@ -27,7 +27,7 @@ async fn app(backend: Backend) -> TestApp {
     spawn_app_on(&fresh_database(backend).await, fast_retries).await
 }
 
-async fn subscribe(app: &TestApp, url: &str, types: &[&str], extra: Value) -> Value {
+pub(crate) async fn subscribe(app: &TestApp, url: &str, types: &[&str], extra: Value) -> Value {
     let mut body = json!({ "kind": "webhook", "url": url, "event_types": types });
     if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
         body.extend(extra.clone());
@@ -91,7 +91,7 @@ fn ids(received: &[Received]) -> Vec<String> {
 /// Verifies a Standard Webhooks signature the way the specification describes it,
 /// without any of the server's code: HMAC-SHA256 over `id.timestamp.body`, keyed with
 /// the base64 after `whsec_`, compared with each `v1,` signature in the header.
-fn verify(secret: &str, received: &Received) -> bool {
+pub(crate) fn verify(secret: &str, received: &Received) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();

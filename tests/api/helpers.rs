@@ -164,6 +164,11 @@ pub async fn spawn_app_with(
     settings.deliveries.webhook_allow_private_networks = true;
     // Every test server's first token is known in advance; `app.client` sends it.
     settings.bootstrap_token = Some(Token::parse(ADMIN_TOKEN).unwrap());
+    // PostgreSQL servers refuse to start without a key (SQLite makes a key file): a
+    // fixed one for every test, which a test may replace or take away.
+    if !database_url.starts_with("sqlite:") {
+        settings.secret_key = Some(test_secret_key());
+    }
     tweak(&mut settings);
     let application = Application::build_with(settings, overrides)
         .await
@@ -178,6 +183,12 @@ pub async fn spawn_app_with(
         shutdown,
         server: Some(server),
     }
+}
+
+/// The key PostgreSQL test servers seal with.
+pub fn test_secret_key() -> orderlog::store::sealed::SecretKey {
+    orderlog::store::sealed::SecretKey::parse("b3JkZXJsb2cgdGVzdCBrZXksIG5ldmVyIGZvciB1c2U=")
+        .expect("the test key is 32 bytes of base64")
 }
 
 impl TestApp {

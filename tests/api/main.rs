@@ -16,5 +16,6 @@ mod log_reader;
 mod metadata;
 mod projections;
 mod property;
+mod secrets;
 mod settings;
 mod targets;

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{fresh_database, Backend};
 
-fn orderlog(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn orderlog(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderlog"));
     command.args(args).env("RUST_LOG", "warn");
     // Only the variables of this test: a developer's own ORDERLOG_* stay out of it.
