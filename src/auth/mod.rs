@@ -99,12 +99,15 @@ struct Cached {
     touched: AtomicI64,
 }
 
+/// Authenticated tokens, by [`TokenHash::lookup_key`].
+type Cache = HashMap<[u8; 8], Vec<Arc<Cached>>>;
+
 /// The tokens: authentication with its cache, and their management.
 #[derive(Clone)]
 pub struct Tokens {
     db: Database,
     /// By the first 8 bytes of the hash; the whole hash is compared in constant time.
-    cache: Arc<RwLock<HashMap<[u8; 8], Vec<Arc<Cached>>>>>,
+    cache: Arc<RwLock<Cache>>,
 }
 
 impl Tokens {

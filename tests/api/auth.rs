@@ -12,10 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    client_for, expect_error, expect_status, fixture, fresh_database, spawn_app, spawn_app_on,
-    Backend, TestApp,
+    client_for, eventually, expect_error, expect_status, fixture, fresh_database, spawn_app,
+    spawn_app_on, Backend, TestApp,
 };
 use crate::on_both_backends;
+use crate::settings::orderlog;
 
 on_both_backends!(
     every_route_needs_its_scope_and_only_its_scope,
@@ -129,7 +130,11 @@ async fn every_route_needs_its_scope_and_only_its_scope(backend: Backend) {
     // Nothing refused wrote anything: no event, no subscription, no extra token.
     let db = Database::connect(&app.database_url, 1).await.unwrap();
     let log = read_after(&db, Cursor::START, 10).await.unwrap();
-    assert!(log.is_empty(), "refused requests appended {} events", log.len());
+    assert!(
+        log.is_empty(),
+        "refused requests appended {} events",
+        log.len()
+    );
     db.close().await;
     let subscriptions = expect_status(app.get("/v1/subscriptions").await, StatusCode::OK).await;
     assert_eq!(subscriptions["subscriptions"], json!([]), "{subscriptions}");
@@ -427,4 +432,91 @@ async fn the_first_start_writes_an_admin_token_to_a_private_file(backend: Backen
         "unauthenticated",
     )
     .await;
+}
+
+on_both_backends!(tokens_are_managed_from_the_cli);
+
+async fn tokens_are_managed_from_the_cli(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |_| {}).await;
+    let env = [("ORDERLOG_DATABASE_URL", url.as_str())];
+    let created = orderlog(
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "orders:read,views:read",
+            "--expires",
+            "90d",
+        ],
+        &env,
+    );
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(
+        created.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("olk_") && token.len() >= 47, "{stdout}");
+    let ci = client_for(&token);
+    expect_status(
+        ci.get(app.url("/v1/orders")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    expect_error(
+        ci.post(app.url("/v1/orders"))
+            .json(&fixture("place_order.json", "ord-ci"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    let listed = orderlog(&["tokens", "list"], &env);
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("ci ") && listed.contains("orders:read,views:read"),
+        "{listed}"
+    );
+    assert!(listed.contains("bootstrap"), "{listed}");
+    assert!(
+        !listed.contains("olk_"),
+        "no token is ever listed:\n{listed}"
+    );
+
+    let bad = orderlog(
+        &["tokens", "create", "--name", "x", "--scopes", "orders:reed"],
+        &env,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`orders:reed` is not a scope"));
+
+    let revoked = orderlog(&["tokens", "revoke", "ci"], &env);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    // Another process revoked it: this server sees it once its cached copy is stale.
+    eventually(
+        "the revocation to reach the server",
+        Duration::from_secs(15),
+        || async {
+            match ci.get(app.url("/v1/orders")).send().await.unwrap().status() {
+                StatusCode::UNAUTHORIZED => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    let again = orderlog(&["tokens", "revoke", "nobody"], &env);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no token is named `nobody`"));
 }

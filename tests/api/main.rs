@@ -19,3 +19,4 @@ mod property;
 mod secrets;
 mod settings;
 mod targets;
+mod walkthrough;
