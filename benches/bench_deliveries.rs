@@ -40,7 +40,6 @@ use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
 use orderlog::app::Application;
-use orderlog::config::Settings;
 use support::{env_number, first_argument, median, projections, recreate_schema, Http};
 
 const DEFAULT_URL: &str =
@@ -63,11 +62,9 @@ async fn main() -> Result<()> {
     let in_flight = env_number("BENCH_IN_FLIGHT", 64)?;
 
     recreate_schema(&url, "bench_deliveries").await?;
-    let settings = Settings {
-        database_url: url.clone(),
-        bind: "127.0.0.1:0".parse()?,
-        ..Settings::default()
-    };
+    let mut settings = support::server_settings(&url)?;
+    // Its receivers run on 127.0.0.1, which the SSRF guard refuses by default.
+    settings.deliveries.webhook_allow_private_networks = true;
     let application = Application::build(settings).await?;
     let mut server = Http::connect(application.local_addr()?).await?;
     let shutdown = CancellationToken::new();

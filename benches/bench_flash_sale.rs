@@ -165,10 +165,8 @@ async fn main() -> Result<()> {
         .try_init();
     drop_and_create(ADMIN_URL, &config.schema).await?;
     let settings = Settings {
-        database_url: config.url.clone(),
-        bind: "127.0.0.1:0".parse()?,
         db_pool_size: config.pool,
-        ..Default::default()
+        ..support::server_settings(&config.url)?
     };
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;

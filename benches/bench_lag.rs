@@ -63,10 +63,8 @@ async fn main() -> Result<()> {
 
     let schema = recreate_schema(&url, "bench_lag").await?;
     let settings = Settings {
-        database_url: url.clone(),
-        bind: "127.0.0.1:0".parse()?,
         db_pool_size: pool_size,
-        ..Default::default()
+        ..support::server_settings(&url)?
     };
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;

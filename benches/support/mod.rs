@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -22,6 +22,26 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::net::TcpStream;
 
 /// A number from the environment (`1_000_000` reads as a million), or `default`.
+/// The admin token every benchmark's server is given (`ORDERLOG_BOOTSTRAP_TOKEN`), and
+/// the key its secrets are sealed with: the schemas are the benchmarks' own.
+pub const TOKEN: &str = "olk_YmVuY2htYXJrIHRva2VuOiBuZXZlciBmb3IgdXNlISE";
+const SECRET_KEY: &str = "YmVuY2htYXJrIHNlY3JldCBrZXksIG5ldmVyIGZvciA=";
+const BEARER: HeaderValue =
+    HeaderValue::from_static("Bearer olk_YmVuY2htYXJrIHRva2VuOiBuZXZlciBmb3IgdXNlISE");
+
+/// A server's settings for a benchmark on `url`: port 0, the benchmark token and key.
+pub fn server_settings(url: &str) -> Result<orderlog::config::Settings> {
+    Ok(orderlog::config::Settings {
+        database_url: url.to_owned(),
+        bind: "127.0.0.1:0".parse()?,
+        bootstrap_token: Some(orderlog::auth::Token::parse(TOKEN).map_err(|e| anyhow!(e))?),
+        secret_key: Some(
+            orderlog::store::sealed::SecretKey::parse(SECRET_KEY).map_err(|e| anyhow!("{e}"))?,
+        ),
+        ..orderlog::config::Settings::default()
+    })
+}
+
 pub fn env_number<T: FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
         Ok(v) => v
@@ -174,6 +194,7 @@ impl Http {
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
         headers.insert(ACCEPT, JSON);
+        headers.insert(AUTHORIZATION, BEARER);
         if body.is_some() || method == "POST" {
             headers.insert(CONTENT_TYPE, JSON);
             headers.insert(CONTENT_LENGTH, length.into());
