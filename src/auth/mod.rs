@@ -366,22 +366,14 @@ pub enum BootstrapError {
 }
 
 /// Writes `contents` to a new file beside `path` (its name plus `.suffix`), readable
-/// by this user only from the moment it exists, and returns that file's path. Its
-/// directory is created when missing.
+/// by its owner alone, and returns that file's path.
 pub fn write_private_file(path: &Path, suffix: &str, contents: &str) -> std::io::Result<PathBuf> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut staged = path.as_os_str().to_owned();
     staged.push(".");
     staged.push(suffix);
     let staged = PathBuf::from(staged);
     let _ = std::fs::remove_file(&staged);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&staged)?;
+    let mut file = crate::store::files::create_private(&staged)?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;

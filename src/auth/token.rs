@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn weak_or_foreign_tokens_are_not_provisioned() {
         assert!(Token::parse("secret").is_err());
-        assert!(Token::parse("olk_short")
+        assert!(Token::parse("olk_c2hvcnQ")
             .unwrap_err()
             .contains("at least 32"));
         assert!(Token::parse("olk_not base64!").is_err());
