@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderlog::app::Overrides;
-use orderlog::projections::runner::FaultHook;
+use orderlog::projections::runner::{FaultHook, Projections, RunnerError};
 use orderlog::projections::Envelope;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -20,6 +20,7 @@ on_both_backends!(
     a_rebuild_that_fails_on_an_event_stops_failed_and_a_retry_finishes_it,
     skipping_the_event_a_rebuild_failed_on_finishes_the_rebuild,
     the_serving_view_keeps_following_the_log_while_its_successor_rebuilds,
+    the_cli_rebuild_of_a_failing_projection_ends_with_its_error,
 );
 
 /// Fails `projection` on the events of order `order_id` while `on` is set. The live
@@ -282,4 +283,41 @@ async fn the_serving_view_keeps_following_the_log_while_its_successor_rebuilds(b
     app.projections_caught_up().await;
     let orders = expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
     assert_eq!(orders["orders"].as_array().unwrap().len(), 4);
+}
+
+async fn the_cli_rebuild_of_a_failing_projection_ends_with_its_error(backend: Backend) {
+    // `orderlog projections rebuild NAME` runs the rebuild in its own process, as here:
+    // it must end with the failure, not retry forever.
+    let (app, on) = with_poison(backend, "shipping").await;
+    let db = orderlog::store::Database::connect(&app.database_url, 4)
+        .await
+        .unwrap();
+    let cli = Projections::new(
+        db,
+        orderlog::app::all_projections(&orderlog::config::Settings::default()),
+        orderlog::store::reader::LogSignal::default(),
+        Some(fail_on("shipping", "poison", on)),
+    );
+    cli.rebuild("shipping").await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), cli.finish_rebuild("shipping"))
+        .await
+        .expect("the rebuild ends instead of hanging");
+    let poison = &app.events("poison").await[0];
+    match outcome {
+        Err(e @ RunnerError::RebuildFailed { .. }) => {
+            let message = e.to_string();
+            let position = format!("position {}", poison["global_position"]);
+            assert!(message.contains(&position), "{message}");
+            assert!(message.contains("injected fault"), "{message}");
+            assert!(
+                message.contains("retry it after a fix, or skip"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the rebuild's failure, got {other:?}"),
+    }
+    // The server shows the same failure, and its old tables still serve.
+    let status = wait_for_state(&app, "shipping", "failed").await;
+    assert_eq!(status["failed_event"]["event_id"], poison["event_id"]);
+    assert_eq!(status["generation"], 1);
 }
