@@ -21,6 +21,7 @@ on_both_backends!(
     skipping_the_event_a_rebuild_failed_on_finishes_the_rebuild,
     the_serving_view_keeps_following_the_log_while_its_successor_rebuilds,
     the_cli_rebuild_of_a_failing_projection_ends_with_its_error,
+    a_rebuild_after_a_live_skip_skips_the_event_again_and_equals_the_live_view,
 );
 
 /// Fails `projection` on the events of order `order_id` while `on` is set. The live
@@ -320,4 +321,47 @@ async fn the_cli_rebuild_of_a_failing_projection_ends_with_its_error(backend: Ba
     let status = wait_for_state(&app, "shipping", "failed").await;
     assert_eq!(status["failed_event"]["event_id"], poison["event_id"]);
     assert_eq!(status["generation"], 1);
+}
+
+async fn a_rebuild_after_a_live_skip_skips_the_event_again_and_equals_the_live_view(
+    backend: Backend,
+) {
+    // The case reported in issue 15: a live failure, a skip, then a rebuild by the
+    // same code, which met the same event again and never finished.
+    let url = fresh_database(backend).await;
+    let on = Arc::new(AtomicBool::new(true));
+    let overrides = Overrides {
+        fault: Some(fail_on("order_summary", "poison", on)),
+        ..Overrides::default()
+    };
+    let app = spawn_app_with(&url, |_| {}, overrides).await;
+    app.place_order("before").await;
+    app.place_order("poison").await;
+    app.place_order("after").await;
+    wait_for_state(&app, "order_summary", "failed").await;
+    let r = app
+        .post_empty("/v1/admin/projections/order_summary/skip")
+        .await;
+    expect_status(r, StatusCode::OK).await;
+    app.projections_caught_up().await;
+    let live = app.read_side().await;
+
+    let r = app
+        .post_empty("/v1/admin/projections/order_summary/rebuild")
+        .await;
+    expect_status(r, StatusCode::ACCEPTED).await;
+    eventually("the rebuild to finish", Duration::from_secs(15), || async {
+        let status = projection(&app, "order_summary").await;
+        if status["generation"] == 2 && status["rebuild"].is_null() {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    app.projections_caught_up().await;
+    let done = projection(&app, "order_summary").await;
+    assert_eq!(done["skipped_events"], 1, "{done}");
+    assert_eq!(app.read_side().await, live, "the rebuild skipped it too");
+    assert_eq!(live["orders"]["orders"].as_array().unwrap().len(), 2);
 }
