@@ -30,7 +30,7 @@ impl From<RunnerError> for ApiError {
             RunnerError::Unknown(_) => {
                 ApiError::not_found("projection_not_found", error.to_string())
             }
-            RunnerError::WrongState { .. } => ApiError::new(
+            RunnerError::WrongState { .. } | RunnerError::RebuildFailed { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "projection_state_conflict",
                 error.to_string(),

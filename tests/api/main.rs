@@ -16,6 +16,7 @@ mod log_reader;
 mod metadata;
 mod projections;
 mod property;
+mod rebuilds;
 mod secrets;
 mod settings;
 mod targets;

@@ -4,7 +4,14 @@
 //! stopped (marked failed) at the event it cannot apply. The live runner also drops a
 //! generation a switch retired, once queries on it have had time to finish.
 //!
-//! It never touches a projection that is rebuilding, stopped or failed, never builds or
+//! A projection that is rebuilding keeps its place in the group: its serving generation
+//! goes on following the log until the successor takes over (the switch moves the
+//! generation and the checkpoint under the row lock, and a batch planned for the old
+//! generation then finds the row moved). The rebuild's own cursor and failure are
+//! separate columns, never touched here.
+//!
+//! It never touches a projection that is stopped or failed, or one whose stored version
+//! is not this code's (its serving tables were built by other code), never builds or
 //! switches a generation, and never waits on a row someone else holds.
 
 use std::collections::HashMap;
@@ -24,8 +31,8 @@ use crate::store::StoreError;
 /// Events per live batch; rebuilds take bigger bites.
 const LIVE_BATCH: i64 = 500;
 /// Attempts at a failing batch before narrowing it down to the failing event.
-const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub(super) const ATTEMPTS: u32 = 4;
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// How long retired tables stay for queries that started before a switch.
 const RETIRE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
@@ -81,9 +88,11 @@ impl Projections {
             if lock(detached).contains(name) {
                 continue;
             }
+            // A rebuilding row is read afresh every step: its switch may land while
+            // there is nothing to apply, and the retired tables must still be dropped.
             let mut row = match known.remove(name) {
-                Some(row) => row,
-                None => load_row(&self.db, name).await?,
+                Some(row) if row.rebuild.is_none() => row,
+                _ => load_row(&self.db, name).await?,
             };
             if let Some(retired) = row.retired {
                 if Utc::now() - row.updated_at > RETIRE_AFTER {
@@ -91,12 +100,9 @@ impl Projections {
                     row.retired = None;
                 }
             }
-            // A rebuilding projection belongs to the rebuilder until its switch; a
-            // stopped or failed one waits for an operator.
-            if row.rebuild.is_none()
-                && row.status == "running"
-                && row.version == projection.version()
-            {
+            // A rebuilding projection goes on serving (and following the log) until its
+            // switch; a stopped or failed one waits for an operator.
+            if row.status == "running" && row.version == projection.version() {
                 live.push((projection.clone(), row));
             }
         }
@@ -235,7 +241,11 @@ impl Projections {
     }
 
     /// The test-only fault hook's verdict on a batch a projection just applied.
-    fn injected_fault(&self, name: &str, events: &[Envelope]) -> Result<(), ProjectionError> {
+    pub(super) fn injected_fault(
+        &self,
+        name: &str,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
         match &self.fault {
             Some(fault) => match events.iter().find(|e| fault(name, e)) {
                 Some(event) => Err(ProjectionError::Injected(format!(
@@ -332,7 +342,6 @@ impl Projections {
                 && locked.cursor == expected
                 && locked.status == "running"
                 && locked.version == version
-                && locked.rebuild.is_none()
         });
         if !matches {
             // Another runner, a skip or a switch moved the projection: start over.

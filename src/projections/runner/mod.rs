@@ -15,10 +15,13 @@
 //! or skips the event (the skip is recorded).
 //!
 //! Rebuilds are blue/green: a new generation of tables is filled from the start of the
-//! log while the current one keeps answering queries; once caught up, the switch and
-//! the checkpoint move in one transaction, and the old tables are dropped shortly after
-//! (queries already running on them finish first). A projection whose code version
-//! differs from its stored version is rebuilt at start.
+//! log while the current one keeps answering queries and following the log; once the
+//! new one has caught up with it, the switch and the checkpoint move in one transaction
+//! under the row lock, and the old tables are dropped shortly after (queries already
+//! running on them finish first). A rebuild that fails is retried like a live batch,
+//! then stops at the failing event (its own error and event, in the row's rebuild
+//! columns) until an operator retries it or skips the event. A projection whose code
+//! version differs from its stored version is rebuilt at start.
 //!
 //! This module owns the set of projections ([`Projections`]), their registration at
 //! start, the tasks that run them and the checkpoints they publish; the work itself
@@ -68,6 +71,16 @@ pub enum RunnerError {
         state: String,
         action: &'static str,
         needed: &'static str,
+    },
+    #[error(
+        "the rebuild of `{name}` failed at position {position} (event {event_id}): {error}; \
+         retry it after a fix, or skip the event"
+    )]
+    RebuildFailed {
+        name: String,
+        position: i64,
+        event_id: String,
+        error: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1,6 +1,6 @@
 //! The stored row of each projection in `projections`: its version, serving
-//! generation, checkpoint, state, failure and rebuild under way, read plainly, or
-//! locked for the rest of a transaction.
+//! generation, checkpoint, state, failure, and any rebuild under way (with a failure of
+//! its own), read plainly, or locked for the rest of a transaction.
 //!
 //! This file only reads rows; the state changes are written by the files that decide
 //! them. It never waits on a row the live group skips (`lock_rows`).
@@ -23,6 +23,8 @@ pub(super) struct Row {
     pub(super) last_error: Option<String>,
     pub(super) failed: Option<(Cursor, String)>,
     pub(super) rebuild: Option<(i64, i64, Cursor)>,
+    /// A rebuild that stopped on an event: its error, and the event (cursor, id).
+    pub(super) rebuild_failure: Option<(String, Cursor, String)>,
     pub(super) retired: Option<i64>,
     pub(super) updated_at: DateTime<Utc>,
 }
@@ -30,7 +32,8 @@ pub(super) struct Row {
 const ROW_COLUMNS: &str =
     "name, version, generation, cursor_tx, cursor_position, status, last_error,
     failed_tx, failed_position, failed_event_id, rebuild_generation, rebuild_version,
-    rebuild_cursor_tx, rebuild_cursor_position, retired_generation, updated_at";
+    rebuild_cursor_tx, rebuild_cursor_position, rebuild_last_error, rebuild_failed_tx,
+    rebuild_failed_position, rebuild_failed_event_id, retired_generation, updated_at";
 
 /// Locks the projection's row for the rest of `tx` and returns it: `FOR UPDATE` on
 /// PostgreSQL; on SQLite the transaction already holds the writer lock.
@@ -92,6 +95,10 @@ const ROW_FIELDS: &[&str] = &[
     "rebuild_version",
     "rebuild_cursor_tx",
     "rebuild_cursor_position",
+    "rebuild_last_error",
+    "rebuild_failed_tx",
+    "rebuild_failed_position",
+    "rebuild_failed_event_id",
     "retired_generation",
     "updated_at",
 ];
@@ -125,6 +132,14 @@ fn to_row(name: &str, rows: Vec<RowOut>) -> Result<Row, StoreError> {
             )),
             _ => None,
         },
+        rebuild_failure: match (
+            row.rebuild_last_error,
+            cursor(row.rebuild_failed_tx, row.rebuild_failed_position),
+            row.rebuild_failed_event_id,
+        ) {
+            (Some(error), Some(at), Some(event_id)) => Some((error, at, event_id)),
+            _ => None,
+        },
         retired: row.retired_generation,
         updated_at: DateTime::parse_from_rfc3339(&row.updated_at)
             .map(|t| t.with_timezone(&Utc))
@@ -148,6 +163,10 @@ struct RowOut {
     rebuild_version: Option<i64>,
     rebuild_cursor_tx: Option<i64>,
     rebuild_cursor_position: Option<i64>,
+    rebuild_last_error: Option<String>,
+    rebuild_failed_tx: Option<i64>,
+    rebuild_failed_position: Option<i64>,
+    rebuild_failed_event_id: Option<String>,
     retired_generation: Option<i64>,
     updated_at: String,
 }

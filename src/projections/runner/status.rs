@@ -87,10 +87,14 @@ impl Projections {
         )
         .await?;
         let skipped = skipped.first().map_or(0, |c| c.n);
-        let state = if row.rebuild.is_some() {
-            "rebuilding".to_owned()
-        } else {
-            row.status.clone()
+        // A failed rebuild is what an operator must act on (retry or skip act on it
+        // first); the serving generation's own failure shows once it is settled.
+        let (state, last_error, failed) = match (&row.rebuild, row.rebuild_failure) {
+            (Some(_), Some((error, at, event_id))) => {
+                ("failed".to_owned(), Some(error), Some((at, event_id)))
+            }
+            (Some(_), None) => ("rebuilding".to_owned(), row.last_error, row.failed),
+            (None, _) => (row.status.clone(), row.last_error, row.failed),
         };
         Ok(Status {
             name,
@@ -101,8 +105,8 @@ impl Projections {
             checkpoint: row.cursor,
             lag_events,
             lag_seconds,
-            last_error: row.last_error,
-            failed_event: row.failed.map(|(cursor, event_id)| FailedEvent {
+            last_error,
+            failed_event: failed.map(|(cursor, event_id)| FailedEvent {
                 position: cursor.position,
                 event_id,
             }),
