@@ -169,7 +169,10 @@ struct SubscriptionOut {
     /// The cursor: everything at or before it has been delivered or queued.
     cursor: String,
     position: i64,
-    breaker: crate::delivery::breaker::BreakerState,
+    /// As the server holding the lease has it; null when no server reports holding it.
+    breaker: Option<crate::delivery::breaker::BreakerState>,
+    /// Which server delivers it, and since when; null when none does.
+    lease: Option<LeaseOut>,
     queue: QueueOut,
     lag: LagOut,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,13 @@ struct SubscriptionOut {
 struct SecretErrorOut {
     code: &'static str,
     detail: String,
+}
+
+#[derive(Serialize)]
+struct LeaseOut {
+    node: String,
+    since: String,
+    reported_at: String,
 }
 
 #[derive(Serialize)]
@@ -225,6 +235,11 @@ impl From<Status> for SubscriptionOut {
             cursor: s.cursor.token(),
             position: s.cursor.position,
             breaker: status.breaker,
+            lease: status.lease.map(|held| LeaseOut {
+                node: held.node,
+                since: rfc3339(held.since),
+                reported_at: rfc3339(held.reported_at),
+            }),
             queue: QueueOut {
                 waiting: status.waiting,
                 dead: status.dead,

@@ -17,6 +17,25 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// As stored and shown: `closed`, `open`, `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<BreakerState> {
+        [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
     /// For the metrics gauge: 0 closed, 1 half-open, 2 open.
     pub fn level(self) -> f64 {
         match self {

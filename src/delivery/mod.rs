@@ -6,6 +6,7 @@
 //! This module keeps the workers and carries out what operators ask through the API.
 
 pub mod breaker;
+pub mod lease;
 pub mod message;
 pub mod settings;
 pub mod sink;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     /// `connections` at connect time.
     targets: TargetPolicy,
     log_signal: LogSignal,
+    /// This server's name in lease records.
+    node: String,
 }
 
 struct Handle {
@@ -104,7 +107,9 @@ pub struct Changes {
 /// A subscription with how it is doing.
 pub struct Status {
     pub subscription: Subscription,
-    pub breaker: BreakerState,
+    /// As the lease holder has it; `None` when no server reports holding the lease.
+    pub breaker: Option<BreakerState>,
+    pub lease: Option<lease::Lease>,
     pub waiting: i64,
     pub dead: i64,
     /// Events after the cursor (of any type), and the age of the oldest.
@@ -130,6 +135,7 @@ impl Deliveries {
             shared: Arc::new(Shared {
                 connections: Connections::new(settings.nats_url.clone(), targets.clone()),
                 targets,
+                node: settings.node(),
                 db,
                 keys,
                 settings,
@@ -345,8 +351,18 @@ impl Deliveries {
     async fn status_of(&self, subscription: Subscription) -> Result<Status, DeliveryError> {
         let (waiting, dead) = store::counts(&self.shared.db, subscription.id).await?;
         let (lag_events, lag_seconds) = reader::lag(&self.shared.db, subscription.cursor).await?;
+        let lease = lease::current(&self.shared.db, subscription.id, Utc::now()).await?;
+        // The holder's own breaker is fresher than its last report.
+        let breaker = lease.as_ref().map(|held| {
+            if held.node == self.shared.node {
+                self.breaker_state(subscription.id)
+            } else {
+                held.breaker
+            }
+        });
         Ok(Status {
-            breaker: self.breaker_state(subscription.id),
+            breaker,
+            lease,
             subscription,
             waiting,
             dead,

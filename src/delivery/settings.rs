@@ -90,6 +90,25 @@ pub struct DeliverySettings {
         value_parser = subject_prefix
     )]
     pub nats_subject_prefix: String,
+
+    /// The name this server gives itself in a subscription's status, as the holder of
+    /// its lease; by default the host name and the process id (`web-1:4242`).
+    #[arg(long, env = "ORDERLOG_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+impl DeliverySettings {
+    /// This server's name in lease records.
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "orderlog".to_owned());
+            format!("{host}:{}", std::process::id())
+        })
+    }
 }
 
 /// A duration such as `500ms`, `30s`, `2h` or `7d`, longer than zero. `config` parses

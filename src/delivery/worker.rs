@@ -13,9 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rand::Rng;
 use tokio::sync::watch;
@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::breaker::Breaker;
+use super::breaker::{Breaker, BreakerState};
+use super::lease::{self, Lease};
 use super::message::Message;
 use super::sink::{Attempt, Sink, Verdict};
 use super::store::{self, millis, AttemptRecord, QueuedRow, Settled};
@@ -74,6 +75,16 @@ impl Worker {
         let Some(_lease) = self.lease().await else {
             return;
         };
+        self.deliver(Utc::now()).await;
+        if let Err(e) = lease::release(&self.shared.db, self.id, &self.shared.node).await {
+            // Stale within seconds anyway: nobody will be said to hold it.
+            tracing::debug!(subscription = %self.id, error = %e, "could not clear the lease record");
+        }
+    }
+
+    /// Delivers until told to stop, reporting the lease taken at `since`.
+    async fn deliver(&mut self, since: DateTime<Utc>) {
+        let mut reported = None;
         let mut log = self.shared.log_signal.subscribe();
         'reload: loop {
             self.control.borrow_and_update();
@@ -101,6 +112,7 @@ impl Worker {
                     Ok(Step::Idle(Duration::MAX))
                 };
                 self.report();
+                self.report_lease(since, &mut reported).await;
                 let wait = match step {
                     Ok(Step::Progress) => continue,
                     Ok(Step::Idle(wait)) => wait.min(POLL),
@@ -226,6 +238,34 @@ impl Worker {
     fn report(&self) {
         metrics::gauge!("orderlog_subscription_breaker_state", "subscription" => self.id.to_string())
             .set(self.breaker.state().level());
+    }
+
+    /// Tells every server who holds this subscription and how its breaker stands: when
+    /// the breaker moves, and every `REPORT_EVERY` otherwise.
+    async fn report_lease(
+        &self,
+        since: DateTime<Utc>,
+        reported: &mut Option<(BreakerState, Instant)>,
+    ) {
+        let breaker = self.breaker.state();
+        if matches!(reported, Some((state, at)) if *state == breaker && at.elapsed() < lease::REPORT_EVERY)
+        {
+            return;
+        }
+        let record = Lease {
+            node: self.shared.node.clone(),
+            since,
+            breaker,
+            reported_at: Utc::now(),
+        };
+        match lease::report(&self.shared.db, self.id, &record).await {
+            Ok(()) => *reported = Some((breaker, Instant::now())),
+            // Deleted meanwhile (the foreign key), or the database is away: try again
+            // at the next step.
+            Err(e) => {
+                tracing::debug!(subscription = %self.id, error = %e, "could not report the lease")
+            }
+        }
     }
 
     async fn step(&self, run: &mut Run) -> Result<Step, StoreError> {

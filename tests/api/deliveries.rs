@@ -48,7 +48,7 @@ async fn subscription(app: &TestApp, id: &str) -> Value {
 }
 
 /// Polls the subscription until `done` holds.
-async fn wait_for_subscription(
+pub(crate) async fn wait_for_subscription(
     app: &TestApp,
     id: &str,
     what: &str,

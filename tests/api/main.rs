@@ -11,6 +11,7 @@ mod errors;
 mod group_commit;
 mod idempotency;
 mod inventory;
+mod leases;
 mod lifecycle;
 mod log_reader;
 mod metadata;

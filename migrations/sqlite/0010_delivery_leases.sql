@@ -1,0 +1,11 @@
+-- Which server delivers each subscription, and how its breaker stands there: written
+-- by the holder of the subscription's lease when it takes it, whenever the breaker
+-- moves, and every few seconds, so that any server can answer a status truthfully.
+-- A row whose `reported_at` is old belongs to a server that died: nobody holds it.
+CREATE TABLE delivery_leases (
+    subscription_id TEXT   PRIMARY KEY REFERENCES subscriptions (id) ON DELETE CASCADE,
+    node            TEXT   NOT NULL,
+    since           BIGINT NOT NULL,
+    breaker         TEXT   NOT NULL,
+    reported_at     BIGINT NOT NULL
+);
