@@ -171,6 +171,9 @@ struct SubscriptionOut {
     position: i64,
     /// As the server holding the lease has it; null when no server reports holding it.
     breaker: Option<crate::delivery::breaker::BreakerState>,
+    /// How many messages the holder lets be in flight now: it grows while the receiver
+    /// keeps up and halves when it fails; at most `max_in_flight`.
+    window: Option<u32>,
     /// Which server delivers it, and since when; null when none does.
     lease: Option<LeaseOut>,
     queue: QueueOut,
@@ -235,6 +238,7 @@ impl From<Status> for SubscriptionOut {
             cursor: s.cursor.token(),
             position: s.cursor.position,
             breaker: status.breaker,
+            window: status.window,
             lease: status.lease.map(|held| LeaseOut {
                 node: held.node,
                 since: rfc3339(held.since),

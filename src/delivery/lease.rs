@@ -1,7 +1,7 @@
 //! Who delivers each subscription, told to every server: the holder of a
-//! subscription's lease records its name, since when it holds it, and its breaker's
-//! state (`delivery_leases`), when it takes the lease, whenever the breaker moves and
-//! every [`REPORT_EVERY`]. Any server answers a status from that record; one that is
+//! subscription's lease records its name, since when it holds it, its breaker's state
+//! and its in-flight window (`delivery_leases`), when it takes the lease, whenever the
+//! breaker moves and every [`REPORT_EVERY`]. Any server answers a status from that record; one that is
 //! older than [`STALE_AFTER`] is from a server that died, and nobody is said to hold the
 //! subscription rather than guessing that all is well.
 
@@ -26,22 +26,24 @@ pub struct Lease {
     pub node: String,
     pub since: DateTime<Utc>,
     pub breaker: BreakerState,
+    pub window: u32,
     pub reported_at: DateTime<Utc>,
 }
 
 pub async fn report(db: &Database, subscription: Uuid, lease: &Lease) -> Result<(), StoreError> {
     let mut tx = Tx::begin(db).await?;
     tx.execute(
-        "INSERT INTO delivery_leases (subscription_id, node, since, breaker, reported_at)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO delivery_leases (subscription_id, node, since, breaker, window_size, reported_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (subscription_id) DO UPDATE
             SET node = excluded.node, since = excluded.since, breaker = excluded.breaker,
-                reported_at = excluded.reported_at",
+                window_size = excluded.window_size, reported_at = excluded.reported_at",
         &[
             Param::Text(subscription.to_string()),
             Param::Text(lease.node.clone()),
             Param::Int(millis(lease.since)),
             Param::Text(lease.breaker.as_str().to_owned()),
+            Param::Int(i64::from(lease.window)),
             Param::Int(millis(lease.reported_at)),
         ],
     )
@@ -74,12 +76,14 @@ pub async fn current(
         node: String,
         since: i64,
         breaker: String,
+        window_size: i64,
         reported_at: i64,
     }
     let rows: Vec<Row> = query(
         db,
-        "SELECT node, since, breaker, reported_at FROM delivery_leases WHERE subscription_id = $1",
-        &["node", "since", "breaker", "reported_at"],
+        "SELECT node, since, breaker, window_size, reported_at
+           FROM delivery_leases WHERE subscription_id = $1",
+        &["node", "since", "breaker", "window_size", "reported_at"],
         &[Param::Text(subscription.to_string())],
     )
     .await?;
@@ -100,6 +104,7 @@ pub async fn current(
         node: row.node,
         since: from_millis(row.since),
         breaker,
+        window: u32::try_from(row.window_size).unwrap_or(1),
         reported_at,
     }))
 }

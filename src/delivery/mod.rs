@@ -13,6 +13,7 @@ pub mod sink;
 pub mod store;
 pub mod subscription;
 pub mod target;
+pub mod window;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ pub use settings::DeliverySettings;
 use sink::Connections;
 use subscription::{parse_webhook_url, EventFilter, Kind, Secret, State, Subscription};
 use target::{TargetError, TargetPolicy};
+use window::Window;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -67,6 +69,7 @@ pub(crate) struct Shared {
 struct Handle {
     control: watch::Sender<u64>,
     breaker: Arc<Breaker>,
+    window: Arc<Window>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -109,6 +112,8 @@ pub struct Status {
     pub subscription: Subscription,
     /// As the lease holder has it; `None` when no server reports holding the lease.
     pub breaker: Option<BreakerState>,
+    /// How many messages the holder lets be in flight now (at most `max_in_flight`).
+    pub window: Option<u32>,
     pub lease: Option<lease::Lease>,
     pub waiting: i64,
     pub dead: i64,
@@ -247,12 +252,15 @@ impl Deliveries {
             self.shared.settings.breaker_failures,
             self.shared.settings.breaker_cooldown,
         ));
+        // Sized from the stored subscription when the worker loads it.
+        let window = Arc::new(Window::new(subscription::DEFAULT_MAX_IN_FLIGHT));
         let stop = parent.child_token();
         let task = tokio::spawn(
             worker::Worker {
                 shared: self.shared.clone(),
                 id,
                 breaker: breaker.clone(),
+                window: window.clone(),
                 control: receiver,
                 stop: stop.clone(),
             }
@@ -263,6 +271,7 @@ impl Deliveries {
             Handle {
                 control,
                 breaker,
+                window,
                 stop,
                 task,
             },
@@ -284,12 +293,13 @@ impl Deliveries {
         }
     }
 
-    fn breaker_state(&self, id: Uuid) -> BreakerState {
+    /// This server's own breaker and window of a subscription it holds.
+    fn local_state(&self, id: Uuid) -> Option<(BreakerState, u32)> {
         self.workers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .map_or(BreakerState::Closed, |h| h.breaker.state())
+            .map(|h| (h.breaker.state(), h.window.size()))
     }
 
     /// Stores a subscription and starts its worker. Webhooks get a new signing secret,
@@ -352,16 +362,19 @@ impl Deliveries {
         let (waiting, dead) = store::counts(&self.shared.db, subscription.id).await?;
         let (lag_events, lag_seconds) = reader::lag(&self.shared.db, subscription.cursor).await?;
         let lease = lease::current(&self.shared.db, subscription.id, Utc::now()).await?;
-        // The holder's own breaker is fresher than its last report.
-        let breaker = lease.as_ref().map(|held| {
-            if held.node == self.shared.node {
-                self.breaker_state(subscription.id)
-            } else {
-                held.breaker
-            }
-        });
+        // The holder's own breaker and window are fresher than its last report.
+        let (breaker, window) = match &lease {
+            Some(held) if held.node == self.shared.node => self
+                .local_state(subscription.id)
+                .map_or((Some(held.breaker), Some(held.window)), |(b, w)| {
+                    (Some(b), Some(w))
+                }),
+            Some(held) => (Some(held.breaker), Some(held.window)),
+            None => (None, None),
+        };
         Ok(Status {
             breaker,
+            window,
             lease,
             subscription,
             waiting,

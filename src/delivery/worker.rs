@@ -29,6 +29,7 @@ use super::message::Message;
 use super::sink::{Attempt, Sink, Verdict};
 use super::store::{self, millis, AttemptRecord, QueuedRow, Settled};
 use super::subscription::{State, Subscription};
+use super::window::{Failure, Permit, Window};
 use super::Shared;
 use crate::store::reader::{self, Cursor, LogEntry};
 use crate::store::StoreError;
@@ -44,6 +45,7 @@ pub(super) struct Worker {
     pub shared: Arc<Shared>,
     pub id: Uuid,
     pub breaker: Arc<Breaker>,
+    pub window: Arc<Window>,
     pub control: watch::Receiver<u64>,
     pub stop: CancellationToken,
 }
@@ -226,6 +228,7 @@ impl Worker {
         let sink = Sink::of(&subscription, self.shared.settings.webhook_timeout)
             .map_err(|e| StoreError::Corrupt(format!("subscription {}: {e}", self.id)))?;
         let queued = store::queued_streams(&self.shared.db, self.id).await?;
+        self.window.set_max(subscription.max_in_flight);
         Ok(Some(Run {
             subscription,
             sink,
@@ -236,8 +239,21 @@ impl Worker {
     }
 
     fn report(&self) {
-        metrics::gauge!("orderlog_subscription_breaker_state", "subscription" => self.id.to_string())
+        let id = self.id.to_string();
+        metrics::gauge!("orderlog_subscription_breaker_state", "subscription" => id.clone())
             .set(self.breaker.state().level());
+        metrics::gauge!("orderlog_subscription_window", "subscription" => id)
+            .set(f64::from(self.window.size()));
+    }
+
+    /// Tells the window, and through it maybe the breaker, how an attempt went.
+    fn settle(&self, permit: Permit<'_>, verdict: Verdict) {
+        if answered(verdict) {
+            permit.delivered();
+            self.breaker.record(true);
+        } else if permit.failed() == Failure::AtMinimum {
+            self.breaker.record(false);
+        }
     }
 
     /// Tells every server who holds this subscription and how its breaker stands: when
@@ -256,6 +272,7 @@ impl Worker {
             node: self.shared.node.clone(),
             since,
             breaker,
+            window: self.window.size(),
             reported_at: Utc::now(),
         };
         match lease::report(&self.shared.db, self.id, &record).await {
@@ -383,6 +400,7 @@ impl Worker {
         let mut outcome = StreamOutcome::default();
         let mut messages = messages.into_iter();
         while let Some(message) = messages.next() {
+            let permit = self.window.acquire().await;
             let now = millis(Utc::now());
             if !self.breaker.admit() {
                 outcome.queued.push(self.behind(&message, now));
@@ -392,7 +410,7 @@ impl Worker {
                 break;
             }
             let attempt = sink.send(&self.shared.connections, &message).await;
-            self.breaker.record(answered(attempt.verdict));
+            self.settle(permit, attempt.verdict);
             outcome.attempts.push(self.record(&message, &attempt));
             let next_at = match attempt.verdict {
                 Verdict::Delivered => continue,
@@ -433,11 +451,12 @@ impl Worker {
         let trying = stream::iter(heads)
             .map(|row| async move {
                 let message = row.message().ok()?;
+                let permit = self.window.acquire().await;
                 if !self.breaker.admit() {
                     return None;
                 }
                 let attempt = sink.send(&self.shared.connections, &message).await;
-                self.breaker.record(answered(attempt.verdict));
+                self.settle(permit, attempt.verdict);
                 Some((row, message, attempt))
             })
             .buffer_unordered(limit as usize)

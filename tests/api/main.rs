@@ -20,5 +20,6 @@ mod property;
 mod rebuilds;
 mod secrets;
 mod settings;
+mod small_receivers;
 mod targets;
 mod walkthrough;

@@ -44,6 +44,11 @@ struct Script {
     default: u16,
     delay: Duration,
     received: Vec<Received>,
+    /// A small receiver: past this many requests at once, 503 at once.
+    capacity: Option<usize>,
+    in_flight: usize,
+    /// Requests refused for want of capacity (not in `received`).
+    turned_away: usize,
 }
 
 #[derive(Clone)]
@@ -98,6 +103,19 @@ impl Receiver {
         self.script.lock().unwrap().delay = delay;
     }
 
+    /// Takes at most `capacity` requests at a time, each taking `delay`; the rest get
+    /// 503 at once, as a receiver with a small pool or backlog does.
+    pub fn small(&self, capacity: usize, delay: Duration) {
+        let mut script = self.script.lock().unwrap();
+        script.capacity = Some(capacity);
+        script.delay = delay;
+    }
+
+    /// How many requests a small receiver turned away.
+    pub fn turned_away(&self) -> usize {
+        self.script.lock().unwrap().turned_away
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.script.lock().unwrap().received.clone()
     }
@@ -128,11 +146,20 @@ async fn receive(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
 
-    let delay = script.lock().unwrap().delay;
+    let delay = {
+        let mut script = script.lock().unwrap();
+        if script.capacity.is_some_and(|c| script.in_flight >= c) {
+            script.turned_away += 1;
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        script.in_flight += 1;
+        script.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut script = script.lock().unwrap();
+    script.in_flight -= 1;
     let (status, retry_after) = script.next.pop_front().unwrap_or((script.default, None));
     let raw = String::from_utf8_lossy(&body).into_owned();
     script.received.push(Received {
