@@ -70,6 +70,9 @@ pub fn sign(secrets: &[Secret], id: &str, timestamp: i64, body: &str) -> String 
         .join(" ")
 }
 
+/// How long opening a connection to a receiver may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The connections sinks share: one HTTP client (its pool keeps connections to each
 /// receiver alive) and one NATS connection, opened when first needed.
 pub struct Connections {
@@ -87,6 +90,10 @@ impl Connections {
             // A webhook answers for itself: a redirect is a misconfiguration to fix,
             // not a hop to follow with a signed body (and a way around the guard).
             .redirect(reqwest::redirect::Policy::none())
+            // A receiver whose listen backlog is full drops the connection attempt, and
+            // the kernel would retry it for a minute: a second is a failed attempt, so
+            // the window narrows instead of waiting.
+            .connect_timeout(CONNECT_TIMEOUT)
             // Connect-time SSRF check: only the addresses the guard allows are dialled.
             .dns_resolver(targets.resolver())
             // Through a proxy the guard would judge the proxy's address, and the proxy
