@@ -52,8 +52,8 @@ use uuid::Uuid;
 use orderlog::domain::inventory::{InventoryCommand, InventoryEvent, InventoryItem};
 use orderlog::domain::order::{Order, OrderEvent, OrderLine, ShipmentLine};
 use orderlog::domain::values::{
-    CountryCode, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text,
+    CountryCode, Currency, CustomerId, FreeText, Money, OrderId, PaymentId, Quantity, RefundId,
+    ShipmentId, ShippingAddress, Sku, Text,
 };
 use orderlog::process::reservations;
 use orderlog::projections::runner::Projections;
@@ -1130,13 +1130,14 @@ fn next_events(
         0 => {
             let customer = CustomerId::parse(&format!("cust-{:05}", rng.gen_range(0..CUSTOMERS)))
                 .expect("customer id");
+            let free = |s: &str| FreeText::parse(s).expect("address text");
             let shipping_address = rng.gen_bool(0.70).then(|| ShippingAddress {
-                name: "A. Customer".to_owned(),
-                line1: format!("{} Main Street", 1 + rng.gen_range(0..999u32)),
+                name: free("A. Customer"),
+                line1: free(&format!("{} Main Street", 1 + rng.gen_range(0..999u32))),
                 line2: None,
-                city: "Springfield".to_owned(),
+                city: free("Springfield"),
                 region: None,
-                postal_code: format!("{:05}", rng.gen_range(0..100_000u32)),
+                postal_code: free(&format!("{:05}", rng.gen_range(0..100_000u32))),
                 country: catalogue.countries[rng.gen_range(0..catalogue.countries.len())].clone(),
             });
             (

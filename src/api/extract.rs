@@ -1,6 +1,9 @@
 //! Extractors that turn a raw request into typed input, refusing anything malformed with
 //! the API's own error shape:
-//! - [`JsonBody`]: content type (415), size (413), syntax (400) and values (422, with the
+//! - [`limit_body`]: the one limit on every request body (413), a layer in front of
+//!   everything that reads one;
+//! - [`JsonBody`] (and [`OptionalJsonBody`], for a body that may be left out): content
+//!   type (415), syntax, including bytes after the value (400), and values (422, with the
 //!   path of the offending field);
 //! - [`PathParams`]: path parameters as typed values (422, or 400 for undecodable text,
 //!   naming the parameter);
@@ -13,17 +16,20 @@
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::de::DeserializeOwned;
+use http_body_util::BodyExt;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::auth::{Principal, TokenName};
 use crate::domain::values::{
-    CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
+    check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
 };
 use crate::state::AppState;
 use crate::store::metadata::{CommandMetadata, TraceParent};
@@ -36,29 +42,153 @@ const CAUSATION_ID: &str = "x-causation-id";
 const ON_BEHALF_OF: &str = "x-actor";
 const TRACEPARENT: &str = "traceparent";
 
+/// The one limit on request bodies, `ORDERLOG_BODY_LIMIT`, as a layer in front of every
+/// route behind the token gate: the idempotency keys and every handler then read a body
+/// that fits, so no route can have another limit (axum's own is disabled) or answer
+/// anything but the API's JSON error.
+///
+/// A body larger than the limit, declared so (`Content-Length`) or found so while it is
+/// read, is refused with 413 `payload_too_large` before anything looks at what it says.
+/// The client may still be sending it: a server that stopped reading and closed would
+/// have it fail on a broken pipe before it ever read the answer. So the rest is read and
+/// discarded, up to [`DRAIN_FACTOR`] times the limit and for [`DRAIN_TIME`]; a body
+/// beyond either (or one the client waits to send, `Expect: 100-continue`) is left
+/// unread, and the answer says `Connection: close`.
+pub async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.settings.body_limit;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let waits_to_send = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (parts, mut body) = request.into_parts();
+    if declared.is_some_and(|length| length > limit as u64) {
+        let drained = !waits_to_send && drain(body, 0, limit).await;
+        return refusal(too_large(limit), drained);
+    }
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return refusal(unreadable(&e), false),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            let drained = drain(body, bytes.len() + data.len(), limit).await;
+            return refusal(too_large(limit), drained);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// How much of a refused body is still read (times the limit), and for how long.
+const DRAIN_FACTOR: usize = 4;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the rest of `body`, `read` bytes of which are already read;
+/// whether it reached the end within [`DRAIN_FACTOR`] times `limit` and [`DRAIN_TIME`].
+async fn drain(mut body: Body, mut read: usize, limit: usize) -> bool {
+    let cap = limit.saturating_mul(DRAIN_FACTOR);
+    let to_the_end = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > cap {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, to_the_end)
+        .await
+        .unwrap_or(false)
+}
+
+/// A refusal of the request's body; unless the whole body was read, the connection
+/// closes after it.
+fn refusal(error: ApiError, drained: bool) -> Response {
+    let mut response = error.into_response();
+    if !drained {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+fn unreadable(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::bad_request(
+        "unreadable_body",
+        format!("the request body could not be read: {e}"),
+    )
+}
+
 /// A JSON request body, parsed into `T`.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    AppState: FromRef<S>,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = AppState::from_ref(state).settings.body_limit;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON, sent with `Content-Type: application/json`",
-            ));
+            return Err(not_json());
         }
-        let bytes = read_body(req.into_body(), limit).await?;
+        let bytes = read_body(req.into_body()).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A JSON request body that may be left out: an empty one (or only whitespace) is
+/// `T::default()`; any other is a [`JsonBody`], with the same rules.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = read_body(req.into_body()).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(not_json());
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be JSON, sent with `Content-Type: application/json`",
+    )
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -78,38 +208,44 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Reads a whole body, refusing one larger than `limit` bytes with 413.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body exceeds the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(
-                "unreadable_body",
-                format!("the request body could not be read: {e}"),
-            )
-        }
-    })
+/// Reads a whole body: a request's, already held to the limit by [`limit_body`], or a
+/// handler's answer.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    to_bytes(body, usize::MAX).await.map_err(|e| unreadable(&e))
 }
 
+/// Parses a whole body as one JSON value of type `T`. The JSON must end after that value
+/// (whitespace aside): anything else after it is 400 `malformed_json`, as is a body that
+/// is not JSON at all, even where a field is also wrong (a 422 is for JSON that says
+/// the wrong thing).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        use serde_json::error::Category;
+    use serde_json::error::Category;
+    let malformed = |inner: &serde_json::Error| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the request body is not valid JSON: {inner}"),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
-                "malformed_json",
-                format!("the request body is not valid JSON: {inner}"),
-            ),
+            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
             Category::Data => {
+                // Deserialising stopped at the wrong value; the rest may not be JSON (or
+                // not UTF-8, which skipping a value does not check).
+                if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(bytes) {
+                    if syntax.classify() != Category::Data {
+                        return malformed(&syntax);
+                    }
+                }
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    return ApiError::bad_request(
+                        "malformed_json",
+                        format!("the request body is not valid JSON: it is not UTF-8 ({e})"),
+                    );
+                }
                 let message = strip_position(&inner.to_string());
                 // serde reports a missing field at its parent; name the field itself.
                 if let Some(rest) = message.strip_prefix("missing field `") {
@@ -125,7 +261,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::invalid_field(field, format!("is invalid: {message}"))
             }
         }
-    })
+    })?;
+    de.end().map_err(|e| malformed(&e))?;
+    Ok(value)
 }
 
 /// serde_json appends " at line 1 column 42"; the field path already says where.
@@ -144,6 +282,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // No query value holds a control character, whatever it is parsed into next.
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            check_line(&key)
+                .and_then(|()| check_line(&value))
+                .map_err(|reason| ApiError::invalid_field(key.as_ref(), reason))?;
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(QueryParams)
@@ -244,7 +388,9 @@ pub trait FromPath: Sized {
     fn from_path(params: &[(String, String)]) -> Result<Self, ApiError>;
 }
 
+/// One parameter: no control character, whatever its type, then its type's rules.
 fn segment<T: PathValue>((name, raw): &(String, String)) -> Result<T, ApiError> {
+    check_line(raw).map_err(|reason| ApiError::invalid_field(name.as_str(), reason))?;
     T::parse_segment(raw).map_err(|reason| ApiError::invalid_field(name.as_str(), reason))
 }
 
@@ -415,6 +561,56 @@ mod tests {
             let (status, body) = error(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
             assert_eq!(body["code"], "invalid_path", "{uri}: {body}");
+            assert_eq!(body["field"], field, "{uri}: {body}");
+        }
+    }
+
+    #[test]
+    fn json_ends_after_its_value_and_syntax_comes_before_values() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct In {
+            quantity: crate::domain::values::Quantity,
+        }
+        let code = |body: &[u8]| parse_json::<In>(body).err().map(|e| e.code());
+        assert_eq!(code(b"{\"quantity\": 47}"), None);
+        assert_eq!(code(b" {\"quantity\": 47} \r\n\t"), None);
+        for trailing in [&b"garbage"[..], b"{}", b"\0", b"]", b"\xff"] {
+            let body = [&b"{\"quantity\": 47}"[..], trailing].concat();
+            assert_eq!(code(&body), Some("malformed_json"), "{trailing:?}");
+            let body = [&b"{\"quantity\": 0}"[..], trailing].concat();
+            assert_eq!(
+                code(&body),
+                Some("malformed_json"),
+                "a wrong value, then junk"
+            );
+        }
+        assert_eq!(code(b"{\"quantity\": 0}"), Some("invalid_field"));
+        let deep = format!(
+            "{{\"quantity\": {}1{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        // Deep, but JSON: refused for its type, without recursing through it.
+        assert_eq!(code(deep.as_bytes()), Some("invalid_field"));
+        assert_eq!(
+            code(&deep.as_bytes()[..deep.len() - 1]),
+            Some("malformed_json")
+        );
+        assert_eq!(code(b"{\"quantity\": 1e400}"), Some("malformed_json"));
+        assert_eq!(code(b"{\"other\": \"\xc3\x28\"}"), Some("malformed_json"));
+    }
+
+    #[tokio::test]
+    async fn control_characters_in_a_path_parameter_are_a_422_naming_it() {
+        for (uri, field) in [
+            ("/orders/a%00/payments/p1", "order_id"),
+            ("/orders/o1/payments/%1B", "payment_id"),
+            ("/orders/%2E%2E/payments/p1", "order_id"),
+        ] {
+            let (status, body) = error(uri).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
             assert_eq!(body["field"], field, "{uri}: {body}");
         }
     }

@@ -1,9 +1,10 @@
 //! `Idempotency-Key` for every POST, as one middleware rather than in each handler.
 //!
 //! The key is claimed before the handler runs; its response (success or refusal) is
-//! kept and replayed to a retry with the same key and body. The same key with another
-//! body, path or method is refused with 422 `idempotency_key_reused`. A transient failure
-//! (a conflict, a 5xx) gives the claim back, so the retry really runs again.
+//! kept and replayed to a retry with the same key and body, with the status, content
+//! type and body it first had. The same key with another body, path or method is
+//! refused with 422 `idempotency_key_reused`. A transient failure (a conflict, a 5xx)
+//! gives the claim back, so the retry really runs again.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -35,9 +36,8 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         return Ok(next.run(request).await);
     };
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, state.settings.body_limit)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    // Held to the limit by `extract::limit_body`, in front of this layer.
+    let bytes = read_body(body).await.map_err(IntoResponse::into_response)?;
     let token = parts
         .extensions
         .get::<Principal>()
@@ -52,14 +52,24 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         .map_err(|e| ApiError::from(e).into_response())?;
     match claim {
         Claim::Claimed => {}
-        Claim::Replay { status, body } => {
+        Claim::Replay {
+            status,
+            content_type,
+            body,
+        } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            // A response kept before migration 0009 has no type: it was served as JSON.
+            let content_type = match content_type {
+                Some(kept) => HeaderValue::from_str(&kept).ok(),
+                None if body.is_empty() => None,
+                None => Some(HeaderValue::from_static("application/json")),
+            };
             let mut response = (status, body).into_response();
             let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            headers.remove(header::CONTENT_TYPE);
+            if let Some(content_type) = content_type {
+                headers.insert(header::CONTENT_TYPE, content_type);
+            }
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
@@ -92,16 +102,18 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
-    // Our handlers answer with small JSON bodies; the request limit bounds them well.
-    let body = read_body(body, usize::MAX)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    // Our handlers answer with small JSON bodies.
+    let body = read_body(body).await.map_err(IntoResponse::into_response)?;
     // The command has taken effect: the client hears so even if keeping the response
     // fails. The claim then stays in flight until it expires, so a retry is refused
     // rather than run twice.
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     if let Err(e) = state
         .idempotency
-        .complete(&key, parts.status.as_u16(), &body, Utc::now())
+        .complete(&key, parts.status.as_u16(), content_type, &body, Utc::now())
         .await
     {
         tracing::error!(error = %e, "could not keep the response of an idempotent request");

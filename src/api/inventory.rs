@@ -13,7 +13,7 @@ use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
 use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryItem};
-use crate::domain::values::{Quantity, Sku, Text};
+use crate::domain::values::{check_line, Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
 use crate::state::AppState;
 
@@ -115,7 +115,9 @@ async fn adjust(
     wait: WaitFor,
     JsonBody(body): JsonBody<AdjustmentIn>,
 ) -> Result<Response, ApiError> {
-    if body.delta == 0 || body.delta.abs() > MAX_DELTA {
+    // `unsigned_abs`: `abs` of i64::MIN overflows (a panic, or in release a negative
+    // number that passed this check).
+    if body.delta == 0 || body.delta.unsigned_abs() > MAX_DELTA.unsigned_abs() {
         return Err(ApiError::invalid_field(
             "delta",
             format!("must be non-zero and at most {MAX_DELTA} either way"),
@@ -176,6 +178,10 @@ async fn low_stock(
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(invalid)?;
             let (available, sku) = text.split_once('|').ok_or_else(invalid)?;
+            // Decoded, it is a client's text like any other.
+            if sku.is_empty() || check_line(sku).is_err() {
+                return Err(invalid());
+            }
             Ok::<_, ApiError>((
                 available.parse::<i64>().map_err(|_| invalid())?,
                 sku.to_owned(),

@@ -21,7 +21,7 @@ mod subscriptions;
 mod tokens;
 mod wait_for;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::Router;
@@ -56,12 +56,20 @@ pub fn route_table() -> Vec<RouteScope> {
 pub fn router(state: AppState) -> Router {
     let (gated, table) = routes().into_parts();
     // Layers run outside in: the gate first, so that a refused request reaches neither
-    // the idempotency keys nor a handler.
+    // the idempotency keys nor a handler, and no unauthenticated body is read; then the
+    // one body limit, so that everything after it reads a body that fits.
     let gated = gated
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            extract::limit_body,
+        ))
+        // `limit_body` is the limit: axum's own default (2 MiB, answered in text/plain)
+        // must never be met first.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             auth::Gate::new(state.clone(), &table),
             auth::authorize,

@@ -582,12 +582,21 @@ fn encode_cursor(created_at: &str, id: &str) -> String {
     hex::encode(format!("{created_at}|{id}"))
 }
 
+/// A cursor decoded is a client's text like any other: its time must be a time and its
+/// id a line of text (no control character), whatever bytes the hex held.
 fn decode_cursor(raw: &str) -> Result<(String, String), ApiError> {
     let invalid = || ApiError::invalid_field("cursor", "is not a cursor this API returned");
     let bytes = hex::decode(raw).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (created_at, id) = text.split_once('|').ok_or_else(invalid)?;
-    Ok((created_at.to_owned(), id.to_owned()))
+    let created_at = chrono::DateTime::parse_from_rfc3339(created_at).map_err(|_| invalid())?;
+    if id.is_empty() || check_line(id).is_err() {
+        return Err(invalid());
+    }
+    Ok((
+        fixed_time::format(&created_at.with_timezone(&Utc)),
+        id.to_owned(),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{parse_json, parse_limit, parse_time, JsonBody, PathParams, QueryParams};
+use super::extract::{
+    parse_limit, parse_time, JsonBody, OptionalJsonBody, PathParams, QueryParams,
+};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
@@ -21,6 +23,7 @@ use crate::delivery::subscription::{
     DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT,
 };
 use crate::delivery::{Changes, DeliveryError, NewSubscription, Status};
+use crate::domain::values::FreeText;
 use crate::state::AppState;
 use crate::store::reader::StartAt;
 
@@ -92,16 +95,6 @@ fn max_in_flight(raw: u32) -> Result<u32, ApiError> {
     }
 }
 
-fn description(raw: String) -> Result<String, ApiError> {
-    if raw.chars().count() > 500 {
-        return Err(ApiError::invalid_field(
-            "description",
-            "must be at most 500 characters",
-        ));
-    }
-    Ok(raw)
-}
-
 fn webhook_url(raw: &str) -> Result<String, ApiError> {
     parse_webhook_url(raw)
         .map(|url| url.to_string())
@@ -147,7 +140,7 @@ struct CreateIn {
     url: Option<String>,
     subject: Option<String>,
     event_types: Vec<String>,
-    description: Option<String>,
+    description: Option<FreeText>,
     max_in_flight: Option<u32>,
     from_position: Option<i64>,
     from_time: Option<String>,
@@ -295,7 +288,7 @@ async fn create(
         kind,
         target,
         event_types: event_types(body.event_types)?,
-        description: body.description.map(description).transpose()?,
+        description: body.description.map(FreeText::into_string),
         max_in_flight: max_in_flight(body.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT))?,
         start: start_at(
             body.from_position,
@@ -346,7 +339,7 @@ struct UpdateIn {
     subject: Option<String>,
     event_types: Option<Vec<String>>,
     #[serde(default, with = "serde_with_null")]
-    description: Option<Option<String>>,
+    description: Option<Option<FreeText>>,
     max_in_flight: Option<u32>,
 }
 
@@ -354,10 +347,12 @@ struct UpdateIn {
 mod serde_with_null {
     use serde::{Deserialize, Deserializer};
 
+    use crate::domain::values::FreeText;
+
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(d).map(Some)
+    ) -> Result<Option<Option<FreeText>>, D::Error> {
+        Option::<FreeText>::deserialize(d).map(Some)
     }
 }
 
@@ -398,10 +393,7 @@ async fn update(
             .transpose()?,
         target,
         event_types: body.event_types.map(event_types).transpose()?,
-        description: body
-            .description
-            .map(|d| d.map(description).transpose())
-            .transpose()?,
+        description: body.description.map(|d| d.map(FreeText::into_string)),
         max_in_flight: body.max_in_flight.map(max_in_flight).transpose()?,
     };
     state.deliveries.update(id, changes).await?;
@@ -429,14 +421,9 @@ const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 async fn rotate(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
     // The body is optional: an empty one takes the default overlap.
-    let body: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateIn::default()
-    } else {
-        parse_json(&body)?
-    };
+    OptionalJsonBody(body): OptionalJsonBody<RotateIn>,
+) -> Result<Json<Value>, ApiError> {
     let overlap = match body.overlap {
         None => DEFAULT_OVERLAP,
         Some(raw) => humantime::parse_duration(&raw)

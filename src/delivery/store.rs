@@ -400,6 +400,9 @@ async fn insert_rows<R: Serialize>(
     }
     let json = serde_json::to_string(rows)
         .map_err(|e| StoreError::Corrupt(format!("encoding {table} rows: {e}")))?;
+    // A receiver's answer may hold a NUL (kept in an attempt's detail), which
+    // PostgreSQL's text cannot: written as U+FFFD, as views do.
+    let json = crate::store::views::nul::json(json);
     let names = columns.join(", ");
     let sql = if tx.is_postgres() {
         format!(

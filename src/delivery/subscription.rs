@@ -127,8 +127,10 @@ pub fn is_subject(raw: &str) -> bool {
         })
 }
 
-/// A webhook URL: absolute http(s), no credentials in it.
+/// A webhook URL: absolute http(s), no credentials in it, no control character (the URL
+/// parser would silently drop a tab or a newline, and escape the others).
 pub fn parse_webhook_url(raw: &str) -> Result<reqwest::Url, String> {
+    crate::domain::values::check_line(raw).map_err(|e| e.to_string())?;
     let url = reqwest::Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());

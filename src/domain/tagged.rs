@@ -64,9 +64,11 @@ pub fn serialize<T: ExternallyTagged, S: Serializer>(event: &T, s: S) -> Result<
     event.serialize_external(TypeFirst(s))
 }
 
-/// Reads `{"type": <variant name>, <fields>…}`, with `type` anywhere.
+/// Reads `{"type": <variant name>, <fields>…}`, with `type` anywhere. An event is read
+/// from the log, so its values are taken as written, without the rules a client's
+/// input must follow (`values::reading_stored`).
 pub fn deserialize<'de, T: ExternallyTagged, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-    d.deserialize_map(Tagged(PhantomData))
+    crate::domain::values::reading_stored(|| d.deserialize_map(Tagged(PhantomData)))
 }
 
 struct TypeFirst<S>(S);
@@ -371,10 +373,35 @@ mod tests {
             r#"{"type":"payment.vanished","order_id":"o-1"}"#,
             r#"{"order_id":"o-1","type":7}"#,
             r#"{"type":"payment.captured","order_id":"o-1"}"#,
-            r#"{"type":"payment.captured","order_id":"","payment_id":"p-1","amount":{"amount":500,"currency":"USD"},"captured_total":{"amount":500,"currency":"USD"},"captured_at":"2026-11-22T05:00:00Z"}"#,
+            r#"{"type":"payment.captured","order_id":7,"payment_id":"p-1","amount":{"amount":500,"currency":"USD"},"captured_total":{"amount":500,"currency":"USD"},"captured_at":"2026-11-22T05:00:00Z"}"#,
+            r#"{"type":"payment.captured","order_id":"o-1","payment_id":"p-1","amount":{"amount":500,"currency":"XAU"},"captured_total":{"amount":500,"currency":"USD"},"captured_at":"2026-11-22T05:00:00Z"}"#,
             r#"["payment.captured"]"#,
         ] {
             assert!(serde_json::from_str::<OrderEvent>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stored_value_the_api_would_refuse_today_is_read_as_written() {
+        // An empty id, a dot segment, control characters: facts already in a log.
+        let stored = r#"{"type":"payment.failed","order_id":"","payment_id":"..","amount":{"amount":500,"currency":"USD"},"reason":"a\u0000b\u001b","failed_at":"2026-11-22T05:00:00Z"}"#;
+        let OrderEvent::PaymentFailed {
+            order_id,
+            payment_id,
+            reason,
+            ..
+        } = serde_json::from_str::<OrderEvent>(stored).unwrap()
+        else {
+            panic!("a payment.failed")
+        };
+        assert_eq!(order_id.as_str(), "");
+        assert_eq!(payment_id.as_str(), "..");
+        assert_eq!(
+            reason.as_str(),
+            "a\u{fffd}b\u{1b}",
+            "a NUL is read as U+FFFD"
+        );
+        // The rules still hold for anything else.
+        assert!(serde_json::from_str::<crate::domain::values::OrderId>(r#""""#).is_err());
     }
 }

@@ -5,7 +5,14 @@
 //! plain form (a string or an integer), so stored events stay readable by any consumer.
 //! This module never does I/O and never knows which field a value came from: the API
 //! names the field when it reports a [`ValueError`].
+//!
+//! Text from a client is clean here, once for every field: no value holds a control
+//! character (NUL, escape, DEL, the C1 controls…), except that free text ([`Text`],
+//! [`FreeText`]) may hold tabs and newlines; ids and SKUs are never `.`, `..` or hold a
+//! `/`. These rules are for input. What the log already holds is read as written
+//! ([`reading_stored`]), since a reader cannot refuse a fact that is already recorded.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -29,13 +36,87 @@ pub enum ValueError {
     UnknownCurrency(String),
     #[error("`{0}` is not an ISO 3166-1 alpha-2 country code")]
     InvalidCountry(String),
+    #[error("must not contain control characters (found U+{:04X})", u32::from(*.0))]
+    ControlCharacter(char),
+    #[error("must not be `.` or `..`")]
+    DotSegment,
 }
 
-/// Checks an identifier: 1 to `max` characters from ASCII letters, digits and `extra`.
-/// Identifiers end up in URLs, log lines and NATS subjects, so the alphabet is narrow.
+/// Checks a one-line text from a client (a query value, a path segment, a decoded
+/// cursor): it holds no control character at all.
+pub fn check_line(raw: &str) -> Result<(), ValueError> {
+    check_controls(raw, false)
+}
+
+/// Refuses every control character (Unicode's `Cc`: U+0000 to U+001F, U+007F to
+/// U+009F), but a tab or a newline (LF, or CR LF) in free text.
+fn check_controls(raw: &str, free_text: bool) -> Result<(), ValueError> {
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_control() {
+            continue;
+        }
+        let allowed =
+            free_text && (c == '\t' || c == '\n' || (c == '\r' && chars.peek() == Some(&'\n')));
+        if !allowed {
+            return Err(ValueError::ControlCharacter(c));
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Set while a stored event is decoded: see [`reading_stored`].
+    static READING_STORED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `decode` reading what the log already holds: the text values it deserialises
+/// (ids, SKUs, free text, country codes) are taken as written, without their rules.
+///
+/// Those rules are for a client's input, and refused there. An event in the log is a
+/// fact, written before a rule existed or by another writer; a reader that refused it
+/// would stop at it forever (a projection, a rebuild, an aggregate that no longer
+/// loads). Only a NUL is not kept: PostgreSQL's text cannot hold one, so readers hold
+/// U+FFFD in its place, as the views they write do (`store::views`); the log itself,
+/// and what deliveries send of it, keep the event as recorded.
+///
+/// serde gives a `Deserialize` no context of its own, so this is a flag on the thread,
+/// set for the span of one synchronous decode (`domain::tagged`, the one way events
+/// are read) and restored after it, even when it panics.
+pub fn reading_stored<T>(decode: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            READING_STORED.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(READING_STORED.with(|flag| flag.replace(true)));
+    decode()
+}
+
+fn is_reading_stored() -> bool {
+    READING_STORED.with(Cell::get)
+}
+
+/// Text as a reader of the log holds it: as written, with U+FFFD for each NUL.
+fn as_stored(raw: String) -> String {
+    if raw.contains('\0') {
+        raw.replace('\0', "\u{fffd}")
+    } else {
+        raw
+    }
+}
+
+/// Checks an identifier: 1 to `max` characters from ASCII letters, digits and `extra`,
+/// and never `.` or `..` (a path segment that means another resource). Identifiers end
+/// up in URLs, log lines and NATS subjects, so the alphabet is narrow: it holds no
+/// control character and no `/`.
 fn check_identifier(raw: &str, max: usize, extra: &'static str) -> Result<(), ValueError> {
     if raw.is_empty() {
         return Err(ValueError::Empty);
+    }
+    if raw == "." || raw == ".." {
+        return Err(ValueError::DotSegment);
     }
     // Every allowed character is ASCII, so a valid id's length in bytes is its length in
     // characters; an invalid one is measured in characters, to name the right error.
@@ -77,6 +158,12 @@ macro_rules! identifier {
                 Ok(Self(raw.to_owned()))
             }
 
+            /// An id a reader took from the log (a view row built from events): as
+            /// written, like an event's ([`reading_stored`]).
+            pub fn from_stored(raw: &str) -> Self {
+                Self(as_stored(raw.to_owned()))
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -92,6 +179,9 @@ macro_rules! identifier {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 // The same check as `parse`, keeping the string serde already made.
                 let raw = String::deserialize(d)?;
+                if is_reading_stored() {
+                    return Ok(Self(as_stored(raw)));
+                }
                 check_identifier(&raw, $max, $extra).map_err(serde::de::Error::custom)?;
                 Ok(Self(raw))
             }
@@ -407,14 +497,14 @@ impl fmt::Display for Money {
 /// across countries for more rules to help rather than hurt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShippingAddress {
-    pub name: String,
-    pub line1: String,
+    pub name: FreeText,
+    pub line1: FreeText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line2: Option<String>,
-    pub city: String,
+    pub line2: Option<FreeText>,
+    pub city: FreeText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    pub postal_code: String,
+    pub region: Option<FreeText>,
+    pub postal_code: FreeText,
     pub country: CountryCode,
 }
 
@@ -436,12 +526,16 @@ impl CountryCode {
 impl<'de> Deserialize<'de> for CountryCode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
+        if is_reading_stored() {
+            return Ok(Self(as_stored(raw)));
+        }
         Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 
 /// Free text a person wrote (a cancellation reason, a carrier name): trimmed, non-empty
-/// and bounded, so that no single event can carry a novel.
+/// and bounded, so that no single event can carry a novel. It holds no control
+/// character but tabs and newlines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Text(String);
@@ -457,6 +551,7 @@ impl Text {
         if trimmed.chars().count() > Self::MAX_LEN {
             return Err(ValueError::TooLong { max: Self::MAX_LEN });
         }
+        check_controls(trimmed, true)?;
         Ok(Self(trimmed.to_owned()))
     }
 
@@ -468,6 +563,46 @@ impl Text {
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
+        if is_reading_stored() {
+            return Ok(Self(as_stored(raw)));
+        }
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Free text that may be empty, kept as written (an address line, a subscription's
+/// description): at most [`FreeText::MAX_LEN`] characters, and no control character but
+/// tabs and newlines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct FreeText(String);
+
+impl FreeText {
+    pub const MAX_LEN: usize = 500;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        check_controls(raw, true)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for FreeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if is_reading_stored() {
+            return Ok(Self(as_stored(raw)));
+        }
         Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
@@ -691,5 +826,94 @@ mod tests {
         assert_eq!(Text::parse("  late  ").unwrap().as_str(), "late");
         assert_eq!(Text::parse("   "), Err(ValueError::Empty));
         assert!(Text::parse(&"x".repeat(501)).is_err());
+    }
+
+    #[test]
+    fn text_holds_no_control_character_but_tabs_and_newlines() {
+        for bad in [
+            "\0",
+            "a\0b",
+            "\u{1}",
+            "\u{1b}[31m",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9f}",
+            "a\rb",
+            "a\r",
+            "\u{b}",
+            "\u{c}",
+        ] {
+            let found = bad.chars().find(|c| c.is_control()).unwrap();
+            let refused = Some(ValueError::ControlCharacter(found));
+            assert_eq!(Text::parse(&format!("x{bad}x")).err(), refused, "{bad:?}");
+            assert_eq!(FreeText::parse(bad).err(), refused, "{bad:?}");
+            assert_eq!(check_line(bad).err(), refused, "{bad:?}");
+        }
+        for good in [
+            "a\tb",
+            "line one\nline two",
+            "windows\r\nnewline",
+            "caf\u{e9} \u{202e}",
+        ] {
+            assert_eq!(Text::parse(good).unwrap().as_str(), good);
+            assert_eq!(FreeText::parse(good).unwrap().as_str(), good);
+        }
+        assert!(check_line("a\tb").is_err(), "a line has no tab");
+        assert!(check_line("a b \u{e9}").is_ok());
+        assert_eq!(
+            ValueError::ControlCharacter('\0').to_string(),
+            "must not contain control characters (found U+0000)"
+        );
+        assert_eq!(FreeText::parse("").unwrap().as_str(), "", "may be empty");
+        assert_eq!(FreeText::parse(" kept ").unwrap().as_str(), " kept ");
+        assert!(FreeText::parse(&"x".repeat(501)).is_err());
+    }
+
+    #[test]
+    fn ids_and_skus_are_never_dot_segments_nor_hold_a_slash() {
+        for id in [".", ".."] {
+            assert_eq!(Sku::parse(id), Err(ValueError::DotSegment));
+            assert_eq!(OrderId::parse(id), Err(ValueError::DotSegment));
+            assert!(serde_json::from_value::<Sku>(serde_json::json!(id)).is_err());
+        }
+        for id in ["a/b", "/", "a\0", "\0"] {
+            assert!(Sku::parse(id).is_err(), "{id:?}");
+            assert!(OrderId::parse(id).is_err(), "{id:?}");
+        }
+        assert!(
+            Sku::parse("...").is_ok(),
+            "only the two dot segments are special"
+        );
+        assert!(Sku::parse(".hidden").is_ok());
+    }
+
+    #[test]
+    fn what_the_log_holds_is_read_as_written_but_for_nul() {
+        let stored = serde_json::json!(["..", "a\0b\u{1b}", "", "gb"]);
+        let read = || {
+            let [sku, text, empty, country]: [serde_json::Value; 4] =
+                serde_json::from_value(stored.clone()).unwrap();
+            (
+                serde_json::from_value::<Sku>(sku),
+                serde_json::from_value::<Text>(text.clone()),
+                serde_json::from_value::<FreeText>(text),
+                serde_json::from_value::<Text>(empty),
+                serde_json::from_value::<CountryCode>(country),
+            )
+        };
+        let (sku, text, free, empty, country) = reading_stored(read);
+        assert_eq!(sku.unwrap().as_str(), "..");
+        assert_eq!(text.unwrap().as_str(), "a\u{fffd}b\u{1b}");
+        assert_eq!(free.unwrap().as_str(), "a\u{fffd}b\u{1b}");
+        assert_eq!(empty.unwrap().as_str(), "");
+        assert_eq!(country.unwrap(), CountryCode("gb".into()));
+        // Outside it, and after it, the rules hold again.
+        let (sku, text, free, empty, country) = read();
+        assert!(sku.is_err() && text.is_err() && free.is_err() && empty.is_err());
+        assert!(country.is_err());
+        let nested = reading_stored(|| reading_stored(|| 1) + usize::from(is_reading_stored()));
+        assert_eq!(nested, 2, "an inner decode restores the outer one's flag");
+        assert!(!is_reading_stored());
+        assert_eq!(Sku::from_stored("..").as_str(), "..");
     }
 }

@@ -504,9 +504,9 @@ async fn tick(state: &Ticker) -> Result<usize, ActionError> {
 
 async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError> {
     let metadata = CommandMetadata::system(ACTOR, &action.order_id, &action.id);
-    let Ok(order_id) = OrderId::parse(&action.order_id) else {
-        return Ok(());
-    };
+    // Ids in these rows were taken from the log, so they are read as the log holds
+    // them, even one the API would refuse today (a SKU `..` accepted before).
+    let order_id = OrderId::from_stored(&action.order_id);
     let reason =
         Text::parse(&action.reason).unwrap_or_else(|_| Text::parse("released").expect("non-empty"));
     match action.kind.as_str() {
@@ -535,11 +535,8 @@ async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError
             else {
                 return Ok(());
             };
-            let (Ok(sku), Ok(shipment_id), Ok(quantity)) = (
-                Sku::parse(sku),
-                ShipmentId::parse(shipment),
-                Quantity::parse(quantity),
-            ) else {
+            let (sku, shipment_id) = (Sku::from_stored(sku), ShipmentId::from_stored(shipment));
+            let Ok(quantity) = Quantity::parse(quantity) else {
                 return Ok(());
             };
             let commit = InventoryCommandFor {
@@ -584,9 +581,7 @@ async fn release_holds(
     )
     .await?;
     for hold in holds {
-        let Ok(sku) = Sku::parse(&hold.sku) else {
-            continue;
-        };
+        let sku = Sku::from_stored(&hold.sku);
         let release = InventoryCommandFor {
             sku: sku.clone(),
             command: InventoryCommand::ReleaseReservation {

@@ -15,8 +15,13 @@ use super::{Database, StoreError};
 pub enum Claim {
     /// The key is new and now ours: run the request, then `complete` or `release`.
     Claimed,
-    /// The same request was answered before: send this again.
-    Replay { status: u16, body: Vec<u8> },
+    /// The same request was answered before: send this again, with its content type
+    /// (`None` for a response kept without one).
+    Replay {
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
     /// The key was used for a different request.
     Mismatch,
     /// The first request with this key has not finished.
@@ -64,7 +69,8 @@ impl IdempotencyStore {
                     return Ok(Claim::Claimed);
                 }
                 let row = sqlx::query(
-                    "SELECT request_hash, status_code::int4 AS status_code, response_body
+                    "SELECT request_hash, status_code::int4 AS status_code, content_type,
+                            response_body
                        FROM idempotency_keys WHERE key = $1",
                 )
                 .bind(key)
@@ -74,6 +80,7 @@ impl IdempotencyStore {
                     Ok((
                         r.try_get::<String, _>("request_hash")?,
                         r.try_get::<Option<i32>, _>("status_code")?,
+                        r.try_get::<Option<String>, _>("content_type")?,
                         r.try_get::<Option<Vec<u8>>, _>("response_body")?,
                     ))
                 })
@@ -98,7 +105,7 @@ impl IdempotencyStore {
                     return Ok(Claim::Claimed);
                 }
                 let row = sqlx::query(
-                    "SELECT request_hash, status_code, response_body
+                    "SELECT request_hash, status_code, content_type, response_body
                        FROM idempotency_keys WHERE key = ?",
                 )
                 .bind(key)
@@ -108,6 +115,7 @@ impl IdempotencyStore {
                     Ok((
                         r.try_get::<String, _>("request_hash")?,
                         r.try_get::<Option<i32>, _>("status_code")?,
+                        r.try_get::<Option<String>, _>("content_type")?,
                         r.try_get::<Option<Vec<u8>>, _>("response_body")?,
                     ))
                 })
@@ -118,20 +126,22 @@ impl IdempotencyStore {
             // Expired and purged between our insert and select: treat as in flight, the
             // client's next retry claims it afresh.
             None => Claim::InFlight,
-            Some((hash, _, _)) if hash != request_hash => Claim::Mismatch,
-            Some((_, Some(status), body)) => Claim::Replay {
+            Some((hash, _, _, _)) if hash != request_hash => Claim::Mismatch,
+            Some((_, Some(status), content_type, body)) => Claim::Replay {
                 status: u16::try_from(status).unwrap_or(500),
+                content_type,
                 body: body.unwrap_or_default(),
             },
-            Some((_, None, _)) => Claim::InFlight,
+            Some((_, None, _, _)) => Claim::InFlight,
         })
     }
 
-    /// Keeps the response for retries.
+    /// Keeps the response for retries: its status, content type and body.
     pub async fn complete(
         &self,
         key: &str,
         status: u16,
+        content_type: Option<&str>,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -139,11 +149,13 @@ impl IdempotencyStore {
             Database::Postgres(pool) => {
                 sqlx::query(
                     "UPDATE idempotency_keys
-                        SET status_code = $2, response_body = $3, completed_at = $4
+                        SET status_code = $2, content_type = $3, response_body = $4,
+                            completed_at = $5
                       WHERE key = $1",
                 )
                 .bind(key)
                 .bind(i16::try_from(status).unwrap_or(500))
+                .bind(content_type)
                 .bind(body)
                 .bind(now)
                 .execute(pool)
@@ -152,10 +164,12 @@ impl IdempotencyStore {
             Database::Sqlite(pool) => {
                 sqlx::query(
                     "UPDATE idempotency_keys
-                        SET status_code = ?, response_body = ?, completed_at = ?
+                        SET status_code = ?, content_type = ?, response_body = ?,
+                            completed_at = ?
                       WHERE key = ?",
                 )
                 .bind(i32::from(status))
+                .bind(content_type)
                 .bind(body)
                 .bind(now.timestamp_millis())
                 .bind(key)

@@ -429,3 +429,94 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
     );
     body
 }
+
+/// An answer to [`TestApp::raw`]: the status, the headers and the whole body.
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body as JSON, or `Null` when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl TestApp {
+    /// Sends a request exactly as written, on a connection of its own, with the admin
+    /// token and `headers`: the path is not normalised (`..` and `%2E%2E` reach the
+    /// server as they are, which reqwest's URLs would resolve away) and the body is any
+    /// bytes. For tests of hostile input. A 2xx answer's body is not read (the event
+    /// stream never ends).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> RawResponse {
+        use http_body_util::{BodyExt, Full};
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the server");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        let mut request = hyper::Request::new(Full::new(axum::body::Bytes::from(body)));
+        *request.method_mut() = hyper::Method::from_bytes(method.as_bytes()).expect("a method");
+        *request.uri_mut() = hyper::Uri::try_from(path)
+            .unwrap_or_else(|e| panic!("{path:?} is not a request target hyper sends: {e}"));
+        let sent = request.headers_mut();
+        sent.insert("host", self.addr.to_string().parse().unwrap());
+        sent.insert(
+            "authorization",
+            format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+        );
+        for (name, value) in headers {
+            sent.insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value.parse().expect("a header value"),
+            );
+        }
+        let send = async {
+            let response = sender.send_request(request).await.expect("an answer");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = if status.is_success() {
+                Vec::new()
+            } else {
+                let collected = response.into_body().collect().await.expect("the body");
+                collected.to_bytes().to_vec()
+            };
+            RawResponse {
+                status,
+                headers,
+                body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), send)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} got no answer within 30 s"))
+    }
+}
+
+/// How many events the log holds, counted by the database itself: unlike a reader of
+/// the log, whose view may trail commits a moment on a busy PostgreSQL.
+pub async fn event_count(db: &Database) -> i64 {
+    let sql = "SELECT count(*) FROM events";
+    match db {
+        Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}

@@ -13,6 +13,8 @@ on_both_backends!(
     keys_survive_a_restart,
     keys_expire_after_their_retention,
     a_malformed_key_is_refused,
+    a_replay_keeps_the_first_answers_content_type,
+    the_store_keeps_each_answers_content_type,
 );
 
 async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing(
@@ -151,4 +153,75 @@ async fn a_malformed_key_is_refused(backend: Backend) {
         )
         .await;
     expect_error(r, StatusCode::BAD_REQUEST, "invalid_header").await;
+}
+
+async fn a_replay_keeps_the_first_answers_content_type(backend: Backend) {
+    // A limit above axum's own 2 MiB, which the rotation's body used to meet first, and
+    // answer in text/plain: a replay then claimed that text was JSON.
+    let url = fresh_database(backend).await;
+    let app = spawn_app_on(&url, |s| s.body_limit = 4 * 1024 * 1024).await;
+    let sub = expect_status(
+        app.post(
+            "/v1/subscriptions",
+            &json!({"kind": "webhook", "url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let path = format!(
+        "/v1/subscriptions/{}/secret/rotate",
+        sub["id"].as_str().unwrap()
+    );
+    let body =
+        serde_json::to_vec(&json!({"overlap": "1h", "padding": "x".repeat(3 << 20)})).unwrap();
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "rotate-big"),
+    ];
+    let first = app.raw("POST", &path, &headers, body.clone()).await;
+    let replay = app.raw("POST", &path, &headers, body).await;
+    assert!(first.status.is_client_error(), "{}", first.status);
+    assert_eq!(replay.status, first.status);
+    assert_eq!(
+        replay.content_type(),
+        first.content_type(),
+        "the first answer's type"
+    );
+    assert_eq!(replay.body, first.body);
+    assert_eq!(first.content_type(), "application/json");
+    assert!(first.json()["code"].is_string(), "a JSON error");
+}
+
+async fn the_store_keeps_each_answers_content_type(backend: Backend) {
+    use orderlog::store::idempotency::{Claim, IdempotencyStore};
+    let url = fresh_database(backend).await;
+    let db = orderlog::store::Database::connect(&url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let store = IdempotencyStore::new(db, std::time::Duration::from_secs(60));
+    let now = chrono::Utc::now();
+    for (key, content_type, body) in [
+        ("k-json", Some("application/json"), &b"{}"[..]),
+        (
+            "k-text",
+            Some("text/plain; charset=utf-8"),
+            b"length limit exceeded",
+        ),
+        ("k-none", None, b""),
+    ] {
+        assert_eq!(store.claim(key, "h", now).await.unwrap(), Claim::Claimed);
+        store
+            .complete(key, 413, content_type, body, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(key, "h", now).await.unwrap(),
+            Claim::Replay {
+                status: 413,
+                content_type: content_type.map(str::to_owned),
+                body: body.to_vec(),
+            },
+            "{key}"
+        );
+    }
 }

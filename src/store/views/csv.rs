@@ -191,13 +191,15 @@ impl FieldSerializer<'_> {
         Ok(true)
     }
 
-    /// A quoted field, so that an empty text is not NULL, with `"` doubled.
+    /// A quoted field, so that an empty text is not NULL, with `"` doubled and each NUL
+    /// written as U+FFFD: PostgreSQL's COPY refuses a NUL, which would fail the rebuild
+    /// (see `nul`; live batches write the same text).
     fn quoted(self, value: &(impl Display + ?Sized)) -> Result<bool, Error> {
         self.out.push('"');
         let start = self.out.len();
         write!(self.out, "{value}").map_err(|e| Error(e.to_string()))?;
-        if self.out[start..].contains('"') {
-            let escaped = self.out[start..].replace('"', "\"\"");
+        if self.out[start..].contains(['"', '\0']) {
+            let escaped = super::nul::text(&self.out[start..]).replace('"', "\"\"");
             self.out.truncate(start);
             self.out.push_str(&escaped);
         }
@@ -210,9 +212,13 @@ impl FieldSerializer<'_> {
         self.out.reserve(value.len() + 2);
         self.out.push('"');
         let mut rest = value;
-        while let Some(at) = rest.find('"') {
-            self.out.push_str(&rest[..=at]);
-            self.out.push('"');
+        while let Some(at) = rest.find(['"', '\0']) {
+            self.out.push_str(&rest[..at]);
+            self.out.push_str(if rest.as_bytes()[at] == b'"' {
+                "\"\""
+            } else {
+                "\u{fffd}"
+            });
             rest = &rest[at + 1..];
         }
         self.out.push_str(rest);
@@ -427,5 +433,29 @@ mod tests {
             "\"a,1\",-42,\"say \"\"hi\"\", twice\nplease\",\"2026-11-21T09:05:07.000000Z\",\n\
              \"\",0,,\"2026-11-21T09:05:07.000000Z\",\n"
         );
+    }
+
+    #[test]
+    fn a_nul_is_written_as_the_replacement_character() {
+        let mut writer = csv::RowWriter::new(&ROWS);
+        let mut out = String::new();
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 9, 5, 7).unwrap();
+        let row = Row {
+            note: Some("\0\"\0".into()),
+            id: "a\0".into(),
+            ignored: 0,
+            n: 1,
+            at,
+        };
+        writer.write(&row, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "\"a\u{fffd}\",1,\"\u{fffd}\"\"\u{fffd}\",\"2026-11-21T09:05:07.000000Z\",\n"
+        );
+        let mut quoted = String::new();
+        super::FieldSerializer { out: &mut quoted }
+            .quoted(&"x\0\"")
+            .unwrap();
+        assert_eq!(quoted, "\"x\u{fffd}\"\"\"");
     }
 }

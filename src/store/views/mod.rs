@@ -16,11 +16,13 @@
 //!
 //! This module owns the description of a table ([`Table`]) and its physical name;
 //! beside it, `tx` owns the transaction and every statement on view tables, `sql` the
-//! read queries and the binding of parameters, [`fixed_time`] the time text, and `csv`
-//! the rows a rebuild COPYs. None of them knows any projection.
+//! read queries and the binding of parameters, [`fixed_time`] the time text, `csv`
+//! the rows a rebuild COPYs, and [`nul`] what becomes of a NUL, which PostgreSQL's text
+//! cannot hold, in any text written or bound here. None of them knows any projection.
 
 mod csv;
 pub mod fixed_time;
+pub mod nul;
 mod sql;
 mod tx;
 

@@ -22,14 +22,19 @@ pub enum Param {
     TextList(Vec<String>),
 }
 
+/// Binds every parameter; text goes with U+FFFD for each NUL ([`nul`](super::nul)), so a
+/// value that reached a view that way is also what finds it again.
 macro_rules! bind_all {
     ($query:expr, $params:expr, $list:expr) => {{
         let mut query = $query;
         for param in $params {
             query = match param {
-                Param::Text(s) => query.bind(s.clone()),
+                Param::Text(s) => query.bind($crate::store::views::nul::text(s).into_owned()),
                 Param::Int(i) => query.bind(*i),
-                Param::OptText(s) => query.bind(s.clone()),
+                Param::OptText(s) => query.bind(
+                    s.as_deref()
+                        .map(|s| $crate::store::views::nul::text(s).into_owned()),
+                ),
                 Param::OptInt(i) => query.bind(*i),
                 Param::TextList(list) => query.bind($list(list)),
             };
@@ -41,12 +46,14 @@ pub(super) use bind_all;
 
 /// A list as PostgreSQL binds it: `text[]`.
 pub(super) fn pg_list(list: &[String]) -> Vec<String> {
-    list.to_vec()
+    list.iter()
+        .map(|s| super::nul::text(s).into_owned())
+        .collect()
 }
 
 /// A list as SQLite binds it: a JSON array, for `json_each`.
 pub(super) fn sqlite_list(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
+    super::nul::json(serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned()))
 }
 
 /// Runs a read query against view `table` and decodes its rows.

@@ -9,9 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::csv;
 use super::sql::{bind_all, json_rows_sql, pg_list, sqlite_list, Param};
-use super::{Kind, Table};
+use super::{csv, nul, Kind, Table};
 use crate::store::{Database, StoreError};
 
 /// One transaction on either backend.
@@ -221,6 +220,10 @@ impl Tx {
         for chunk in rows.chunks(5_000) {
             let json =
                 serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // A `\u0000` in a row's text would stop `json_populate_recordset` (PostgreSQL's
+            // text holds no NUL) and so the projection, for good: written as U+FFFD
+            // instead, on both backends alike (see `nul`).
+            let json = nul::json(json);
             let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
             let updates: Vec<String> = columns
                 .iter()
