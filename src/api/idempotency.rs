@@ -58,7 +58,7 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             body,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            // A response kept before migration 0009 has no type: it was served as JSON.
+            // A response kept before migration 0011 has no type: it was served as JSON.
             let content_type = match content_type {
                 Some(kept) => HeaderValue::from_str(&kept).ok(),
                 None if body.is_empty() => None,
