@@ -25,22 +25,20 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
 use orderlog::app::Application;
-use support::{env_number, first_argument, median, projections, recreate_schema, Http};
+use support::{
+    env_number, first_argument, median, projections, recreate_schema, FastReceiver, Http,
+};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_deliveries";
@@ -192,46 +190,4 @@ async fn subscribe(server: &mut Http, url: &str, in_flight: usize) -> Result<Str
     }
     let response: Value = serde_json::from_slice(&response)?;
     Ok(response["id"].as_str().unwrap_or_default().to_owned())
-}
-
-/// Answers 200 at once and remembers each `webhook-id` it saw.
-#[derive(Clone)]
-struct FastReceiver {
-    addr: std::net::SocketAddr,
-    seen: Arc<Mutex<HashSet<String>>>,
-}
-
-impl FastReceiver {
-    async fn start() -> Result<FastReceiver> {
-        let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let state = seen.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap| {
-                let seen = state.clone();
-                async move {
-                    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
-                        seen.lock().unwrap().insert(id.to_owned());
-                    }
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(FastReceiver { addr, seen })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn reset(&self) {
-        self.seen.lock().unwrap().clear();
-    }
-
-    fn distinct(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
 }

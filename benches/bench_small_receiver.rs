@@ -32,9 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -44,7 +41,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use orderlog::app::Application;
-use support::{env_number, median, recreate_schema, Http};
+use support::{env_number, median, recreate_schema, FastReceiver, Http};
 
 const DEFAULT_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_small";
@@ -113,7 +110,7 @@ async fn main() -> Result<()> {
     let first = receive_stock(addr, hot_events).await?;
     let mut rates = Vec::new();
     for run in 1..=runs {
-        fast.seen.lock().unwrap().clear();
+        fast.reset();
         let (rate, _) = deliver_to(
             &mut server,
             &fast.url(),
@@ -338,38 +335,5 @@ impl SmallReceiver {
             task.await??;
         }
         Ok(requests as f64 / started.elapsed().as_secs_f64())
-    }
-}
-
-/// Answers 200 at once over keep-alive connections; remembers each `webhook-id`.
-struct FastReceiver {
-    addr: std::net::SocketAddr,
-    seen: Seen,
-}
-
-impl FastReceiver {
-    async fn start() -> Result<FastReceiver> {
-        let seen: Seen = Arc::default();
-        let state = seen.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap| {
-                let seen = state.clone();
-                async move {
-                    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
-                        seen.lock().unwrap().insert(id.to_owned());
-                    }
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(FastReceiver { addr, seen })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
     }
 }

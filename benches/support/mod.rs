@@ -314,3 +314,47 @@ fn process_cpu() -> BTreeMap<u32, (String, f64)> {
     }
     all
 }
+
+/// A webhook receiver on 127.0.0.1 that answers 200 at once, over keep-alive
+/// connections, and remembers each `webhook-id` it saw.
+pub struct FastReceiver {
+    pub addr: SocketAddr,
+    pub seen: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl FastReceiver {
+    pub async fn start() -> Result<FastReceiver> {
+        use axum::http::{HeaderMap, StatusCode};
+
+        let seen = std::sync::Arc::<std::sync::Mutex<std::collections::HashSet<String>>>::default();
+        let state = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap| {
+                let seen = state.clone();
+                async move {
+                    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                        seen.lock().unwrap().insert(id.to_owned());
+                    }
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(FastReceiver { addr, seen })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn reset(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}

@@ -98,6 +98,22 @@ fn is_reading_stored() -> bool {
     READING_STORED.with(Cell::get)
 }
 
+/// `Deserialize` for a text value with a `parse`: the rules for input, or the text as
+/// stored while [`reading_stored`].
+macro_rules! text_from_stored_or_parsed {
+    ($name:ty) => {
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                if is_reading_stored() {
+                    return Ok(Self(as_stored(raw)));
+                }
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// Text as a reader of the log holds it: as written, with U+FFFD for each NUL.
 fn as_stored(raw: String) -> String {
     if raw.contains('\0') {
@@ -523,15 +539,7 @@ impl CountryCode {
     }
 }
 
-impl<'de> Deserialize<'de> for CountryCode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        if is_reading_stored() {
-            return Ok(Self(as_stored(raw)));
-        }
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+text_from_stored_or_parsed!(CountryCode);
 
 /// Free text a person wrote (a cancellation reason, a carrier name): trimmed, non-empty
 /// and bounded, so that no single event can carry a novel. It holds no control
@@ -560,15 +568,7 @@ impl Text {
     }
 }
 
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        if is_reading_stored() {
-            return Ok(Self(as_stored(raw)));
-        }
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+text_from_stored_or_parsed!(Text);
 
 /// Free text that may be empty, kept as written (an address line, a subscription's
 /// description): at most [`FreeText::MAX_LEN`] characters, and no control character but
@@ -597,15 +597,7 @@ impl FreeText {
     }
 }
 
-impl<'de> Deserialize<'de> for FreeText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        if is_reading_stored() {
-            return Ok(Self(as_stored(raw)));
-        }
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+text_from_stored_or_parsed!(FreeText);
 
 /// Event times as serde reads them, for `#[serde(deserialize_with = "utc::deserialize")]`.
 ///
