@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -186,16 +185,11 @@ impl Settings {
     /// The directory beside the SQLite database file, where the files the server makes
     /// for itself go; `data` (relative to the working directory) on PostgreSQL.
     pub fn data_dir(&self) -> PathBuf {
-        let sqlite_file = self
-            .database_url
-            .starts_with("sqlite:")
-            .then(|| sqlx::sqlite::SqliteConnectOptions::from_str(&self.database_url).ok())
-            .flatten()
-            .map(|options| options.get_filename().to_path_buf());
-        match sqlite_file.as_deref().and_then(std::path::Path::parent) {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            Some(_) => PathBuf::from("."),
-            None => PathBuf::from("data"),
+        if self.database_url.starts_with("sqlite:") {
+            crate::store::files::sqlite_dir(&self.database_url)
+                .unwrap_or_else(|_| PathBuf::from("."))
+        } else {
+            PathBuf::from("data")
         }
     }
 

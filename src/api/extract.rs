@@ -425,7 +425,11 @@ pub struct CommandContext(pub CommandMetadata);
 impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let actor = Principal::from_request_parts(parts, state)
+            .await?
+            .name
+            .to_string();
         let headers = &parts.headers;
         let command_id = Uuid::now_v7();
         let idempotency_key = header_text(headers, IDEMPOTENCY_KEY)?;
@@ -433,11 +437,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             header_text(headers, CORRELATION_ID)?.unwrap_or_else(|| Uuid::now_v7().to_string());
         let causation_id =
             header_text(headers, CAUSATION_ID)?.unwrap_or_else(|| command_id.to_string());
-        let actor = parts
-            .extensions
-            .get::<Principal>()
-            .map(|p| p.name.to_string())
-            .ok_or_else(|| ApiError::internal(&"a command outside the token gate"))?;
         let on_behalf_of = header_text(headers, ON_BEHALF_OF)?;
         let traceparent = headers
             .get(TRACEPARENT)

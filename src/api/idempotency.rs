@@ -38,12 +38,8 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     let (parts, body) = request.into_parts();
     // Held to the limit by `extract::limit_body`, in front of this layer.
     let bytes = read_body(body).await.map_err(IntoResponse::into_response)?;
-    let token = parts
-        .extensions
-        .get::<Principal>()
-        .map_or("", |p| &p.name)
-        .to_owned();
-    let request_hash = fingerprint(&token, &parts.method, parts.uri.path(), &bytes);
+    let token = parts.extensions.get::<Principal>().map_or("", |p| &p.name);
+    let request_hash = fingerprint(token, &parts.method, parts.uri.path(), &bytes);
 
     let claim = state
         .idempotency

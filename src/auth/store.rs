@@ -8,7 +8,7 @@ use super::rate::Rate;
 use super::scope::Scopes;
 use super::token::{TokenHash, TokenName};
 use crate::store::views::{query, Param, Tx};
-use crate::store::{Database, StoreError};
+use crate::store::{from_millis as time, millis, Database, StoreError};
 
 /// One token as stored.
 #[derive(Debug, Clone)]
@@ -46,14 +46,6 @@ const COLUMNS: &[&str] = &[
     "last_used_at",
 ];
 const SELECT: &str = "SELECT name, token_hash, scopes, rate, created_at, expires_at, revoked_at, last_used_at FROM api_tokens";
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
 
 impl Row {
     fn parse(self) -> Result<TokenRecord, StoreError> {

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,13 +17,7 @@ use crate::store::sealed::{is_sealed, KeyRing, SealedColumn};
 use crate::store::views::{query, Param, Tx};
 use crate::store::{Database, StoreError};
 
-pub fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-pub fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+pub use crate::store::{from_millis, millis};
 
 /// The columns that hold signing secrets, sealed.
 pub const SEALED_COLUMNS: &[SealedColumn] = &[SECRET, PREVIOUS_SECRET];

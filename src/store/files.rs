@@ -16,3 +16,15 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
 }
+
+/// The directory of an SQLite database URL's file (`.` for a bare file name), where
+/// the server keeps the files it makes for itself.
+pub fn sqlite_dir(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
+    use std::str::FromStr;
+
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(match options.get_filename().parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    })
+}

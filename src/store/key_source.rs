@@ -12,9 +12,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-
-use sqlx::sqlite::SqliteConnectOptions;
 
 use super::sealed::{KeyParseError, KeyRing, SecretKey};
 
@@ -90,15 +87,8 @@ pub fn source(settings: &KeySettings) -> Result<Source, KeyError> {
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Ok(Source::Ephemeral);
     }
-    let options =
-        SqliteConnectOptions::from_str(url).map_err(|e| KeyError::DatabaseUrl(e.to_string()))?;
-    let database = options.get_filename();
-    Ok(Source::File(
-        database
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join("secret.key"),
-    ))
+    let dir = super::files::sqlite_dir(url).map_err(|e| KeyError::DatabaseUrl(e.to_string()))?;
+    Ok(Source::File(dir.join("secret.key")))
 }
 
 /// The key ring of these settings: read (or on SQLite, made) once at start.

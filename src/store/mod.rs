@@ -64,6 +64,16 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// Times in the tables the engine keeps besides the log (deliveries, tokens) are Unix
+/// milliseconds, so that both backends compare them alike.
+pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 impl Database {
     /// Connects to `url` (`postgres://…` or `sqlite://…`). A SQLite file and its directory
     /// are created when missing, so the default needs no setup at all.
