@@ -25,4 +25,5 @@ mod secrets;
 mod settings;
 mod small_receivers;
 mod targets;
+mod three_nodes;
 mod walkthrough;
