@@ -85,6 +85,19 @@ pub struct Settings {
     )]
     pub db_pool_size: u32,
 
+    /// How long a command may wait for its turn (its aggregate, the database) before it
+    /// is refused with 503 `saturated` and `Retry-After`, nothing written.
+    // A storefront's checkout and Shopify's 5 s webhook timeout both prefer a quick
+    // "come back" to an answer that arrives too late; 250 ms is several batches' worth
+    // of queueing at full load on this kind of machine (BENCHMARKS.md, overload).
+    #[arg(
+        long,
+        env = "ORDERLOG_COMMAND_DEADLINE",
+        default_value = "250ms",
+        value_parser = nonzero_duration
+    )]
+    pub command_deadline: Duration,
+
     /// How long an Idempotency-Key and its response are kept.
     // The window in which clients retry (Stripe keeps keys for 24 h too).
     #[arg(

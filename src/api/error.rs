@@ -101,6 +101,19 @@ impl ApiError {
         )
     }
 
+    /// Overloaded: the command could not start within `ORDERLOG_COMMAND_DEADLINE` and
+    /// nothing was written. Counted (`orderlog_commands_shed_total`) rather than logged:
+    /// under overload a line per refusal would flood the log.
+    pub fn saturated() -> Self {
+        metrics::counter!("orderlog_commands_shed_total").increment(1);
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "saturated",
+            "the server is overloaded and did not start this command; nothing was written; \
+             retry after the delay in Retry-After",
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -291,6 +304,7 @@ where
                 "the order was changed by concurrent requests; retry the request",
             ),
             CommandError::Unavailable(e) => ApiError::unavailable(&e),
+            CommandError::Saturated => ApiError::saturated(),
             CommandError::Store(e) => ApiError::internal(&e),
         }
     }

@@ -8,7 +8,8 @@
 //! - [`PathParams`]: path parameters as typed values (422, or 400 for undecodable text,
 //!   naming the parameter);
 //! - [`QueryParams`]: the query string (422, naming the parameter);
-//! - [`CommandContext`]: who asks and why, from the headers, as event metadata;
+//! - [`CommandContext`]: who asks and why, from the headers, as event metadata, with
+//!   the deadline [`stamp_deadline`] set when the request arrived;
 //! - and the small parsers handlers share (times, days, page sizes, header text).
 //!
 //! Waiting for projections after a command (`X-Wait-For`) lives in `wait_for`.
@@ -419,6 +420,23 @@ impl<A: PathValue, B: PathValue> FromPath for (A, B) {
     }
 }
 
+/// When a request's command must have started: stamped as the request arrives, so the
+/// time spent at the gate, on its idempotency key and queued for its aggregate and the
+/// database all count (`ORDERLOG_COMMAND_DEADLINE`).
+#[derive(Clone, Copy)]
+pub struct StartBy(pub tokio::time::Instant);
+
+/// The first layer a gated request meets: stamps its [`StartBy`].
+pub async fn stamp_deadline(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let start_by = tokio::time::Instant::now() + state.settings.command_deadline;
+    request.extensions_mut().insert(StartBy(start_by));
+    next.run(request).await
+}
+
 /// The metadata every event of this request's command will carry.
 pub struct CommandContext(pub CommandMetadata);
 
@@ -452,6 +470,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             actor,
             on_behalf_of,
             received_at: Utc::now(),
+            start_by: parts.extensions.get::<StartBy>().map(|s| s.0),
         }))
     }
 }

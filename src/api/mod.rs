@@ -55,7 +55,8 @@ pub fn route_table() -> Vec<RouteScope> {
 
 pub fn router(state: AppState) -> Router {
     let (gated, table) = routes().into_parts();
-    // Layers run outside in: the gate first, so that a refused request reaches neither
+    // Layers run outside in: the deadline's clock starts first (every wait after it
+    // counts), then the gate, so that a refused request reaches neither
     // the idempotency keys nor a handler, and no unauthenticated body is read; then the
     // one body limit, so that everything after it reads a body that fits.
     let gated = gated
@@ -73,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             auth::Gate::new(state.clone(), &table),
             auth::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            extract::stamp_deadline,
         ));
     Router::new()
         .merge(health::router())

@@ -76,9 +76,16 @@ impl Placement<'_> {
                     at: command.at,
                 },
             };
+            // The deadline bounds when a placement starts, not how long it takes: once a
+            // line is held, the rest go on rather than hold stock only to give it back.
+            let line_metadata = if held.is_empty() {
+                metadata.caused()
+            } else {
+                metadata.caused().unbounded()
+            };
             let result = self
                 .inventory
-                .execute(line.sku.as_str(), reserve, &metadata.caused())
+                .execute(line.sku.as_str(), reserve, &line_metadata)
                 .await;
             match result {
                 Ok(executed) => match executed.events.last().map(|e| &e.payload) {
@@ -127,12 +134,17 @@ impl Placement<'_> {
             // As a crash would: the holds stay for the process manager to find.
             return Err(PlacementError::Injected);
         }
+        let order_metadata = if held.is_empty() {
+            metadata.clone()
+        } else {
+            metadata.clone().unbounded()
+        };
         match self
             .orders
             .execute(
                 order_id.as_str(),
                 OrderCommand::PlaceOrder(command),
-                metadata,
+                &order_metadata,
             )
             .await
         {
@@ -164,9 +176,10 @@ impl Placement<'_> {
                     at: metadata.received_at,
                 },
             };
+            // A release is never shed: it is what keeps stock from being held for nobody.
             if let Err(e) = self
                 .inventory
-                .execute(sku.as_str(), release, &metadata.caused())
+                .execute(sku.as_str(), release, &metadata.caused().unbounded())
                 .await
             {
                 tracing::warn!(%order_id, %sku, error = %e, "could not release a reservation; the process manager will");

@@ -36,6 +36,7 @@ use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore}
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::metadata::CommandMetadata;
 use super::writer::{EventWriter, NewEvent, WriteError};
@@ -67,6 +68,10 @@ pub enum CommandError<E: std::error::Error> {
     /// The database is saturated: the command did not run and may be retried.
     #[error("the event store is saturated: {0}")]
     Unavailable(String),
+    /// The command could not start before its deadline (`CommandMetadata::start_by`):
+    /// it was not decided, or its events were not written. It may be retried.
+    #[error("the command could not start within its deadline")]
+    Saturated,
     #[error("event store failure: {0}")]
     Store(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -84,6 +89,7 @@ struct Pending<A: Aggregate> {
     metadata: HashMap<String, String>,
     /// The same metadata as stored: JSON text, rendered once per command.
     metadata_json: String,
+    start_by: Option<Instant>,
     reply: oneshot::Sender<Reply<A>>,
 }
 
@@ -169,12 +175,14 @@ where
         metadata: &CommandMetadata,
     ) -> Reply<A> {
         let (reply, answer) = oneshot::channel();
+        let start_by = metadata.start_by;
         let metadata = metadata.to_map();
         let pending = Pending {
             command,
             // A map of strings always renders.
             metadata_json: serde_json::to_string(&metadata).unwrap_or_default(),
             metadata,
+            start_by,
             reply,
         };
         let lead = {
@@ -221,6 +229,22 @@ where
     }
 
     async fn run_batch(&self, id: &str, batch: Vec<Pending<A>>) {
+        // Commands whose turn came too late are refused undecided, before any work.
+        let now = Instant::now();
+        let (late, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|p| p.start_by.is_some_and(|by| by <= now));
+        reply_all(late, &CommandError::Saturated);
+        if batch.is_empty() {
+            return;
+        }
+        // The batch may wait (to load, to be written) while any of its commands still
+        // has time; a command without a deadline lets it wait as long as it takes.
+        let start_by = batch
+            .iter()
+            .map(|p| p.start_by)
+            .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
+            .flatten();
         let mut attempt = 0;
         // While true, decide on what memory says (the cached state, or a new aggregate
         // when none is cached). Only an append lets the database check that, so a batch
@@ -236,7 +260,13 @@ where
                     .map(|c| (c.state.clone(), c.sequence))
                     .unwrap_or_default()
             } else {
-                match self.load_fresh(id).await {
+                let loaded = match start_by {
+                    Some(by) => tokio::time::timeout_at(by, self.load_fresh(id))
+                        .await
+                        .unwrap_or(Err(CommandError::Saturated)),
+                    None => self.load_fresh(id).await,
+                };
+                match loaded {
                     Ok(fresh) => fresh,
                     Err(e) => return reply_all(batch, &e),
                 }
@@ -249,7 +279,7 @@ where
             }
             let any_events = !decided.events.is_empty();
             let committed = if any_events {
-                self.writer.append(decided.events).await
+                self.writer.append(decided.events, start_by).await
             } else {
                 Ok(())
             };
@@ -392,6 +422,7 @@ impl<E: std::error::Error> From<WriteError> for CommandError<E> {
         match error {
             WriteError::Conflict => CommandError::Conflict,
             WriteError::Unavailable(why) => CommandError::Unavailable(why),
+            WriteError::Saturated => CommandError::Saturated,
             WriteError::Store(why) => CommandError::Store(why.into()),
         }
     }
@@ -402,6 +433,7 @@ fn reply_all<A: Aggregate>(batch: Vec<Pending<A>>, error: &CommandError<A::Error
         let copy = match error {
             CommandError::Conflict => CommandError::Conflict,
             CommandError::Unavailable(why) => CommandError::Unavailable(why.clone()),
+            CommandError::Saturated => CommandError::Saturated,
             other => CommandError::Store(other.to_string().into()),
         };
         let _ = pending.reply.send(Err(copy));

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,11 @@ pub struct CommandMetadata {
     /// of the client's, recorded as such.
     pub on_behalf_of: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// When the command must have started (reached its aggregate, and the database), or
+    /// be refused as saturated with nothing written. Not stored: it bounds this process's
+    /// work, and means nothing to a reader. `None` for work that must never be shed,
+    /// such as releasing stock or a process manager's commands.
+    pub start_by: Option<Instant>,
 }
 
 impl CommandMetadata {
@@ -40,7 +46,15 @@ impl CommandMetadata {
             actor: self.actor.clone(),
             on_behalf_of: self.on_behalf_of.clone(),
             received_at: self.received_at,
+            start_by: self.start_by,
         }
+    }
+
+    /// The same command, never shed: once a placement holds stock, finishing (or undoing)
+    /// it costs less than leaving it half done.
+    pub fn unbounded(mut self) -> CommandMetadata {
+        self.start_by = None;
+        self
     }
 
     /// Metadata for a command the engine issues itself (a process manager's).
@@ -54,6 +68,7 @@ impl CommandMetadata {
             actor: actor.to_owned(),
             on_behalf_of: None,
             received_at: Utc::now(),
+            start_by: None,
         }
     }
 

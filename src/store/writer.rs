@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::Instant;
 
 use super::reader::LogSignal;
 use super::{is_saturation, Database};
@@ -49,12 +50,16 @@ pub enum WriteError {
     /// The database is saturated; nothing was written.
     #[error("the event store is saturated: {0}")]
     Unavailable(String),
+    /// The append waited past its deadline for the database; nothing was written.
+    #[error("the append waited past its deadline")]
+    Saturated,
     #[error("event store failure: {0}")]
     Store(String),
 }
 
 struct Append {
     events: Vec<NewEvent>,
+    start_by: Option<Instant>,
     done: oneshot::Sender<Result<(), WriteError>>,
 }
 
@@ -83,14 +88,23 @@ impl EventWriter {
         Self { queue }
     }
 
-    /// Appends `events` atomically: all of them, or none.
-    pub async fn append(&self, events: Vec<NewEvent>) -> Result<(), WriteError> {
+    /// Appends `events` atomically: all of them, or none. An append still queued at
+    /// `start_by` is refused (`Saturated`) rather than written late.
+    pub async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        start_by: Option<Instant>,
+    ) -> Result<(), WriteError> {
         if events.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
         self.queue
-            .send(Append { events, done })
+            .send(Append {
+                events,
+                start_by,
+                done,
+            })
             .map_err(|_| WriteError::Store("the event writer has stopped".into()))?;
         answer
             .await
@@ -122,6 +136,16 @@ async fn commit_loop(
             }
             group
         };
+        let now = Instant::now();
+        let (late, group): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|a| a.start_by.is_some_and(|by| by <= now));
+        for append in late {
+            let _ = append.done.send(Err(WriteError::Saturated));
+        }
+        if group.is_empty() {
+            continue;
+        }
         let events: Vec<&NewEvent> = group.iter().flat_map(|a| &a.events).collect();
         match write(&db, &events).await {
             Ok(()) => {
@@ -156,6 +180,7 @@ fn copy(error: &WriteError) -> WriteError {
     match error {
         WriteError::Conflict => WriteError::Conflict,
         WriteError::Unavailable(why) => WriteError::Unavailable(why.clone()),
+        WriteError::Saturated => WriteError::Saturated,
         WriteError::Store(why) => WriteError::Store(why.clone()),
     }
 }

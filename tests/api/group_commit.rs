@@ -25,13 +25,13 @@ async fn a_taken_sequence_fails_only_its_own_append(backend: Backend) {
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
     let writer = EventWriter::start(&db, LogSignal::default());
-    writer.append(vec![event("taken", 1)]).await.unwrap();
+    writer.append(vec![event("taken", 1)], None).await.unwrap();
 
     // One thread: all three are queued before a committer runs, so they form one group.
     let results = join_all([
-        writer.append(vec![event("a", 1), event("a", 2)]),
-        writer.append(vec![event("taken", 1)]),
-        writer.append(vec![event("b", 1)]),
+        writer.append(vec![event("a", 1), event("a", 2)], None),
+        writer.append(vec![event("taken", 1)], None),
+        writer.append(vec![event("b", 1)], None),
     ])
     .await;
     assert!(results[0].is_ok(), "{:?}", results[0]);
@@ -56,7 +56,7 @@ async fn appends_queued_together_share_one_write(backend: Backend) {
     db.migrate().await.unwrap();
     let writer = EventWriter::start(&db, LogSignal::default());
 
-    let appends = (0..50).map(|i| writer.append(vec![event(&format!("order-{i}"), 1)]));
+    let appends = (0..50).map(|i| writer.append(vec![event(&format!("order-{i}"), 1)], None));
     for result in join_all(appends).await {
         result.unwrap();
     }
@@ -71,6 +71,41 @@ async fn appends_queued_together_share_one_write(backend: Backend) {
         let first = log[0].cursor.transaction_id;
         assert!(log.iter().all(|e| e.cursor.transaction_id == first));
     }
+}
+
+async fn an_append_still_queued_at_its_deadline_is_not_written(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let db = Database::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let past = tokio::time::Instant::now() - std::time::Duration::from_millis(1);
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+
+    let results = join_all([
+        writer.append(vec![event("late", 1)], Some(past)),
+        writer.append(vec![event("in-time", 1)], Some(soon)),
+        writer.append(vec![event("unbounded", 1)], None),
+    ])
+    .await;
+    assert!(
+        matches!(results[0], Err(WriteError::Saturated)),
+        "{:?}",
+        results[0]
+    );
+    assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
+    let log = read_log(&db, Cursor::START, 2).await;
+    let written: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(written, ["in-time", "unbounded"]);
+}
+
+#[tokio::test]
+async fn an_append_still_queued_at_its_deadline_is_not_written_sqlite() {
+    an_append_still_queued_at_its_deadline_is_not_written(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn an_append_still_queued_at_its_deadline_is_not_written_postgres() {
+    an_append_still_queued_at_its_deadline_is_not_written(Backend::Postgres).await
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod leases;
 mod lifecycle;
 mod log_reader;
 mod metadata;
+mod overload;
 mod poison;
 mod projections;
 mod property;

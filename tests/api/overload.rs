@@ -1,0 +1,171 @@
+//! Bounded work under overload: a command that cannot start within
+//! `ORDERLOG_COMMAND_DEADLINE` is refused with 503 `saturated` and `Retry-After`, and
+//! writes nothing; every answer given under overload is true of the log; reads answer.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use orderlog::store::Database;
+
+on_both_backends!(
+    a_command_past_its_deadline_is_refused_and_writes_nothing,
+    under_overload_every_answer_is_true_of_the_log,
+);
+
+fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
+    json!({
+        "order_id": order_id,
+        "customer_id": "cust-1",
+        "currency": "USD",
+        "lines": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
+    })
+}
+
+async fn a_command_past_its_deadline_is_refused_and_writes_nothing(backend: Backend) {
+    let url = fresh_database(backend).await;
+    // No command can start within a nanosecond: every one is shed.
+    let app = spawn_app_on(&url, |s| s.command_deadline = Duration::from_nanos(1)).await;
+    let db = Database::connect(&url, 1).await.unwrap();
+    let before = event_count(&db).await;
+
+    let body = fixture("place_order.json", "ord-shed");
+    for attempt in 0..2 {
+        let r = app.post_with_key("/v1/orders", "key-shed", &body).await;
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(
+            r.headers().get("idempotent-replayed").is_none(),
+            "attempt {attempt}: a refusal worth retrying gives its key back, not a replay"
+        );
+        expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "saturated").await;
+    }
+    let r = app
+        .post("/v1/inventory/MUG-BLUE/receipts", &json!({"quantity": 5}))
+        .await;
+    expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "saturated").await;
+
+    assert_eq!(event_count(&db).await, before, "nothing was written");
+    expect_error(
+        app.get("/v1/orders/ord-shed").await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+    // Reads are not commands: they keep answering while commands are shed.
+    expect_status(app.get("/v1/inventory?below=10").await, StatusCode::OK).await;
+    expect_status(app.get("/v1/orders").await, StatusCode::OK).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // The recorder is the process's: other tests' servers count into it too.
+    let shed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orderlog_commands_shed_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no shed counter in {metrics}"));
+    assert!(shed >= 3, "{metrics}");
+    db.close().await;
+}
+
+async fn under_overload_every_answer_is_true_of_the_log(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let setup = spawn_app_on(&url, |_| {}).await;
+    for sku in ["HOT", "COLD-0", "COLD-1", "COLD-2"] {
+        let r = setup
+            .post(
+                &format!("/v1/inventory/{sku}/receipts"),
+                &json!({"quantity": 1000}),
+            )
+            .await;
+        expect_status(r, StatusCode::CREATED).await;
+    }
+    // Another server on the same log, with a deadline short enough that a burst on one
+    // hot SKU outruns it.
+    let busy = &spawn_app_on(&url, |s| s.command_deadline = Duration::from_millis(5)).await;
+    // Its first command on each SKU reads the SKU's events; once that is cached, the
+    // burst below measures queueing only.
+    for cold in ["COLD-0", "COLD-1", "COLD-2"] {
+        eventually("a warm-up order", Duration::from_secs(10), || async {
+            let id = format!("warm-{cold}");
+            let r = busy
+                .post("/v1/orders", &order_body(&id, &[("HOT", 1), (cold, 1)]))
+                .await;
+            match r.status() {
+                StatusCode::CREATED => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await;
+    }
+    let orders = (0..300).map(|i| async move {
+        let id = format!("ord-{i}");
+        let cold = format!("COLD-{}", i % 3);
+        let r = busy
+            .post("/v1/orders", &order_body(&id, &[("HOT", 1), (&cold, 1)]))
+            .await;
+        (id, cold, r.status(), r.json::<Value>().await.unwrap())
+    });
+    let reads = (0..20).map(|_| async { busy.get("/v1/inventory/HOT").await.status() });
+    let (answers, reads) = tokio::join!(join_all(orders), join_all(reads));
+    assert!(reads.iter().all(|s| *s == StatusCode::OK), "{reads:?}");
+
+    let mut accepted = Vec::new();
+    let mut cold_accepted = [0i64; 3];
+    for (id, cold, status, body) in &answers {
+        match *status {
+            StatusCode::CREATED => {
+                accepted.push(id.clone());
+                cold_accepted[cold[5..].parse::<usize>().unwrap()] += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["code"], "saturated"),
+            other => panic!("{id}: {other} {body}"),
+        }
+    }
+    let refused = answers.len() - accepted.len();
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "{} accepted, {refused} refused: the burst should see both",
+        accepted.len()
+    );
+
+    // Every acknowledged order is in the log, every refused one is not, and stock is
+    // held for exactly the acknowledged ones: a placement shed after its first line
+    // gave that line back.
+    for (id, _, status, _) in &answers {
+        let expected = if *status == StatusCode::CREATED {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(
+            busy.get(&format!("/v1/orders/{id}")).await.status(),
+            expected
+        );
+    }
+    // And one warm-up order on each.
+    let hot = accepted.len() as i64 + 3;
+    for (sku, held) in [
+        ("HOT", hot),
+        ("COLD-0", cold_accepted[0] + 1),
+        ("COLD-1", cold_accepted[1] + 1),
+        ("COLD-2", cold_accepted[2] + 1),
+    ] {
+        let what = format!("{sku} to hold {held}");
+        eventually(&what, Duration::from_secs(10), || async {
+            let levels: Value = busy
+                .get(&format!("/v1/inventory/{sku}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if levels["reserved"] == held && levels["available"] == 1000 - held {
+                Ok(())
+            } else {
+                Err(levels.to_string())
+            }
+        })
+        .await;
+    }
+}
