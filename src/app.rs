@@ -96,7 +96,7 @@ impl Application {
         let writer = EventWriter::start(&db, log_signal.clone());
         let state = AppState {
             orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
-            inventory: Arc::new(AggregateStore::new(&db, (), writer)),
+            inventory: Arc::new(AggregateStore::new(&db, (), writer.clone())),
             placement_fault: overrides.placement_fault,
             projections,
             deliveries: Deliveries::new(
@@ -107,7 +107,7 @@ impl Application {
             ),
             closing: CancellationToken::new(),
             log_signal,
-            idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl),
+            idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl, writer),
             tokens,
             settings: Arc::new(settings),
             db,

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 /// The admin token every benchmark's server is given (`ORDERLOG_BOOTSTRAP_TOKEN`), and
 /// the key its secrets are sealed with: the schemas are the benchmarks' own.
 pub const TOKEN: &str = "olk_YmVuY2htYXJrIHRva2VuOiBuZXZlciBmb3IgdXNlISE";
-const SECRET_KEY: &str = "YmVuY2htYXJrIHNlY3JldCBrZXksIG5ldmVyIGZvciA=";
+pub const SECRET_KEY: &str = "YmVuY2htYXJrIHNlY3JldCBrZXksIG5ldmVyIGZvciA=";
 const BEARER: HeaderValue =
     HeaderValue::from_static("Bearer olk_YmVuY2htYXJrIHRva2VuOiBuZXZlciBmb3IgdXNlISE");
 
@@ -185,6 +185,17 @@ impl Http {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, Bytes)> {
+        self.request_keyed(method, path, body, None).await
+    }
+
+    /// As [`Http::request`], with an `Idempotency-Key`, as storefronts send on every POST.
+    pub async fn request_keyed(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<(u16, Bytes)> {
         let length = body.map_or(0, str::len);
         let mut request = Request::new(Full::new(Bytes::copy_from_slice(
             body.unwrap_or("").as_bytes(),
@@ -198,6 +209,9 @@ impl Http {
         if body.is_some() || method == "POST" {
             headers.insert(CONTENT_TYPE, JSON);
             headers.insert(CONTENT_LENGTH, length.into());
+        }
+        if let Some(key) = key {
+            headers.insert("idempotency-key", HeaderValue::try_from(key)?);
         }
         if self.sender.ready().await.is_err() {
             *self = Http::connect(self.addr).await?;

@@ -33,6 +33,7 @@ use crate::domain::values::{
     check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
 };
 use crate::state::AppState;
+use crate::store::idempotency::KeyClaim;
 use crate::store::metadata::{CommandMetadata, TraceParent};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -471,6 +472,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             on_behalf_of,
             received_at: Utc::now(),
             start_by: parts.extensions.get::<StartBy>().map(|s| s.0),
+            claim: parts.extensions.get::<KeyClaim>().cloned(),
         }))
     }
 }

@@ -1,10 +1,11 @@
 //! `Idempotency-Key` for every POST, as one middleware rather than in each handler.
 //!
-//! The key is claimed before the handler runs; its response (success or refusal) is
-//! kept and replayed to a retry with the same key and body, with the status, content
-//! type and body it first had. The same key with another body, path or method is
-//! refused with 422 `idempotency_key_reused`. A transient failure (a conflict, a 5xx)
-//! gives the claim back, so the retry really runs again.
+//! The key is checked before the handler runs and travels with its command, whose
+//! events commit with the claim (`store::idempotency`); its response (success or
+//! refusal) is kept and replayed to a retry with the same key and body, with the
+//! status, content type and body it first had. The same key with another body, path or
+//! method is refused with 422 `idempotency_key_reused`. A transient failure (a conflict,
+//! a 5xx) before anything was committed keeps nothing, so the retry really runs again.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,7 +19,8 @@ use super::error::{ApiError, Transient};
 use super::extract::{header_text, read_body, IDEMPOTENCY_KEY};
 use crate::auth::Principal;
 use crate::state::AppState;
-use crate::store::idempotency::Claim;
+use crate::store::idempotency::{Claim, KeyClaim};
+use crate::store::writer::Answer;
 
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match run(state, request, next).await {
@@ -41,13 +43,27 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     let token = parts.extensions.get::<Principal>().map_or("", |p| &p.name);
     let request_hash = fingerprint(token, &parts.method, parts.uri.path(), &bytes);
 
-    let claim = state
+    let now = Utc::now();
+    let in_flight = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_flight",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )
+        .into_response()
+    };
+    // Held before the check, so that a duplicate arriving meanwhile cannot also find the
+    // key free.
+    let Some(held) = state.idempotency.hold(&key) else {
+        return Err(in_flight());
+    };
+    let found = state
         .idempotency
-        .claim(&key, &request_hash, Utc::now())
+        .check(&key, &request_hash, now)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
-    match claim {
-        Claim::Claimed => {}
+    match found {
+        Claim::Free => {}
         Claim::Replay {
             status,
             content_type,
@@ -78,23 +94,16 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             .with_field(IDEMPOTENCY_KEY)
             .into_response())
         }
-        Claim::InFlight => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_flight",
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-            )
-            .into_response())
-        }
+        Claim::InFlight => return Err(in_flight()),
     }
 
+    let claim = KeyClaim::new(&key, &request_hash, now);
+    let mut parts = parts;
+    parts.extensions.insert(claim.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    if response.extensions().get::<Transient>().is_some() {
-        if let Err(e) = state.idempotency.release(&key).await {
-            tracing::warn!(error = %e, "could not release an idempotency claim");
-        }
+    if response.extensions().get::<Transient>().is_some() && !claim.taken() {
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -103,17 +112,19 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     // The command has taken effect: the client hears so even if keeping the response
     // fails. The claim then stays in flight until it expires, so a retry is refused
     // rather than run twice.
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = state
-        .idempotency
-        .complete(&key, parts.status.as_u16(), content_type, &body, Utc::now())
-        .await
-    {
+    let answer = Answer {
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.to_vec(),
+    };
+    if let Err(e) = state.idempotency.keep(&claim, answer, Utc::now()).await {
         tracing::error!(error = %e, "could not keep the response of an idempotent request");
     }
+    drop(held);
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 

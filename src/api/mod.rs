@@ -103,6 +103,9 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             tracing::info_span!("request", method = %request.method(), route, traceparent = trace)
-        }))
+        })
+        // Each failure is logged once where it happens (`ApiError::internal`, with its
+        // cause); a 503 under overload is counted, not logged per request.
+        .on_failure(()))
         .with_state(state)
 }

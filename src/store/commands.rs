@@ -38,8 +38,9 @@ use sqlite_es::SqliteEventRepository;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::idempotency::KeyClaim;
 use super::metadata::CommandMetadata;
-use super::writer::{EventWriter, NewEvent, WriteError};
+use super::writer::{EventWriter, KeyWrite, NewEvent, WriteError};
 use super::Database;
 
 /// How often a batch that lost an optimistic-concurrency race is replayed against fresh
@@ -90,6 +91,8 @@ struct Pending<A: Aggregate> {
     /// The same metadata as stored: JSON text, rendered once per command.
     metadata_json: String,
     start_by: Option<Instant>,
+    /// Claimed in the commit of this command's events, if it appends any.
+    claim: Option<KeyClaim>,
     reply: oneshot::Sender<Reply<A>>,
 }
 
@@ -176,6 +179,7 @@ where
     ) -> Reply<A> {
         let (reply, answer) = oneshot::channel();
         let start_by = metadata.start_by;
+        let claim = metadata.claim.clone();
         let metadata = metadata.to_map();
         let pending = Pending {
             command,
@@ -183,6 +187,7 @@ where
             metadata_json: serde_json::to_string(&metadata).unwrap_or_default(),
             metadata,
             start_by,
+            claim,
             reply,
         };
         let lead = {
@@ -279,7 +284,9 @@ where
             }
             let any_events = !decided.events.is_empty();
             let committed = if any_events {
-                self.writer.append(decided.events, start_by).await
+                self.writer
+                    .append_with(decided.events, decided.claims, start_by)
+                    .await
             } else {
                 Ok(())
             };
@@ -287,6 +294,11 @@ where
                 Ok(()) => {
                     self.remember(id, decided.state, decided.sequence);
                     for (pending, outcome) in batch.into_iter().zip(decided.outcomes) {
+                        if let (Some(claim), Ok(executed)) = (&pending.claim, &outcome) {
+                            if !executed.events.is_empty() {
+                                claim.mark_taken();
+                            }
+                        }
                         let _ = pending.reply.send(outcome.map_err(CommandError::Rejected));
                     }
                     return;
@@ -321,6 +333,7 @@ where
         batch: &[Pending<A>],
     ) -> Decided<A> {
         let mut events = Vec::new();
+        let mut claims = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for pending in batch {
             let mut candidate = state.clone();
@@ -346,6 +359,9 @@ where
                             metadata: pending.metadata.clone(),
                         });
                     }
+                    if let Some(claim) = pending.claim.as_ref().filter(|_| !envelopes.is_empty()) {
+                        claims.push(claim.write());
+                    }
                     state = candidate;
                     outcomes.push(Ok(Executed {
                         state: state.clone(),
@@ -361,6 +377,7 @@ where
             state,
             sequence,
             events,
+            claims,
             outcomes,
         }
     }
@@ -396,6 +413,7 @@ struct Decided<A: Aggregate> {
     state: A,
     sequence: usize,
     events: Vec<NewEvent>,
+    claims: Vec<KeyWrite>,
     outcomes: Vec<Result<Executed<A>, A::Error>>,
 }
 
@@ -420,7 +438,9 @@ fn new_event<A: Aggregate>(
 impl<E: std::error::Error> From<WriteError> for CommandError<E> {
     fn from(error: WriteError) -> Self {
         match error {
-            WriteError::Conflict => CommandError::Conflict,
+            // Another process's request with the same key won: this one is retried, and
+            // the retry is answered with the first one's answer.
+            WriteError::Conflict | WriteError::KeyTaken => CommandError::Conflict,
             WriteError::Unavailable(why) => CommandError::Unavailable(why),
             WriteError::Saturated => CommandError::Saturated,
             WriteError::Store(why) => CommandError::Store(why.into()),

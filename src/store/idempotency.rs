@@ -1,20 +1,36 @@
 //! Idempotency keys: the first response to a key is kept, and a retry gets it back.
 //!
-//! A key is claimed before the command runs and completed with the response after it. A
-//! claim left behind by a crash stays in flight until it expires rather than being
-//! re-run: the command may have appended its events already, and a second run could
-//! append them twice (a second order, for one without a client-chosen id).
+//! Nothing is written before the command runs. A request is checked against the kept
+//! keys (a read), held in this process so that a concurrent duplicate waits its turn,
+//! and its key rides to the log with its command ([`KeyClaim`]): the claim commits in
+//! the same group commit as the command's events (`store::writer`), so a retry after a
+//! crash finds both or neither. The answer is kept once the handler has it, in the next
+//! group commit, before the client hears it.
+//!
+//! A request that appends nothing (a refusal, a route outside the aggregates) keeps key
+//! and answer at once. Two processes given one key at the same instant: for a command,
+//! the database refuses the second claim with its events (409 `conflict`, whose retry
+//! gets the first answer); elsewhere both may run, and the first answer is kept.
+//!
+//! A claim whose answer was lost (a crash between the two commits, a few milliseconds)
+//! stays in flight until it expires: the command took effect, and running it again
+//! could append it twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
+use super::writer::{Answer, EventWriter, KeyWrite, WriteError};
 use super::{Database, StoreError};
 
-/// What a claim found.
+/// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is new and now ours: run the request, then `complete` or `release`.
-    Claimed,
+    /// The key is unused: run the request.
+    Free,
     /// The same request was answered before: send this again, with its content type
     /// (`None` for a response kept without one).
     Replay {
@@ -28,174 +44,204 @@ pub enum Claim {
     InFlight,
 }
 
-#[derive(Clone)]
-pub struct IdempotencyStore {
-    db: Database,
-    ttl: Duration,
+/// A request's key, carried with its command (`CommandMetadata::claim`) so that the
+/// claim commits with the command's events. Told when it did.
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    pub key: String,
+    pub request_hash: String,
+    pub at: DateTime<Utc>,
+    taken: Arc<AtomicBool>,
 }
 
-impl IdempotencyStore {
-    pub fn new(db: Database, ttl: std::time::Duration) -> Self {
+impl KeyClaim {
+    pub fn new(key: &str, request_hash: &str, at: DateTime<Utc>) -> Self {
         Self {
-            db,
-            ttl: Duration::from_std(ttl).unwrap_or(Duration::hours(24)),
+            key: key.to_owned(),
+            request_hash: request_hash.to_owned(),
+            at,
+            taken: Arc::default(),
         }
     }
 
-    pub async fn claim(
+    pub fn write(&self) -> KeyWrite {
+        KeyWrite::Claim {
+            key: self.key.clone(),
+            request_hash: self.request_hash.clone(),
+            at: self.at,
+        }
+    }
+
+    /// The claim is committed, with the command's events.
+    pub fn mark_taken(&self) {
+        self.taken.store(true, Ordering::Release);
+    }
+
+    pub fn taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
+    }
+}
+
+impl PartialEq for KeyClaim {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.request_hash == other.request_hash
+    }
+}
+
+impl Eq for KeyClaim {}
+
+#[derive(Clone)]
+pub struct IdempotencyStore {
+    db: Database,
+    writer: EventWriter,
+    ttl: Duration,
+    /// Keys with a request running in this process.
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A key held by the request running it in this process; let go when dropped.
+pub struct Held {
+    key: String,
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl IdempotencyStore {
+    pub fn new(db: Database, ttl: std::time::Duration, writer: EventWriter) -> Self {
+        Self {
+            db,
+            writer,
+            ttl: Duration::from_std(ttl).unwrap_or(Duration::hours(24)),
+            running: Arc::default(),
+        }
+    }
+
+    /// Holds `key` for a request of this process, or `None` when one is running.
+    pub fn hold(&self, key: &str) -> Option<Held> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.insert(key.to_owned()).then(|| Held {
+            key: key.to_owned(),
+            running: self.running.clone(),
+        })
+    }
+
+    /// What the kept keys say of this request. Reads only, but for an expired key,
+    /// which it deletes so that the key is free again.
+    pub async fn check(
         &self,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
         let expired_before = now - self.ttl;
-        let row = match &self.db {
+        let kept = match &self.db {
+            Database::Postgres(pool) => {
+                let row = sqlx::query(
+                    "SELECT request_hash, status_code::int4 AS status_code, content_type,
+                            response_body, created_at < $2 AS expired
+                       FROM idempotency_keys WHERE key = $1",
+                )
+                .bind(key)
+                .bind(expired_before)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|r| kept_row(&r)).transpose()?
+            }
+            Database::Sqlite(pool) => {
+                let row = sqlx::query(
+                    "SELECT request_hash, status_code, content_type, response_body,
+                            created_at < ? AS expired
+                       FROM idempotency_keys WHERE key = ?",
+                )
+                .bind(super::millis(expired_before))
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|r| kept_row(&r)).transpose()?
+            }
+        };
+        let Some(kept) = kept else {
+            return Ok(Claim::Free);
+        };
+        if kept.expired {
+            self.forget_expired(key, expired_before).await?;
+            return Ok(Claim::Free);
+        }
+        Ok(if kept.request_hash != request_hash {
+            Claim::Mismatch
+        } else if let Some(status) = kept.status {
+            Claim::Replay {
+                status: u16::try_from(status).unwrap_or(500),
+                content_type: kept.content_type,
+                body: kept.body.unwrap_or_default(),
+            }
+        } else {
+            Claim::InFlight
+        })
+    }
+
+    /// Keeps the answer for retries: with the claim that committed with the command's
+    /// events, or with a new record of the key when nothing was claimed.
+    pub async fn keep(
+        &self,
+        claim: &KeyClaim,
+        answer: Answer,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let write = if claim.taken() {
+            KeyWrite::Answer {
+                key: claim.key.clone(),
+                answer,
+                at: now,
+            }
+        } else {
+            KeyWrite::Record {
+                key: claim.key.clone(),
+                request_hash: claim.request_hash.clone(),
+                answer,
+                at: claim.at,
+            }
+        };
+        self.writer
+            .append_with(Vec::new(), vec![write], None)
+            .await
+            .map_err(|e| match e {
+                WriteError::Store(why) | WriteError::Unavailable(why) => StoreError::Corrupt(why),
+                other => StoreError::Corrupt(other.to_string()),
+            })
+    }
+
+    async fn forget_expired(
+        &self,
+        key: &str,
+        expired_before: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.db {
             Database::Postgres(pool) => {
                 sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at < $2")
                     .bind(key)
                     .bind(expired_before)
                     .execute(pool)
                     .await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (key, request_hash, created_at)
-                     VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(request_hash)
-                .bind(now)
-                .execute(pool)
-                .await?;
-                if inserted.rows_affected() == 1 {
-                    return Ok(Claim::Claimed);
-                }
-                let row = sqlx::query(
-                    "SELECT request_hash, status_code::int4 AS status_code, content_type,
-                            response_body
-                       FROM idempotency_keys WHERE key = $1",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
-                row.map(|r| -> Result<_, sqlx::Error> {
-                    Ok((
-                        r.try_get::<String, _>("request_hash")?,
-                        r.try_get::<Option<i32>, _>("status_code")?,
-                        r.try_get::<Option<String>, _>("content_type")?,
-                        r.try_get::<Option<Vec<u8>>, _>("response_body")?,
-                    ))
-                })
-                .transpose()?
             }
             Database::Sqlite(pool) => {
                 sqlx::query("DELETE FROM idempotency_keys WHERE key = ? AND created_at < ?")
                     .bind(key)
-                    .bind(expired_before.timestamp_millis())
+                    .bind(super::millis(expired_before))
                     .execute(pool)
                     .await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (key, request_hash, created_at)
-                     VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(request_hash)
-                .bind(now.timestamp_millis())
-                .execute(pool)
-                .await?;
-                if inserted.rows_affected() == 1 {
-                    return Ok(Claim::Claimed);
-                }
-                let row = sqlx::query(
-                    "SELECT request_hash, status_code, content_type, response_body
-                       FROM idempotency_keys WHERE key = ?",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
-                row.map(|r| -> Result<_, sqlx::Error> {
-                    Ok((
-                        r.try_get::<String, _>("request_hash")?,
-                        r.try_get::<Option<i32>, _>("status_code")?,
-                        r.try_get::<Option<String>, _>("content_type")?,
-                        r.try_get::<Option<Vec<u8>>, _>("response_body")?,
-                    ))
-                })
-                .transpose()?
             }
-        };
-        Ok(match row {
-            // Expired and purged between our insert and select: treat as in flight, the
-            // client's next retry claims it afresh.
-            None => Claim::InFlight,
-            Some((hash, _, _, _)) if hash != request_hash => Claim::Mismatch,
-            Some((_, Some(status), content_type, body)) => Claim::Replay {
-                status: u16::try_from(status).unwrap_or(500),
-                content_type,
-                body: body.unwrap_or_default(),
-            },
-            Some((_, None, _, _)) => Claim::InFlight,
-        })
-    }
-
-    /// Keeps the response for retries: its status, content type and body.
-    pub async fn complete(
-        &self,
-        key: &str,
-        status: u16,
-        content_type: Option<&str>,
-        body: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        match &self.db {
-            Database::Postgres(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys
-                        SET status_code = $2, content_type = $3, response_body = $4,
-                            completed_at = $5
-                      WHERE key = $1",
-                )
-                .bind(key)
-                .bind(i16::try_from(status).unwrap_or(500))
-                .bind(content_type)
-                .bind(body)
-                .bind(now)
-                .execute(pool)
-                .await?;
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys
-                        SET status_code = ?, content_type = ?, response_body = ?,
-                            completed_at = ?
-                      WHERE key = ?",
-                )
-                .bind(i32::from(status))
-                .bind(content_type)
-                .bind(body)
-                .bind(now.timestamp_millis())
-                .bind(key)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives a claim back when the request failed in a way worth retrying (a conflict,
-    /// an outage), so that the retry runs instead of replaying the failure.
-    pub async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let sql_pg = "DELETE FROM idempotency_keys WHERE key = $1 AND status_code IS NULL";
-        let sql_lite = "DELETE FROM idempotency_keys WHERE key = ? AND status_code IS NULL";
-        match &self.db {
-            Database::Postgres(pool) => sqlx::query(sql_pg)
-                .bind(key)
-                .execute(pool)
-                .await
-                .map(drop)?,
-            Database::Sqlite(pool) => sqlx::query(sql_lite)
-                .bind(key)
-                .execute(pool)
-                .await
-                .map(drop)?,
         }
         Ok(())
     }
@@ -221,4 +267,30 @@ impl IdempotencyStore {
         };
         Ok(done)
     }
+}
+
+struct Kept {
+    request_hash: String,
+    status: Option<i32>,
+    content_type: Option<String>,
+    body: Option<Vec<u8>>,
+    expired: bool,
+}
+
+fn kept_row<R: Row>(row: &R) -> Result<Kept, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Kept {
+        request_hash: row.try_get("request_hash")?,
+        status: row.try_get("status_code")?,
+        content_type: row.try_get("content_type")?,
+        body: row.try_get("response_body")?,
+        expired: row.try_get("expired")?,
+    })
 }

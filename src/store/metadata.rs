@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::time::Instant;
+
+use super::idempotency::KeyClaim;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,9 @@ pub struct CommandMetadata {
     /// work, and means nothing to a reader. `None` for work that must never be shed,
     /// such as releasing stock or a process manager's commands.
     pub start_by: Option<Instant>,
+    /// The request's `Idempotency-Key`, to be claimed in the commit of this command's
+    /// events (not stored in them: the key is, as `idempotency_key`).
+    pub claim: Option<KeyClaim>,
 }
 
 impl CommandMetadata {
@@ -47,6 +52,7 @@ impl CommandMetadata {
             on_behalf_of: self.on_behalf_of.clone(),
             received_at: self.received_at,
             start_by: self.start_by,
+            claim: None,
         }
     }
 
@@ -69,6 +75,7 @@ impl CommandMetadata {
             on_behalf_of: None,
             received_at: Utc::now(),
             start_by: None,
+            claim: None,
         }
     }
 

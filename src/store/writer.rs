@@ -9,12 +9,17 @@
 //! The queue needs no bound of its own: each append is awaited by its aggregate's
 //! leader, so it holds at most one append per aggregate with commands in flight.
 //!
+//! Idempotency records ride in the same write ([`KeyWrite`]): a key claimed by a command
+//! commits with that command's events, so a retry after a crash finds both or neither,
+//! and answers kept for retries share the commits of the events around them.
+//!
 //! The database still guards each aggregate: a sequence already taken (another process
 //! won the race) refuses the whole group, which is then written one append at a time so
 //! that only the append that lost hears `Conflict`.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
@@ -42,11 +47,48 @@ pub struct NewEvent {
     pub metadata: String,
 }
 
+/// A kept answer: what a retry with the same key is sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// One write to `idempotency_keys`, in the same transaction as the append it rides with.
+#[derive(Debug, Clone)]
+pub enum KeyWrite {
+    /// The key, taken by a command whose events are in the same append. A key taken
+    /// already refuses the whole append (`KeyTaken`).
+    Claim {
+        key: String,
+        request_hash: String,
+        at: DateTime<Utc>,
+    },
+    /// The answer to a request whose claim committed earlier.
+    Answer {
+        key: String,
+        answer: Answer,
+        at: DateTime<Utc>,
+    },
+    /// Key and answer at once, for a request that appended nothing (a refusal, or a
+    /// route outside the aggregates). A key taken meanwhile keeps its first answer.
+    Record {
+        key: String,
+        request_hash: String,
+        answer: Answer,
+        at: DateTime<Utc>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// A sequence in the append is taken: another writer got there first.
     #[error("another writer appended to the aggregate first")]
     Conflict,
+    /// An idempotency key claimed in the append was taken first (by another process).
+    #[error("the idempotency key was claimed by another request first")]
+    KeyTaken,
     /// The database is saturated; nothing was written.
     #[error("the event store is saturated: {0}")]
     Unavailable(String),
@@ -59,6 +101,7 @@ pub enum WriteError {
 
 struct Append {
     events: Vec<NewEvent>,
+    keys: Vec<KeyWrite>,
     start_by: Option<Instant>,
     done: oneshot::Sender<Result<(), WriteError>>,
 }
@@ -95,13 +138,24 @@ impl EventWriter {
         events: Vec<NewEvent>,
         start_by: Option<Instant>,
     ) -> Result<(), WriteError> {
-        if events.is_empty() {
+        self.append_with(events, Vec::new(), start_by).await
+    }
+
+    /// Appends `events` and writes `keys`, atomically.
+    pub async fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        keys: Vec<KeyWrite>,
+        start_by: Option<Instant>,
+    ) -> Result<(), WriteError> {
+        if events.is_empty() && keys.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
         self.queue
             .send(Append {
                 events,
+                keys,
                 start_by,
                 done,
             })
@@ -123,12 +177,12 @@ async fn commit_loop(
             let Some(first) = receiver.recv().await else {
                 return;
             };
-            let mut size = first.events.len();
+            let mut size = first.events.len() + first.keys.len();
             let mut group = vec![first];
             while size < MAX_GROUP_EVENTS {
                 match receiver.try_recv() {
                     Ok(next) => {
-                        size += next.events.len();
+                        size += next.events.len() + next.keys.len();
                         group.push(next);
                     }
                     Err(_) => break,
@@ -147,19 +201,21 @@ async fn commit_loop(
             continue;
         }
         let events: Vec<&NewEvent> = group.iter().flat_map(|a| &a.events).collect();
-        match write(&db, &events).await {
+        let keys: Vec<&KeyWrite> = group.iter().flat_map(|a| &a.keys).collect();
+        match write(&db, &events, &keys).await {
             Ok(()) => {
                 appended.appended();
                 for append in group {
                     let _ = append.done.send(Ok(()));
                 }
             }
-            Err(WriteError::Conflict) if group.len() > 1 => {
+            Err(WriteError::Conflict | WriteError::KeyTaken) if group.len() > 1 => {
                 // Find the append that lost; the others are written on their own.
                 let mut any = false;
                 for append in group {
                     let events: Vec<&NewEvent> = append.events.iter().collect();
-                    let result = write(&db, &events).await;
+                    let keys: Vec<&KeyWrite> = append.keys.iter().collect();
+                    let result = write(&db, &events, &keys).await;
                     any |= result.is_ok();
                     let _ = append.done.send(result);
                 }
@@ -179,28 +235,56 @@ async fn commit_loop(
 fn copy(error: &WriteError) -> WriteError {
     match error {
         WriteError::Conflict => WriteError::Conflict,
+        WriteError::KeyTaken => WriteError::KeyTaken,
         WriteError::Unavailable(why) => WriteError::Unavailable(why.clone()),
         WriteError::Saturated => WriteError::Saturated,
         WriteError::Store(why) => WriteError::Store(why.clone()),
     }
 }
 
-async fn write(db: &Database, events: &[&NewEvent]) -> Result<(), WriteError> {
+async fn write(db: &Database, events: &[&NewEvent], keys: &[&KeyWrite]) -> Result<(), WriteError> {
     let result = match db {
-        Database::Postgres(pool) => {
-            // One statement is one atomic write, and one round trip. Ordinality keeps
-            // each aggregate's events in sequence order in the log.
-            let column =
-                |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
-            sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                     event_version, payload, metadata)
-                 SELECT t, i, s, et, ev, p::json, m::json
-                   FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                               $6::text[], $7::text[])
-                        WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
-                  ORDER BY n",
-            )
+        Database::Postgres(pool) => write_postgres(pool, events, keys).await,
+        Database::Sqlite(pool) => write_sqlite(pool, events, keys).await,
+    };
+    result.map_err(|e| {
+        if is_saturation(&e) {
+            return WriteError::Unavailable(e.to_string());
+        }
+        match e.as_database_error() {
+            Some(d) if d.is_unique_violation() && is_key_table(d) => WriteError::KeyTaken,
+            Some(d) if d.is_unique_violation() => WriteError::Conflict,
+            _ => WriteError::Store(e.to_string()),
+        }
+    })
+}
+
+fn is_key_table(error: &dyn sqlx::error::DatabaseError) -> bool {
+    // PostgreSQL names the constraint; SQLite names the column in its message.
+    error.constraint() == Some("idempotency_keys_pkey")
+        || error.message().contains("idempotency_keys.key")
+}
+
+/// One statement is one atomic write, and one round trip: the events, and every key
+/// write, as data-modifying CTEs over arrays.
+async fn write_postgres(
+    pool: &sqlx::PgPool,
+    events: &[&NewEvent],
+    keys: &[&KeyWrite],
+) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
+    let insert_events = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                             event_version, payload, metadata)
+         SELECT t, i, s, et, ev, p::json, m::json
+           FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                       $6::text[], $7::text[])
+                WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
+          ORDER BY n",
+    );
+    // Ordinality keeps each aggregate's events in sequence order in the log.
+    if keys.is_empty() {
+        return insert_events
             .bind(column(|e| e.aggregate_type))
             .bind(column(|e| &e.aggregate_id))
             .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
@@ -210,42 +294,180 @@ async fn write(db: &Database, events: &[&NewEvent]) -> Result<(), WriteError> {
             .bind(column(|e| &e.metadata))
             .execute(pool)
             .await
-            .map(drop)
-        }
-        Database::Sqlite(pool) => {
-            async {
-                let mut tx = pool.begin().await?;
-                for event in events {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                         event_version, payload, metadata)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(event.aggregate_type)
-                    .bind(&event.aggregate_id)
-                    .bind(event.sequence)
-                    .bind(&event.event_type)
-                    .bind(&event.event_version)
-                    .bind(&event.payload)
-                    .bind(&event.metadata)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await
+            .map(drop);
+    }
+    let rows = KeyRows::of(keys);
+    sqlx::query(
+        "WITH appended AS (
+              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                  event_version, payload, metadata)
+              SELECT t, i, s, et, ev, p::json, m::json
+                FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                            $6::text[], $7::text[])
+                     WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
+               ORDER BY n),
+          claimed AS (
+              INSERT INTO idempotency_keys (key, request_hash, created_at)
+              SELECT * FROM UNNEST($8::text[], $9::text[], $10::timestamptz[])),
+          recorded AS (
+              INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
+                                            content_type, response_body, completed_at)
+              SELECT k, h, a, s, ct, b, a
+                FROM UNNEST($11::text[], $12::text[], $13::timestamptz[], $14::int2[],
+                            $15::text[], $16::bytea[]) AS u(k, h, a, s, ct, b)
+              ON CONFLICT (key) DO NOTHING),
+          answered AS (
+              UPDATE idempotency_keys AS kept
+                 SET status_code = u.s, content_type = u.ct, response_body = u.b,
+                     completed_at = u.a
+                FROM UNNEST($17::text[], $18::timestamptz[], $19::int2[], $20::text[],
+                            $21::bytea[]) AS u(k, a, s, ct, b)
+               WHERE kept.key = u.k)
+         SELECT 1",
+    )
+    .bind(column(|e| e.aggregate_type))
+    .bind(column(|e| &e.aggregate_id))
+    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+    .bind(column(|e| &e.event_type))
+    .bind(column(|e| &e.event_version))
+    .bind(column(|e| &e.payload))
+    .bind(column(|e| &e.metadata))
+    .bind(rows.claims.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(rows.claims.iter().map(|c| c.1).collect::<Vec<_>>())
+    .bind(rows.claims.iter().map(|c| c.2).collect::<Vec<_>>())
+    .bind(rows.records.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.records.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.records.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.records.iter().map(|r| status(r.3)).collect::<Vec<_>>())
+    .bind(
+        rows.records
+            .iter()
+            .map(|r| r.3.content_type.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.records
+            .iter()
+            .map(|r| r.3.body.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.answers.iter().map(|a| a.0).collect::<Vec<_>>())
+    .bind(rows.answers.iter().map(|a| a.1).collect::<Vec<_>>())
+    .bind(rows.answers.iter().map(|a| status(a.2)).collect::<Vec<_>>())
+    .bind(
+        rows.answers
+            .iter()
+            .map(|a| a.2.content_type.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.answers
+            .iter()
+            .map(|a| a.2.body.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+fn status(answer: &Answer) -> i16 {
+    i16::try_from(answer.status).unwrap_or(500)
+}
+
+/// The key writes of one statement, by kind.
+#[derive(Default)]
+struct KeyRows<'a> {
+    claims: Vec<(&'a str, &'a str, DateTime<Utc>)>,
+    records: Vec<(&'a str, &'a str, DateTime<Utc>, &'a Answer)>,
+    answers: Vec<(&'a str, DateTime<Utc>, &'a Answer)>,
+}
+
+impl<'a> KeyRows<'a> {
+    fn of(keys: &[&'a KeyWrite]) -> Self {
+        let mut rows = KeyRows::default();
+        for key in keys {
+            match key {
+                KeyWrite::Claim {
+                    key,
+                    request_hash,
+                    at,
+                } => rows.claims.push((key, request_hash, *at)),
+                KeyWrite::Record {
+                    key,
+                    request_hash,
+                    answer,
+                    at,
+                } => rows.records.push((key, request_hash, *at, answer)),
+                KeyWrite::Answer { key, answer, at } => rows.answers.push((key, *at, answer)),
             }
-            .await
         }
-    };
-    result.map_err(|e| {
-        if is_saturation(&e) {
-            WriteError::Unavailable(e.to_string())
-        } else if e
-            .as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            WriteError::Conflict
-        } else {
-            WriteError::Store(e.to_string())
-        }
-    })
+        rows
+    }
+}
+
+async fn write_sqlite(
+    pool: &sqlx::SqlitePool,
+    events: &[&NewEvent],
+    keys: &[&KeyWrite],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for event in events {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(&event.event_type)
+        .bind(&event.event_version)
+        .bind(&event.payload)
+        .bind(&event.metadata)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for key in keys {
+        let query = match key {
+            KeyWrite::Claim {
+                key,
+                request_hash,
+                at,
+            } => sqlx::query(
+                "INSERT INTO idempotency_keys (key, request_hash, created_at) VALUES (?, ?, ?)",
+            )
+            .bind(key)
+            .bind(request_hash)
+            .bind(super::millis(*at)),
+            KeyWrite::Record {
+                key,
+                request_hash,
+                answer,
+                at,
+            } => sqlx::query(
+                "INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
+                                               content_type, response_body, completed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(request_hash)
+            .bind(super::millis(*at))
+            .bind(i32::from(answer.status))
+            .bind(&answer.content_type)
+            .bind(&answer.body),
+            KeyWrite::Answer { key, answer, at } => sqlx::query(
+                "UPDATE idempotency_keys
+                    SET status_code = ?, content_type = ?, response_body = ?, completed_at = ?
+                  WHERE key = ?",
+            )
+            .bind(i32::from(answer.status))
+            .bind(&answer.content_type)
+            .bind(&answer.body)
+            .bind(super::millis(*at))
+            .bind(key),
+        };
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }

@@ -98,6 +98,52 @@ async fn an_append_still_queued_at_its_deadline_is_not_written(backend: Backend)
     assert_eq!(written, ["in-time", "unbounded"]);
 }
 
+async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append(backend: Backend) {
+    use orderlog::store::writer::KeyWrite;
+    let url = fresh_database(backend).await;
+    let db = Database::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let claim = |key: &str| KeyWrite::Claim {
+        key: key.to_owned(),
+        request_hash: "h".to_owned(),
+        at: chrono::Utc::now(),
+    };
+    writer
+        .append_with(vec![event("first", 1)], vec![claim("k")], None)
+        .await
+        .unwrap();
+
+    let results = join_all([
+        writer.append_with(vec![event("second", 1)], vec![claim("k")], None),
+        writer.append_with(vec![event("other", 1)], vec![claim("k-other")], None),
+    ])
+    .await;
+    assert!(
+        matches!(results[0], Err(WriteError::KeyTaken)),
+        "{:?}",
+        results[0]
+    );
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    let log = read_log(&db, Cursor::START, 2).await;
+    let written: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(
+        written,
+        ["first", "other"],
+        "the losing claim's events are not written"
+    );
+}
+
+#[tokio::test]
+async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append_sqlite() {
+    a_key_claimed_first_elsewhere_refuses_only_its_own_append(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append_postgres() {
+    a_key_claimed_first_elsewhere_refuses_only_its_own_append(Backend::Postgres).await
+}
+
 #[tokio::test]
 async fn an_append_still_queued_at_its_deadline_is_not_written_sqlite() {
     an_append_still_queued_at_its_deadline_is_not_written(Backend::Sqlite).await

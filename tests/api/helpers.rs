@@ -159,6 +159,9 @@ pub async fn spawn_app_with(
         ..Settings::default()
     };
     settings.deliveries.nats_url = nats_url();
+    // The suite runs many servers at once on a debug build: a burst of a test's own can
+    // outlast the default deadline. Tests of shedding (tests/api/overload.rs) set theirs.
+    settings.command_deadline = std::time::Duration::from_secs(30);
     // The suite's receivers run on 127.0.0.1, which the SSRF guard refuses by default;
     // tests of the guard (tests/api/targets.rs) turn it back off in their `tweak`.
     settings.deliveries.webhook_allow_private_networks = true;

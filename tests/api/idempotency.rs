@@ -1,7 +1,7 @@
 //! `Idempotency-Key`: a retry gets the first answer and writes nothing new.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -15,6 +15,7 @@ on_both_backends!(
     a_malformed_key_is_refused,
     a_replay_keeps_the_first_answers_content_type,
     the_store_keeps_each_answers_content_type,
+    one_key_sent_to_two_servers_at_once_places_one_order,
 );
 
 async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing(
@@ -194,11 +195,14 @@ async fn a_replay_keeps_the_first_answers_content_type(backend: Backend) {
 }
 
 async fn the_store_keeps_each_answers_content_type(backend: Backend) {
-    use orderlog::store::idempotency::{Claim, IdempotencyStore};
+    use orderlog::store::idempotency::{Claim, IdempotencyStore, KeyClaim};
+    use orderlog::store::reader::LogSignal;
+    use orderlog::store::writer::{Answer, EventWriter};
     let url = fresh_database(backend).await;
     let db = orderlog::store::Database::connect(&url, 2).await.unwrap();
     db.migrate().await.unwrap();
-    let store = IdempotencyStore::new(db, std::time::Duration::from_secs(60));
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let store = IdempotencyStore::new(db, std::time::Duration::from_secs(60), writer);
     let now = chrono::Utc::now();
     for (key, content_type, body) in [
         ("k-json", Some("application/json"), &b"{}"[..]),
@@ -209,13 +213,18 @@ async fn the_store_keeps_each_answers_content_type(backend: Backend) {
         ),
         ("k-none", None, b""),
     ] {
-        assert_eq!(store.claim(key, "h", now).await.unwrap(), Claim::Claimed);
+        assert_eq!(store.check(key, "h", now).await.unwrap(), Claim::Free);
+        let answer = Answer {
+            status: 413,
+            content_type: content_type.map(str::to_owned),
+            body: body.to_vec(),
+        };
         store
-            .complete(key, 413, content_type, body, now)
+            .keep(&KeyClaim::new(key, "h", now), answer, now)
             .await
             .unwrap();
         assert_eq!(
-            store.claim(key, "h", now).await.unwrap(),
+            store.check(key, "h", now).await.unwrap(),
             Claim::Replay {
                 status: 413,
                 content_type: content_type.map(str::to_owned),
@@ -223,5 +232,47 @@ async fn the_store_keeps_each_answers_content_type(backend: Backend) {
             },
             "{key}"
         );
+        assert_eq!(
+            store.check(key, "other", now).await.unwrap(),
+            Claim::Mismatch
+        );
     }
+}
+
+async fn one_key_sent_to_two_servers_at_once_places_one_order(backend: Backend) {
+    // Orders without a client-chosen id: only the key tells the two requests are one.
+    let url = fresh_database(backend).await;
+    let first = &spawn_app_on(&url, |_| {}).await;
+    let second = &spawn_app_on(&url, |_| {}).await;
+    let mut body = fixture("place_order.json", "unused");
+    body.as_object_mut().unwrap().remove("order_id");
+    let body = &body;
+    let (a, b) = tokio::join!(
+        retry_until_answered(first, body),
+        retry_until_answered(second, body)
+    );
+    assert_eq!(a.0, StatusCode::CREATED, "{}", a.1);
+    assert_eq!(b.0, StatusCode::CREATED, "{}", b.1);
+    assert_eq!(
+        a.1["order_id"], b.1["order_id"],
+        "one order, answered twice"
+    );
+    let db = orderlog::store::Database::connect(&url, 1).await.unwrap();
+    assert_eq!(event_count(&db).await, 1, "one order.created in the log");
+    db.close().await;
+}
+
+async fn retry_until_answered(app: &TestApp, body: &Value) -> (StatusCode, Value) {
+    eventually(
+        "an answer that is not 409",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = app.post_with_key("/v1/orders", "two-servers", body).await;
+            match r.status() {
+                StatusCode::CONFLICT => Err("409".to_owned()),
+                status => Ok((status, r.json::<Value>().await.unwrap())),
+            }
+        },
+    )
+    .await
 }
