@@ -147,7 +147,7 @@ async fn main() -> Result<()> {
 struct Server {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -185,18 +185,16 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("warn".into()),
             )
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            // Its warnings go to a file, not between the figures.
+            .stderr(std::fs::File::create(dir.path().join("server.log"))?);
         if backend == "postgres" {
             command.env("ORDERLOG_SECRET_KEY", SECRET_KEY);
         }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", config.binary))?;
-        let mut server = Server {
-            child,
-            addr,
-            _dir: dir,
-        };
+        let mut server = Server { child, addr, dir };
         let started = Instant::now();
         loop {
             if let Some(status) = server.child.try_wait()? {
@@ -490,6 +488,7 @@ async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize)
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
     let mut report = format!(
         "{backend} {} x{clients}: {rate} in {elapsed:.1} s; accepted {accepted} ({}); \
          refused 503 {refused} ({}); {}peak RSS {:.0} MiB; {cpu}; views caught up {catch_up:.2} s \
@@ -517,6 +516,19 @@ async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize)
             );
         }
         report.push_str("; 0 oversold");
+    }
+    let warnings = log.lines().count();
+    if warnings > 0 {
+        let first = log
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect::<String>();
+        report.push_str(&format!(
+            "; the server logged {warnings} lines, the first: {first}"
+        ));
     }
     if !tally.other.is_empty() {
         report.push_str(&format!("; unexpected answers: {:?}", tally.other));

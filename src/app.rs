@@ -11,6 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::admission::Admission;
 use crate::auth::{Bootstrap, Tokens};
 use crate::config::Settings;
 use crate::delivery::Deliveries;
@@ -82,7 +83,9 @@ impl Application {
             .with_context(|| format!("binding {}", settings.bind))?;
         let log_signal = LogSignal::default();
         let projections = Projections::new(
-            db.clone(),
+            db.for_views(settings.db_pool_size)
+                .await
+                .context("connecting the views")?,
             overrides
                 .projections
                 .unwrap_or_else(|| all_projections(&settings)),
@@ -108,6 +111,7 @@ impl Application {
             closing: CancellationToken::new(),
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl, writer),
+            admission: Admission::new(settings.max_concurrent_commands as usize),
             tokens,
             settings: Arc::new(settings),
             db,

@@ -98,6 +98,18 @@ pub struct Settings {
     )]
     pub command_deadline: Duration,
 
+    /// Most commands (POST, PATCH, DELETE) running at once; the rest wait for a turn,
+    /// newest first, until ORDERLOG_COMMAND_DEADLINE.
+    // About the load at which this machine's throughput stops growing (BENCHMARKS.md,
+    // overload): more inside only adds queueing to every command.
+    #[arg(
+        long,
+        env = "ORDERLOG_MAX_CONCURRENT_COMMANDS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub max_concurrent_commands: u32,
+
     /// How long an Idempotency-Key and its response are kept.
     // The window in which clients retry (Stripe keeps keys for 24 h too).
     #[arg(

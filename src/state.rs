@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::admission::Admission;
 use crate::auth::Tokens;
 use crate::config::Settings;
 use crate::delivery::Deliveries;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub orders: Arc<AggregateStore<Order>>,
     pub inventory: Arc<AggregateStore<InventoryItem>>,
     pub idempotency: IdempotencyStore,
+    /// Turns for commands: at most `ORDERLOG_MAX_CONCURRENT_COMMANDS` run at once.
+    pub admission: Arc<Admission>,
     /// API tokens: every request but `/health` and `/ready` is checked against them.
     pub tokens: Tokens,
     pub placement_fault: Option<PlacementFault>,

@@ -5,6 +5,7 @@
 //! JSON errors for unknown routes and methods. It holds no business rule.
 
 mod admin;
+pub mod admission;
 mod analytics;
 mod auth;
 mod billing;
@@ -67,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             extract::limit_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admission::admit,
         ))
         // `limit_body` is the limit: axum's own default (2 MiB, answered in text/plain)
         // must never be met first.

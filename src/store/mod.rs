@@ -64,6 +64,27 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// A turn at an SQLite database's single write lock, one per database file in this
+/// process, handed out in order. Every write transaction of the engine's own (the event
+/// writer's, the views') takes one first: left to SQLite, writers that find the lock
+/// taken sleep in its busy handler (up to 100 ms a time) and wake in no order, so under
+/// load the views fell seconds behind the log while the lock stood idle between sleeps.
+pub async fn sqlite_write_turn(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Turns = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static TURNS: LazyLock<Turns> = LazyLock::new(Turns::default);
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let turn = TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(file)
+        .or_default()
+        .clone();
+    turn.lock_owned().await
+}
+
 /// Times in the tables the engine keeps besides the log (deliveries, tokens) are Unix
 /// milliseconds, so that both backends compare them alike.
 pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -112,6 +133,26 @@ impl Database {
                 .await?;
             Ok(Database::Postgres(pool))
         }
+    }
+
+    /// The connections the views are written through. On SQLite their commits do not
+    /// wait for the disk (`synchronous=NORMAL`): a view and its checkpoint commit
+    /// together, so a crash can only lose both, and the events (written through the
+    /// other connections, `FULL`) are applied again from the older checkpoint; as the
+    /// views do on PostgreSQL (`Tx::derived_only`). Only the projections use it.
+    pub async fn for_views(&self, pool_size: u32) -> Result<Self, StoreError> {
+        let Database::Sqlite(pool) = self else {
+            return Ok(self.clone());
+        };
+        let options = (*pool.connect_options())
+            .clone()
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Database::Sqlite(pool))
     }
 
     /// Applies every migration not applied yet. Safe to run on every start.

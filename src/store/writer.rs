@@ -411,7 +411,8 @@ async fn write_sqlite(
     events: &[&NewEvent],
     keys: &[&KeyWrite],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let _turn = super::sqlite_write_turn(pool).await;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for event in events {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,

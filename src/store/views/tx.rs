@@ -16,7 +16,11 @@ use crate::store::{Database, StoreError};
 /// One transaction on either backend.
 pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With its turn at the write lock, held until the transaction ends.
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
 }
 
 impl Tx {
@@ -25,14 +29,17 @@ impl Tx {
     pub async fn begin(db: &Database) -> Result<Tx, StoreError> {
         Ok(match db {
             Database::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Database::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Database::Sqlite(pool) => {
+                let turn = crate::store::sqlite_write_turn(pool).await;
+                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
         })
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Tx::Postgres(tx) => tx.commit().await?,
-            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Sqlite(tx, _) => tx.commit().await?,
         }
         Ok(())
     }
@@ -56,7 +63,7 @@ impl Tx {
                 .fetch_one(&mut **tx)
                 .await?,
             ),
-            Tx::Sqlite(_) => None,
+            Tx::Sqlite(..) => None,
         })
     }
 
@@ -67,7 +74,7 @@ impl Tx {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), params, sqlite_list)
+            Tx::Sqlite(tx, _) => bind_all!(sqlx::query(sql), params, sqlite_list)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
@@ -196,7 +203,7 @@ impl Tx {
                 ),
                 Param::TextList(ids.to_vec()),
             ),
-            Tx::Sqlite(_) => (
+            Tx::Sqlite(_, _) => (
                 format!(
                     "SELECT coalesce(json_group_array({}), '[]') FROM {name}
                       WHERE id IN (SELECT value FROM json_each($1))",
@@ -238,7 +245,7 @@ impl Tx {
                     cols = columns.join(", "),
                     updates = updates.join(", "),
                 ),
-                Tx::Sqlite(_) => format!(
+                Tx::Sqlite(_, _) => format!(
                     "INSERT INTO {name} ({cols})
                      SELECT {extracts} FROM json_each($1) WHERE true
                      ON CONFLICT (id) DO UPDATE SET {updates}",
@@ -298,7 +305,7 @@ impl Tx {
                 format!("DELETE FROM {name} WHERE id = ANY($1::text[])"),
                 Param::TextList(ids.to_vec()),
             ),
-            Tx::Sqlite(_) => (
+            Tx::Sqlite(_, _) => (
                 format!("DELETE FROM {name} WHERE id IN (SELECT value FROM json_each($1))"),
                 Param::TextList(ids.to_vec()),
             ),
@@ -313,7 +320,7 @@ impl Tx {
                     .fetch_one(&mut **tx)
                     .await?
             }
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 bind_all!(sqlx::query_scalar::<_, String>(sql), params, sqlite_list)
                     .fetch_one(&mut **tx)
                     .await?
