@@ -64,6 +64,14 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+async fn sqlite_pool(options: SqliteConnectOptions, size: u32) -> Result<SqlitePool, StoreError> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
+}
+
 /// A turn at an SQLite database's single write lock, one per database file in this
 /// process, handed out in order. Every write transaction of the engine's own (the event
 /// writer's, the views') takes one first: left to SQLite, writers that find the lock
@@ -118,12 +126,7 @@ impl Database {
                     })?;
                 }
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(pool_size)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await?;
-            Ok(Database::Sqlite(pool))
+            Ok(Database::Sqlite(sqlite_pool(options, pool_size).await?))
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -147,12 +150,7 @@ impl Database {
         let options = (*pool.connect_options())
             .clone()
             .synchronous(SqliteSynchronous::Normal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Ok(Database::Sqlite(pool))
+        Ok(Database::Sqlite(sqlite_pool(options, pool_size).await?))
     }
 
     /// Applies every migration not applied yet. Safe to run on every start.

@@ -272,32 +272,20 @@ async fn write_postgres(
     events: &[&NewEvent],
     keys: &[&KeyWrite],
 ) -> Result<(), sqlx::Error> {
-    let column = |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
-    let insert_events = sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                             event_version, payload, metadata)
-         SELECT t, i, s, et, ev, p::json, m::json
-           FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                       $6::text[], $7::text[])
-                WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
-          ORDER BY n",
-    );
-    // Ordinality keeps each aggregate's events in sequence order in the log.
     if keys.is_empty() {
-        return insert_events
-            .bind(column(|e| e.aggregate_type))
-            .bind(column(|e| &e.aggregate_id))
-            .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-            .bind(column(|e| &e.event_type))
-            .bind(column(|e| &e.event_version))
-            .bind(column(|e| &e.payload))
-            .bind(column(|e| &e.metadata))
-            .execute(pool)
-            .await
-            .map(drop);
+        let insert = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             SELECT t, i, s, et, ev, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                           $6::text[], $7::text[])
+                    WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
+              ORDER BY n",
+        );
+        return bind_events(insert, events).execute(pool).await.map(drop);
     }
     let rows = KeyRows::of(keys);
-    sqlx::query(
+    let statement = sqlx::query(
         "WITH appended AS (
               INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                   event_version, payload, metadata)
@@ -324,51 +312,62 @@ async fn write_postgres(
                             $21::bytea[]) AS u(k, a, s, ct, b)
                WHERE kept.key = u.k)
          SELECT 1",
-    )
-    .bind(column(|e| e.aggregate_type))
-    .bind(column(|e| &e.aggregate_id))
-    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-    .bind(column(|e| &e.event_type))
-    .bind(column(|e| &e.event_version))
-    .bind(column(|e| &e.payload))
-    .bind(column(|e| &e.metadata))
-    .bind(rows.claims.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(rows.claims.iter().map(|c| c.1).collect::<Vec<_>>())
-    .bind(rows.claims.iter().map(|c| c.2).collect::<Vec<_>>())
-    .bind(rows.records.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(rows.records.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind(rows.records.iter().map(|r| r.2).collect::<Vec<_>>())
-    .bind(rows.records.iter().map(|r| status(r.3)).collect::<Vec<_>>())
-    .bind(
-        rows.records
-            .iter()
-            .map(|r| r.3.content_type.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.records
-            .iter()
-            .map(|r| r.3.body.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.answers.iter().map(|a| a.0).collect::<Vec<_>>())
-    .bind(rows.answers.iter().map(|a| a.1).collect::<Vec<_>>())
-    .bind(rows.answers.iter().map(|a| status(a.2)).collect::<Vec<_>>())
-    .bind(
-        rows.answers
-            .iter()
-            .map(|a| a.2.content_type.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.answers
-            .iter()
-            .map(|a| a.2.body.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .execute(pool)
-    .await
-    .map(drop)
+    );
+    bind_events(statement, events)
+        .bind(rows.claims.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(rows.claims.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(rows.claims.iter().map(|c| c.2).collect::<Vec<_>>())
+        .bind(rows.records.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.records.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.records.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.records.iter().map(|r| status(r.3)).collect::<Vec<_>>())
+        .bind(
+            rows.records
+                .iter()
+                .map(|r| r.3.content_type.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.records
+                .iter()
+                .map(|r| r.3.body.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.answers.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(rows.answers.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(rows.answers.iter().map(|a| status(a.2)).collect::<Vec<_>>())
+        .bind(
+            rows.answers
+                .iter()
+                .map(|a| a.2.content_type.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.answers
+                .iter()
+                .map(|a| a.2.body.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// The events as the first seven parameters, one array per column. Ordinality keeps each
+/// aggregate's events in sequence order in the log.
+fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &[&'q NewEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let column = |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
+    query
+        .bind(column(|e| e.aggregate_type))
+        .bind(column(|e| &e.aggregate_id))
+        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(column(|e| &e.event_type))
+        .bind(column(|e| &e.event_version))
+        .bind(column(|e| &e.payload))
+        .bind(column(|e| &e.metadata))
 }
 
 fn status(answer: &Answer) -> i16 {

@@ -523,3 +523,13 @@ pub async fn event_count(db: &Database) -> i64 {
         Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
+
+/// An order for `lines` of (sku, quantity) at 1.00 each.
+pub fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
+    serde_json::json!({
+        "order_id": order_id,
+        "customer_id": "cust-1",
+        "currency": "USD",
+        "lines": lines.iter().map(|(sku, q)| serde_json::json!({"sku": sku, "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
+    })
+}

@@ -85,16 +85,6 @@ async fn receive(app: &TestApp, sku: &str, quantity: i64) -> Value {
     expect_status(r, StatusCode::CREATED).await
 }
 
-/// An order for `lines` of (sku, quantity) at 1.00 each.
-fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
-    json!({
-        "order_id": order_id,
-        "customer_id": "cust-1",
-        "currency": "USD",
-        "lines": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
-    })
-}
-
 /// The stock view of `sku` once it satisfies `expected` (it follows the log, and the
 /// process manager acts on timers).
 async fn levels_where(app: &TestApp, sku: &str, expected: impl Fn(&Value) -> bool) -> Value {

@@ -17,15 +17,6 @@ on_both_backends!(
     under_overload_every_answer_is_true_of_the_log,
 );
 
-fn order_body(order_id: &str, lines: &[(&str, i64)]) -> Value {
-    json!({
-        "order_id": order_id,
-        "customer_id": "cust-1",
-        "currency": "USD",
-        "lines": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
-    })
-}
-
 async fn a_command_past_its_deadline_is_refused_and_writes_nothing(backend: Backend) {
     let url = fresh_database(backend).await;
     // No command can start within a nanosecond: every one is shed.

@@ -7,14 +7,30 @@ use std::process::{Command, Output};
 use crate::helpers::{fresh_database, Backend};
 
 pub(crate) fn orderlog(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = orderlog_command();
+    command.args(args).envs(env.iter().copied());
+    command.output().expect("the orderlog binary runs")
+}
+
+/// The real binary, with only the variables a test gives it: a developer's own
+/// ORDERLOG_* stay out of it.
+pub(crate) fn orderlog_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderlog"));
-    command.args(args).env("RUST_LOG", "warn");
-    // Only the variables of this test: a developer's own ORDERLOG_* stay out of it.
+    command.env("RUST_LOG", "warn");
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ORDERLOG_")) {
         command.env_remove(name);
     }
-    command.envs(env.iter().copied());
-    command.output().expect("the orderlog binary runs")
+    command
+}
+
+/// A port that was free a moment ago: it may be taken before the server binds it, a
+/// race the suite accepts.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `(variable, default)` for each row of the README's configuration table.

@@ -4,7 +4,7 @@
 //! a survivor takes the lease over, and nothing is dead-lettered.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,17 +27,8 @@ struct Node {
 
 impl Node {
     fn start(name: &str, database_url: &str) -> Node {
-        // The port is free when chosen and may be taken before the server binds it: a
-        // race the suite accepts, as the walkthrough does.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orderlog"));
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ORDERLOG_")) {
-            command.env_remove(name);
-        }
+        let port = crate::settings::free_port();
+        let mut command = crate::settings::orderlog_command();
         let logs = || match std::env::var_os("TEST_LOG") {
             Some(_) => Stdio::inherit(),
             None => Stdio::null(),
@@ -45,7 +36,6 @@ impl Node {
         let key = test_secret_key().to_base64();
         let child = command
             .arg("serve")
-            .env("RUST_LOG", "warn")
             .env("ORDERLOG_DATABASE_URL", database_url)
             .env("ORDERLOG_BIND", format!("127.0.0.1:{port}"))
             .env("ORDERLOG_NODE_NAME", name)

@@ -37,15 +37,8 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works_verbatim_with_the_bootstrap_token() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orderlog"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ORDERLOG_")) {
-        command.env_remove(name);
-    }
+    let port = crate::settings::free_port();
+    let mut command = crate::settings::orderlog_command();
     let _server = Server(
         command
             .current_dir(dir.path())
