@@ -14,6 +14,7 @@ use crate::domain::order::OrderError;
 use crate::domain::values::ValueError;
 use crate::process::placement::PlacementError;
 use crate::store::commands::CommandError;
+use crate::store::writer::WriteError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +174,8 @@ impl From<StoreError> for ApiError {
             StoreError::Database(e) if crate::store::is_saturation(e) => {
                 ApiError::unavailable(&error)
             }
+            StoreError::Write(WriteError::Unavailable(_)) => ApiError::unavailable(&error),
+            StoreError::Write(WriteError::Saturated) => ApiError::saturated(),
             _ => ApiError::internal(&error),
         }
     }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
-use super::writer::{Answer, EventWriter, KeyWrite, WriteError};
+use super::writer::{Answer, EventWriter, KeyWrite};
 use super::{Database, StoreError};
 
 /// What a check found.
@@ -213,13 +213,10 @@ impl IdempotencyStore {
                 at: claim.at,
             }
         };
-        self.writer
+        Ok(self
+            .writer
             .append_with(Vec::new(), vec![write], None)
-            .await
-            .map_err(|e| match e {
-                WriteError::Store(why) | WriteError::Unavailable(why) => StoreError::Corrupt(why),
-                other => StoreError::Corrupt(other.to_string()),
-            })
+            .await?)
     }
 
     async fn forget_expired(

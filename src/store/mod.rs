@@ -41,6 +41,9 @@ pub enum StoreError {
     },
     #[error("a stored row could not be read: {0}")]
     Corrupt(String),
+    /// A write through the group commit (`writer`) failed.
+    #[error(transparent)]
+    Write(#[from] writer::WriteError),
 }
 
 /// The database is out of connections or refusing new ones: a request can succeed
@@ -142,7 +145,11 @@ impl Database {
     /// wait for the disk (`synchronous=NORMAL`): a view and its checkpoint commit
     /// together, so a crash can only lose both, and the events (written through the
     /// other connections, `FULL`) are applied again from the older checkpoint; as the
-    /// views do on PostgreSQL (`Tx::derived_only`). Only the projections use it.
+    /// views do on PostgreSQL (`Tx::derived_only`). Only the projections use it: their
+    /// views and checkpoints, and the operator's controls of them (rebuild, retry,
+    /// skip). Those survive a process crash, as every commit does in WAL mode; an OS
+    /// crash or power loss before the next event's commit (which flushes the shared
+    /// WAL) can undo the last control, which the operator then asks for again.
     pub async fn for_views(&self, pool_size: u32) -> Result<Self, StoreError> {
         let Database::Sqlite(pool) = self else {
             return Ok(self.clone());
