@@ -110,8 +110,10 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     // Our handlers answer with small JSON bodies.
     let body = read_body(body).await.map_err(IntoResponse::into_response)?;
     // The command has taken effect: the client hears so even if keeping the response
-    // fails. The claim then stays in flight until it expires, so a retry is refused
-    // rather than run twice.
+    // fails. A claim that committed with the command's events then stays in flight until
+    // it expires, so a retry is refused rather than run twice; a request that appended
+    // nothing (a refusal, a subscription or token created) and could not be kept is
+    // run again by its retry.
     let answer = Answer {
         status: parts.status.as_u16(),
         content_type: parts
