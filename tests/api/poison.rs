@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use orderlog::store::reader::LogSignal;
 use orderlog::store::views::{bigint, select, text, Param, Table, Tx};
+use orderlog::store::writer::{EventWriter, NewEvent};
 use orderlog::store::Database;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -61,59 +62,32 @@ fn poisoned(payload: &Value, order_id: &str) -> Value {
     payload
 }
 
-/// Appends events straight to the log, as another writer (or an older server) could.
+/// Appends events straight to the log, as another writer (or an older server) could:
+/// through the log's own writer, past every check of the domain and the API.
 async fn append_directly(
     app: &TestApp,
-    backend: Backend,
-    aggregate_type: &str,
+    aggregate_type: &'static str,
     aggregate_id: &str,
     events: &[(String, Value)],
 ) {
-    for (i, (event_type, payload)) in events.iter().enumerate() {
-        let payload = serde_json::to_string(payload).unwrap();
-        let sequence = i as i64 + 1;
-        let metadata = json!({"actor": "another-writer", "correlation_id": "poison"}).to_string();
-        match backend {
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&app.database_url)
-                    .await
-                    .unwrap();
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                         event_version, payload, metadata)
-                     VALUES ($1, $2, $3, $4, '1.0', $5::json, $6::json)",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .bind(event_type)
-                .bind(&payload)
-                .bind(&metadata)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            }
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
-                    .await
-                    .unwrap();
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                         event_version, payload, metadata)
-                     VALUES ($1, $2, $3, $4, '1.0', $5, $6)",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .bind(event_type)
-                .bind(&payload)
-                .bind(&metadata)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            }
-        }
-    }
+    let db = Database::connect(&app.database_url, 1).await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let metadata = json!({"actor": "another-writer", "correlation_id": "poison"}).to_string();
+    let events = events
+        .iter()
+        .enumerate()
+        .map(|(i, (event_type, payload))| NewEvent {
+            aggregate_type,
+            aggregate_id: aggregate_id.to_owned(),
+            sequence: i as i64 + 1,
+            event_type: event_type.clone(),
+            event_version: "1.0".to_owned(),
+            payload: serde_json::to_string(payload).unwrap(),
+            metadata: metadata.clone(),
+        })
+        .collect();
+    writer.append(events, None).await.unwrap();
+    db.close().await;
 }
 
 fn types_and_payloads(events: &[Value]) -> Vec<(String, Value)> {
@@ -280,9 +254,9 @@ async fn every_reader_survives_text_no_client_may_send_any_more(backend: Backend
     assert!(src1.iter().any(|(t, _)| t == "shipment.dispatched"));
     assert!(src1.iter().any(|(t, _)| t == "payment.failed"));
     assert!(src2.iter().any(|(t, _)| t == "order.cancelled"));
-    append_directly(&app, backend, "order", "poison-1", &src1).await;
-    append_directly(&app, backend, "order", "poison-2", &src2).await;
-    append_directly(&app, backend, "inventory", "..", &stock).await;
+    append_directly(&app, "order", "poison-1", &src1).await;
+    append_directly(&app, "order", "poison-2", &src2).await;
+    append_directly(&app, "inventory", "..", &stock).await;
 
     // One subscribed afterwards replays the log; its receiver fails at first, so that the
     // poisoned messages also wait in the retry queue.

@@ -32,6 +32,20 @@ fn fail_on(projection: &'static str, order_id: &'static str, on: Arc<AtomicBool>
     })
 }
 
+/// Waits until `name` serves `generation` with no rebuild under way.
+async fn serving_generation(app: &TestApp, name: &str, generation: i64) {
+    let what = format!("{name} to serve generation {generation}");
+    eventually(&what, Duration::from_secs(15), || async {
+        let status = projection(app, name).await;
+        if status["generation"] == generation && status["rebuild"].is_null() {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+}
+
 async fn projection(app: &TestApp, name: &str) -> Value {
     expect_status(
         app.get(&format!("/v1/admin/projections/{name}")).await,
@@ -261,19 +275,7 @@ async fn the_serving_view_keeps_following_the_log_while_its_successor_rebuilds(b
 
     // Let the rebuild go: it catches up with the serving view and takes over.
     hold.store(false, Ordering::SeqCst);
-    eventually(
-        "the successor to take over",
-        Duration::from_secs(15),
-        || async {
-            let status = projection(&app, "order_summary").await;
-            if status["generation"] == 2 && status["rebuild"].is_null() {
-                Ok(())
-            } else {
-                Err(status)
-            }
-        },
-    )
-    .await;
+    serving_generation(&app, "order_summary", 2).await;
     app.projections_caught_up().await;
     assert_eq!(
         app.read_side().await,
@@ -350,15 +352,7 @@ async fn a_rebuild_after_a_live_skip_skips_the_event_again_and_equals_the_live_v
         .post_empty("/v1/admin/projections/order_summary/rebuild")
         .await;
     expect_status(r, StatusCode::ACCEPTED).await;
-    eventually("the rebuild to finish", Duration::from_secs(15), || async {
-        let status = projection(&app, "order_summary").await;
-        if status["generation"] == 2 && status["rebuild"].is_null() {
-            Ok(())
-        } else {
-            Err(status)
-        }
-    })
-    .await;
+    serving_generation(&app, "order_summary", 2).await;
     app.projections_caught_up().await;
     let done = projection(&app, "order_summary").await;
     assert_eq!(done["skipped_events"], 1, "{done}");

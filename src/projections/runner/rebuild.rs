@@ -347,6 +347,32 @@ impl Projections {
         }
     }
 
+    /// Applies the log after `at` to a rebuilt view, to its end or until `until` is
+    /// reached, and says where it stopped. The tail is short: it goes event by event, so
+    /// a failure names its event.
+    async fn apply_tail(
+        &self,
+        next: &Pending,
+        view: &mut View,
+        mut at: Cursor,
+        until: Option<Cursor>,
+    ) -> Result<Result<Cursor, Failure>, ProjectionError> {
+        while until.is_none_or(|until| at < until) {
+            let tail = read_decoded(self.db.clone(), at).await?;
+            let Some(last) = tail.last_cursor() else {
+                break;
+            };
+            if let Err(failure) = self
+                .apply_rebuild_batch(&next.projection, view, &tail, &next.skips, at, true)
+                .await
+            {
+                return Ok(Err(failure));
+            }
+            at = last;
+        }
+        Ok(Ok(at))
+    }
+
     /// Catches a rebuilt view up with the tail of the log, then writes it and makes it
     /// the serving generation under the projection's row lock.
     async fn switch(
@@ -359,20 +385,10 @@ impl Projections {
         let name = projection.name();
         // Events appended meanwhile: the live runner takes over from `at` after the
         // switch, so this only shortens the catch-up under the lock, and needs none.
-        // The tail is short: it goes event by event, so a failure names its event.
-        loop {
-            let tail = read_decoded(self.db.clone(), at).await?;
-            let Some(last) = tail.last_cursor() else {
-                break;
-            };
-            if let Err(failure) = self
-                .apply_rebuild_batch(projection, &mut view, &tail, &next.skips, at, true)
-                .await
-            {
-                return self.fail_rebuild(name, generation, failure).await;
-            }
-            at = last;
-        }
+        at = match self.apply_tail(next, &mut view, at, None).await? {
+            Ok(reached) => reached,
+            Err(failure) => return self.fail_rebuild(name, generation, failure).await,
+        };
         // One connection per switch, so switches side by side cannot starve the pool.
         let mut tx = Tx::begin(&self.db).await?;
         let _look_past = tx.derived_only().await?.map(LookPast::register);
@@ -385,20 +401,16 @@ impl Projections {
         // under the lock it cannot move, so the successor catches up with it here and
         // takes over from where it stands or later, never earlier (no event is applied
         // twice or missed by the generation that serves next).
-        while at < locked.cursor {
-            let tail = read_decoded(self.db.clone(), at).await?;
-            let Some(last) = tail.last_cursor() else {
-                break;
-            };
-            if let Err(failure) = self
-                .apply_rebuild_batch(projection, &mut view, &tail, &next.skips, at, true)
-                .await
-            {
+        at = match self
+            .apply_tail(next, &mut view, at, Some(locked.cursor))
+            .await?
+        {
+            Ok(reached) => reached,
+            Err(failure) => {
                 drop(tx);
                 return self.fail_rebuild(name, generation, failure).await;
             }
-            at = last;
-        }
+        };
         // Only the generation this switch retires is kept for queries in flight; one
         // retired before it (no live runner dropped it yet) goes now.
         if let Some(previous) = locked.retired {
