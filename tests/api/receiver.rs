@@ -155,11 +155,15 @@ async fn receive(
         script.in_flight += 1;
         script.delay
     };
+    // The slot is given back however the request ends: a sender that dies mid-request
+    // (a killed node) has its handler dropped at the `sleep`, and a slot kept then would
+    // leave a small receiver full for good.
+    let slot = Slot(&script);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    drop(slot);
     let mut script = script.lock().unwrap();
-    script.in_flight -= 1;
     let (status, retry_after) = script.next.pop_front().unwrap_or((script.default, None));
     let raw = String::from_utf8_lossy(&body).into_owned();
     script.received.push(Received {
@@ -173,5 +177,15 @@ async fn receive(
     match retry_after {
         Some(seconds) => (status, [("retry-after", seconds.to_string())]).into_response(),
         None => status.into_response(),
+    }
+}
+
+/// One of a small receiver's request slots, taken until dropped.
+struct Slot<'a>(&'a Mutex<Script>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut script = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        script.in_flight -= 1;
     }
 }

@@ -68,8 +68,12 @@ async fn a_small_receiver_gets_everything_without_the_breaker_opening(backend: B
                 >= orders
         })
         .await;
-    let s =
-        wait_for_subscription(&app, &id, "an empty queue", |s| s["queue"]["waiting"] == 0).await;
+    // Everything arrived; the cursor's commit and the holder's report may still be on
+    // their way.
+    let s = wait_for_subscription(&app, &id, "an empty queue, caught up, reported", |s| {
+        s["queue"]["waiting"] == 0 && s["lag"]["events"] == 0 && s["breaker"].is_string()
+    })
+    .await;
     assert_eq!(s["queue"]["dead"], 0, "{s}");
     assert_eq!(s["breaker"], "closed", "{s}");
     let window = s["window"].as_u64().unwrap();
