@@ -283,6 +283,9 @@ struct Client {
     n: usize,
     keys: bool,
     tally: Tally,
+    /// The end of a timed run: a wait for `Retry-After` ends there too, so that a client
+    /// refused near the end does not stretch the run with a second of doing nothing.
+    until: Option<Instant>,
 }
 
 impl Client {
@@ -315,7 +318,8 @@ impl Client {
                 .get_or_insert_with(histogram)
                 .record(micros.max(1))?;
             // Every 503 of ours says `Retry-After: 1`.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let wake = Instant::now() + Duration::from_secs(1);
+            tokio::time::sleep_until(self.until.map_or(wake, |u| wake.min(u)).into()).await;
         } else if status == 409 && path == "/v1/orders" {
             self.tally.sold_out += 1;
         } else if self.tally.other.len() < 5 {
@@ -412,6 +416,7 @@ async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize)
                 n: 0,
                 keys,
                 tally: Tally::default(),
+                until: (scenario != Scenario::Flash).then_some(until),
             };
             let result: Result<()> = async {
                 loop {

@@ -49,6 +49,10 @@ pub struct Attempt {
     pub verdict: Verdict,
     /// The start of a failed response's body, or the error.
     pub detail: Option<String>,
+    /// The receiver turned the request away without taking it: no connection, or a 429
+    /// or 503 without `Retry-After`. A small receiver's pushback, not a failed delivery,
+    /// and safe to send again at once (a timeout is not: the receiver may have it).
+    pub turned_away: bool,
 }
 
 /// Standard Webhooks' signature header value: `v1,<base64 HMAC-SHA256 of
@@ -158,7 +162,7 @@ impl Sink {
     pub async fn send(&self, connections: &Connections, message: &Message) -> Attempt {
         let at = Utc::now();
         let started = Instant::now();
-        let (status, verdict, detail) = match self {
+        let (status, verdict, detail, unconnected) = match self {
             Sink::Webhook {
                 url,
                 secrets,
@@ -168,20 +172,24 @@ impl Sink {
                 prefix,
                 stream_ready,
             } => match nats(connections, prefix, stream_ready, message).await {
-                Ok(()) => (None, Verdict::Delivered, None),
+                Ok(()) => (None, Verdict::Delivered, None, false),
                 Err(e) => (
                     None,
                     Verdict::Retry { retry_after: None },
                     Some(truncate(e)),
+                    false,
                 ),
             },
         };
+        let busy =
+            matches!(status, Some(429 | 503)) && verdict == (Verdict::Retry { retry_after: None });
         Attempt {
             at,
             latency: started.elapsed(),
             status,
             verdict,
             detail,
+            turned_away: unconnected || busy,
         }
     }
 }
@@ -192,7 +200,7 @@ async fn webhook(
     secrets: &[Secret],
     timeout: Duration,
     message: &Message,
-) -> (Option<u16>, Verdict, Option<String>) {
+) -> (Option<u16>, Verdict, Option<String>, bool) {
     // Judged on every send, not only at create time: the setting may have changed since
     // (a restart with private networks no longer allowed).
     if let Err(refused) = connections.targets.check_without_lookup(url) {
@@ -200,6 +208,7 @@ async fn webhook(
             None,
             Verdict::Retry { retry_after: None },
             Some(format!("not sent: the webhook url {refused}")),
+            false,
         );
     }
     let id = message.event_id.to_string();
@@ -229,7 +238,12 @@ async fn webhook(
             } else {
                 format!("request failed: {}", source_chain(&e))
             };
-            return (None, Verdict::Retry { retry_after: None }, Some(what));
+            return (
+                None,
+                Verdict::Retry { retry_after: None },
+                Some(what),
+                e.is_connect(),
+            );
         }
     };
     let status = response.status();
@@ -265,7 +279,7 @@ async fn webhook(
         (verdict != Verdict::Delivered)
             .then(|| truncate(String::from_utf8_lossy(&body).into_owned()))
     };
-    (Some(status.as_u16()), verdict, detail)
+    (Some(status.as_u16()), verdict, detail, false)
 }
 
 async fn nats(

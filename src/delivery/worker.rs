@@ -38,6 +38,11 @@ use crate::store::StoreError;
 const BATCH: i64 = 1000;
 /// The slowest a worker notices new events when no signal reaches it.
 const POLL: Duration = Duration::from_secs(1);
+/// How often one message is sent again at once after pushback the window absorbed,
+/// before it waits for the retry schedule. Each such failure at least halves the window
+/// or comes from a burst already answered, so a few suffice to reach its minimum,
+/// where failures go to the breaker and the schedule as before.
+const RESENDS: u32 = 4;
 /// How often a standby instance tries to take over a subscription.
 const LEASE_RETRY: Duration = Duration::from_secs(2);
 
@@ -246,13 +251,20 @@ impl Worker {
             .set(f64::from(self.window.size()));
     }
 
-    /// Tells the window, and through it maybe the breaker, how an attempt went.
-    fn settle(&self, permit: Permit<'_>, verdict: Verdict) {
+    /// Tells the window, and through it maybe the breaker, how an attempt went; `true`
+    /// for a failure the window absorbed (it narrowed, the breaker was not told).
+    fn settle(&self, permit: Permit<'_>, verdict: Verdict) -> bool {
         if answered(verdict) {
             permit.delivered();
             self.breaker.record(true);
-        } else if permit.failed() == Failure::AtMinimum {
-            self.breaker.record(false);
+            return false;
+        }
+        match permit.failed() {
+            Failure::Absorbed => true,
+            Failure::AtMinimum => {
+                self.breaker.record(false);
+                false
+            }
         }
     }
 
@@ -400,18 +412,32 @@ impl Worker {
         let mut outcome = StreamOutcome::default();
         let mut messages = messages.into_iter();
         while let Some(message) = messages.next() {
-            let permit = self.window.acquire().await;
+            let mut resends = 0;
+            let attempt = loop {
+                let permit = self.window.acquire().await;
+                if !self.breaker.admit() {
+                    break None;
+                }
+                let attempt = sink.send(&self.shared.connections, &message).await;
+                let absorbed = self.settle(permit, attempt.verdict);
+                outcome.attempts.push(self.record(&message, &attempt));
+                // Sent again at once rather than after the retry schedule's first step:
+                // on a small receiver's full backlog, waiting 5 s for that step was what
+                // kept short runs at half its capacity (BENCHMARKS.md, small receiver).
+                if absorbed && attempt.turned_away && resends < RESENDS {
+                    resends += 1;
+                    continue;
+                }
+                break Some(attempt);
+            };
             let now = millis(Utc::now());
-            if !self.breaker.admit() {
+            let Some(attempt) = attempt else {
                 outcome.queued.push(self.behind(&message, now));
                 outcome
                     .queued
                     .extend(messages.map(|m| self.behind(&m, now)));
                 break;
-            }
-            let attempt = sink.send(&self.shared.connections, &message).await;
-            self.settle(permit, attempt.verdict);
-            outcome.attempts.push(self.record(&message, &attempt));
+            };
             let next_at = match attempt.verdict {
                 Verdict::Delivered => continue,
                 Verdict::Retry { retry_after } => now + self.delay(1, retry_after),

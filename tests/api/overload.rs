@@ -2,7 +2,7 @@
 //! `ORDERLOG_COMMAND_DEADLINE` is refused with 503 `saturated` and `Retry-After`, and
 //! writes nothing; every answer given under overload is true of the log; reads answer.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -15,6 +15,7 @@ use orderlog::store::Database;
 on_both_backends!(
     a_command_past_its_deadline_is_refused_and_writes_nothing,
     under_overload_every_answer_is_true_of_the_log,
+    a_burst_beyond_the_queue_is_refused_at_once_not_at_its_deadline,
 );
 
 async fn a_command_past_its_deadline_is_refused_and_writes_nothing(backend: Backend) {
@@ -159,4 +160,65 @@ async fn under_overload_every_answer_is_true_of_the_log(backend: Backend) {
         })
         .await;
     }
+}
+
+async fn a_burst_beyond_the_queue_is_refused_at_once_not_at_its_deadline(backend: Backend) {
+    let url = fresh_database(backend).await;
+    // Two commands at a time and a deadline far beyond the test: before the queue was
+    // bounded, every one of the burst waited its turn and none was refused.
+    let app = &spawn_app_on(&url, |s| {
+        s.max_concurrent_commands = 2;
+        s.command_deadline = Duration::from_secs(60);
+    })
+    .await;
+    let r = app
+        .post("/v1/inventory/SKU-1/receipts", &json!({"quantity": 1000}))
+        .await;
+    expect_status(r, StatusCode::CREATED).await;
+
+    let orders = (0..80).map(|i| async move {
+        let id = format!("ord-{i}");
+        let asked = Instant::now();
+        let r = app
+            .post("/v1/orders", &order_body(&id, &[("SKU-1", 1)]))
+            .await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        (id, status, body, asked.elapsed())
+    });
+    let reads = (0..10).map(|_| async { app.get("/v1/inventory/SKU-1").await.status() });
+    let (answers, reads) = tokio::join!(join_all(orders), join_all(reads));
+    assert!(reads.iter().all(|s| *s == StatusCode::OK), "{reads:?}");
+
+    let mut accepted = 0;
+    for (id, status, body, took) in &answers {
+        match *status {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["code"], "saturated", "{body}");
+                assert!(
+                    *took < Duration::from_secs(10),
+                    "{id} heard its 503 after {took:?}: it waited toward its deadline"
+                );
+                let r = app.get(&format!("/v1/orders/{id}")).await;
+                assert_eq!(r.status(), StatusCode::NOT_FOUND, "{id} was refused");
+            }
+            other => panic!("{id}: {other} {body}"),
+        }
+    }
+    assert!(
+        accepted >= 2 && accepted < answers.len(),
+        "{accepted} of {} accepted: the burst should see both",
+        answers.len()
+    );
+    let what = format!("SKU-1 to hold {accepted}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let levels: Value = app.get("/v1/inventory/SKU-1").await.json().await.unwrap();
+        if levels["reserved"] == accepted {
+            Ok(())
+        } else {
+            Err(levels.to_string())
+        }
+    })
+    .await;
 }

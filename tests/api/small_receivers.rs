@@ -12,7 +12,10 @@ use crate::helpers::{fresh_database, spawn_app_on, Backend};
 use crate::on_both_backends;
 use crate::receiver::Receiver;
 
-on_both_backends!(a_small_receiver_gets_everything_without_the_breaker_opening);
+on_both_backends!(
+    a_small_receiver_gets_everything_without_the_breaker_opening,
+    a_busy_answer_is_sent_again_at_once_and_a_retry_after_is_kept,
+);
 
 async fn a_small_receiver_gets_everything_without_the_breaker_opening(backend: Backend) {
     let app = spawn_app_on(&fresh_database(backend).await, |s| {
@@ -82,4 +85,47 @@ async fn a_small_receiver_gets_everything_without_the_breaker_opening(backend: B
     assert!(!seen.contains("open"), "the breaker opened: {seen:?}");
     // It was pushed back, and the window adapted rather than giving up.
     assert!(receiver.turned_away() > 0);
+}
+
+async fn a_busy_answer_is_sent_again_at_once_and_a_retry_after_is_kept(backend: Backend) {
+    // A schedule no test waits for: whatever arrives twice here was sent again at once.
+    let app = spawn_app_on(&fresh_database(backend).await, |s| {
+        s.deliveries.retry_schedule = vec![Duration::from_secs(120); 3];
+    })
+    .await;
+    let receiver = Receiver::start(200).await;
+    receiver.answer_next(&[503]);
+    app.place_order("ord-busy").await;
+    let sub = subscribe(
+        &app,
+        &receiver.url(),
+        &["order.created"],
+        json!({"from_position": 1}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let statuses_for = |received: &[crate::receiver::Received], order: &str| -> Vec<u16> {
+        received
+            .iter()
+            .filter(|r| r.body["aggregate_id"] == order)
+            .map(|r| r.status)
+            .collect()
+    };
+    let received = receiver
+        .wait_until(Duration::from_secs(10), "ord-busy delivered", |r| {
+            statuses_for(r, "ord-busy").contains(&200)
+        })
+        .await;
+    assert_eq!(statuses_for(&received, "ord-busy"), [503, 200]);
+
+    // A 503 that says when to come back is a receiver's schedule, kept to the letter.
+    receiver.answer_next_retry_after(503, 120);
+    app.place_order("ord-later").await;
+    let s = wait_for_subscription(&app, &id, "ord-later queued for its retry", |s| {
+        s["queue"]["waiting"] == 1 && s["lag"]["events"] == 0
+    })
+    .await;
+    assert_eq!(s["queue"]["dead"], 0, "{s}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(statuses_for(&receiver.received(), "ord-later"), [503]);
 }
