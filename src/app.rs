@@ -111,7 +111,10 @@ impl Application {
             closing: CancellationToken::new(),
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl, writer),
-            admission: Admission::new(settings.max_concurrent_commands as usize),
+            admission: Admission::new(
+                settings.max_concurrent_commands as usize,
+                settings.command_deadline,
+            ),
             tokens,
             settings: Arc::new(settings),
             db,

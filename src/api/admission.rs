@@ -14,13 +14,16 @@
 //! When nothing waits, order does not matter. Reads never come here.
 //!
 //! LIFO alone still lets the oldest waiters sit out their whole deadline before they
-//! hear 503, each holding a connection and a client's time. So, as in Facebook's
-//! controlled delay: while the queue has not been empty for [`STANDING_AFTER`] it is
-//! standing, a sign of overload rather than of a burst, and a request that has then
-//! waited [`OVERLOAD_WAIT`] is refused at once. A burst still gets the whole deadline,
-//! but at most as many wait as may run: a newcomer to a full queue has the oldest
-//! waiter refused, so a wave of requests hears its 503s as it arrives, not at the end
-//! of its deadline.
+//! hear 503, each holding a connection and a client's time. Two rules refuse sooner:
+//!
+//! - **A queue that cannot drain in time.** While requests wait, the queue measures how
+//!   often a turn comes free. A newcomer behind which the oldest waiter could not be
+//!   reached before its deadline, even if nobody else came, has that oldest refused at
+//!   once: a wave of requests hears its 503s as it arrives, not at its deadline's end.
+//! - **A standing queue** (Facebook's controlled delay): a queue that has not been empty
+//!   for a fifth of the deadline is a sign of overload rather than of a burst, and a
+//!   request that has then waited a twenty-fifth of it is refused. With the default
+//!   250 ms: 50 ms and 10 ms. A burst shorter than that still gets the whole deadline.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,38 +40,70 @@ use super::error::ApiError;
 use super::extract::StartBy;
 use crate::state::AppState;
 
-/// A queue that has not been empty for this long is standing: the server is past what
-/// it can do, not meeting a burst.
-pub const STANDING_AFTER: Duration = Duration::from_millis(50);
-/// How long a request waits for a turn while the queue stands, before it is refused.
-pub const OVERLOAD_WAIT: Duration = Duration::from_millis(10);
-
 pub struct Admission {
     limit: usize,
+    /// A queue that has not been empty for this long is standing.
+    standing_after: Duration,
+    /// How long a request waits while the queue stands, before it is refused.
+    overload_wait: Duration,
     state: Mutex<Turns>,
+}
+
+struct Waiter {
+    start_by: Instant,
+    /// Dropped, it tells the waiter no; a waiter that gave up has dropped its receiver.
+    give: oneshot::Sender<()>,
 }
 
 struct Turns {
     running: usize,
-    /// Oldest first; a waiter that gave up has dropped its receiver.
-    waiting: VecDeque<oneshot::Sender<()>>,
+    /// Oldest first.
+    waiting: VecDeque<Waiter>,
     /// When the queue last had nobody waiting in it.
     empty_at: Instant,
+    /// The last time a turn was handed to a waiter, while the queue has not emptied.
+    handed_at: Option<Instant>,
+    /// How long, smoothed, between two turns handed over: how fast the queue drains.
+    per_turn: Option<Duration>,
 }
 
 impl Turns {
     /// Forgets the waiters at the front that gave up, and notes an empty queue.
     fn prune(&mut self, now: Instant) {
-        while self.waiting.front().is_some_and(oneshot::Sender::is_closed) {
+        while self.waiting.front().is_some_and(|w| w.give.is_closed()) {
             self.waiting.pop_front();
         }
         if self.waiting.is_empty() {
             self.empty_at = now;
+            self.handed_at = None;
         }
     }
 
-    fn standing(&self, now: Instant) -> bool {
-        now.duration_since(self.empty_at) >= STANDING_AFTER
+    fn handed(&mut self, now: Instant) {
+        if let Some(last) = self.handed_at {
+            let gap = now.duration_since(last);
+            // An exponential average over about eight turns: steady, yet quick to follow.
+            self.per_turn = Some(match self.per_turn {
+                Some(average) => (average * 7 + gap) / 8,
+                None => gap,
+            });
+        }
+        self.handed_at = Some(now);
+    }
+
+    /// Refuses the oldest waiters while the queue, drained at its measured pace, would
+    /// reach them only after their deadline.
+    fn refuse_the_hopeless(&mut self, now: Instant) {
+        let Some(per_turn) = self.per_turn else {
+            return;
+        };
+        while let Some(oldest) = self.waiting.front() {
+            let reached = per_turn.saturating_mul(self.waiting.len() as u32);
+            if now + reached <= oldest.start_by {
+                return;
+            }
+            self.waiting.pop_front();
+        }
     }
 }
 
@@ -78,28 +113,36 @@ pub struct Turn(Arc<Admission>);
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut turns = self.0.lock();
+        let now = Instant::now();
         let mut handed = false;
         while let Some(next) = turns.waiting.pop_back() {
-            if next.send(()).is_ok() {
+            if next.give.send(()).is_ok() {
                 handed = true;
                 break;
             }
         }
-        if !handed {
+        if handed {
+            turns.handed(now);
+        } else {
             turns.running -= 1;
         }
-        turns.prune(Instant::now());
+        turns.prune(now);
     }
 }
 
 impl Admission {
-    pub fn new(limit: usize) -> Arc<Self> {
+    /// `limit` commands at once, for commands that may wait up to `deadline`.
+    pub fn new(limit: usize, deadline: Duration) -> Arc<Self> {
         Arc::new(Self {
             limit: limit.max(1),
+            standing_after: deadline / 5,
+            overload_wait: deadline / 25,
             state: Mutex::new(Turns {
                 running: 0,
                 waiting: VecDeque::new(),
                 empty_at: Instant::now(),
+                handed_at: None,
+                per_turn: None,
             }),
         })
     }
@@ -111,8 +154,12 @@ impl Admission {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A turn, or `None` when none came by `start_by`, or none came within
-    /// [`OVERLOAD_WAIT`] while the queue stood.
+    fn standing(&self, turns: &Turns, now: Instant) -> bool {
+        now.duration_since(turns.empty_at) >= self.standing_after
+    }
+
+    /// A turn, or `None` when none came by `start_by`, or none could come in time, or
+    /// none came soon enough while the queue stood.
     pub async fn admit(self: &Arc<Self>, start_by: Instant) -> Option<Turn> {
         let now = Instant::now();
         let mut handed = {
@@ -122,19 +169,15 @@ impl Admission {
                 return Some(Turn(self.clone()));
             }
             turns.prune(now);
-            if turns.waiting.len() >= self.limit {
-                // Dropped, its sender tells the oldest waiter no: with the newest
-                // served first, it would only have waited out its deadline.
-                turns.waiting.pop_front();
-            }
             let (give, handed) = oneshot::channel();
-            turns.waiting.push_back(give);
+            turns.waiting.push_back(Waiter { start_by, give });
+            turns.refuse_the_hopeless(now);
             handed
         };
         // Waits until the deadline, looking again whenever the queue could have begun
         // to stand: a waiter of a burst that has since become a standing queue is
         // refused then, not left to wait out its whole deadline.
-        let mut until = (now + OVERLOAD_WAIT).min(start_by);
+        let mut until = (now + self.overload_wait).min(start_by);
         loop {
             tokio::select! {
                 given = &mut handed => return given.ok().map(|()| Turn(self.clone())),
@@ -142,10 +185,12 @@ impl Admission {
             }
             let turns = self.lock();
             let now = Instant::now();
-            if now >= start_by || turns.standing(now) {
+            if now >= start_by || self.standing(&turns, now) {
                 break;
             }
-            until = (turns.empty_at + STANDING_AFTER).max(now).min(start_by);
+            until = (turns.empty_at + self.standing_after)
+                .max(now)
+                .min(start_by);
         }
         // A turn handed over just as the wait ended is taken, not lost.
         handed.close();
@@ -177,13 +222,13 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
 mod tests {
     use super::*;
 
+    const DEADLINE: Duration = Duration::from_millis(250);
+
     #[tokio::test]
     async fn the_newest_waiter_gets_the_next_turn_and_the_late_ones_none() {
-        // Two turns, both taken: two may wait.
-        let admission = Admission::new(2);
+        let admission = Admission::new(1, Duration::from_secs(60));
         let soon = Instant::now() + Duration::from_secs(5);
         let first = admission.admit(soon).await.expect("a free turn");
-        let _second = admission.admit(soon).await.expect("another");
         let older = tokio::spawn({
             let admission = admission.clone();
             async move { admission.admit(soon).await.is_some() }
@@ -213,15 +258,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_waits_past_the_overload_wait_and_a_standing_queue_is_refused() {
-        let admission = Admission::new(1);
+        let admission = Admission::new(1, DEADLINE);
         let far = Instant::now() + Duration::from_secs(5);
         let held = admission.admit(far).await.expect("a free turn");
         let burst = tokio::spawn({
             let admission = admission.clone();
             async move { admission.admit(far).await }
         });
-        // Longer than the overload wait, shorter than a standing queue: still a burst.
-        tokio::time::sleep(OVERLOAD_WAIT * 3).await;
+        // Longer than the overload wait (10 ms), shorter than a standing queue (50 ms).
+        tokio::time::sleep(Duration::from_millis(30)).await;
         drop(held);
         let held = burst
             .await
@@ -233,33 +278,47 @@ mod tests {
         let waited = asked.elapsed();
         assert!(refused.is_none(), "refused once the queue stood");
         assert!(
-            waited >= STANDING_AFTER && waited < Duration::from_secs(1),
+            waited >= DEADLINE / 5 && waited < Duration::from_secs(1),
             "refused after {waited:?}, not at the 5 s deadline"
         );
         drop(held);
     }
 
     #[tokio::test]
-    async fn a_newcomer_to_a_full_queue_has_the_oldest_waiter_refused() {
-        let admission = Admission::new(1);
-        let far = Instant::now() + Duration::from_secs(5);
-        let held = admission.admit(far).await.expect("a free turn");
-        let oldest = tokio::spawn({
+    async fn a_waiter_the_queue_cannot_reach_in_time_is_refused_at_once() {
+        let admission = Admission::new(1, Duration::from_secs(60));
+        let far = Instant::now() + Duration::from_secs(60);
+        let held = admission.admit(far).await.unwrap();
+        // The pace the queue measured: a turn every 50 ms.
+        admission.lock().per_turn = Some(Duration::from_millis(50));
+        // One waiter with 80 ms to go, then a newcomer: with two waiting, the oldest is
+        // reached after 100 ms at that pace.
+        let hurried = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let asked = Instant::now();
+                let turn = admission
+                    .admit(Instant::now() + Duration::from_millis(80))
+                    .await;
+                (turn.is_some(), asked.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let newcomer = tokio::spawn({
             let admission = admission.clone();
             async move { admission.admit(far).await.map(|_| ()) }
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let newest = tokio::spawn({
-            let admission = admission.clone();
-            async move { admission.admit(far).await.map(|_| ()) }
-        });
-        let refused = tokio::time::timeout(Duration::from_secs(1), oldest).await;
-        assert_eq!(refused.expect("told at once").unwrap(), None);
+        let (admitted, waited) = hurried.await.unwrap();
+        assert!(!admitted, "refused");
+        assert!(
+            waited < Duration::from_millis(60),
+            "told as the newcomer came, after {waited:?}, not at its deadline"
+        );
         drop(held);
         assert_eq!(
-            newest.await.unwrap(),
+            newcomer.await.unwrap(),
             Some(()),
-            "the newcomer waited and got it"
+            "the newcomer got the turn"
         );
     }
 }

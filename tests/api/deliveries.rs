@@ -23,6 +23,14 @@ fn fast_retries(settings: &mut orderlog::config::Settings) {
     settings.deliveries.webhook_timeout = Duration::from_secs(5);
 }
 
+/// A subscription whose window starts at its minimum: every failure then counts toward
+/// the retry schedule. With a wider one, the first failures only narrow the window, and
+/// a receiver's 503 is sent again at once (`small_receivers`), so the tests that count
+/// attempts to a dead letter send one at a time.
+fn one_at_a_time() -> Value {
+    json!({"max_in_flight": 1})
+}
+
 async fn app(backend: Backend) -> TestApp {
     spawn_app_on(&fresh_database(backend).await, fast_retries).await
 }
@@ -231,7 +239,13 @@ async fn signatures_verify_by_the_specification_and_across_a_rotation(backend: B
 async fn dead_letters_are_kept_and_a_retry_delivers_them_in_order(backend: Backend) {
     let app = app(backend).await;
     let receiver = Receiver::start(503).await;
-    let sub = subscribe(&app, &receiver.url(), &["order.*", "payment.*"], json!({})).await;
+    let sub = subscribe(
+        &app,
+        &receiver.url(),
+        &["order.*", "payment.*"],
+        one_at_a_time(),
+    )
+    .await;
     let id = sub["id"].as_str().unwrap().to_owned();
     app.place_order("ord-a").await;
     app.paid_order("ord-b").await;
@@ -830,7 +844,7 @@ async fn retry_after_is_honoured(backend: Backend) {
 async fn discarding_a_dead_letter_lets_its_order_go_on(backend: Backend) {
     let app = app(backend).await;
     let receiver = Receiver::start(503).await;
-    let sub = subscribe(&app, &receiver.url(), &["order.*"], json!({})).await;
+    let sub = subscribe(&app, &receiver.url(), &["order.*"], one_at_a_time()).await;
     let id = sub["id"].as_str().unwrap().to_owned();
     app.place_order("ord-x").await;
     wait_for_subscription(&app, &id, "a dead letter", |s| s["queue"]["dead"] == 1).await;
@@ -915,7 +929,7 @@ async fn old_attempts_are_swept_but_a_dead_letter_keeps_its_history(backend: Bac
     let good = Receiver::start(200).await;
     let dead = Receiver::start(503).await;
     let delivered = subscribe(&app, &good.url(), &["order.created"], json!({})).await;
-    let failing = subscribe(&app, &dead.url(), &["order.created"], json!({})).await;
+    let failing = subscribe(&app, &dead.url(), &["order.created"], one_at_a_time()).await;
     let (delivered, failing) = (
         delivered["id"].as_str().unwrap().to_owned(),
         failing["id"].as_str().unwrap().to_owned(),
