@@ -199,6 +199,23 @@ impl From<OrderError> for ApiError {
             OrderError::TotalTooLarge => {
                 (S::UNPROCESSABLE_ENTITY, "total_too_large", Some("lines"))
             }
+            OrderError::ChargeCurrencyMismatch => (
+                S::UNPROCESSABLE_ENTITY,
+                "currency_mismatch",
+                Some("currency"),
+            ),
+            OrderError::DiscountLineNotInOrder { .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "line_not_in_order",
+                Some("discounts"),
+            ),
+            OrderError::DiscountExceedsLine { .. } | OrderError::DiscountExceedsSubtotal { .. } => {
+                (
+                    S::UNPROCESSABLE_ENTITY,
+                    "discount_exceeds_amount",
+                    Some("discounts"),
+                )
+            }
             OrderError::Cancelled => (S::CONFLICT, "order_cancelled", None),
             OrderError::Expired => (S::CONFLICT, "order_expired", None),
             OrderError::PaymentInProgress { .. } => (S::CONFLICT, "payment_in_progress", None),

@@ -6,4 +6,5 @@
 pub mod inventory;
 pub mod order;
 pub mod tagged;
+pub mod upcast;
 pub mod values;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
@@ -42,6 +42,7 @@ use super::idempotency::KeyClaim;
 use super::metadata::CommandMetadata;
 use super::writer::{EventWriter, KeyWrite, NewEvent, WriteError};
 use super::Database;
+use crate::domain::upcast;
 
 /// How often a batch that lost an optimistic-concurrency race is replayed against fresh
 /// state before its callers are told `conflict`.
@@ -96,6 +97,32 @@ struct Pending<A: Aggregate> {
     reply: oneshot::Sender<Reply<A>>,
 }
 
+/// One step of `domain::upcast`, as cqrs-es applies it to an aggregate's events while
+/// it loads them (in the registry's order, so that steps chain).
+struct Upcaster(&'static upcast::Step);
+
+impl EventUpcaster for Upcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        self.0.event_type == event_type && self.0.from == event_version
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        // Not an object: left as stored, for the decoding to refuse with its own error.
+        if let Some(fields) = event.payload.as_object_mut() {
+            (self.0.apply)(fields);
+            event.event_version = self.0.to.to_owned();
+        }
+        event
+    }
+}
+
+fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    upcast::STEPS
+        .iter()
+        .map(|step| Box::new(Upcaster(step)) as Box<dyn EventUpcaster>)
+        .collect()
+}
+
 /// Loads aggregates (cqrs-es replays their events); appends go through the writer.
 enum Backend<A: Aggregate> {
     Postgres(PersistedEventStore<PostgresEventRepository, A>),
@@ -132,12 +159,14 @@ where
 {
     pub fn new(db: &Database, services: A::Services, writer: EventWriter) -> Self {
         let backend = match db {
-            Database::Postgres(pool) => Backend::Postgres(PersistedEventStore::new_event_store(
-                PostgresEventRepository::new(pool.clone()),
-            )),
-            Database::Sqlite(pool) => Backend::Sqlite(PersistedEventStore::new_event_store(
-                SqliteEventRepository::new(pool.clone()),
-            )),
+            Database::Postgres(pool) => Backend::Postgres(
+                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+                    .with_upcasters(upcasters()),
+            ),
+            Database::Sqlite(pool) => Backend::Sqlite(
+                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+                    .with_upcasters(upcasters()),
+            ),
         };
         Self {
             backend,

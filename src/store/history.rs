@@ -2,7 +2,8 @@
 //! position or a time, folded into its state. Time travel for support and audits.
 //!
 //! Read-only, and never cached: the command path's state is always the latest, and this
-//! never touches it. Payloads are decoded as stored, with no upcasting.
+//! never touches it. Payloads are decoded at their current version, as every reader of
+//! the log reads them (`domain::upcast`).
 
 use chrono::{DateTime, Utc};
 

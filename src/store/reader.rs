@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{copy_out, Database, StoreError};
+use crate::domain::upcast;
 
 /// Where a reader is in the log: everything at or before it has been read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,6 +94,26 @@ pub struct LogEntry {
     /// projections never need it, and skipping it keeps rebuilds fast.
     pub metadata: Option<String>,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl LogEntry {
+    /// This entry at its event type's current version (`domain::upcast`): every reader
+    /// of the log gets it so. A payload the upcaster cannot read is left as stored, for
+    /// the reader's own decoding to refuse with the event's position, as it refuses any
+    /// undecodable event.
+    fn current(mut self) -> Self {
+        match upcast::upcast(&self.event_type, &self.event_version, &self.payload) {
+            None => {}
+            Some(Ok((version, payload))) => {
+                self.event_version = version.to_owned();
+                self.payload = payload;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(event_id = %self.event_id, event_type = %self.event_type, version = %self.event_version, error = %e, "left as stored");
+            }
+        }
+        self
+    }
 }
 
 /// Up to `limit` events after `after`, in cursor order.
@@ -333,7 +354,8 @@ fn copy_entry(fields: &copy_out::Fields<'_>) -> Result<LogEntry, StoreError> {
         payload: text(payload, "payload")?,
         metadata: None,
         recorded_at: timestamptz(recorded_at, "recorded_at")?,
-    })
+    }
+    .current())
 }
 
 /// [`stream_after`] on SQLite: one query, batched.
@@ -395,7 +417,8 @@ pub(super) fn postgres_entry(
         } else {
             None
         },
-    })
+    }
+    .current())
 }
 
 /// A row of the SQLite reads (by column name; `metadata` may be NULL).
@@ -415,7 +438,8 @@ pub(super) fn sqlite_entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, St
         payload: row.try_get("payload")?,
         metadata: row.try_get("metadata")?,
         recorded_at,
-    })
+    }
+    .current())
 }
 
 /// The columns SQLite keeps as text that the database stamped: the event id and the

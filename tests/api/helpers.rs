@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use orderlog::app::{Application, Overrides};
 use orderlog::auth::Token;
 use orderlog::config::Settings;
-use orderlog::store::reader::{read_after, Cursor, LogEntry};
+use orderlog::store::reader::{read_after, Cursor, LogEntry, LogSignal};
+use orderlog::store::writer::{EventWriter, NewEvent};
 use orderlog::store::Database;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -125,6 +126,34 @@ pub fn client_for(token: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .expect("a test client")
+}
+
+/// Appends events straight to the log, as another writer (or an older server) could:
+/// through the log's own writer, past every check of the domain and the API.
+pub async fn append_directly(
+    app: &TestApp,
+    aggregate_type: &'static str,
+    aggregate_id: &str,
+    events: &[(String, String, Value)],
+) {
+    let db = Database::connect(&app.database_url, 1).await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let metadata = json!({"actor": "another-writer", "correlation_id": "direct"}).to_string();
+    let events = events
+        .iter()
+        .enumerate()
+        .map(|(i, (event_type, event_version, payload))| NewEvent {
+            aggregate_type,
+            aggregate_id: aggregate_id.to_owned(),
+            sequence: i as i64 + 1,
+            event_type: event_type.clone(),
+            event_version: event_version.clone(),
+            payload: serde_json::to_string(payload).unwrap(),
+            metadata: metadata.clone(),
+        })
+        .collect();
+    writer.append(events, None).await.unwrap();
+    db.close().await;
 }
 
 pub struct TestApp {
@@ -285,6 +314,7 @@ impl TestApp {
             .map(|e| {
                 json!({
                     "event_type": e.event_type,
+                    "event_version": e.event_version,
                     "payload": serde_json::from_str::<Value>(&e.payload).unwrap(),
                     "metadata": serde_json::from_str::<Value>(e.metadata.as_deref().unwrap()).unwrap(),
                 })

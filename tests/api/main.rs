@@ -5,6 +5,7 @@ mod receiver;
 
 mod append_only;
 mod auth;
+mod charges;
 mod concurrency;
 mod deliveries;
 mod errors;

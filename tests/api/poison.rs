@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use orderlog::store::reader::LogSignal;
 use orderlog::store::views::{bigint, select, text, Param, Table, Tx};
-use orderlog::store::writer::{EventWriter, NewEvent};
 use orderlog::store::Database;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -62,40 +60,13 @@ fn poisoned(payload: &Value, order_id: &str) -> Value {
     payload
 }
 
-/// Appends events straight to the log, as another writer (or an older server) could:
-/// through the log's own writer, past every check of the domain and the API.
-async fn append_directly(
-    app: &TestApp,
-    aggregate_type: &'static str,
-    aggregate_id: &str,
-    events: &[(String, Value)],
-) {
-    let db = Database::connect(&app.database_url, 1).await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
-    let metadata = json!({"actor": "another-writer", "correlation_id": "poison"}).to_string();
-    let events = events
-        .iter()
-        .enumerate()
-        .map(|(i, (event_type, payload))| NewEvent {
-            aggregate_type,
-            aggregate_id: aggregate_id.to_owned(),
-            sequence: i as i64 + 1,
-            event_type: event_type.clone(),
-            event_version: "1.0".to_owned(),
-            payload: serde_json::to_string(payload).unwrap(),
-            metadata: metadata.clone(),
-        })
-        .collect();
-    writer.append(events, None).await.unwrap();
-    db.close().await;
-}
-
-fn types_and_payloads(events: &[Value]) -> Vec<(String, Value)> {
+fn types_and_payloads(events: &[Value]) -> Vec<(String, String, Value)> {
     events
         .iter()
         .map(|e| {
             (
                 e["event_type"].as_str().unwrap().to_owned(),
+                e["event_version"].as_str().unwrap().to_owned(),
                 e["payload"].clone(),
             )
         })
@@ -239,21 +210,22 @@ async fn every_reader_survives_text_no_client_may_send_any_more(backend: Backend
     expect_status(r, StatusCode::CREATED).await;
 
     // Every event type with text in it, appended as-is behind the API's back.
-    let src1: Vec<(String, Value)> = types_and_payloads(&app.events("src-1").await)
+    let src1: Vec<(String, String, Value)> = types_and_payloads(&app.events("src-1").await)
         .into_iter()
-        .map(|(t, p)| (t, poisoned(&p, "poison-1")))
+        .map(|(t, v, p)| (t, v, poisoned(&p, "poison-1")))
         .collect();
-    let src2: Vec<(String, Value)> = types_and_payloads(&app.events("src-2").await)
+    let src2: Vec<(String, String, Value)> = types_and_payloads(&app.events("src-2").await)
         .into_iter()
-        .map(|(t, p)| (t, poisoned(&p, "poison-2")))
+        .map(|(t, v, p)| (t, v, poisoned(&p, "poison-2")))
         .collect();
-    let stock: Vec<(String, Value)> = types_and_payloads(&app.inventory_events("SRC-SKU").await)
-        .into_iter()
-        .map(|(t, p)| (t, poisoned(&p, "unused")))
-        .collect();
-    assert!(src1.iter().any(|(t, _)| t == "shipment.dispatched"));
-    assert!(src1.iter().any(|(t, _)| t == "payment.failed"));
-    assert!(src2.iter().any(|(t, _)| t == "order.cancelled"));
+    let stock: Vec<(String, String, Value)> =
+        types_and_payloads(&app.inventory_events("SRC-SKU").await)
+            .into_iter()
+            .map(|(t, v, p)| (t, v, poisoned(&p, "unused")))
+            .collect();
+    assert!(src1.iter().any(|(t, _, _)| t == "shipment.dispatched"));
+    assert!(src1.iter().any(|(t, _, _)| t == "payment.failed"));
+    assert!(src2.iter().any(|(t, _, _)| t == "order.cancelled"));
     append_directly(&app, "order", "poison-1", &src1).await;
     append_directly(&app, "order", "poison-2", &src2).await;
     append_directly(&app, "inventory", "..", &stock).await;

@@ -68,7 +68,36 @@ struct PlaceOrderIn {
     customer_id: CustomerId,
     currency: Currency,
     lines: Vec<LineIn>,
+    #[serde(default)]
+    discounts: Vec<DiscountIn>,
+    #[serde(default)]
+    shipping_lines: Vec<ShippingLineIn>,
+    #[serde(default)]
+    tax_lines: Vec<TaxLineIn>,
     shipping_address: Option<ShippingAddress>,
+}
+
+/// Off the line of `sku`, or off the whole order without one. Minor units.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscountIn {
+    code: Text,
+    sku: Option<Sku>,
+    amount: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShippingLineIn {
+    title: Text,
+    price: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaxLineIn {
+    title: Text,
+    amount: i64,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +157,10 @@ struct OrderOut {
     customer_id: CustomerId,
     currency: Currency,
     lines: Vec<LineOut>,
+    subtotal: i64,
+    discounts: Vec<DiscountOut>,
+    shipping_lines: Vec<ShippingLineOut>,
+    tax_lines: Vec<TaxLineOut>,
     total: i64,
     amount_due: i64,
     captured: i64,
@@ -151,6 +184,26 @@ struct LineOut {
     quantity: Quantity,
     unit_price: i64,
     line_total: i64,
+}
+
+#[derive(Serialize)]
+struct DiscountOut {
+    code: Text,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sku: Option<Sku>,
+    amount: i64,
+}
+
+#[derive(Serialize)]
+struct ShippingLineOut {
+    title: Text,
+    price: i64,
+}
+
+#[derive(Serialize)]
+struct TaxLineOut {
+    title: Text,
+    amount: i64,
 }
 
 #[derive(Serialize)]
@@ -261,6 +314,32 @@ impl OrderOut {
                     quantity: l.quantity,
                     unit_price: l.unit_price.amount(),
                     line_total: l.line_total.amount(),
+                })
+                .collect(),
+            subtotal: order.subtotal.amount(),
+            discounts: order
+                .discounts
+                .iter()
+                .map(|d| DiscountOut {
+                    code: d.code.clone(),
+                    sku: d.sku.clone(),
+                    amount: d.amount.amount(),
+                })
+                .collect(),
+            shipping_lines: order
+                .shipping_lines
+                .iter()
+                .map(|l| ShippingLineOut {
+                    title: l.title.clone(),
+                    price: l.price.amount(),
+                })
+                .collect(),
+            tax_lines: order
+                .tax_lines
+                .iter()
+                .map(|t| TaxLineOut {
+                    title: t.title.clone(),
+                    amount: t.amount.amount(),
                 })
                 .collect(),
             total: order.total.amount(),
@@ -390,6 +469,35 @@ fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T
     }
 }
 
+/// The body's discounts, shipping and taxes, each amount in the order's currency.
+fn charges(body: &PlaceOrderIn) -> Result<Charges, ApiError> {
+    let money = |amount: i64, field: String| Money::parse(amount, body.currency).field(field);
+    let discounts = body.discounts.iter().enumerate().map(|(i, d)| {
+        Ok(Discount {
+            code: d.code.clone(),
+            sku: d.sku.clone(),
+            amount: money(d.amount, format!("discounts[{i}].amount"))?,
+        })
+    });
+    let shipping_lines = body.shipping_lines.iter().enumerate().map(|(i, l)| {
+        Ok(ShippingLine {
+            title: l.title.clone(),
+            price: money(l.price, format!("shipping_lines[{i}].price"))?,
+        })
+    });
+    let tax_lines = body.tax_lines.iter().enumerate().map(|(i, t)| {
+        Ok(TaxLine {
+            title: t.title.clone(),
+            amount: money(t.amount, format!("tax_lines[{i}].amount"))?,
+        })
+    });
+    Ok(Charges {
+        discounts: discounts.collect::<Result<_, ApiError>>()?,
+        shipping_lines: shipping_lines.collect::<Result<_, ApiError>>()?,
+        tax_lines: tax_lines.collect::<Result<_, ApiError>>()?,
+    })
+}
+
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<AppState>,
@@ -397,6 +505,7 @@ async fn place_order(
     wait: WaitFor,
     JsonBody(body): JsonBody<PlaceOrderIn>,
 ) -> Result<Response, ApiError> {
+    let charges = charges(&body)?;
     let order_id = body.order_id.unwrap_or_else(OrderId::generate);
     tracing::Span::current().record("order_id", order_id.as_str());
     let lines = body
@@ -418,6 +527,7 @@ async fn place_order(
         customer_id: body.customer_id,
         currency: body.currency,
         lines,
+        charges,
         shipping_address: body.shipping_address,
         at: ctx.0.received_at,
     };

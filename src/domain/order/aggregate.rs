@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::commands::*;
 use super::errors::OrderError;
-use super::events::{OrderEvent, OrderLine, ShipmentLine};
+use super::events::{Discount, OrderEvent, OrderLine, ShipmentLine, ShippingLine, TaxLine};
 use crate::domain::values::{
     Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,
@@ -92,6 +92,10 @@ pub struct PlacedOrder {
     pub customer_id: CustomerId,
     pub currency: Currency,
     pub lines: Vec<OrderLine>,
+    pub subtotal: Money,
+    pub discounts: Vec<Discount>,
+    pub shipping_lines: Vec<ShippingLine>,
+    pub tax_lines: Vec<TaxLine>,
     pub total: Money,
     pub shipping_address: Option<ShippingAddress>,
     pub placed_at: DateTime<Utc>,
@@ -111,6 +115,62 @@ pub struct Order {
     /// How many events built this state: the order's stream version.
     version: usize,
     placed: Option<PlacedOrder>,
+}
+
+/// What the customer owes: `subtotal − discounts + shipping + taxes`, once every charge
+/// is in the order's currency, every line discount names a line of the order and takes
+/// no more than that line's total, and the discounts take no more than the subtotal.
+fn charged(
+    currency: Currency,
+    subtotal: Money,
+    lines: &[OrderLine],
+    charges: &Charges,
+) -> Result<Money, OrderError> {
+    let sum = |amounts: &mut dyn Iterator<Item = Money>| {
+        let mut sum = Money::zero(currency);
+        for amount in amounts {
+            sum = sum.checked_add(amount).ok_or(OrderError::TotalTooLarge)?;
+        }
+        Ok(sum)
+    };
+    let discounts = || charges.discounts.iter().map(|d| d.amount);
+    let added = || {
+        let shipping = charges.shipping_lines.iter().map(|s| s.price);
+        shipping.chain(charges.tax_lines.iter().map(|t| t.amount))
+    };
+    if discounts().chain(added()).any(|m| m.currency() != currency) {
+        return Err(OrderError::ChargeCurrencyMismatch);
+    }
+    for discount in &charges.discounts {
+        if let Some(sku) = discount
+            .sku
+            .as_ref()
+            .filter(|s| !lines.iter().any(|l| &l.sku == *s))
+        {
+            return Err(OrderError::DiscountLineNotInOrder {
+                code: discount.code.clone(),
+                sku: sku.clone(),
+            });
+        }
+    }
+    for line in lines {
+        let on_line = charges
+            .discounts
+            .iter()
+            .filter(|d| d.sku.as_ref() == Some(&line.sku));
+        if sum(&mut on_line.map(|d| d.amount))?.amount() > line.line_total.amount() {
+            return Err(OrderError::DiscountExceedsLine {
+                sku: line.sku.clone(),
+                line_total: line.line_total,
+            });
+        }
+    }
+    let discounted = subtotal
+        .checked_sub(sum(&mut discounts())?)
+        .ok_or(OrderError::DiscountExceedsSubtotal { subtotal })?;
+    discounted
+        .checked_add(sum(&mut added())?)
+        .ok_or(OrderError::TotalTooLarge)
 }
 
 impl Order {
@@ -332,7 +392,7 @@ impl Order {
             return Err(OrderError::NoLines);
         }
         let mut lines: Vec<OrderLine> = Vec::with_capacity(cmd.lines.len());
-        let mut total = Money::zero(cmd.currency);
+        let mut subtotal = Money::zero(cmd.currency);
         for line in cmd.lines {
             if lines.iter().any(|l| l.sku == line.sku) {
                 return Err(OrderError::DuplicateLine { sku: line.sku });
@@ -344,7 +404,7 @@ impl Order {
                 .unit_price
                 .checked_mul(line.quantity)
                 .ok_or(OrderError::TotalTooLarge)?;
-            total = total
+            subtotal = subtotal
                 .checked_add(line_total)
                 .ok_or(OrderError::TotalTooLarge)?;
             lines.push(OrderLine {
@@ -355,11 +415,21 @@ impl Order {
                 untracked: line.untracked,
             });
         }
+        let total = charged(cmd.currency, subtotal, &lines, &cmd.charges)?;
+        let Charges {
+            discounts,
+            shipping_lines,
+            tax_lines,
+        } = cmd.charges;
         Ok(vec![OrderEvent::OrderCreated {
             order_id: cmd.order_id,
             customer_id: cmd.customer_id,
             currency: cmd.currency,
             lines,
+            subtotal,
+            discounts,
+            shipping_lines,
+            tax_lines,
             total,
             shipping_address: cmd.shipping_address,
             placed_at: cmd.at,
@@ -604,6 +674,10 @@ impl Order {
             customer_id,
             currency,
             lines,
+            subtotal,
+            discounts,
+            shipping_lines,
+            tax_lines,
             total,
             shipping_address,
             placed_at,
@@ -614,6 +688,10 @@ impl Order {
                 customer_id,
                 currency,
                 lines,
+                subtotal,
+                discounts,
+                shipping_lines,
+                tax_lines,
                 total,
                 shipping_address,
                 placed_at,

@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
+pub use super::events::{Discount, ShippingLine, TaxLine};
+
 use crate::domain::values::{
     Currency, CustomerId, MinorUnits, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,
@@ -38,8 +40,17 @@ pub struct PlaceOrder {
     pub customer_id: CustomerId,
     pub currency: Currency,
     pub lines: Vec<RequestedLine>,
+    pub charges: Charges,
     pub shipping_address: Option<ShippingAddress>,
     pub at: DateTime<Utc>,
+}
+
+/// What an order adds to and takes off its lines, as the storefront priced them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Charges {
+    pub discounts: Vec<Discount>,
+    pub shipping_lines: Vec<ShippingLine>,
+    pub tax_lines: Vec<TaxLine>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

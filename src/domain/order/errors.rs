@@ -1,7 +1,7 @@
 //! Every rule an order command can break, one variant each. The API maps each variant
 //! to a stable code and status; the variant's message is the sentence the client reads.
 
-use crate::domain::values::{Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku};
+use crate::domain::values::{Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku, Text};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrderError {
@@ -17,6 +17,14 @@ pub enum OrderError {
     CurrencyMismatch,
     #[error("the order total exceeds the largest amount accepted")]
     TotalTooLarge,
+    #[error("discounts, shipping and taxes must be in the order's currency")]
+    ChargeCurrencyMismatch,
+    #[error("discount `{}` is for SKU `{sku}`, which is not on this order", .code.as_str())]
+    DiscountLineNotInOrder { code: Text, sku: Sku },
+    #[error("the discounts on SKU `{sku}` exceed its line total, {line_total}")]
+    DiscountExceedsLine { sku: Sku, line_total: Money },
+    #[error("the discounts exceed the order's subtotal, {subtotal}")]
+    DiscountExceedsSubtotal { subtotal: Money },
     #[error("the order is cancelled")]
     Cancelled,
     #[error("the order expired unpaid")]

@@ -2,7 +2,7 @@
 //!
 //! Each variant's `rename` is its stored `event_type`, a contract with every reader,
 //! webhook receiver and replay; it never changes. A change of shape bumps
-//! [`OrderEvent::VERSION`] for that event and adds an upcaster, never a rename.
+//! [`OrderEvent::version`] for that event and adds an upcaster, never a rename.
 //! Events carry every fact a reader needs (prices, totals, running sums, currency), so no
 //! projection or receiver ever has to recompute or look anything up.
 
@@ -37,18 +37,51 @@ pub struct ShipmentLine {
     pub quantity: Quantity,
 }
 
+/// Money taken off the order: off one line's total when `sku` names it, else off the
+/// order as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discount {
+    /// What the storefront calls it: a code ("SUMMER10") or a title.
+    pub code: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    pub amount: Money,
+}
+
+/// A shipping charge ("Standard", "Express").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingLine {
+    pub title: Text,
+    pub price: Money,
+}
+
+/// A tax charged on the order ("VAT 20%"), as the storefront computed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaxLine {
+    pub title: Text,
+    pub amount: Money,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Stored as `{"type": <name>, <fields>…}`, through `domain::tagged` (see below): the
 // derive gives the externally tagged form, as inherent functions.
 #[serde(remote = "Self")]
 pub enum OrderEvent {
-    /// Emitted once, when a storefront places an order.
+    /// Emitted once, when a storefront places an order. Version 1.1 added `subtotal`,
+    /// `discounts`, `shipping_lines` and `tax_lines`; a 1.0 event reads as an order
+    /// with none of them (`domain::upcast`).
     #[serde(rename = "order.created")]
     OrderCreated {
         order_id: OrderId,
         customer_id: CustomerId,
         currency: Currency,
         lines: Vec<OrderLine>,
+        /// The lines' totals added up.
+        subtotal: Money,
+        discounts: Vec<Discount>,
+        shipping_lines: Vec<ShippingLine>,
+        tax_lines: Vec<TaxLine>,
+        /// `subtotal − discounts + shipping + taxes`: what the customer owes.
         total: Money,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shipping_address: Option<ShippingAddress>,
@@ -155,8 +188,14 @@ pub enum OrderEvent {
 tagged::stored_form!(OrderEvent);
 
 impl OrderEvent {
-    /// The version every order event is stored at today.
-    pub const VERSION: &'static str = "1.0";
+    /// The version this event is stored at today: its shape's version, bumped with an
+    /// upcaster from the one before (`domain::upcast`).
+    pub fn version(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderCreated { .. } => "1.1",
+            _ => "1.0",
+        }
+    }
 
     /// Every stored name, as [`OrderEvent::name`] gives them.
     pub const NAMES: &'static [&'static str] = &[
@@ -242,7 +281,7 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        Self::VERSION.to_owned()
+        self.version().to_owned()
     }
 }
 

@@ -15,6 +15,7 @@ use crate::domain::values::*;
 type OrderTest = TestFramework<Order>;
 
 mod cancelling_and_refunding;
+mod charges;
 mod expiring;
 mod placing_and_paying;
 mod shipping;
@@ -83,6 +84,7 @@ fn place_command() -> OrderCommand {
                 untracked: true,
             },
         ],
+        charges: Charges::default(),
         shipping_address: None,
         at: at(0),
     })
@@ -109,6 +111,10 @@ fn placed() -> OrderEvent {
                 untracked: true,
             },
         ],
+        subtotal: money(5000),
+        discounts: vec![],
+        shipping_lines: vec![],
+        tax_lines: vec![],
         total: money(5000),
         shipping_address: None,
         placed_at: at(0),
