@@ -16,10 +16,11 @@
 //! LIFO alone still lets the oldest waiters sit out their whole deadline before they
 //! hear 503, each holding a connection and a client's time. Two rules refuse sooner:
 //!
-//! - **A queue that cannot drain in time.** While requests wait, the queue measures how
-//!   often a turn comes free. A newcomer behind which the oldest waiter could not be
-//!   reached before its deadline, even if nobody else came, has that oldest refused at
-//!   once: a wave of requests hears its 503s as it arrives, not at its deadline's end.
+//! - **A queue that cannot drain in time.** The queue knows how long commands hold
+//!   their turns, hence how often one comes free while all are taken. A newcomer behind which the oldest waiter could not be
+//!   reached before its deadline, nor before the queue would stand (below), even if
+//!   nobody else came, has that oldest refused at once: a wave of requests hears its
+//!   503s as it arrives, not at its deadline's end.
 //! - **A standing queue** (Facebook's controlled delay): a queue that has not been empty
 //!   for a fifth of the deadline is a sign of overload rather than of a burst, and a
 //!   request that has then waited a twenty-fifth of it is refused. With the default
@@ -61,10 +62,10 @@ struct Turns {
     waiting: VecDeque<Waiter>,
     /// When the queue last had nobody waiting in it.
     empty_at: Instant,
-    /// The last time a turn was handed to a waiter, while the queue has not emptied.
-    handed_at: Option<Instant>,
-    /// How long, smoothed, between two turns handed over: how fast the queue drains.
-    per_turn: Option<Duration>,
+    /// How long a command holds its turn, smoothed; with `limit` turns, a turn comes
+    /// free every `held / limit` while all are taken (Little's law). Known from the
+    /// first command on, so that the first burst already meets a measured pace.
+    held: Option<Duration>,
 }
 
 impl Turns {
@@ -75,31 +76,28 @@ impl Turns {
         }
         if self.waiting.is_empty() {
             self.empty_at = now;
-            self.handed_at = None;
         }
     }
 
-    fn handed(&mut self, now: Instant) {
-        if let Some(last) = self.handed_at {
-            let gap = now.duration_since(last);
-            // An exponential average over about eight turns: steady, yet quick to follow.
-            self.per_turn = Some(match self.per_turn {
-                Some(average) => (average * 7 + gap) / 8,
-                None => gap,
-            });
-        }
-        self.handed_at = Some(now);
+    fn held_for(&mut self, held: Duration) {
+        // An exponential average over about eight commands: steady, yet quick to follow.
+        self.held = Some(match self.held {
+            Some(average) => (average * 7 + held) / 8,
+            None => held,
+        });
     }
 
     /// Refuses the oldest waiters while the queue, drained at its measured pace, would
-    /// reach them only after their deadline.
-    fn refuse_the_hopeless(&mut self, now: Instant) {
-        let Some(per_turn) = self.per_turn else {
+    /// reach them only after their deadline, or only after `standing_after` from now:
+    /// by then the queue would stand, and they would be refused anyway.
+    fn refuse_the_hopeless(&mut self, now: Instant, limit: usize, standing_after: Duration) {
+        let Some(held) = self.held else {
             return;
         };
+        let per_turn = held / limit as u32;
         while let Some(oldest) = self.waiting.front() {
-            let reached = per_turn.saturating_mul(self.waiting.len() as u32);
-            if now + reached <= oldest.start_by {
+            let reached = now + per_turn.saturating_mul(self.waiting.len() as u32);
+            if reached <= oldest.start_by.min(now + standing_after) {
                 return;
             }
             self.waiting.pop_front();
@@ -107,13 +105,26 @@ impl Turns {
     }
 }
 
-/// A running command's turn; handed to the newest waiter when dropped.
-pub struct Turn(Arc<Admission>);
+/// A running command's turn, since `started`; handed to the newest waiter when dropped.
+pub struct Turn {
+    admission: Arc<Admission>,
+    started: Instant,
+}
+
+impl Turn {
+    fn new(admission: &Arc<Admission>) -> Turn {
+        Turn {
+            admission: admission.clone(),
+            started: Instant::now(),
+        }
+    }
+}
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut turns = self.0.lock();
+        let mut turns = self.admission.lock();
         let now = Instant::now();
+        turns.held_for(now.duration_since(self.started));
         let mut handed = false;
         while let Some(next) = turns.waiting.pop_back() {
             if next.give.send(()).is_ok() {
@@ -121,9 +132,7 @@ impl Drop for Turn {
                 break;
             }
         }
-        if handed {
-            turns.handed(now);
-        } else {
+        if !handed {
             turns.running -= 1;
         }
         turns.prune(now);
@@ -141,8 +150,7 @@ impl Admission {
                 running: 0,
                 waiting: VecDeque::new(),
                 empty_at: Instant::now(),
-                handed_at: None,
-                per_turn: None,
+                held: None,
             }),
         })
     }
@@ -166,12 +174,12 @@ impl Admission {
             let mut turns = self.lock();
             if turns.running < self.limit {
                 turns.running += 1;
-                return Some(Turn(self.clone()));
+                return Some(Turn::new(self));
             }
             turns.prune(now);
             let (give, handed) = oneshot::channel();
             turns.waiting.push_back(Waiter { start_by, give });
-            turns.refuse_the_hopeless(now);
+            turns.refuse_the_hopeless(now, self.limit, self.standing_after);
             handed
         };
         // Waits until the deadline, looking again whenever the queue could have begun
@@ -180,7 +188,7 @@ impl Admission {
         let mut until = (now + self.overload_wait).min(start_by);
         loop {
             tokio::select! {
-                given = &mut handed => return given.ok().map(|()| Turn(self.clone())),
+                given = &mut handed => return given.ok().map(|()| Turn::new(self)),
                 () = tokio::time::sleep_until(until) => {}
             }
             let turns = self.lock();
@@ -194,7 +202,7 @@ impl Admission {
         }
         // A turn handed over just as the wait ended is taken, not lost.
         handed.close();
-        handed.try_recv().ok().map(|()| Turn(self.clone()))
+        handed.try_recv().ok().map(|()| Turn::new(self))
     }
 }
 
@@ -289,8 +297,8 @@ mod tests {
         let admission = Admission::new(1, Duration::from_secs(60));
         let far = Instant::now() + Duration::from_secs(60);
         let held = admission.admit(far).await.unwrap();
-        // The pace the queue measured: a turn every 50 ms.
-        admission.lock().per_turn = Some(Duration::from_millis(50));
+        // The pace the queue measured: one turn, held 50 ms a command.
+        admission.lock().held = Some(Duration::from_millis(50));
         // One waiter with 80 ms to go, then a newcomer: with two waiting, the oldest is
         // reached after 100 ms at that pace.
         let hurried = tokio::spawn({
@@ -319,6 +327,35 @@ mod tests {
             newcomer.await.unwrap(),
             Some(()),
             "the newcomer got the turn"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_more_wait_than_the_queue_drains_before_it_would_stand() {
+        // It would stand after 50 ms; a turn comes free every 20 ms.
+        let admission = Admission::new(1, DEADLINE);
+        let far = Instant::now() + Duration::from_secs(5);
+        let held = admission.admit(far).await.unwrap();
+        admission.lock().held = Some(Duration::from_millis(20));
+        let waiter = || {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.admit(far).await.is_some() })
+        };
+        let first = waiter();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let second = waiter();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Two waiting are reached within 40 ms; with a third, the first only after 60.
+        let third = waiter();
+        let first = tokio::time::timeout(Duration::from_millis(30), first).await;
+        assert!(
+            !first.expect("told at once").unwrap(),
+            "the first is refused"
+        );
+        drop(held);
+        assert!(
+            third.await.unwrap() && second.await.unwrap(),
+            "the others get turns"
         );
     }
 }
