@@ -1151,7 +1151,7 @@ fn next_events(
                     shipping_lines: vec![],
                     tax_lines: vec![],
                     total: flow.total,
-                    shipping_address,
+                    shipping_address: shipping_address.map(Box::new),
                     placed_at: at,
                 }],
                 1,

@@ -346,7 +346,7 @@ impl OrderOut {
             amount_due: order.amount_due().amount(),
             captured: order.captured.amount(),
             refunded: order.refunded.amount(),
-            shipping_address: order.shipping_address.clone(),
+            shipping_address: order.shipping_address.as_deref().cloned(),
             payments: order.payments.iter().map(PaymentOut::new).collect(),
             shipments: order.shipments.iter().map(ShipmentOut::new).collect(),
             refunds: order.refunds.iter().map(RefundOut::new).collect(),
@@ -528,7 +528,7 @@ async fn place_order(
         currency: body.currency,
         lines,
         charges,
-        shipping_address: body.shipping_address,
+        shipping_address: body.shipping_address.map(Box::new),
         at: ctx.0.received_at,
     };
     let placement = Placement {

@@ -97,7 +97,7 @@ pub struct PlacedOrder {
     pub shipping_lines: Vec<ShippingLine>,
     pub tax_lines: Vec<TaxLine>,
     pub total: Money,
-    pub shipping_address: Option<ShippingAddress>,
+    pub shipping_address: Option<Box<ShippingAddress>>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub payments: Vec<Payment>,

@@ -41,7 +41,7 @@ pub struct PlaceOrder {
     pub currency: Currency,
     pub lines: Vec<RequestedLine>,
     pub charges: Charges,
-    pub shipping_address: Option<ShippingAddress>,
+    pub shipping_address: Option<Box<ShippingAddress>>,
     pub at: DateTime<Utc>,
 }
 

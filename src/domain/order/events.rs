@@ -84,7 +84,9 @@ pub enum OrderEvent {
         /// `subtotal − discounts + shipping + taxes`: what the customer owes.
         total: Money,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        shipping_address: Option<ShippingAddress>,
+        // Boxed: an address is the largest field of any event, and most events have none
+        // (clippy's large_enum_variant); serde writes it the same.
+        shipping_address: Option<Box<ShippingAddress>>,
         #[serde(deserialize_with = "utc::deserialize")]
         placed_at: DateTime<Utc>,
     },
