@@ -39,7 +39,7 @@ fn order_created_1_1(payload: &mut Map<String, Value>) {
 }
 
 /// The first step for an event of `event_type` stored at `version`, if it is behind.
-pub fn step(event_type: &str, version: &str) -> Option<&'static Step> {
+fn step(event_type: &str, version: &str) -> Option<&'static Step> {
     STEPS
         .iter()
         .find(|s| s.event_type == event_type && s.from == version)

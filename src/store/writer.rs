@@ -313,6 +313,10 @@ async fn write_postgres(
                WHERE kept.key = u.k)
          SELECT 1",
     );
+    let (record_statuses, record_types, record_bodies) =
+        answer_arrays(rows.records.iter().map(|r| r.3));
+    let (answer_statuses, answer_types, answer_bodies) =
+        answer_arrays(rows.answers.iter().map(|a| a.2));
     bind_events(statement, events)
         .bind(rows.claims.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(rows.claims.iter().map(|c| c.1).collect::<Vec<_>>())
@@ -320,34 +324,14 @@ async fn write_postgres(
         .bind(rows.records.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(rows.records.iter().map(|r| r.1).collect::<Vec<_>>())
         .bind(rows.records.iter().map(|r| r.2).collect::<Vec<_>>())
-        .bind(rows.records.iter().map(|r| status(r.3)).collect::<Vec<_>>())
-        .bind(
-            rows.records
-                .iter()
-                .map(|r| r.3.content_type.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.records
-                .iter()
-                .map(|r| r.3.body.as_slice())
-                .collect::<Vec<_>>(),
-        )
+        .bind(record_statuses)
+        .bind(record_types)
+        .bind(record_bodies)
         .bind(rows.answers.iter().map(|a| a.0).collect::<Vec<_>>())
         .bind(rows.answers.iter().map(|a| a.1).collect::<Vec<_>>())
-        .bind(rows.answers.iter().map(|a| status(a.2)).collect::<Vec<_>>())
-        .bind(
-            rows.answers
-                .iter()
-                .map(|a| a.2.content_type.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.answers
-                .iter()
-                .map(|a| a.2.body.as_slice())
-                .collect::<Vec<_>>(),
-        )
+        .bind(answer_statuses)
+        .bind(answer_types)
+        .bind(answer_bodies)
         .execute(pool)
         .await
         .map(drop)
@@ -372,6 +356,17 @@ fn bind_events<'q>(
 
 fn status(answer: &Answer) -> i16 {
     i16::try_from(answer.status).unwrap_or(500)
+}
+
+/// Answers' status, content type and body, each as an array for `UNNEST`.
+type AnswerArrays<'a> = (Vec<i16>, Vec<Option<&'a str>>, Vec<&'a [u8]>);
+
+fn answer_arrays<'a>(answers: impl Iterator<Item = &'a Answer> + Clone) -> AnswerArrays<'a> {
+    (
+        answers.clone().map(status).collect(),
+        answers.clone().map(|a| a.content_type.as_deref()).collect(),
+        answers.map(|a| a.body.as_slice()).collect(),
+    )
 }
 
 /// The key writes of one statement, by kind.

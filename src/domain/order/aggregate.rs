@@ -126,13 +126,6 @@ fn charged(
     lines: &[OrderLine],
     charges: &Charges,
 ) -> Result<Money, OrderError> {
-    let sum = |amounts: &mut dyn Iterator<Item = Money>| {
-        let mut sum = Money::zero(currency);
-        for amount in amounts {
-            sum = sum.checked_add(amount).ok_or(OrderError::TotalTooLarge)?;
-        }
-        Ok(sum)
-    };
     let discounts = || charges.discounts.iter().map(|d| d.amount);
     let added = || {
         let shipping = charges.shipping_lines.iter().map(|s| s.price);
@@ -158,7 +151,7 @@ fn charged(
             .discounts
             .iter()
             .filter(|d| d.sku.as_ref() == Some(&line.sku));
-        if sum(&mut on_line.map(|d| d.amount))?.amount() > line.line_total.amount() {
+        if sum(currency, on_line.map(|d| d.amount))?.amount() > line.line_total.amount() {
             return Err(OrderError::DiscountExceedsLine {
                 sku: line.sku.clone(),
                 line_total: line.line_total,
@@ -166,11 +159,20 @@ fn charged(
         }
     }
     let discounted = subtotal
-        .checked_sub(sum(&mut discounts())?)
+        .checked_sub(sum(currency, discounts())?)
         .ok_or(OrderError::DiscountExceedsSubtotal { subtotal })?;
     discounted
-        .checked_add(sum(&mut added())?)
+        .checked_add(sum(currency, added())?)
         .ok_or(OrderError::TotalTooLarge)
+}
+
+/// Amounts in one currency added up, or `TotalTooLarge` past the accepted range.
+fn sum(currency: Currency, amounts: impl Iterator<Item = Money>) -> Result<Money, OrderError> {
+    let mut sum = Money::zero(currency);
+    for amount in amounts {
+        sum = sum.checked_add(amount).ok_or(OrderError::TotalTooLarge)?;
+    }
+    Ok(sum)
 }
 
 impl Order {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-pub use super::events::{Discount, ShippingLine, TaxLine};
+use super::events::{Discount, ShippingLine, TaxLine};
 
 use crate::domain::values::{
     Currency, CustomerId, MinorUnits, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,

@@ -13,4 +13,4 @@ pub use aggregate::{
 };
 pub use commands::*;
 pub use errors::OrderError;
-pub use events::{OrderEvent, OrderLine, ShipmentLine};
+pub use events::{Discount, OrderEvent, OrderLine, ShipmentLine, ShippingLine, TaxLine};
