@@ -1152,6 +1152,7 @@ fn next_events(
                     tax_lines: vec![],
                     total: flow.total,
                     shipping_address: shipping_address.map(Box::new),
+                    origin: None,
                     placed_at: at,
                 }],
                 1,

@@ -75,6 +75,16 @@ struct PlaceOrderIn {
     #[serde(default)]
     tax_lines: Vec<TaxLineIn>,
     shipping_address: Option<ShippingAddress>,
+    origin: Option<OriginIn>,
+}
+
+/// Where a storefront order came from: for finding it again on the platform.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginIn {
+    source: SourceName,
+    external_id: Text,
+    external_number: Option<Text>,
 }
 
 /// Off the line of `sku`, or off the whole order without one. Minor units.
@@ -167,6 +177,8 @@ struct OrderOut {
     refunded: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     shipping_address: Option<ShippingAddress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Origin>,
     payments: Vec<PaymentOut>,
     shipments: Vec<ShipmentOut>,
     refunds: Vec<RefundOut>,
@@ -347,6 +359,7 @@ impl OrderOut {
             captured: order.captured.amount(),
             refunded: order.refunded.amount(),
             shipping_address: order.shipping_address.as_deref().cloned(),
+            origin: order.origin.as_deref().cloned(),
             payments: order.payments.iter().map(PaymentOut::new).collect(),
             shipments: order.shipments.iter().map(ShipmentOut::new).collect(),
             refunds: order.refunds.iter().map(RefundOut::new).collect(),
@@ -529,6 +542,13 @@ async fn place_order(
         lines,
         charges,
         shipping_address: body.shipping_address.map(Box::new),
+        origin: body.origin.map(|o| {
+            Box::new(Origin {
+                source: o.source,
+                external_id: o.external_id,
+                external_number: o.external_number,
+            })
+        }),
         at: ctx.0.received_at,
     };
     let placement = Placement {

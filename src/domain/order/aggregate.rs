@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::commands::*;
 use super::errors::OrderError;
-use super::events::{Discount, OrderEvent, OrderLine, ShipmentLine, ShippingLine, TaxLine};
+use super::events::{
+    Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine,
+};
 use crate::domain::values::{
     Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,
@@ -98,6 +100,7 @@ pub struct PlacedOrder {
     pub tax_lines: Vec<TaxLine>,
     pub total: Money,
     pub shipping_address: Option<Box<ShippingAddress>>,
+    pub origin: Option<Box<Origin>>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub payments: Vec<Payment>,
@@ -434,6 +437,7 @@ impl Order {
             tax_lines,
             total,
             shipping_address: cmd.shipping_address,
+            origin: cmd.origin,
             placed_at: cmd.at,
         }])
     }
@@ -682,6 +686,7 @@ impl Order {
             tax_lines,
             total,
             shipping_address,
+            origin,
             placed_at,
         } = event
         {
@@ -696,6 +701,7 @@ impl Order {
                 tax_lines,
                 total,
                 shipping_address,
+                origin,
                 placed_at,
                 updated_at: placed_at,
                 payments: Vec::new(),

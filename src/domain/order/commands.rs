@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Discount, ShippingLine, TaxLine};
+use super::events::{Discount, Origin, ShippingLine, TaxLine};
 
 use crate::domain::values::{
     Currency, CustomerId, MinorUnits, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
@@ -42,6 +42,8 @@ pub struct PlaceOrder {
     pub lines: Vec<RequestedLine>,
     pub charges: Charges,
     pub shipping_address: Option<Box<ShippingAddress>>,
+    /// Set for an order that a storefront platform placed (it arrived through a source).
+    pub origin: Option<Box<Origin>>,
     pub at: DateTime<Utc>,
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::tagged;
 use crate::domain::values::{
     utc, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text,
+    ShippingAddress, Sku, SourceName, Text,
 };
 
 /// One line of an order, priced when the order was placed.
@@ -62,6 +62,18 @@ pub struct TaxLine {
     pub amount: Money,
 }
 
+/// Where a storefront order came from: the source it arrived through and the
+/// platform's own id and number for it, so that either side can find it in the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub source: SourceName,
+    /// The platform's id for the order, as a string: Shopify's exceed 2^53.
+    pub external_id: Text,
+    /// What the shop and its customer call it (`#1001`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_number: Option<Text>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Stored as `{"type": <name>, <fields>…}`, through `domain::tagged` (see below): the
 // derive gives the externally tagged form, as inherent functions.
@@ -69,7 +81,8 @@ pub struct TaxLine {
 pub enum OrderEvent {
     /// Emitted once, when a storefront places an order. Version 1.1 added `subtotal`,
     /// `discounts`, `shipping_lines` and `tax_lines`; a 1.0 event reads as an order
-    /// with none of them (`domain::upcast`).
+    /// with none of them (`domain::upcast`). `origin` is optional in 1.1 and absent
+    /// from orders placed without one: a field that readers may lack, not a new shape.
     #[serde(rename = "order.created")]
     OrderCreated {
         order_id: OrderId,
@@ -87,6 +100,8 @@ pub enum OrderEvent {
         // Boxed: an address is the largest field of any event, and most events have none
         // (clippy's large_enum_variant); serde writes it the same.
         shipping_address: Option<Box<ShippingAddress>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Box<Origin>>,
         #[serde(deserialize_with = "utc::deserialize")]
         placed_at: DateTime<Utc>,
     },

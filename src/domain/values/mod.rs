@@ -40,6 +40,8 @@ pub enum ValueError {
     ControlCharacter(char),
     #[error("must not be `.` or `..`")]
     DotSegment,
+    #[error("may contain only lowercase letters, digits and `-`")]
+    NotSlug,
 }
 
 /// Checks a one-line text from a client (a query value, a path segment, a decoded
@@ -254,6 +256,44 @@ impl RefundId {
         Self(format!("ref_{}", uuid::Uuid::now_v7().simple()))
     }
 }
+
+/// A storefront source's name, as it appears in its ingest URL and in the ids of its
+/// orders (`myshop-820982911946154508`): 1 to 40 lowercase letters, digits and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SourceName(String);
+
+impl SourceName {
+    pub const MAX_LEN: usize = 40;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        if raw.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ValueError::NotSlug);
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+text_from_stored_or_parsed!(SourceName);
 
 /// A count of units: at least one, and bounded so that totals cannot overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -41,6 +41,7 @@ fn the_total_is_the_subtotal_less_discounts_plus_shipping_and_taxes() {
     let OrderEvent::OrderCreated {
         lines,
         shipping_address,
+        origin,
         placed_at,
         customer_id,
         ..
@@ -64,6 +65,7 @@ fn the_total_is_the_subtotal_less_discounts_plus_shipping_and_taxes() {
             // 5000 − 500 − 1000 + 700 + 336
             total: money(4536),
             shipping_address,
+            origin,
             placed_at,
         }]);
 }

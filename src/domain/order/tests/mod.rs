@@ -86,6 +86,7 @@ fn place_command() -> OrderCommand {
         ],
         charges: Charges::default(),
         shipping_address: None,
+        origin: None,
         at: at(0),
     })
 }
@@ -117,6 +118,7 @@ fn placed() -> OrderEvent {
         tax_lines: vec![],
         total: money(5000),
         shipping_address: None,
+        origin: None,
         placed_at: at(0),
     }
 }
