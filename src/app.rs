@@ -106,8 +106,10 @@ impl Application {
                 db.clone(),
                 settings.deliveries.clone(),
                 log_signal.clone(),
-                keys,
+                keys.clone(),
             ),
+            keys,
+            inbox_signal: Arc::default(),
             closing: CancellationToken::new(),
             log_signal,
             idempotency: IdempotencyStore::new(db.clone(), settings.idempotency_ttl, writer),
@@ -140,6 +142,10 @@ impl Application {
         let mut runners = self.state.projections.spawn(shutdown.clone());
         runners.push(tokio::spawn(reservations::run(
             self.state.ticker(),
+            shutdown.clone(),
+        )));
+        #[cfg(any())] runners.push(tokio::spawn(crate::api::sources::apply::run(
+            self.state.clone(),
             shutdown.clone(),
         )));
         runners.push(
@@ -203,7 +209,11 @@ async fn bootstrap_token(tokens: &Tokens, settings: &Settings) -> anyhow::Result
 
 /// Every column that holds a sealed secret; a new one is a line here.
 pub fn sealed_columns() -> Vec<SealedColumn> {
-    crate::delivery::store::SEALED_COLUMNS.to_vec()
+    [
+        crate::delivery::store::SEALED_COLUMNS,
+        crate::store::sources::SEALED_COLUMNS,
+    ]
+    .concat()
 }
 
 /// The server's keys (`store::key_source`: the settings, or the key file), with every

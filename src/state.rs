@@ -17,6 +17,7 @@ use crate::projections::runner::Projections;
 use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
+use crate::store::sealed::KeyRing;
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -36,6 +37,10 @@ pub struct AppState {
     /// Told whenever events may have been appended.
     pub log_signal: LogSignal,
     pub deliveries: Deliveries,
+    /// The server's keys, which open the sealed secrets (webhook and storefront).
+    pub keys: Arc<KeyRing>,
+    /// Told when a storefront delivery lands in an inbox.
+    pub inbox_signal: Arc<tokio::sync::Notify>,
     /// Cancelled when the server begins to stop: long-lived responses (event streams)
     /// end so that shutdown does not wait on them.
     pub closing: CancellationToken,

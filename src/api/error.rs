@@ -122,6 +122,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The sentence the client reads.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 /// Names the field a typed value came from.

@@ -30,7 +30,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::auth::{Principal, TokenName};
 use crate::domain::values::{
-    check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, ValueError,
+    check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, SourceName,
+    ValueError,
 };
 use crate::state::AppState;
 use crate::store::idempotency::KeyClaim;
@@ -357,7 +358,19 @@ macro_rules! identifier_path_values {
     )*};
 }
 
-identifier_path_values!(OrderId, CustomerId, Sku, PaymentId, ShipmentId, RefundId);
+identifier_path_values!(OrderId, CustomerId, Sku, PaymentId, ShipmentId, RefundId, SourceName);
+
+/// A row number, such as an inbox delivery's id.
+impl PathValue for i64 {
+    type Error = &'static str;
+
+    fn parse_segment(raw: &str) -> Result<Self, Self::Error> {
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or("must be a positive integer")
+    }
+}
 
 /// Subscription and event ids.
 impl PathValue for Uuid {
@@ -497,6 +510,24 @@ pub fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<Str
             .with_field(name)
         })?;
     Ok(Some(text.to_owned()))
+}
+
+/// How long a replaced secret keeps working beside its successor (`overlap`: `0s`,
+/// `1h`, `24h`; at most 30 days), or `default` when the request does not say.
+pub fn parse_overlap(
+    raw: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
+    let Some(raw) = raw else { return Ok(default) };
+    humantime::parse_duration(raw)
+        .ok()
+        .filter(|d| *d <= std::time::Duration::from_secs(30 * 86_400))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "overlap",
+                "must be a duration of up to 30d, such as 0s, 1h or 24h",
+            )
+        })
 }
 
 /// An RFC 3339 time from a query parameter.

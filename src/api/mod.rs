@@ -17,6 +17,7 @@ mod inventory;
 mod orders;
 pub mod scoped;
 mod shipping;
+pub mod sources;
 mod stream;
 mod subscriptions;
 mod tokens;
@@ -45,6 +46,7 @@ pub fn routes() -> Routes {
         .merge(subscriptions::routes())
         .merge(stream::routes())
         .merge(tokens::routes())
+        .merge(sources::routes())
         .nest("/v1")
         .merge(health::routes())
 }
@@ -86,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(health::router())
+        .merge(sources::ingest::router(state.clone()))
         .merge(gated)
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route; see the README for the API")

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{
-    parse_limit, parse_time, JsonBody, OptionalJsonBody, PathParams, QueryParams,
+    parse_limit, parse_overlap, parse_time, JsonBody, OptionalJsonBody, PathParams, QueryParams,
 };
 use super::scoped::Routes;
 use crate::auth::Scope;
@@ -424,18 +424,7 @@ async fn rotate(
     // The body is optional: an empty one takes the default overlap.
     OptionalJsonBody(body): OptionalJsonBody<RotateIn>,
 ) -> Result<Json<Value>, ApiError> {
-    let overlap = match body.overlap {
-        None => DEFAULT_OVERLAP,
-        Some(raw) => humantime::parse_duration(&raw)
-            .ok()
-            .filter(|d| *d <= Duration::from_secs(30 * 86_400))
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    "overlap",
-                    "must be a duration of up to 30d, such as 0s, 1h or 24h",
-                )
-            })?,
-    };
+    let overlap = parse_overlap(body.overlap.as_deref(), DEFAULT_OVERLAP)?;
     let (subscription, secret) = state.deliveries.rotate_secret(id, overlap).await?;
     Ok(Json(json!({
         "id": subscription.id,

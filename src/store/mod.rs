@@ -16,6 +16,7 @@ pub mod log;
 pub mod metadata;
 pub mod reader;
 pub mod sealed;
+pub mod sources;
 pub mod views;
 pub mod writer;
 

@@ -26,6 +26,7 @@ mod rebuilds;
 mod secrets;
 mod settings;
 mod small_receivers;
+mod sources;
 mod targets;
 mod three_nodes;
 mod walkthrough;

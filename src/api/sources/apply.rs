@@ -1,0 +1,386 @@
+//! The applier: deliveries in the inbox become commands on our orders.
+//!
+//! Each delivery is read as a snapshot (`storefront`), and the plan's next step is
+//! run, the order loaded again, and so on until the order shows everything the
+//! delivery does. The plan's ids are derived from the platform's, so a delivery
+//! applied twice, or an older one after a newer one, runs no command at all; that is
+//! also what makes a crash between the inbox's commit and the end of applying harmless:
+//! the delivery is still `waiting`, and applying it again finishes the job.
+//!
+//! Deliveries of one order are applied one after another, in arrival order; different
+//! orders go on side by side. A delivery that cannot be read, or whose command the
+//! domain refuses, is `failed` with the reason, under the same code the API would
+//! answer with. A transient failure (a saturated database) leaves it `waiting` for the
+//! next pass.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::error::ApiError;
+use crate::domain::order::{Order, OrderCommand};
+use crate::domain::values::{OrderId, SourceName};
+use crate::process::placement::{Placement, PlacementError};
+use crate::state::AppState;
+use crate::storefront::plan::{self, Step};
+use crate::storefront::{shopify, woocommerce, Delivery, PayloadError};
+use crate::store::commands::CommandError;
+use crate::store::metadata::CommandMetadata;
+use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
+use crate::store::{from_millis, StoreError};
+
+/// Deliveries taken per pass.
+const BATCH: i64 = 256;
+/// Orders applied side by side.
+const ORDERS_AT_ONCE: usize = 16;
+/// A delivery takes at most this many commands (a whole lifecycle takes about ten).
+const MAX_STEPS: usize = 32;
+/// How often the inbox is looked at without being told (another node's deliveries, a
+/// pass that met a transient failure).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Applies waiting deliveries until `shutdown`.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let idle = match sources::waiting(&state.db, BATCH).await {
+            Ok(rows) if rows.is_empty() => true,
+            Ok(rows) => {
+                let full = rows.len() as i64 == BATCH;
+                let transient = pass(&state, rows).await;
+                !full || transient
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the storefront inbox");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = state.inbox_signal.notified() => {}
+                () = tokio::time::sleep(IDLE) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Applies one batch; whether any delivery met a transient failure.
+async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
+    let mut sources_by_name: HashMap<String, Option<Source>> = HashMap::new();
+    let mut by_order: Vec<(OrderId, Vec<Read>)> = Vec::new();
+    let mut transient = false;
+    for row in rows {
+        if !sources_by_name.contains_key(&row.source) {
+            let loaded = match SourceName::parse(&row.source) {
+                Ok(name) => sources::load(&state.db, &state.keys, &name).await,
+                Err(_) => Ok(None),
+            };
+            match loaded {
+                Ok(source) => sources_by_name.insert(row.source.clone(), source),
+                Err(e) => {
+                    tracing::warn!(error = %e, source = %row.source, "could not load a source");
+                    transient = true;
+                    continue;
+                }
+            };
+        }
+        let Some(Some(source)) = sources_by_name.get(&row.source) else {
+            // Deleted meanwhile: its inbox goes with it.
+            continue;
+        };
+        match read(source, &row) {
+            Ok(read) => match by_order.iter_mut().find(|(id, _)| *id == read.order_id) {
+                Some((_, group)) => group.push(read),
+                None => by_order.push((read.order_id.clone(), vec![read])),
+            },
+            Err(failed) => transient |= settle(state, row.id, &failed).await,
+        }
+    }
+    let outcomes: Vec<bool> = futures::stream::iter(by_order)
+        .map(|(_, group)| async move {
+            let mut transient = false;
+            for read in group {
+                match apply(state, &read).await {
+                    Ok(settled) => transient |= settle(state, read.inbox_id, &settled).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, inbox_id = read.inbox_id, "a storefront delivery will be applied again");
+                        transient = true;
+                        // Later deliveries of this order wait behind it.
+                        break;
+                    }
+                }
+            }
+            transient
+        })
+        .buffer_unordered(ORDERS_AT_ONCE)
+        .collect()
+        .await;
+    transient || outcomes.into_iter().any(|t| t)
+}
+
+/// Records how a delivery ended; whether that failed (it is applied again later).
+async fn settle(state: &AppState, id: i64, settled: &Settled) -> bool {
+    match sources::settle(&state.db, id, settled, Utc::now()).await {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, inbox_id = id, "could not record a storefront delivery");
+            true
+        }
+    }
+}
+
+/// A delivery read: what it says, and the order it is about.
+struct Read {
+    inbox_id: i64,
+    source: SourceName,
+    delivery: Delivery,
+    order_id: OrderId,
+    received_at: DateTime<Utc>,
+    /// Shared by every event this delivery causes.
+    correlation_id: String,
+}
+
+fn failed(order_id: Option<&OrderId>, code: &str, error: String) -> Settled {
+    Settled::Failed {
+        order_id: order_id.map(|id| id.as_str().to_owned()),
+        code: code.to_owned(),
+        error,
+    }
+}
+
+fn unreadable(error: &PayloadError) -> Settled {
+    failed(None, error.code(), error.to_string())
+}
+
+fn read(source: &Source, row: &InboxRow) -> Result<Read, Settled> {
+    let delivery = parse(source.platform, &row.topic, row.body.as_bytes())
+        .map_err(|e| unreadable(&e))?;
+    let Some(external_id) = delivery.external_id() else {
+        // A topic that moves no order: applied, with nothing to do.
+        return Err(Settled::Applied {
+            order_id: None,
+            commands: 0,
+        });
+    };
+    let order_id = plan::order_id(&source.name, external_id).map_err(|e| unreadable(&e))?;
+    Ok(Read {
+        inbox_id: row.id,
+        source: source.name.clone(),
+        delivery,
+        order_id,
+        received_at: from_millis(row.received_at),
+        correlation_id: row.dedup_key.clone(),
+    })
+}
+
+/// An imported line is a whole order, as an update of it would carry.
+fn parse(platform: Platform, topic: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
+    match (platform, topic) {
+        (Platform::Shopify, IMPORT_TOPIC) => shopify::parse("orders/updated", body),
+        (Platform::Shopify, topic) => shopify::parse(topic, body),
+        (Platform::WooCommerce, IMPORT_TOPIC) => woocommerce::parse("order.updated", body),
+        (Platform::WooCommerce, topic) => woocommerce::parse(topic, body),
+    }
+}
+
+/// A failure that is nobody's fault and passes: the delivery stays waiting.
+#[derive(Debug, thiserror::Error)]
+enum Transient {
+    #[error("{0}")]
+    Command(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the API would answer for a refused command, as the inbox records it.
+fn refused(order_id: &OrderId, error: ApiError) -> Settled {
+    failed(Some(order_id), error.code(), error.detail().to_owned())
+}
+
+/// Runs the plan's steps for one delivery until the order shows all of it.
+async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
+    let metadata = CommandMetadata::system(
+        &format!("source:{}", read.source),
+        &read.correlation_id,
+        &format!("inbox:{}", read.inbox_id),
+    );
+    let mut commands = 0u32;
+    let mut conflicts = 0;
+    for _ in 0..MAX_STEPS {
+        let current = state
+            .orders
+            .load(read.order_id.as_str())
+            .await
+            .map_err(|e| Transient::Command(e.to_string()))?;
+        let step = match plan::next_step(
+            &read.source,
+            &read.delivery,
+            current.placed(),
+            read.received_at,
+        ) {
+            Ok(Some(step)) => step,
+            Ok(None) => {
+                return Ok(Settled::Applied {
+                    order_id: Some(read.order_id.as_str().to_owned()),
+                    commands,
+                })
+            }
+            Err(e) => return Ok(failed(Some(&read.order_id), e.code(), e.to_string())),
+        };
+        let outcome = match step {
+            Step::Place(command) => place(state, command, &metadata).await,
+            Step::Apply(command) => execute(state, &read.order_id, command, &metadata).await,
+        };
+        match outcome {
+            Outcome::Done => commands += 1,
+            // Another delivery of the same order (on another node) moved it: look again.
+            Outcome::Raced if conflicts < 3 => conflicts += 1,
+            Outcome::Raced => {
+                return Err(Transient::Command(
+                    "the order kept changing concurrently".to_owned(),
+                ))
+            }
+            Outcome::Refused(error) => return Ok(refused(&read.order_id, error)),
+            Outcome::Transient(cause) => return Err(Transient::Command(cause)),
+        }
+    }
+    Ok(failed(
+        Some(&read.order_id),
+        "too_many_commands",
+        format!("the delivery still needed commands after {MAX_STEPS}; this is a bug in its plan"),
+    ))
+}
+
+enum Outcome {
+    Done,
+    Raced,
+    Refused(ApiError),
+    Transient(String),
+}
+
+fn outcome<E>(result: Result<(), CommandError<E>>, refused: impl FnOnce(E) -> ApiError) -> Outcome
+where
+    E: std::error::Error,
+{
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(CommandError::Rejected(e)) => Outcome::Refused(refused(e)),
+        Err(CommandError::Conflict) => Outcome::Raced,
+        Err(e @ (CommandError::Unavailable(_) | CommandError::Saturated | CommandError::Store(_))) => {
+            Outcome::Transient(e.to_string())
+        }
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    order_id: &OrderId,
+    command: OrderCommand,
+    metadata: &CommandMetadata,
+) -> Outcome {
+    let result = state
+        .orders
+        .execute(order_id.as_str(), command, &metadata.caused())
+        .await
+        .map(drop);
+    outcome(result, ApiError::from)
+}
+
+/// A storefront's sale already happened: short lines are backordered, never refused.
+async fn place(
+    state: &AppState,
+    command: crate::domain::order::PlaceOrder,
+    metadata: &CommandMetadata,
+) -> Outcome {
+    let placement = Placement {
+        orders: &state.orders,
+        inventory: &state.inventory,
+        require_tracked_skus: false,
+        backorder: true,
+        fault: state.placement_fault.as_ref(),
+    };
+    match placement.place(command, &metadata.caused()).await {
+        Ok(_) => Outcome::Done,
+        Err(PlacementError::Order(CommandError::Rejected(
+            crate::domain::order::OrderError::AlreadyExists { .. },
+        ))) => Outcome::Raced,
+        Err(PlacementError::Order(e)) => outcome(Err(e), ApiError::from),
+        Err(PlacementError::Inventory(e)) => outcome(Err(e), ApiError::from),
+        Err(e) => Outcome::Refused(ApiError::from(e)),
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportCounts {
+    /// Lines whose order changed.
+    pub applied: u32,
+    /// Lines already in the inbox, or whose order already showed everything they do.
+    pub unchanged: u32,
+    pub failed: Vec<ImportFailure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportFailure {
+    /// 1-based, as editors count.
+    pub line: usize,
+    pub code: String,
+    pub detail: String,
+}
+
+/// Stores each NDJSON line in the inbox (as the topic `import`), then applies it as
+/// the applier would. Blank lines are skipped.
+pub async fn import(state: &AppState, source: &Source, text: &str) -> Result<ImportCounts, ApiError> {
+    let mut counts = ImportCounts::default();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let dedup_key = format!("sha256:{}", super::ingest::body_hash(line.as_bytes()));
+        let received_at = Utc::now();
+        let stored = sources::receive(
+            &state.db,
+            &Arrival {
+                source: &source.name,
+                dedup_key: &dedup_key,
+                topic: IMPORT_TOPIC,
+                headers: "{}".to_owned(),
+                body: line,
+                received_at,
+            },
+        )
+        .await?;
+        if !stored {
+            counts.unchanged += 1;
+            continue;
+        }
+        let Some(row) = sources::find_by_key(&state.db, &source.name, &dedup_key).await? else {
+            continue;
+        };
+        let settled = match read(source, &row) {
+            Err(settled) => settled,
+            Ok(read) => apply(state, &read).await.map_err(|e| ApiError::unavailable(&e))?,
+        };
+        sources::settle(&state.db, row.id, &settled, Utc::now()).await?;
+        match settled {
+            Settled::Applied { commands: 0, .. } => counts.unchanged += 1,
+            Settled::Applied { .. } => counts.applied += 1,
+            Settled::Failed { code, error, .. } => counts.failed.push(ImportFailure {
+                line: index + 1,
+                code,
+                detail: error,
+            }),
+        }
+    }
+    Ok(counts)
+}
+
+/// The topic of an imported line: a whole order, as the platforms' REST APIs list them.
+pub const IMPORT_TOPIC: &str = "import";

@@ -1,0 +1,518 @@
+//! Storefront sources and their inbox, on both backends (the same SQL; times are Unix
+//! milliseconds).
+//!
+//! A source's signing secrets are sealed at rest ([`SEALED_COLUMNS`], `store::sealed`)
+//! and opened only to verify a delivery: they never leave this module in a form a
+//! reader could print. The inbox keeps every verified delivery as received, before it
+//! is acknowledged; a delivery is taken off it only by an operator (a failed one).
+//! Nothing here decides whether a delivery is valid or what it means: the API verifies,
+//! and the applier parses and applies.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::domain::values::SourceName;
+use crate::store::sealed::{is_sealed, KeyRing, SealedColumn};
+use crate::store::views::{query, Param, Tx};
+use crate::store::{from_millis, millis, Database, StoreError};
+
+/// The columns that hold storefront secrets, sealed.
+pub const SEALED_COLUMNS: &[SealedColumn] = &[SECRET, PREVIOUS_SECRET];
+
+const SECRET: SealedColumn = SealedColumn {
+    table: "sources",
+    id: "name",
+    column: "secret",
+};
+
+const PREVIOUS_SECRET: SealedColumn = SealedColumn {
+    table: "sources",
+    id: "name",
+    column: "previous_secret",
+};
+
+/// The storefront platforms we take webhooks from. The names are part of the API
+/// (`/v1/ingest/{platform}/{source}`) and of the stored rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Shopify,
+    WooCommerce,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Shopify => "shopify",
+            Platform::WooCommerce => "woocommerce",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Platform> {
+        match raw {
+            "shopify" => Some(Platform::Shopify),
+            "woocommerce" => Some(Platform::WooCommerce),
+            _ => None,
+        }
+    }
+}
+
+/// A shared signing secret. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceSecret(String);
+
+impl std::fmt::Debug for SourceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceSecret(…)")
+    }
+}
+
+impl SourceSecret {
+    pub fn new(raw: String) -> SourceSecret {
+        SourceSecret(raw)
+    }
+
+    /// The HMAC key: the secret's bytes, as both platforms use it.
+    pub fn key(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: SourceName,
+    pub platform: Platform,
+    /// The only shop domain or site URL whose deliveries are taken, normalised.
+    pub shop: Option<String>,
+    pub secret: SourceSecret,
+    /// After a rotation: the old secret, which still verifies until the time given.
+    pub previous_secret: Option<(SourceSecret, DateTime<Utc>)>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Source {
+    /// The secrets a delivery may be signed with at `now`: the current one, and the
+    /// previous one during its overlap.
+    pub fn verifying_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SourceSecret> {
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(secret, _)| secret);
+        std::iter::once(&self.secret).chain(previous)
+    }
+}
+
+#[derive(Deserialize)]
+struct SourceRow {
+    name: String,
+    platform: String,
+    shop: Option<String>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_until: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const SOURCE_COLUMNS: &[&str] = &[
+    "name",
+    "platform",
+    "shop",
+    "secret",
+    "previous_secret",
+    "previous_secret_until",
+    "created_at",
+    "updated_at",
+];
+
+fn open(
+    keys: &KeyRing,
+    column: &SealedColumn,
+    name: &str,
+    stored: &str,
+) -> Result<SourceSecret, StoreError> {
+    if !is_sealed(stored) {
+        // Legacy plain text is never written here; a row edited by hand is taken as
+        // it is, and sealed by the next `secrets reseal`.
+        return Ok(SourceSecret(stored.to_owned()));
+    }
+    let place = column.place(name);
+    keys.open(stored, &place)
+        .map(SourceSecret)
+        .map_err(|e| StoreError::Corrupt(format!("{place} does not open: {e}")))
+}
+
+impl SourceRow {
+    fn parse(self, keys: &KeyRing) -> Result<Source, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("sources.{what} of `{}`", self.name));
+        let previous = match (&self.previous_secret, self.previous_secret_until) {
+            (Some(stored), Some(until)) => Some((
+                open(keys, &PREVIOUS_SECRET, &self.name, stored)?,
+                from_millis(until),
+            )),
+            _ => None,
+        };
+        Ok(Source {
+            name: SourceName::parse(&self.name).map_err(|_| corrupt("name"))?,
+            platform: Platform::parse(&self.platform).ok_or_else(|| corrupt("platform"))?,
+            shop: self.shop.clone(),
+            secret: open(keys, &SECRET, &self.name, &self.secret)?,
+            previous_secret: previous,
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+        })
+    }
+}
+
+fn seal(keys: &KeyRing, column: &SealedColumn, name: &SourceName, secret: &SourceSecret) -> String {
+    keys.seal(&secret.0, &column.place(name.as_str()))
+}
+
+/// Adds a source; `false` when the name is taken.
+pub async fn insert(db: &Database, keys: &KeyRing, source: &Source) -> Result<bool, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let added = tx
+        .execute(
+            "INSERT INTO sources (name, platform, shop, secret, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (name) DO NOTHING",
+            &[
+                Param::Text(source.name.as_str().to_owned()),
+                Param::Text(source.platform.as_str().to_owned()),
+                Param::OptText(source.shop.clone()),
+                Param::Text(seal(keys, &SECRET, &source.name, &source.secret)),
+                Param::Int(millis(source.created_at)),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(added == 1)
+}
+
+/// Saves a rotation: the new secret, and the old one with the end of its overlap.
+pub async fn save_secrets(db: &Database, keys: &KeyRing, source: &Source) -> Result<(), StoreError> {
+    let previous = source.previous_secret.as_ref();
+    let mut tx = Tx::begin(db).await?;
+    tx.execute(
+        "UPDATE sources SET secret = $2, previous_secret = $3, previous_secret_until = $4,
+                updated_at = $5
+          WHERE name = $1",
+        &[
+            Param::Text(source.name.as_str().to_owned()),
+            Param::Text(seal(keys, &SECRET, &source.name, &source.secret)),
+            Param::OptText(previous.map(|(s, _)| seal(keys, &PREVIOUS_SECRET, &source.name, s))),
+            Param::OptInt(previous.map(|(_, until)| millis(*until))),
+            Param::Int(millis(source.updated_at)),
+        ],
+    )
+    .await?;
+    tx.commit().await
+}
+
+pub async fn load(
+    db: &Database,
+    keys: &KeyRing,
+    name: &SourceName,
+) -> Result<Option<Source>, StoreError> {
+    let rows: Vec<SourceRow> = query(
+        db,
+        "SELECT * FROM sources WHERE name = $1",
+        SOURCE_COLUMNS,
+        &[Param::Text(name.as_str().to_owned())],
+    )
+    .await?;
+    rows.into_iter().next().map(|row| row.parse(keys)).transpose()
+}
+
+pub async fn list(db: &Database, keys: &KeyRing) -> Result<Vec<Source>, StoreError> {
+    let rows: Vec<SourceRow> = query(
+        db,
+        "SELECT * FROM sources ORDER BY name",
+        SOURCE_COLUMNS,
+        &[],
+    )
+    .await?;
+    rows.into_iter().map(|row| row.parse(keys)).collect()
+}
+
+/// Removes a source and its inbox; `false` when there was none.
+pub async fn delete(db: &Database, name: &SourceName) -> Result<bool, StoreError> {
+    let name = Param::Text(name.as_str().to_owned());
+    let mut tx = Tx::begin(db).await?;
+    tx.execute(
+        "DELETE FROM source_inbox WHERE source = $1",
+        std::slice::from_ref(&name),
+    )
+    .await?;
+    let deleted = tx
+        .execute("DELETE FROM sources WHERE name = $1", &[name])
+        .await?;
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
+
+/// Where a delivery stands in the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboxState {
+    /// Stored and acknowledged, not applied yet.
+    Waiting,
+    /// Its commands ran (or there were none to run).
+    Applied,
+    /// It could not be parsed, or the domain refused a command; kept with the reason.
+    Failed,
+}
+
+impl InboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxState::Waiting => "waiting",
+            InboxState::Applied => "applied",
+            InboxState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<InboxState> {
+        match raw {
+            "waiting" => Some(InboxState::Waiting),
+            "applied" => Some(InboxState::Applied),
+            "failed" => Some(InboxState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A verified delivery, as it arrived.
+pub struct Arrival<'a> {
+    pub source: &'a SourceName,
+    /// What makes a repeated delivery the same one (a webhook id, a body's hash).
+    pub dedup_key: &'a str,
+    pub topic: &'a str,
+    /// A JSON object of the platform's headers.
+    pub headers: String,
+    pub body: &'a str,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Stores a delivery as `waiting`; `false` when the same one is already in the inbox
+/// (it changes nothing then).
+pub async fn receive(db: &Database, arrival: &Arrival<'_>) -> Result<bool, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let stored = tx
+        .execute(
+            "INSERT INTO source_inbox (source, dedup_key, topic, headers, body, received_at, state)
+             VALUES ($1, $2, $3, $4, $5, $6, 'waiting')
+             ON CONFLICT (source, dedup_key) DO NOTHING",
+            &[
+                Param::Text(arrival.source.as_str().to_owned()),
+                Param::Text(arrival.dedup_key.to_owned()),
+                Param::Text(arrival.topic.to_owned()),
+                Param::Text(arrival.headers.clone()),
+                Param::Text(arrival.body.to_owned()),
+                Param::Int(millis(arrival.received_at)),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(stored == 1)
+}
+
+/// One delivery in the inbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboxRow {
+    pub id: i64,
+    pub source: String,
+    pub dedup_key: String,
+    pub topic: String,
+    pub headers: String,
+    pub body: String,
+    pub received_at: i64,
+    pub state: String,
+    pub order_id: Option<String>,
+    pub attempts: i64,
+    pub commands: Option<i64>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub applied_at: Option<i64>,
+}
+
+const INBOX_COLUMNS: &[&str] = &[
+    "id",
+    "source",
+    "dedup_key",
+    "topic",
+    "headers",
+    "body",
+    "received_at",
+    "state",
+    "order_id",
+    "attempts",
+    "commands",
+    "error_code",
+    "error",
+    "applied_at",
+];
+
+/// The oldest waiting deliveries of every source, in arrival order.
+pub async fn waiting(db: &Database, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+    query(
+        db,
+        "SELECT * FROM source_inbox WHERE state = 'waiting' ORDER BY id LIMIT $1",
+        INBOX_COLUMNS,
+        &[Param::Int(limit)],
+    )
+    .await
+}
+
+/// One delivery, if it is this source's.
+pub async fn find(
+    db: &Database,
+    source: &SourceName,
+    id: i64,
+) -> Result<Option<InboxRow>, StoreError> {
+    let rows: Vec<InboxRow> = query(
+        db,
+        "SELECT * FROM source_inbox WHERE source = $1 AND id = $2",
+        INBOX_COLUMNS,
+        &[Param::Text(source.as_str().to_owned()), Param::Int(id)],
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// The delivery stored under `dedup_key`.
+pub async fn find_by_key(
+    db: &Database,
+    source: &SourceName,
+    dedup_key: &str,
+) -> Result<Option<InboxRow>, StoreError> {
+    let rows: Vec<InboxRow> = query(
+        db,
+        "SELECT * FROM source_inbox WHERE source = $1 AND dedup_key = $2",
+        INBOX_COLUMNS,
+        &[
+            Param::Text(source.as_str().to_owned()),
+            Param::Text(dedup_key.to_owned()),
+        ],
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// A source's deliveries, newest first, optionally in one state, before `before`.
+pub async fn list_inbox(
+    db: &Database,
+    source: &SourceName,
+    state: Option<InboxState>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<InboxRow>, StoreError> {
+    query(
+        db,
+        "SELECT * FROM source_inbox
+          WHERE source = $1 AND ($2 = '' OR state = $2) AND id < $3
+          ORDER BY id DESC LIMIT $4",
+        INBOX_COLUMNS,
+        &[
+            Param::Text(source.as_str().to_owned()),
+            Param::Text(state.map_or("", InboxState::as_str).to_owned()),
+            Param::Int(before.unwrap_or(i64::MAX)),
+            Param::Int(limit),
+        ],
+    )
+    .await
+}
+
+/// How applying a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// `order_id` is `None` for a topic that moves no order.
+    Applied {
+        order_id: Option<String>,
+        commands: u32,
+    },
+    Failed {
+        order_id: Option<String>,
+        code: String,
+        error: String,
+    },
+}
+
+/// Records how a waiting delivery ended. A delivery no longer waiting (settled by
+/// another node meanwhile, or deleted) is left as it is.
+pub async fn settle(
+    db: &Database,
+    id: i64,
+    settled: &Settled,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (state, order_id, commands, code, error) = match settled {
+        Settled::Applied { order_id, commands } => (
+            InboxState::Applied,
+            order_id.clone(),
+            Some(i64::from(*commands)),
+            None,
+            None,
+        ),
+        Settled::Failed {
+            order_id,
+            code,
+            error,
+        } => (
+            InboxState::Failed,
+            order_id.clone(),
+            None,
+            Some(code.clone()),
+            Some(error.clone()),
+        ),
+    };
+    let mut tx = Tx::begin(db).await?;
+    tx.execute(
+        "UPDATE source_inbox SET state = $2, order_id = $3, commands = $4, error_code = $5,
+                error = $6, applied_at = $7, attempts = attempts + 1
+          WHERE id = $1 AND state = 'waiting'",
+        &[
+            Param::Int(id),
+            Param::Text(state.as_str().to_owned()),
+            Param::OptText(order_id),
+            Param::OptInt(commands),
+            Param::OptText(code),
+            Param::OptText(error),
+            Param::Int(millis(at)),
+        ],
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Puts a failed delivery back in line; `false` when it is not a failed one of this
+/// source's.
+pub async fn retry(db: &Database, source: &SourceName, id: i64) -> Result<bool, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let moved = tx
+        .execute(
+            "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
+                    applied_at = NULL
+              WHERE source = $1 AND id = $2 AND state = 'failed'",
+            &[Param::Text(source.as_str().to_owned()), Param::Int(id)],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(moved == 1)
+}
+
+/// Removes a failed delivery for good; `false` when it is not a failed one of this
+/// source's. Waiting and applied deliveries stay: they are what makes a repeat a no-op.
+pub async fn discard(db: &Database, source: &SourceName, id: i64) -> Result<bool, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let deleted = tx
+        .execute(
+            "DELETE FROM source_inbox WHERE source = $1 AND id = $2 AND state = 'failed'",
+            &[Param::Text(source.as_str().to_owned()), Param::Int(id)],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
