@@ -34,11 +34,15 @@ pub static ORDERS: Table = Table {
         bigint("fulfilled"),
         text("created_at"),
         text("updated_at"),
+        text("source"),
+        text("external_id"),
+        text("external_number"),
     ],
     indexes: &[
         &["created_at", "id"],
         &["status", "created_at"],
         &["customer_id", "created_at"],
+        &["source", "external_id"],
     ],
 };
 
@@ -61,6 +65,11 @@ pub struct SummaryRow {
     pub created_at: DateTime<Utc>,
     #[serde(with = "fixed_time")]
     pub updated_at: DateTime<Utc>,
+    /// The storefront source, and the platform's id and number, of an order that came
+    /// through one.
+    pub source: Option<String>,
+    pub external_id: Option<String>,
+    pub external_number: Option<String>,
 }
 
 impl ViewRow for SummaryRow {
@@ -94,7 +103,8 @@ impl Projection for OrderSummary {
     }
 
     fn version(&self) -> i64 {
-        1
+        // 2: the order's origin (source, external id and number).
+        2
     }
 
     fn tables(&self) -> &'static [Table] {
@@ -129,9 +139,11 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
         lines,
         total,
         placed_at,
+        origin,
         ..
     } = event
     {
+        let origin = origin.as_deref();
         let mut row = SummaryRow {
             id: id.to_owned(),
             status: String::new(),
@@ -148,6 +160,11 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
             fulfilled: 0,
             created_at: *placed_at,
             updated_at: *placed_at,
+            source: origin.map(|o| o.source.as_str().to_owned()),
+            external_id: origin.map(|o| o.external_id.as_str().to_owned()),
+            external_number: origin
+                .and_then(|o| o.external_number.as_ref())
+                .map(|n| n.as_str().to_owned()),
         };
         row.refresh_status();
         rows.insert(row);
@@ -185,6 +202,9 @@ fn apply(rows: &mut Rows<SummaryRow>, event: &OrderEvent) {
 pub struct Filter {
     pub status: Option<OrderStatus>,
     pub customer_id: Option<String>,
+    /// Orders of one storefront source, and one platform order of it.
+    pub source: Option<String>,
+    pub external_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Continue after this `(created_at, id)`, from a previous page.
@@ -208,6 +228,12 @@ pub async fn list(
     }
     if let Some(customer) = &filter.customer_id {
         push("customer_id = ?", Param::Text(customer.clone()));
+    }
+    if let Some(source) = &filter.source {
+        push("source = ?", Param::Text(source.clone()));
+    }
+    if let Some(external_id) = &filter.external_id {
+        push("external_id = ?", Param::Text(external_id.clone()));
     }
     if let Some(after) = &filter.created_after {
         push("created_at >= ?", Param::Text(fixed_time::format(after)));

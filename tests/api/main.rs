@@ -27,6 +27,7 @@ mod secrets;
 mod settings;
 mod small_receivers;
 mod sources;
+mod storefronts;
 mod targets;
 mod three_nodes;
 mod walkthrough;

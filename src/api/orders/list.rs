@@ -25,6 +25,9 @@ pub(super) fn routes() -> Routes {
 struct ListQuery {
     status: Option<String>,
     customer_id: Option<String>,
+    /// A storefront source's orders; with `external_id`, one platform order of it.
+    source: Option<String>,
+    external_id: Option<String>,
     created_after: Option<String>,
     created_before: Option<String>,
     limit: Option<i64>,
@@ -49,8 +52,18 @@ struct SummaryOut {
     paid: i64,
     refunded: i64,
     item_count: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<OriginOut>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct OriginOut {
+    source: String,
+    external_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_number: Option<String>,
 }
 
 /// Lists orders from the order summary view, newest first.
@@ -76,6 +89,16 @@ async fn list_orders(
                     .field("customer_id")
                     .map(|c| c.to_string())
             })
+            .transpose()?,
+        source: query
+            .source
+            .as_deref()
+            .map(|s| SourceName::parse(s).field("source").map(|s| s.to_string()))
+            .transpose()?,
+        external_id: query
+            .external_id
+            .as_deref()
+            .map(|id| Text::parse(id).field("external_id").map(|t| t.as_str().to_owned()))
             .transpose()?,
         created_after: query
             .created_after
@@ -114,6 +137,11 @@ async fn list_orders(
                 paid: r.paid,
                 refunded: r.refunded,
                 item_count: r.item_count,
+                origin: r.source.zip(r.external_id).map(|(source, external_id)| OriginOut {
+                    source,
+                    external_id,
+                    external_number: r.external_number,
+                }),
                 created_at: r.created_at,
                 updated_at: r.updated_at,
             })
