@@ -25,6 +25,7 @@ use crate::store::idempotency::IdempotencyStore;
 use crate::store::key_source;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::{self, KeyRing, SealedColumn};
+use crate::store::sources::SourceCache;
 use crate::store::writer::EventWriter;
 use crate::store::Database;
 
@@ -108,6 +109,7 @@ impl Application {
                 log_signal.clone(),
                 keys.clone(),
             ),
+            sources: SourceCache::new(db.clone(), keys.clone()),
             keys,
             inbox_signal: Arc::default(),
             closing: CancellationToken::new(),
@@ -144,7 +146,8 @@ impl Application {
             self.state.ticker(),
             shutdown.clone(),
         )));
-        #[cfg(any())] runners.push(tokio::spawn(crate::api::sources::apply::run(
+        #[cfg(any())]
+        runners.push(tokio::spawn(crate::api::sources::apply::run(
             self.state.clone(),
             shutdown.clone(),
         )));

@@ -18,6 +18,7 @@ use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::KeyRing;
+use crate::store::sources::SourceCache;
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub deliveries: Deliveries,
     /// The server's keys, which open the sealed secrets (webhook and storefront).
     pub keys: Arc<KeyRing>,
+    /// Storefront sources as webhooks read them (briefly cached).
+    pub sources: SourceCache,
     /// Told when a storefront delivery lands in an inbox.
     pub inbox_signal: Arc<tokio::sync::Notify>,
     /// Cancelled when the server begins to stop: long-lived responses (event streams)

@@ -30,8 +30,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::auth::{Principal, TokenName};
 use crate::domain::values::{
-    check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, SourceName,
-    ValueError,
+    check_line, CustomerId, OrderId, PaymentId, RefundId, ShipmentId, Sku, SourceName, ValueError,
 };
 use crate::state::AppState;
 use crate::store::idempotency::KeyClaim;

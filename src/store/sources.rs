@@ -146,7 +146,8 @@ fn open(
 
 impl SourceRow {
     fn parse(self, keys: &KeyRing) -> Result<Source, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("sources.{what} of `{}`", self.name));
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("sources.{what} of `{}`", self.name));
         let previous = match (&self.previous_secret, self.previous_secret_until) {
             (Some(stored), Some(until)) => Some((
                 open(keys, &PREVIOUS_SECRET, &self.name, stored)?,
@@ -192,7 +193,11 @@ pub async fn insert(db: &Database, keys: &KeyRing, source: &Source) -> Result<bo
 }
 
 /// Saves a rotation: the new secret, and the old one with the end of its overlap.
-pub async fn save_secrets(db: &Database, keys: &KeyRing, source: &Source) -> Result<(), StoreError> {
+pub async fn save_secrets(
+    db: &Database,
+    keys: &KeyRing,
+    source: &Source,
+) -> Result<(), StoreError> {
     let previous = source.previous_secret.as_ref();
     let mut tx = Tx::begin(db).await?;
     tx.execute(
@@ -223,7 +228,10 @@ pub async fn load(
         &[Param::Text(name.as_str().to_owned())],
     )
     .await?;
-    rows.into_iter().next().map(|row| row.parse(keys)).transpose()
+    rows.into_iter()
+        .next()
+        .map(|row| row.parse(keys))
+        .transpose()
 }
 
 pub async fn list(db: &Database, keys: &KeyRing) -> Result<Vec<Source>, StoreError> {
@@ -515,4 +523,62 @@ pub async fn discard(db: &Database, source: &SourceName, id: i64) -> Result<bool
         .await?;
     tx.commit().await?;
     Ok(deleted == 1)
+}
+
+/// How long a source read is trusted from memory. Every webhook needs its source, and
+/// a read plus an AEAD open per delivery is most of the cost of taking one; a rotation
+/// or deletion through this server takes effect at once, through another within this.
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Cached = (std::time::Instant, Option<std::sync::Arc<Source>>);
+
+/// Sources as the webhooks read them: from memory for [`CACHE_FOR`].
+#[derive(Clone)]
+pub struct SourceCache {
+    db: Database,
+    keys: std::sync::Arc<KeyRing>,
+    cached: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SourceName, Cached>>>,
+}
+
+impl SourceCache {
+    pub fn new(db: Database, keys: std::sync::Arc<KeyRing>) -> SourceCache {
+        SourceCache {
+            db,
+            keys,
+            cached: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SourceName, Cached>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub async fn get(
+        &self,
+        name: &SourceName,
+    ) -> Result<Option<std::sync::Arc<Source>>, StoreError> {
+        if let Some((at, source)) = self.lock().get(name) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(source.clone());
+            }
+        }
+        let source = load(&self.db, &self.keys, name)
+            .await?
+            .map(std::sync::Arc::new);
+        let mut cached = self.lock();
+        // Names are few (one per shop); a sweep keeps unknown names sent by anyone
+        // from growing it without bound.
+        if cached.len() > 10_000 {
+            cached.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+        }
+        cached.insert(name.clone(), (std::time::Instant::now(), source.clone()));
+        Ok(source)
+    }
+
+    /// Forgets a source changed or deleted through this server.
+    pub fn forget(&self, name: &SourceName) {
+        self.lock().remove(name);
+    }
 }

@@ -134,18 +134,17 @@ async fn a_source_is_created_shown_and_deleted_and_its_secret_never_shown(backen
     let db = orderlog::store::Database::connect(&app.database_url, 1)
         .await
         .unwrap();
-    let rows: Vec<Value> = orderlog::store::views::query(
-        &db,
-        "SELECT secret FROM sources",
-        &["secret"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let rows: Vec<Value> =
+        orderlog::store::views::query(&db, "SELECT secret FROM sources", &["secret"], &[])
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 2);
     for row in &rows {
         let stored = row["secret"].as_str().unwrap();
-        assert!(!stored.contains("shpss") && !stored.contains("woo secret"), "{stored}");
+        assert!(
+            !stored.contains("shpss") && !stored.contains("woo secret"),
+            "{stored}"
+        );
     }
 
     let again = app
@@ -170,7 +169,15 @@ async fn a_source_is_created_shown_and_deleted_and_its_secret_never_shown(backen
     )
     .await;
     let body = br#"{"id":1}"#;
-    let gone = send_shopify(&app, "myshop", "orders/create", "w-1", body, &sign(SHOPIFY_SECRET, body)).await;
+    let gone = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-1",
+        body,
+        &sign(SHOPIFY_SECRET, body),
+    )
+    .await;
     expect_error(gone, StatusCode::NOT_FOUND, "source_not_found").await;
 
     // Only a token with `sources:manage` manages sources.
@@ -196,12 +203,30 @@ async fn a_source_is_created_shown_and_deleted_and_its_secret_never_shown(backen
 async fn bad_sources_are_refused_with_the_field_named(backend: Backend) {
     let app = spawn_app(backend).await;
     for (body, field) in [
-        (json!({"name": "My Shop", "platform": "shopify", "secret": "s"}), "name"),
-        (json!({"name": "", "platform": "shopify", "secret": "s"}), "name"),
-        (json!({"name": "a".repeat(41), "platform": "shopify", "secret": "s"}), "name"),
-        (json!({"name": "shop", "platform": "magento", "secret": "s"}), "platform"),
-        (json!({"name": "shop", "platform": "shopify", "secret": ""}), "secret"),
-        (json!({"name": "shop", "platform": "shopify", "secret": "a\u{0}b"}), "secret"),
+        (
+            json!({"name": "My Shop", "platform": "shopify", "secret": "s"}),
+            "name",
+        ),
+        (
+            json!({"name": "", "platform": "shopify", "secret": "s"}),
+            "name",
+        ),
+        (
+            json!({"name": "a".repeat(41), "platform": "shopify", "secret": "s"}),
+            "name",
+        ),
+        (
+            json!({"name": "shop", "platform": "magento", "secret": "s"}),
+            "platform",
+        ),
+        (
+            json!({"name": "shop", "platform": "shopify", "secret": ""}),
+            "secret",
+        ),
+        (
+            json!({"name": "shop", "platform": "shopify", "secret": "a\u{0}b"}),
+            "secret",
+        ),
         (
             json!({"name": "shop", "platform": "shopify", "secret": "s", "site_url": "https://x.example/"}),
             "site_url",
@@ -231,27 +256,59 @@ async fn a_delivery_is_verified_over_its_raw_bytes_and_a_tampered_byte_stores_no
     shopify_source(&app, "myshop").await;
     // As Shopify sends it: `/` escaped as `\/`, `&` as `\u0026`. Parsing and printing
     // it again would give other bytes, and another HMAC.
-    let body = br#"{"id":820982911946154508,"note":"see https:\/\/shop.example.com\/a?b=1\u0026c=2"}"#;
+    let body =
+        br#"{"id":820982911946154508,"note":"see https:\/\/shop.example.com\/a?b=1\u0026c=2"}"#;
     let signature = sign(SHOPIFY_SECRET, body);
 
     let mut tampered = body.to_vec();
     tampered[7] = b'9';
-    let r = send_shopify(&app, "myshop", "orders/create", "w-1", &tampered, &signature).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-1",
+        &tampered,
+        &signature,
+    )
+    .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     let r = send_shopify(&app, "myshop", "orders/create", "w-1", body, "").await;
     expect_error(r, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    let r = send_shopify(&app, "myshop", "orders/create", "w-1", body, &sign("another secret", body)).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-1",
+        body,
+        &sign("another secret", body),
+    )
+    .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    let r = send_shopify(&app, "myshop", "orders/create", "w-1", b"", &sign(SHOPIFY_SECRET, b"")).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-1",
+        b"",
+        &sign(SHOPIFY_SECRET, b""),
+    )
+    .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    assert!(inbox(&app, "myshop", "").await.is_empty(), "nothing refused is stored");
+    assert!(
+        inbox(&app, "myshop", "").await.is_empty(),
+        "nothing refused is stored"
+    );
 
     let r = send_shopify(&app, "myshop", "orders/create", "w-1", body, &signature).await;
     assert_eq!(expect_status(r, StatusCode::OK).await["status"], "received");
     let stored = inbox(&app, "myshop", "").await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["topic"], "orders/create");
-    assert_eq!(stored[0]["body"].as_str().unwrap().as_bytes(), body, "kept as received");
+    assert_eq!(
+        stored[0]["body"].as_str().unwrap().as_bytes(),
+        body,
+        "kept as received"
+    );
     assert_eq!(stored[0]["headers"]["x-shopify-webhook-id"], "w-1");
     assert!(stored[0]["headers"].get("x-shopify-hmac-sha256").is_none());
     app.stop().await;
@@ -263,17 +320,40 @@ async fn a_repeated_delivery_is_acknowledged_and_stored_once(backend: Backend) {
     woocommerce_source(&app, "mysite").await;
     let body = br#"{"id":1001}"#;
     for expected in ["received", "duplicate", "duplicate"] {
-        let r = send_shopify(&app, "myshop", "orders/updated", "w-9", body, &sign(SHOPIFY_SECRET, body)).await;
+        let r = send_shopify(
+            &app,
+            "myshop",
+            "orders/updated",
+            "w-9",
+            body,
+            &sign(SHOPIFY_SECRET, body),
+        )
+        .await;
         assert_eq!(expect_status(r, StatusCode::OK).await["status"], expected);
     }
     // Another webhook id is another delivery, even with the same body.
-    let r = send_shopify(&app, "myshop", "orders/updated", "w-10", body, &sign(SHOPIFY_SECRET, body)).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/updated",
+        "w-10",
+        body,
+        &sign(SHOPIFY_SECRET, body),
+    )
+    .await;
     assert_eq!(expect_status(r, StatusCode::OK).await["status"], "received");
     assert_eq!(inbox(&app, "myshop", "").await.len(), 2);
 
     // WooCommerce makes a new delivery id for every send: the body is what repeats.
     for expected in ["received", "duplicate"] {
-        let r = send_woocommerce(&app, "mysite", "order.updated", body, &sign(WOO_SECRET, body)).await;
+        let r = send_woocommerce(
+            &app,
+            "mysite",
+            "order.updated",
+            body,
+            &sign(WOO_SECRET, body),
+        )
+        .await;
         assert_eq!(expect_status(r, StatusCode::OK).await["status"], expected);
     }
     assert_eq!(inbox(&app, "mysite", "").await.len(), 1);
@@ -297,19 +377,46 @@ async fn a_rotated_secret_keeps_verifying_during_its_overlap_only(backend: Backe
         }
     };
     let rotated = rotate("second secret", "1h").await;
-    assert!(rotated["previous_secret_expires_at"].is_string(), "{rotated}");
+    assert!(
+        rotated["previous_secret_expires_at"].is_string(),
+        "{rotated}"
+    );
     assert!(!rotated.to_string().contains("second secret"));
     for (n, secret) in [(1, SHOPIFY_SECRET), (2, "second secret")] {
         let body = format!(r#"{{"id":{n}}}"#);
-        let r = send_shopify(&app, "myshop", "orders/create", &format!("w-{n}"), body.as_bytes(), &sign(secret, body.as_bytes())).await;
+        let r = send_shopify(
+            &app,
+            "myshop",
+            "orders/create",
+            &format!("w-{n}"),
+            body.as_bytes(),
+            &sign(secret, body.as_bytes()),
+        )
+        .await;
         expect_status(r, StatusCode::OK).await;
     }
     // No overlap: the old secret stops verifying at once.
     rotate("third secret", "0s").await;
     let body = br#"{"id":3}"#;
-    let r = send_shopify(&app, "myshop", "orders/create", "w-3", body, &sign("second secret", body)).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-3",
+        body,
+        &sign("second secret", body),
+    )
+    .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    let r = send_shopify(&app, "myshop", "orders/create", "w-3", body, &sign("third secret", body)).await;
+    let r = send_shopify(
+        &app,
+        "myshop",
+        "orders/create",
+        "w-3",
+        body,
+        &sign("third secret", body),
+    )
+    .await;
     expect_status(r, StatusCode::OK).await;
 
     let r = app
@@ -350,7 +457,15 @@ async fn a_delivery_from_another_shop_is_refused(backend: Backend) {
         .unwrap();
     expect_status(r, StatusCode::OK).await;
     // A Shopify webhook is not taken on a WooCommerce source's URL.
-    let r = send_shopify(&app, "mysite", "orders/create", "w-1", body, &sign(WOO_SECRET, body)).await;
+    let r = send_shopify(
+        &app,
+        "mysite",
+        "orders/create",
+        "w-1",
+        body,
+        &sign(WOO_SECRET, body),
+    )
+    .await;
     expect_error(r, StatusCode::NOT_FOUND, "source_not_found").await;
     assert_eq!(inbox(&app, "mysite", "").await.len(), 1);
     app.stop().await;

@@ -23,17 +23,21 @@ async fn an_order_shows_its_origin_and_is_found_by_it(backend: Backend) {
     assert_eq!(shown["origin"], body["origin"]);
     app.place_order("plain").await;
 
-    let found = eventually("the summary to show the origin", Duration::from_secs(10), || async {
-        let listed = expect_status(
-            app.get("/v1/orders?source=myshop&external_id=1001").await,
-            StatusCode::OK,
-        )
-        .await;
-        match listed["orders"].as_array() {
-            Some(orders) if orders.len() == 1 => Ok(orders[0].clone()),
-            _ => Err(listed),
-        }
-    })
+    let found = eventually(
+        "the summary to show the origin",
+        Duration::from_secs(10),
+        || async {
+            let listed = expect_status(
+                app.get("/v1/orders?source=myshop&external_id=1001").await,
+                StatusCode::OK,
+            )
+            .await;
+            match listed["orders"].as_array() {
+                Some(orders) if orders.len() == 1 => Ok(orders[0].clone()),
+                _ => Err(listed),
+            }
+        },
+    )
     .await;
     assert_eq!(found["order_id"], "myshop-1001");
     assert_eq!(found["origin"], body["origin"]);
@@ -43,6 +47,10 @@ async fn an_order_shows_its_origin_and_is_found_by_it(backend: Backend) {
     assert_eq!(error["field"], "source");
     let mut bad = order_body("o-2", &[("MUG", 1)]);
     bad["origin"] = json!({"source": "myshop"});
-    expect_status(app.post("/v1/orders", &bad).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    expect_status(
+        app.post("/v1/orders", &bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     app.stop().await;
 }

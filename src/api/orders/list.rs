@@ -98,7 +98,11 @@ async fn list_orders(
         external_id: query
             .external_id
             .as_deref()
-            .map(|id| Text::parse(id).field("external_id").map(|t| t.as_str().to_owned()))
+            .map(|id| {
+                Text::parse(id)
+                    .field("external_id")
+                    .map(|t| t.as_str().to_owned())
+            })
             .transpose()?,
         created_after: query
             .created_after
@@ -137,11 +141,14 @@ async fn list_orders(
                 paid: r.paid,
                 refunded: r.refunded,
                 item_count: r.item_count,
-                origin: r.source.zip(r.external_id).map(|(source, external_id)| OriginOut {
-                    source,
-                    external_id,
-                    external_number: r.external_number,
-                }),
+                origin: r
+                    .source
+                    .zip(r.external_id)
+                    .map(|(source, external_id)| OriginOut {
+                        source,
+                        external_id,
+                        external_number: r.external_number,
+                    }),
                 created_at: r.created_at,
                 updated_at: r.updated_at,
             })

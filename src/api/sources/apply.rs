@@ -26,12 +26,12 @@ use crate::domain::order::{Order, OrderCommand};
 use crate::domain::values::{OrderId, SourceName};
 use crate::process::placement::{Placement, PlacementError};
 use crate::state::AppState;
-use crate::storefront::plan::{self, Step};
-use crate::storefront::{shopify, woocommerce, Delivery, PayloadError};
 use crate::store::commands::CommandError;
 use crate::store::metadata::CommandMetadata;
 use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
 use crate::store::{from_millis, StoreError};
+use crate::storefront::plan::{self, Step};
+use crate::storefront::{shopify, woocommerce, Delivery, PayloadError};
 
 /// Deliveries taken per pass.
 const BATCH: i64 = 256;
@@ -159,8 +159,8 @@ fn unreadable(error: &PayloadError) -> Settled {
 }
 
 fn read(source: &Source, row: &InboxRow) -> Result<Read, Settled> {
-    let delivery = parse(source.platform, &row.topic, row.body.as_bytes())
-        .map_err(|e| unreadable(&e))?;
+    let delivery =
+        parse(source.platform, &row.topic, row.body.as_bytes()).map_err(|e| unreadable(&e))?;
     let Some(external_id) = delivery.external_id() else {
         // A topic that moves no order: applied, with nothing to do.
         return Err(Settled::Applied {
@@ -272,9 +272,9 @@ where
         Ok(()) => Outcome::Done,
         Err(CommandError::Rejected(e)) => Outcome::Refused(refused(e)),
         Err(CommandError::Conflict) => Outcome::Raced,
-        Err(e @ (CommandError::Unavailable(_) | CommandError::Saturated | CommandError::Store(_))) => {
-            Outcome::Transient(e.to_string())
-        }
+        Err(
+            e @ (CommandError::Unavailable(_) | CommandError::Saturated | CommandError::Store(_)),
+        ) => Outcome::Transient(e.to_string()),
     }
 }
 
@@ -336,7 +336,11 @@ pub struct ImportFailure {
 
 /// Stores each NDJSON line in the inbox (as the topic `import`), then applies it as
 /// the applier would. Blank lines are skipped.
-pub async fn import(state: &AppState, source: &Source, text: &str) -> Result<ImportCounts, ApiError> {
+pub async fn import(
+    state: &AppState,
+    source: &Source,
+    text: &str,
+) -> Result<ImportCounts, ApiError> {
     let mut counts = ImportCounts::default();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -366,7 +370,9 @@ pub async fn import(state: &AppState, source: &Source, text: &str) -> Result<Imp
         };
         let settled = match read(source, &row) {
             Err(settled) => settled,
-            Ok(read) => apply(state, &read).await.map_err(|e| ApiError::unavailable(&e))?,
+            Ok(read) => apply(state, &read)
+                .await
+                .map_err(|e| ApiError::unavailable(&e))?,
         };
         sources::settle(&state.db, row.id, &settled, Utc::now()).await?;
         match settled {

@@ -24,7 +24,7 @@ use crate::api::error::ApiError;
 use crate::api::{admission, extract};
 use crate::domain::values::SourceName;
 use crate::state::AppState;
-use crate::store::sources::{self, Arrival, Platform, Source};
+use crate::store::sources::{self, Arrival, Platform};
 
 /// Outside the token gate, behind the same deadline, admission and body limit as every
 /// other command.
@@ -39,7 +39,10 @@ pub fn router(state: AppState) -> Router<AppState> {
             state.clone(),
             admission::admit,
         ))
-        .layer(middleware::from_fn_with_state(state, extract::stamp_deadline))
+        .layer(middleware::from_fn_with_state(
+            state,
+            extract::stamp_deadline,
+        ))
 }
 
 /// The headers a delivery's meaning depends on, kept with it in the inbox. Shopify's
@@ -108,9 +111,7 @@ fn is_woocommerce_ping(headers: &HeaderMap, body: &[u8]) -> bool {
     header(headers, "x-wc-webhook-signature").is_none()
         && header(headers, "x-wc-webhook-topic").is_none()
         && body.starts_with(b"webhook_id=")
-        && body[b"webhook_id=".len()..]
-            .iter()
-            .all(u8::is_ascii_digit)
+        && body[b"webhook_id=".len()..].iter().all(u8::is_ascii_digit)
 }
 
 pub fn body_hash(body: &[u8]) -> String {
@@ -132,7 +133,9 @@ async fn ingest(
     };
     let platform_kind = Platform::parse(&platform).ok_or_else(unknown)?;
     let name = SourceName::parse(&source).map_err(|_| unknown())?;
-    let source: Source = sources::load(&state.db, &state.keys, &name)
+    let source = state
+        .sources
+        .get(&name)
         .await?
         .filter(|s| s.platform == platform_kind)
         .ok_or_else(unknown)?;
@@ -233,7 +236,11 @@ mod tests {
             b"secreT",
             "GBDo00G55h6IiV+6CxqivQPLbI//KzaOZm747971tPs="
         ));
-        assert!(!signed_by(std::iter::once(&secret), b"secret", "not base64!"));
+        assert!(!signed_by(
+            std::iter::once(&secret),
+            b"secret",
+            "not base64!"
+        ));
     }
 
     #[test]

@@ -94,11 +94,7 @@ impl SourceOut {
             platform: source.platform,
             shop_domain,
             site_url,
-            ingest_url: format!(
-                "/v1/ingest/{}/{}",
-                source.platform.as_str(),
-                source.name
-            ),
+            ingest_url: format!("/v1/ingest/{}/{}", source.platform.as_str(), source.name),
             previous_secret_expires_at: source
                 .previous_secret
                 .as_ref()
@@ -134,13 +130,21 @@ fn shop(platform: Platform, body: &SourceIn) -> Result<Option<String>, ApiError>
         let scheme_ok = !url || raw.starts_with("https://") || raw.starts_with("http://");
         let chars_ok = !normal.is_empty()
             && normal.len() <= 255
-            && normal.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+            && normal
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
         if scheme_ok && chars_ok && (url || !normal.contains('/')) {
             Ok(Some(normal))
         } else if url {
-            Err(ApiError::invalid_field(field, "must be the site's http(s) URL, such as https://shop.example.com/"))
+            Err(ApiError::invalid_field(
+                field,
+                "must be the site's http(s) URL, such as https://shop.example.com/",
+            ))
         } else {
-            Err(ApiError::invalid_field(field, "must be the shop's domain, such as myshop.myshopify.com"))
+            Err(ApiError::invalid_field(
+                field,
+                "must be the shop's domain, such as myshop.myshopify.com",
+            ))
         }
     };
     match (platform, &body.shop_domain, &body.site_url) {
@@ -183,10 +187,16 @@ async fn load(state: &AppState, name: &SourceName) -> Result<Source, ApiError> {
 async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SourceIn>,
-) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<SourceOut>), ApiError> {
-    let platform = Platform::parse(&body.platform).ok_or_else(|| {
-        ApiError::invalid_field("platform", "must be `shopify` or `woocommerce`")
-    })?;
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, String); 1],
+        Json<SourceOut>,
+    ),
+    ApiError,
+> {
+    let platform = Platform::parse(&body.platform)
+        .ok_or_else(|| ApiError::invalid_field("platform", "must be `shopify` or `woocommerce`"))?;
     let shop = shop(platform, &body)?;
     let now = stored_now();
     let source = Source {
@@ -198,7 +208,10 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    if !sources::insert(&state.db, &state.keys, &source).await? {
+    let added = sources::insert(&state.db, &state.keys, &source).await?;
+    // An unknown name is cached too: the new source must be found at once.
+    state.sources.forget(&source.name);
+    if !added {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "source_exists",
@@ -244,6 +257,7 @@ async fn rotate(
     });
     source.updated_at = now;
     sources::save_secrets(&state.db, &state.keys, &source).await?;
+    state.sources.forget(&name);
     Ok(Json(SourceOut::new(&source)))
 }
 
@@ -251,7 +265,9 @@ async fn remove(
     State(state): State<AppState>,
     PathParams(name): PathParams<SourceName>,
 ) -> Result<StatusCode, ApiError> {
-    if !sources::delete(&state.db, &name).await? {
+    let deleted = sources::delete(&state.db, &name).await?;
+    state.sources.forget(&name);
+    if !deleted {
         return Err(not_found(&name));
     }
     Ok(StatusCode::NO_CONTENT)

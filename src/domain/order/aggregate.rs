@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::commands::*;
 use super::errors::OrderError;
-use super::events::{
-    Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine,
-};
+use super::events::{Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine};
 use crate::domain::values::{
     Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
     ShippingAddress, Sku, Text,

@@ -13,6 +13,4 @@ pub use aggregate::{
 };
 pub use commands::*;
 pub use errors::OrderError;
-pub use events::{
-    Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine,
-};
+pub use events::{Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine};
