@@ -33,7 +33,7 @@ pub enum AmountError {
     TooLarge,
     #[error("must not be negative")]
     Negative,
-    #[error("{currency} has no minor unit defined by ISO 4217")]
+    #[error("is in {currency}, which has no minor unit defined by ISO 4217")]
     NoExponent { currency: Currency },
 }
 

@@ -28,10 +28,21 @@ pub fn parse(topic: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
         }
         "refunds/create" => {
             let refund: Refund = from_json(body)?;
-            let currency = refund_currency(&refund)?;
             let external_id = refund.order_id.ok_or_else(|| PayloadError::MissingField {
                 path: "order_id".to_owned(),
             })?;
+            // The payload names no currency but on its transactions; a refund without any
+            // (it only restocked items) gave no money back.
+            let Some(code) = refund
+                .transactions
+                .iter()
+                .find_map(|t| t.currency.as_deref())
+            else {
+                return Ok(Delivery::Ignored {
+                    reason: "the refund returned no money (a restock only)",
+                });
+            };
+            let currency = currency(code)?;
             Ok(Delivery::Refund {
                 external_id: external_id.to_string(),
                 refund: refund.into_snapshot(currency, "")?,
@@ -181,7 +192,8 @@ impl Order {
         let labels: Vec<Text> = self
             .discount_applications
             .iter()
-            .map(DiscountApplication::label)
+            .enumerate()
+            .map(|(i, application)| application.label(i))
             .collect::<Result<_, _>>()?;
         let lines = self
             .line_items
@@ -283,15 +295,11 @@ impl Order {
 
 impl DiscountApplication {
     /// A discount code when there is one, else the discount's title.
-    fn label(&self) -> Result<Text, PayloadError> {
-        Ok(
-            optional_text("discount_applications.code", self.code.as_deref())?
-                .or(optional_text(
-                    "discount_applications.title",
-                    self.title.as_deref(),
-                )?)
-                .unwrap_or_else(|| fixed("discount")),
-        )
+    fn label(&self, index: usize) -> Result<Text, PayloadError> {
+        let field = |name| format!("discount_applications[{index}].{name}");
+        let code = optional_text(&field("code"), self.code.as_deref())?;
+        let title = optional_text(&field("title"), self.title.as_deref())?;
+        Ok(code.or(title).unwrap_or_else(|| fixed("discount")))
     }
 }
 
@@ -383,18 +391,6 @@ impl Refund {
             at: self.created_at,
         })
     }
-}
-
-/// A refunds/create payload carries no order currency; its transactions do.
-fn refund_currency(refund: &Refund) -> Result<Currency, PayloadError> {
-    let code = refund
-        .transactions
-        .iter()
-        .find_map(|t| t.currency.as_deref())
-        .ok_or_else(|| PayloadError::MissingField {
-            path: "transactions[0].currency".to_owned(),
-        })?;
-    currency(code)
 }
 
 impl Fulfillment {

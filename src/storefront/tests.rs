@@ -863,3 +863,26 @@ fn a_paid_amount_other_than_our_orders_total_is_refused() {
     let error = next_step(&source(), &edited, order.placed(), received()).unwrap_err();
     assert_eq!(error.code(), "payment_disagrees");
 }
+
+#[test]
+fn a_refund_that_only_restocked_moves_no_money() {
+    let mut refund: serde_json::Value =
+        serde_json::from_slice(&fixture(Platform::Shopify, "refunds-create.partial.json")).unwrap();
+    refund["transactions"] = serde_json::json!([]);
+    let body = serde_json::to_vec(&refund).unwrap();
+    assert!(matches!(
+        shopify::parse("refunds/create", &body),
+        Ok(Delivery::Ignored { .. })
+    ));
+    // Inside an order it is a refund of nothing, which our order does not record.
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&fixture(Platform::Shopify, "orders-updated.refunded.json"))
+            .unwrap();
+    order["refunds"][1]["transactions"] = serde_json::json!([]);
+    order["financial_status"] = serde_json::json!("partially_refunded");
+    let order = shopify::parse("orders/updated", &serde_json::to_vec(&order).unwrap()).unwrap();
+    let mut ours = Order::default();
+    apply(&mut ours, &order);
+    assert_eq!(placed(&ours).refunds.len(), 1);
+    assert_eq!(placed(&ours).status(), OrderStatus::PartiallyRefunded);
+}
