@@ -10,6 +10,7 @@ pub mod process;
 pub mod projections;
 pub mod state;
 pub mod store;
+pub mod storefront;
 pub mod telemetry;
 
 /// Every binary of the crate allocates through mimalloc: with glibc's allocator, threads
