@@ -1,5 +1,6 @@
 //! `/v1/inventory`: receive and adjust stock (commands to the SKU's inventory item), and
-//! read stock levels (from the inventory projection).
+//! read stock levels (from the inventory projection), with the units backordered for
+//! storefront orders.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,6 +47,7 @@ struct LevelsOut {
     on_hand: i64,
     reserved: i64,
     available: i64,
+    backordered: i64,
 }
 
 impl LevelsOut {
@@ -55,6 +57,7 @@ impl LevelsOut {
             on_hand: item.on_hand(),
             reserved: item.reserved(),
             available: item.available(),
+            backordered: item.backordered(),
         }
     }
 }

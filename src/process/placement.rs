@@ -1,19 +1,27 @@
-//! Placing an order: reserve every tracked line, all or nothing, then create the order.
+//! Placing an order: reserve every tracked line, then create the order.
 //!
-//! The storefront gets a synchronous answer: the order with its stock held, or the short
-//! SKUs and nothing held. Each reservation is its own command on its SKU (so a hot SKU
-//! is contended only for its own write); if any line is short, or the order cannot be
-//! created, the reservations already made are released before answering. A crash
+//! Two modes. [`Placement::place`], for orders through our API, is all or nothing: the
+//! caller gets a synchronous answer, the order with its stock held, or the short SKUs and
+//! nothing held. [`Placement::place_sale`], for a storefront platform's sale, which
+//! already happened, never refuses for stock: a short line reserves what is available and
+//! backorders the rest, a SKU whose stock is not tracked becomes an untracked line, and
+//! the order is created with each line's backordered units.
+//!
+//! Each reservation is its own command on its SKU (so a hot SKU is contended only for
+//! its own write); if a line is refused, or the order cannot be created, the
+//! reservations (and backorders) already made are released before answering. A crash
 //! between the reservations and the order leaves holds behind: the reservation process
 //! manager releases them once the order has not appeared in time.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::inventory::{
     InventoryCommand, InventoryCommandFor, InventoryError, InventoryEvent, InventoryItem,
 };
 use crate::domain::order::{Order, OrderCommand, OrderError, PlaceOrder};
-use crate::domain::values::{OrderId, Sku, Text};
+use crate::domain::values::{OrderId, Quantity, Sku, Text};
 use crate::store::commands::{AggregateStore, CommandError, Executed};
 use crate::store::metadata::CommandMetadata;
 
@@ -48,6 +56,32 @@ fn list_skus<'a>(skus: impl Iterator<Item = &'a Sku>) -> String {
         .join(", ")
 }
 
+/// How a placement treats a line that stock cannot cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Refuse the order (`OutOfStock`, or `UnknownSkus` when tracking is required).
+    AllOrNothing,
+    /// Backorder what is short; take an untracked SKU as an untracked line.
+    Backorder,
+}
+
+impl Mode {
+    fn reserve(self, order_id: OrderId, quantity: Quantity, at: DateTime<Utc>) -> InventoryCommand {
+        match self {
+            Mode::AllOrNothing => InventoryCommand::ReserveStock {
+                order_id,
+                quantity,
+                at,
+            },
+            Mode::Backorder => InventoryCommand::ReserveOrBackorder {
+                order_id,
+                quantity,
+                at,
+            },
+        }
+    }
+}
+
 pub struct Placement<'a> {
     pub orders: &'a Arc<AggregateStore<Order>>,
     pub inventory: &'a Arc<AggregateStore<InventoryItem>>,
@@ -56,10 +90,34 @@ pub struct Placement<'a> {
 }
 
 impl Placement<'_> {
+    /// Places an order through our API: every tracked line reserved in full, or the
+    /// order refused and nothing held.
     pub async fn place(
+        &self,
+        command: PlaceOrder,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<Order>, PlacementError> {
+        self.run(command, metadata, Mode::AllOrNothing).await
+    }
+
+    /// Places a storefront platform's sale (`command.origin` set): never refused for
+    /// stock, so never `OutOfStock` nor `UnknownSkus`. Each line's `backordered` is set
+    /// here from what its SKU could not cover (whatever the caller put there), and
+    /// `untracked` for a SKU whose stock is not tracked; `require_tracked_skus` does not
+    /// apply.
+    pub async fn place_sale(
+        &self,
+        command: PlaceOrder,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<Order>, PlacementError> {
+        self.run(command, metadata, Mode::Backorder).await
+    }
+
+    async fn run(
         &self,
         mut command: PlaceOrder,
         metadata: &CommandMetadata,
+        mode: Mode,
     ) -> Result<Executed<Order>, PlacementError> {
         let order_id = command.order_id.clone();
         // No read first: a repeated order id is refused by the order itself (after its
@@ -68,13 +126,10 @@ impl Placement<'_> {
         let mut short = Vec::new();
         let mut unknown = Vec::new();
         for line in command.lines.iter_mut() {
+            line.backordered = 0;
             let reserve = InventoryCommandFor {
                 sku: line.sku.clone(),
-                command: InventoryCommand::ReserveStock {
-                    order_id: order_id.clone(),
-                    quantity: line.quantity,
-                    at: command.at,
-                },
+                command: mode.reserve(order_id.clone(), line.quantity, command.at),
             };
             // The deadline bounds when a placement starts, not how long it takes: once a
             // line is held, the rest go on rather than hold stock only to give it back.
@@ -90,6 +145,12 @@ impl Placement<'_> {
             match result {
                 Ok(executed) => match executed.events.last().map(|e| &e.payload) {
                     Some(InventoryEvent::StockReserved { .. }) => held.push(line.sku.clone()),
+                    Some(InventoryEvent::StockBackordered { quantity, .. }) => {
+                        // Released like a reservation: a backorder for an order that
+                        // is not placed must not wait for stock.
+                        held.push(line.sku.clone());
+                        line.backordered = quantity.get();
+                    }
                     Some(InventoryEvent::ReservationRejected { available, .. }) => {
                         short.push(ShortLine {
                             sku: line.sku.clone(),
@@ -100,7 +161,7 @@ impl Placement<'_> {
                     _ => {}
                 },
                 Err(CommandError::Rejected(InventoryError::NotTracked { .. })) => {
-                    if self.require_tracked_skus {
+                    if mode == Mode::AllOrNothing && self.require_tracked_skus {
                         unknown.push(line.sku.clone());
                     } else {
                         line.untracked = true;

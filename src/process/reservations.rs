@@ -6,6 +6,12 @@
 //! - a shipment commits its units;
 //! - holds whose order never appeared (a crash mid-placement) are released.
 //!
+//! A storefront's order (`origin` set on `order.created`) never expires and is never
+//! released for a failed payment: its platform decides its payment, and tells us when it
+//! cancels. A hold here is what the order holds *or is owed* of a SKU: a backorder is
+//! released (dropped) with the order's reservations, and once filled it is reserved
+//! stock like any other, committed by the order's shipments.
+//!
 //! It is durable in two halves. As a projection, it turns events into due *actions*
 //! in its own tables, exactly once, with its own checkpoint. A ticker then carries out
 //! due actions as commands and deletes each once done. Every action is safe to repeat
@@ -87,6 +93,7 @@ pub struct HoldRow {
     pub id: String,
     pub order_id: String,
     pub sku: String,
+    /// Units the order holds (reserved) or is owed (backordered) of the SKU.
     pub quantity: i64,
     #[serde(with = "fixed_time")]
     pub reserved_at: DateTime<Utc>,
@@ -96,7 +103,7 @@ pub struct HoldRow {
 pub struct ActionRow {
     pub id: String,
     pub order_id: String,
-    /// `release`, `orphan`, `expire` or `commit`.
+    /// `release`, `release_unpaid`, `orphan`, `expire` or `commit`.
     pub kind: String,
     pub sku: Option<String>,
     pub shipment_id: Option<String>,
@@ -198,14 +205,22 @@ impl Envelope {
         if let Some(event) = self.order_event() {
             return Some(event.order_id().as_str().to_owned());
         }
-        match self.inventory_event()? {
-            InventoryEvent::StockReserved { order_id, .. }
-            | InventoryEvent::ReservationReleased { order_id, .. }
-            | InventoryEvent::ReservationCommitted { order_id, .. } => {
-                Some(order_id.as_str().to_owned())
-            }
-            _ => None,
-        }
+        held_of(self.inventory_event()?).map(|(order_id, _)| order_id.as_str().to_owned())
+    }
+}
+
+/// The order and SKU whose hold an inventory event changes.
+fn held_of(event: &InventoryEvent) -> Option<(&OrderId, &Sku)> {
+    match event {
+        InventoryEvent::StockReserved { order_id, sku, .. }
+        | InventoryEvent::ReservationReleased { order_id, sku, .. }
+        | InventoryEvent::ReservationCommitted { order_id, sku, .. }
+        | InventoryEvent::StockBackordered { order_id, sku, .. }
+        | InventoryEvent::BackorderFilled { order_id, sku, .. }
+        | InventoryEvent::BackorderCancelled { order_id, sku, .. } => Some((order_id, sku)),
+        InventoryEvent::StockReceived { .. }
+        | InventoryEvent::StockAdjusted { .. }
+        | InventoryEvent::ReservationRejected { .. } => None,
     }
 }
 
@@ -230,13 +245,9 @@ impl Projection for ReservationManager {
         Box::pin(async move {
             let order_ids = events.iter().filter_map(Envelope::event_order_id);
             let mut orders: Rows<OrderRow> = Rows::load(view, &ORDERS, order_ids).await?;
-            let hold_ids = events.iter().filter_map(|e| match e.inventory_event()? {
-                InventoryEvent::StockReserved { order_id, sku, .. }
-                | InventoryEvent::ReservationReleased { order_id, sku, .. }
-                | InventoryEvent::ReservationCommitted { order_id, sku, .. } => {
-                    Some(hold_id(order_id.as_str(), sku.as_str()))
-                }
-                _ => None,
+            let hold_ids = events.iter().filter_map(|e| {
+                let (order_id, sku) = held_of(e.inventory_event()?)?;
+                Some(hold_id(order_id.as_str(), sku.as_str()))
             });
             let mut holds: Rows<HoldRow> = Rows::load(view, &HOLDS, hold_ids).await?;
             let action_ids = events.iter().flat_map(touched_actions);
@@ -279,31 +290,47 @@ impl ReservationManager {
         event: &InventoryEvent,
     ) {
         match event {
+            // A storefront's sale reserves what it can and backorders the rest, in one
+            // command: both add to the one hold of the order on the SKU.
             InventoryEvent::StockReserved {
                 order_id,
                 sku,
                 quantity,
-                reserved_at,
+                reserved_at: at,
+                ..
+            }
+            | InventoryEvent::StockBackordered {
+                order_id,
+                sku,
+                quantity,
+                backordered_at: at,
                 ..
             } => {
                 let order = order_id.as_str();
-                holds.insert(HoldRow {
+                let hold = holds.entry(&hold_id(order, sku.as_str()), || HoldRow {
                     id: hold_id(order, sku.as_str()),
                     order_id: order.to_owned(),
                     sku: sku.as_str().to_owned(),
-                    quantity: i64::from(quantity.get()),
-                    reserved_at: *reserved_at,
+                    quantity: 0,
+                    reserved_at: *at,
                 });
+                hold.quantity += i64::from(quantity.get());
+                hold.reserved_at = *at;
                 if !orders.contains(order) {
                     actions.insert(action(
                         order,
                         "orphan",
                         "order never placed",
-                        *reserved_at + self.orphan_hold_timeout,
+                        *at + self.orphan_hold_timeout,
                     ));
                 }
             }
-            InventoryEvent::ReservationReleased { order_id, sku, .. } => {
+            // A filled backorder changes what the order's hold is made of, not its size:
+            // the hold stays, to be released or committed with the order.
+            InventoryEvent::BackorderFilled { .. } => {}
+            // A release takes both the reservation and the backorder: nothing is left.
+            InventoryEvent::ReservationReleased { order_id, sku, .. }
+            | InventoryEvent::BackorderCancelled { order_id, sku, .. } => {
                 holds.remove(&hold_id(order_id.as_str(), sku.as_str()));
             }
             InventoryEvent::ReservationCommitted {
@@ -311,11 +338,12 @@ impl ReservationManager {
                 shipment_id,
                 sku,
                 from_reservation,
+                from_backorder,
                 ..
             } => {
                 let id = hold_id(order_id.as_str(), sku.as_str());
                 if let Some(hold) = holds.get_mut(&id) {
-                    hold.quantity -= i64::from(*from_reservation);
+                    hold.quantity -= i64::from(*from_reservation + *from_backorder);
                     if hold.quantity <= 0 {
                         holds.remove(&id);
                     }
@@ -343,6 +371,7 @@ impl ReservationManager {
             OrderEvent::OrderCreated {
                 lines,
                 total,
+                origin,
                 placed_at,
                 ..
             } => {
@@ -357,20 +386,29 @@ impl ReservationManager {
                     tracked: serde_json::to_string(&tracked).unwrap_or_else(|_| "[]".to_owned()),
                 });
                 actions.remove(&action_id(order, "orphan"));
-                actions.insert(action(
-                    order,
-                    "expire",
-                    "order left unpaid",
-                    *placed_at + self.unpaid_order_ttl,
-                ));
+                // A storefront's sale already happened: its platform decides its payment.
+                if origin.is_none() {
+                    actions.insert(action(
+                        order,
+                        "expire",
+                        "order left unpaid",
+                        *placed_at + self.unpaid_order_ttl,
+                    ));
+                }
             }
             OrderEvent::PaymentAttempted { .. } => actions.remove(&action_id(order, "release")),
-            OrderEvent::PaymentFailed { failed_at, .. } => actions.insert(action(
-                order,
-                "release",
-                "payment failed and no new attempt came in time",
-                *failed_at + self.payment_grace,
-            )),
+            // The manager keeps no origin per order (its tables stay as they were), so
+            // whether the order is a storefront's is asked of the order when it falls due.
+            OrderEvent::PaymentFailed { failed_at, .. } => {
+                let mut release = action(
+                    order,
+                    "release",
+                    "payment failed and no new attempt came in time",
+                    *failed_at + self.payment_grace,
+                );
+                release.kind = "release_unpaid".to_owned();
+                actions.insert(release);
+            }
             OrderEvent::PaymentCaptured { captured_total, .. } => {
                 let paid = orders
                     .get(order)
@@ -517,6 +555,13 @@ async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError
             }
         }
         "release" => release_holds(state, &order_id, &reason, &metadata).await?,
+        "release_unpaid" => {
+            let order = state.orders.load(order_id.as_str()).await?;
+            let storefront = order.placed().is_some_and(|o| o.origin.is_some());
+            if !storefront {
+                release_holds(state, &order_id, &reason, &metadata).await?;
+            }
+        }
         "expire" => {
             let expire = OrderCommand::ExpireOrder(ExpireOrder { at: Utc::now() });
             match state

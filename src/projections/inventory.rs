@@ -1,5 +1,5 @@
-//! Stock levels: per SKU, on hand, reserved and available, as the inventory items'
-//! events state them.
+//! Stock levels: per SKU, on hand, reserved, available and backordered (owed to
+//! storefront orders), as the inventory items' events state them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ pub static ITEMS: Table = Table {
         bigint("on_hand"),
         bigint("reserved"),
         bigint("available"),
+        bigint("backordered"),
         text("updated_at"),
     ],
     indexes: &[&["available", "id"]],
@@ -32,6 +33,8 @@ pub struct StockRow {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
+    /// Units sold to storefront orders that stock could not cover yet.
+    pub backordered: i64,
     #[serde(with = "fixed_time")]
     pub updated_at: DateTime<Utc>,
 }
@@ -47,8 +50,9 @@ impl Projection for StockLevels {
         NAME
     }
 
+    /// 2: the `backordered` column.
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [Table] {
@@ -75,14 +79,18 @@ impl Projection for StockLevels {
     }
 }
 
+/// On hand, reserved and available.
+type Levels = (i64, i64, i64);
+
 fn apply(rows: &mut Rows<StockRow>, event: &InventoryEvent) {
-    let (on_hand, reserved, available) = match event {
+    // What the event states; the rest it leaves as it was.
+    let (levels, backordered): (Option<Levels>, Option<i64>) = match event {
         InventoryEvent::StockReceived {
             on_hand, available, ..
         }
         | InventoryEvent::StockAdjusted {
             on_hand, available, ..
-        } => (*on_hand, on_hand - available, *available),
+        } => (Some((*on_hand, on_hand - available, *available)), None),
         InventoryEvent::StockReserved {
             reserved,
             available,
@@ -92,13 +100,25 @@ fn apply(rows: &mut Rows<StockRow>, event: &InventoryEvent) {
             reserved,
             available,
             ..
-        } => (reserved + available, *reserved, *available),
+        } => (Some((reserved + available, *reserved, *available)), None),
         InventoryEvent::ReservationCommitted {
             on_hand,
             reserved,
             available,
+            backordered,
             ..
-        } => (*on_hand, *reserved, *available),
+        } => (Some((*on_hand, *reserved, *available)), Some(*backordered)),
+        InventoryEvent::BackorderFilled {
+            reserved,
+            available,
+            backordered,
+            ..
+        } => (
+            Some((reserved + available, *reserved, *available)),
+            Some(*backordered),
+        ),
+        InventoryEvent::StockBackordered { backordered, .. }
+        | InventoryEvent::BackorderCancelled { backordered, .. } => (None, Some(*backordered)),
         InventoryEvent::ReservationRejected { .. } => return,
     };
     let sku = event.sku().as_str();
@@ -108,11 +128,17 @@ fn apply(rows: &mut Rows<StockRow>, event: &InventoryEvent) {
         on_hand: 0,
         reserved: 0,
         available: 0,
+        backordered: 0,
         updated_at: at,
     });
-    row.on_hand = on_hand;
-    row.reserved = reserved;
-    row.available = available;
+    if let Some((on_hand, reserved, available)) = levels {
+        row.on_hand = on_hand;
+        row.reserved = reserved;
+        row.available = available;
+    }
+    if let Some(backordered) = backordered {
+        row.backordered = backordered;
+    }
     row.updated_at = at;
 }
 
