@@ -248,3 +248,174 @@ impl Placement<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Placements against a real log (a SQLite file of the test's own).
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::order::{Charges, Origin, RequestedLine};
+    use crate::domain::values::{Currency, CustomerId, Money, SourceName};
+    use crate::store::reader::LogSignal;
+    use crate::store::writer::EventWriter;
+    use crate::store::Database;
+
+    struct Stores {
+        orders: Arc<AggregateStore<Order>>,
+        inventory: Arc<AggregateStore<InventoryItem>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn stores() -> Stores {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let db = Database::connect(&url, 2).await.unwrap();
+        db.migrate().await.unwrap();
+        let writer = EventWriter::start(&db, LogSignal::default());
+        Stores {
+            orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
+            inventory: Arc::new(AggregateStore::new(&db, (), writer)),
+            _dir: dir,
+        }
+    }
+
+    impl Stores {
+        fn placement(&self) -> Placement<'_> {
+            Placement {
+                orders: &self.orders,
+                inventory: &self.inventory,
+                require_tracked_skus: true,
+                fault: None,
+            }
+        }
+
+        async fn receive(&self, sku: &str, n: i64) {
+            let command = InventoryCommandFor {
+                sku: Sku::parse(sku).unwrap(),
+                command: InventoryCommand::ReceiveStock {
+                    quantity: Quantity::parse(n).unwrap(),
+                    at: at(),
+                },
+            };
+            self.inventory.execute(sku, command, &metadata()).await.unwrap();
+        }
+
+        async fn item(&self, sku: &str) -> InventoryItem {
+            self.inventory.load(sku).await.unwrap()
+        }
+    }
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+    }
+
+    fn metadata() -> CommandMetadata {
+        CommandMetadata::system("test", "corr", "cause")
+    }
+
+    fn order_of(id: &str, lines: &[(&str, i64)]) -> PlaceOrder {
+        let usd = Currency::parse("USD").unwrap();
+        PlaceOrder {
+            order_id: OrderId::parse(id).unwrap(),
+            customer_id: CustomerId::parse("cust-1").unwrap(),
+            currency: usd,
+            lines: lines
+                .iter()
+                .map(|(sku, n)| RequestedLine {
+                    sku: Sku::parse(sku).unwrap(),
+                    quantity: Quantity::parse(*n).unwrap(),
+                    unit_price: Money::parse(1000, usd).unwrap(),
+                    untracked: false,
+                    backordered: 0,
+                })
+                .collect(),
+            charges: Charges::default(),
+            shipping_address: None,
+            origin: Some(Box::new(Origin {
+                source: SourceName::parse("shop").unwrap(),
+                external_id: Text::parse("820982911946154508").unwrap(),
+                external_number: None,
+            })),
+            at: at(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sale_is_placed_with_its_short_lines_backordered_and_unknown_skus_untracked() {
+        let stores = stores().await;
+        stores.receive("MUG", 2).await;
+        stores.receive("TEE", 5).await;
+        let sale = order_of("sale-1", &[("MUG", 5), ("TEE", 1), ("EBOOK", 1)]);
+        let placed = stores
+            .placement()
+            .place_sale(sale, &metadata())
+            .await
+            .unwrap();
+        let lines = &placed.state.placed().unwrap().lines;
+        let of = |sku: &str| lines.iter().find(|l| l.sku.as_str() == sku).unwrap();
+        assert_eq!((of("MUG").backordered, of("MUG").untracked), (3, false));
+        assert_eq!((of("TEE").backordered, of("TEE").untracked), (0, false));
+        assert_eq!((of("EBOOK").backordered, of("EBOOK").untracked), (0, true));
+        let mug = stores.item("MUG").await;
+        let order = OrderId::parse("sale-1").unwrap();
+        assert_eq!((mug.available(), mug.backordered()), (0, 3));
+        assert_eq!(
+            (mug.reservation_of(&order), mug.backorder_of(&order)),
+            (2, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_order_through_our_api_is_still_refused_for_stock_and_holds_nothing() {
+        let stores = stores().await;
+        stores.receive("MUG", 2).await;
+        stores.receive("TEE", 5).await;
+        let order = order_of("api-1", &[("TEE", 1), ("MUG", 5)]);
+        let refused = stores.placement().place(order, &metadata()).await;
+        match refused.err() {
+            Some(PlacementError::OutOfStock { short }) => assert_eq!(
+                short,
+                vec![ShortLine {
+                    sku: Sku::parse("MUG").unwrap(),
+                    requested: 5,
+                    available: 2,
+                }]
+            ),
+            other => panic!("expected out of stock, got {other:?}"),
+        }
+        let (mug, tee) = (stores.item("MUG").await, stores.item("TEE").await);
+        assert_eq!((mug.available(), mug.backordered()), (2, 0));
+        assert_eq!((tee.available(), tee.reserved()), (5, 0));
+        let unknown = stores
+            .placement()
+            .place(order_of("api-2", &[("EBOOK", 1)]), &metadata())
+            .await;
+        assert!(matches!(unknown, Err(PlacementError::UnknownSkus { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_sale_that_cannot_be_created_leaves_nothing_held_or_owed() {
+        let stores = stores().await;
+        stores.receive("MUG", 1).await;
+        // A line priced in another currency: the order refuses it, after its SKU has
+        // reserved one unit and backordered two.
+        let mut sale = order_of("sale-2", &[("MUG", 3)]);
+        let eur = Currency::parse("EUR").unwrap();
+        sale.lines[0].unit_price = Money::parse(1000, eur).unwrap();
+        let refused = stores.placement().place_sale(sale, &metadata()).await;
+        let error = refused.err();
+        assert!(
+            matches!(
+                error,
+                Some(PlacementError::Order(CommandError::Rejected(
+                    OrderError::CurrencyMismatch
+                )))
+            ),
+            "{error:?}"
+        );
+        let mug = stores.item("MUG").await;
+        assert_eq!((mug.available(), mug.reserved(), mug.backordered()), (1, 0, 0));
+    }
+}

@@ -649,36 +649,113 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::domain::order::{OrderLine, Origin};
+    use crate::domain::values::{Currency, CustomerId, Money, PaymentId, SourceName};
     use crate::projections::{AnyEvent, MemoryTables, ViewStore};
     use crate::store::reader::{Cursor, LogEntry};
 
     fn reserved(position: i64, sku: &str, at: DateTime<Utc>) -> Envelope {
-        let event = InventoryEvent::StockReserved {
-            sku: Sku::parse(sku).unwrap(),
-            order_id: OrderId::parse("ord-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            reserved: 1,
-            available: 9,
-            reserved_at: at,
-        };
-        Envelope {
-            entry: LogEntry {
-                cursor: Cursor {
-                    transaction_id: 0,
-                    position,
-                },
-                event_id: Uuid::nil(),
-                aggregate_type: "inventory".into(),
-                aggregate_id: sku.into(),
-                sequence: 1,
-                event_type: "inventory.reserved".into(),
-                event_version: "1.0".into(),
-                payload: serde_json::to_string(&event).unwrap(),
-                metadata: None,
-                recorded_at: at,
+        inventory(
+            position,
+            InventoryEvent::StockReserved {
+                sku: Sku::parse(sku).unwrap(),
+                order_id: OrderId::parse("ord-1").unwrap(),
+                quantity: Quantity::parse(1).unwrap(),
+                reserved: 1,
+                available: 9,
+                reserved_at: at,
             },
+        )
+    }
+
+    fn inventory(position: i64, event: InventoryEvent) -> Envelope {
+        let entry = entry(position, "inventory", event.sku().as_str(), event.name(), &event);
+        Envelope {
+            entry,
             event: AnyEvent::Inventory(event),
         }
+    }
+
+    fn order(position: i64, event: OrderEvent) -> Envelope {
+        let entry = entry(position, "order", "ord-1", event.name(), &event);
+        Envelope {
+            entry,
+            event: AnyEvent::Order(event),
+        }
+    }
+
+    fn entry(
+        position: i64,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+    ) -> LogEntry {
+        LogEntry {
+            cursor: Cursor {
+                transaction_id: 0,
+                position,
+            },
+            event_id: Uuid::nil(),
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: serde_json::to_string(payload).unwrap(),
+            metadata: None,
+            recorded_at: at(),
+        }
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap()
+    }
+
+    fn mug() -> Sku {
+        Sku::parse("MUG").unwrap()
+    }
+
+    fn ord() -> OrderId {
+        OrderId::parse("ord-1").unwrap()
+    }
+
+    fn units(n: i64) -> Quantity {
+        Quantity::parse(n).unwrap()
+    }
+
+    fn created(origin: Option<Origin>) -> OrderEvent {
+        let usd = Currency::parse("USD").unwrap();
+        let price = Money::parse(1000, usd).unwrap();
+        OrderEvent::OrderCreated {
+            order_id: ord(),
+            customer_id: CustomerId::parse("cust-1").unwrap(),
+            currency: usd,
+            lines: vec![OrderLine {
+                sku: mug(),
+                quantity: units(5),
+                unit_price: price,
+                line_total: Money::parse(5000, usd).unwrap(),
+                untracked: false,
+                backordered: 3,
+            }],
+            subtotal: Money::parse(5000, usd).unwrap(),
+            discounts: vec![],
+            shipping_lines: vec![],
+            tax_lines: vec![],
+            total: Money::parse(5000, usd).unwrap(),
+            shipping_address: None,
+            origin: origin.map(Box::new),
+            placed_at: at(),
+        }
+    }
+
+    fn storefront() -> Option<Origin> {
+        Some(Origin {
+            source: SourceName::parse("shop").unwrap(),
+            external_id: Text::parse("1001").unwrap(),
+            external_number: None,
+        })
     }
 
     fn memory_view() -> View {
@@ -691,10 +768,28 @@ mod tests {
 
     /// The orphan check of `ord-1`, if the manager keeps one.
     async fn orphan_check(view: &mut View) -> Option<ActionRow> {
-        let rows: Rows<ActionRow> = Rows::load(view, &ACTIONS, Vec::new()).await.unwrap();
-        let check = rows.get("ord-1|orphan").cloned();
+        row(view, &ACTIONS, "ord-1|orphan").await
+    }
+
+    /// One row of one of the manager's tables, if it is there.
+    async fn row<R>(view: &mut View, table: &'static Table, id: &str) -> Option<R>
+    where
+        R: ViewRow + Clone + Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let rows: Rows<R> = Rows::load(view, table, Vec::new()).await.unwrap();
+        let found = rows.get(id).cloned();
         rows.save(view).await.unwrap();
-        check
+        found
+    }
+
+    async fn action_kind(view: &mut View, id: &str) -> Option<String> {
+        row::<ActionRow>(view, &ACTIONS, id).await.map(|a| a.kind)
+    }
+
+    async fn held(view: &mut View) -> Option<i64> {
+        row::<HoldRow>(view, &HOLDS, "ord-1|MUG")
+            .await
+            .map(|h| h.quantity)
     }
 
     #[tokio::test]
@@ -729,5 +824,155 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_storefront_order_is_never_set_to_expire_and_an_order_through_our_api_is() {
+        let manager = ReservationManager::new(&Settings::default());
+        for (origin, expires) in [(storefront(), false), (None, true)] {
+            let mut view = memory_view();
+            manager
+                .apply(&mut view, &[order(1, created(origin))])
+                .await
+                .unwrap();
+            assert_eq!(
+                action_kind(&mut view, "ord-1|expire").await.is_some(),
+                expires
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_sets_a_release_that_asks_the_order_whether_it_is_a_storefronts() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let failed = OrderEvent::PaymentFailed {
+            order_id: ord(),
+            payment_id: PaymentId::parse("pay-1").unwrap(),
+            amount: Money::parse(5000, Currency::parse("USD").unwrap()).unwrap(),
+            reason: Text::parse("declined").unwrap(),
+            failed_at: at(),
+        };
+        manager
+            .apply(&mut view, &[order(1, created(storefront())), order(2, failed)])
+            .await
+            .unwrap();
+        assert_eq!(
+            action_kind(&mut view, "ord-1|release").await.as_deref(),
+            Some("release_unpaid")
+        );
+        // A cancellation replaces it with a release that always runs.
+        let cancelled = OrderEvent::OrderCancelled {
+            order_id: ord(),
+            reason: Text::parse("customer").unwrap(),
+            lines: vec![],
+            refundable: Money::parse(0, Currency::parse("USD").unwrap()).unwrap(),
+            cancelled_at: at(),
+        };
+        manager
+            .apply(&mut view, &[order(3, cancelled)])
+            .await
+            .unwrap();
+        assert_eq!(
+            action_kind(&mut view, "ord-1|release").await.as_deref(),
+            Some("release")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_orders_backorder_is_part_of_its_hold_until_shipped_or_released() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let placed = [
+            inventory(
+                1,
+                InventoryEvent::StockReserved {
+                    sku: mug(),
+                    order_id: ord(),
+                    quantity: units(2),
+                    reserved: 2,
+                    available: 0,
+                    reserved_at: at(),
+                },
+            ),
+            inventory(
+                2,
+                InventoryEvent::StockBackordered {
+                    sku: mug(),
+                    order_id: ord(),
+                    quantity: units(3),
+                    backordered: 3,
+                    backordered_at: at(),
+                },
+            ),
+            order(3, created(storefront())),
+        ];
+        manager.apply(&mut view, &placed).await.unwrap();
+        assert_eq!(held(&mut view).await, Some(5));
+        let filled = InventoryEvent::BackorderFilled {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(1),
+            remaining: 2,
+            reserved: 3,
+            available: 0,
+            backordered: 2,
+            filled_at: at(),
+        };
+        let shipped = InventoryEvent::ReservationCommitted {
+            sku: mug(),
+            order_id: ord(),
+            shipment_id: ShipmentId::parse("s1").unwrap(),
+            quantity: units(4),
+            from_reservation: 3,
+            from_backorder: 1,
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            backordered: 1,
+            committed_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(4, filled), inventory(5, shipped)])
+            .await
+            .unwrap();
+        // The fill moved one owed unit into the reservation; the shipment took four.
+        assert_eq!(held(&mut view).await, Some(1));
+        let dropped = InventoryEvent::BackorderCancelled {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(1),
+            reason: Text::parse("cancelled").unwrap(),
+            backordered: 0,
+            cancelled_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(6, dropped)])
+            .await
+            .unwrap();
+        assert_eq!(held(&mut view).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_backorder_for_an_order_never_placed_is_checked_like_a_reservation() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let owed = InventoryEvent::StockBackordered {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(3),
+            backordered: 3,
+            backordered_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(1, owed)])
+            .await
+            .unwrap();
+        let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
+        assert_eq!(
+            orphan_check(&mut view).await.map(|a| a.due_at),
+            Some(at() + timeout)
+        );
+        assert_eq!(held(&mut view).await, Some(3));
     }
 }
