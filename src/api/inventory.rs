@@ -47,7 +47,6 @@ struct LevelsOut {
     on_hand: i64,
     reserved: i64,
     available: i64,
-    backordered: i64,
 }
 
 impl LevelsOut {
@@ -57,7 +56,6 @@ impl LevelsOut {
             on_hand: item.on_hand(),
             reserved: item.reserved(),
             available: item.available(),
-            backordered: item.backordered(),
         }
     }
 }

@@ -299,7 +299,10 @@ mod tests {
                     at: at(),
                 },
             };
-            self.inventory.execute(sku, command, &metadata()).await.unwrap();
+            self.inventory
+                .execute(sku, command, &metadata())
+                .await
+                .unwrap();
         }
 
         async fn item(&self, sku: &str) -> InventoryItem {
@@ -308,7 +311,9 @@ mod tests {
     }
 
     fn at() -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .unwrap()
     }
 
     fn metadata() -> CommandMetadata {
@@ -416,6 +421,9 @@ mod tests {
             "{error:?}"
         );
         let mug = stores.item("MUG").await;
-        assert_eq!((mug.available(), mug.reserved(), mug.backordered()), (1, 0, 0));
+        assert_eq!(
+            (mug.available(), mug.reserved(), mug.backordered()),
+            (1, 0, 0)
+        );
     }
 }

@@ -669,7 +669,13 @@ mod tests {
     }
 
     fn inventory(position: i64, event: InventoryEvent) -> Envelope {
-        let entry = entry(position, "inventory", event.sku().as_str(), event.name(), &event);
+        let entry = entry(
+            position,
+            "inventory",
+            event.sku().as_str(),
+            event.name(),
+            &event,
+        );
         Envelope {
             entry,
             event: AnyEvent::Inventory(event),
@@ -854,7 +860,10 @@ mod tests {
             failed_at: at(),
         };
         manager
-            .apply(&mut view, &[order(1, created(storefront())), order(2, failed)])
+            .apply(
+                &mut view,
+                &[order(1, created(storefront())), order(2, failed)],
+            )
             .await
             .unwrap();
         assert_eq!(

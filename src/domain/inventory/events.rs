@@ -208,8 +208,7 @@ impl InventoryEvent {
                 committed_at: at, ..
             }
             | InventoryEvent::StockBackordered {
-                backordered_at: at,
-                ..
+                backordered_at: at, ..
             }
             | InventoryEvent::BackorderFilled { filled_at: at, .. }
             | InventoryEvent::BackorderCancelled {

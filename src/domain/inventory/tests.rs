@@ -715,12 +715,10 @@ mod invariants {
         let id = (0..4u8).prop_map(|n| order(&format!("o{n}")));
         let units = 1..6i64;
         prop_oneof![
-            units
-                .clone()
-                .prop_map(|n| InventoryCommand::ReceiveStock {
-                    quantity: qty(n),
-                    at: at(),
-                }),
+            units.clone().prop_map(|n| InventoryCommand::ReceiveStock {
+                quantity: qty(n),
+                at: at(),
+            }),
             (-5..6i64).prop_map(|delta| InventoryCommand::AdjustStock {
                 delta,
                 reason: text("count"),
