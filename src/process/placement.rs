@@ -126,7 +126,11 @@ impl Placement<'_> {
         let mut short = Vec::new();
         let mut unknown = Vec::new();
         for line in command.lines.iter_mut() {
+            // What stock says of the line, not what the caller guessed.
             line.backordered = 0;
+            if mode == Mode::Backorder {
+                line.untracked = false;
+            }
             let reserve = InventoryCommandFor {
                 sku: line.sku.clone(),
                 command: mode.reserve(order_id.clone(), line.quantity, command.at),

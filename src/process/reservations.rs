@@ -399,6 +399,8 @@ impl ReservationManager {
             OrderEvent::PaymentAttempted { .. } => actions.remove(&action_id(order, "release")),
             // The manager keeps no origin per order (its tables stay as they were), so
             // whether the order is a storefront's is asked of the order when it falls due.
+            // It keeps the id of a release: a new attempt removes it, and a cancellation
+            // replaces it with a release that always runs.
             OrderEvent::PaymentFailed { failed_at, .. } => {
                 let mut release = action(
                     order,
