@@ -1071,6 +1071,7 @@ fn new_flow(catalogue: &Catalogue, rng: &mut SmallRng, index: usize, tracked: bo
             // As placement marks a line whose SKU refuses reservations for want of
             // tracking (when untracked SKUs are allowed).
             untracked: !tracked,
+            backordered: 0,
         });
         skus.push(index);
     }

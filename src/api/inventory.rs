@@ -1,5 +1,6 @@
 //! `/v1/inventory`: receive and adjust stock (commands to the SKU's inventory item), and
-//! read stock levels (from the inventory projection).
+//! read stock levels (from the inventory projection), with the units backordered for
+//! storefront orders.
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,19 +1,27 @@
-//! Placing an order: reserve every tracked line, all or nothing, then create the order.
+//! Placing an order: reserve every tracked line, then create the order.
 //!
-//! The storefront gets a synchronous answer: the order with its stock held, or the short
-//! SKUs and nothing held. Each reservation is its own command on its SKU (so a hot SKU
-//! is contended only for its own write); if any line is short, or the order cannot be
-//! created, the reservations already made are released before answering. A crash
+//! Two modes. [`Placement::place`], for orders through our API, is all or nothing: the
+//! caller gets a synchronous answer, the order with its stock held, or the short SKUs and
+//! nothing held. [`Placement::place_sale`], for a storefront platform's sale, which
+//! already happened, never refuses for stock: a short line reserves what is available and
+//! backorders the rest, a SKU whose stock is not tracked becomes an untracked line, and
+//! the order is created with each line's backordered units.
+//!
+//! Each reservation is its own command on its SKU (so a hot SKU is contended only for
+//! its own write); if a line is refused, or the order cannot be created, the
+//! reservations (and backorders) already made are released before answering. A crash
 //! between the reservations and the order leaves holds behind: the reservation process
 //! manager releases them once the order has not appeared in time.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::inventory::{
     InventoryCommand, InventoryCommandFor, InventoryError, InventoryEvent, InventoryItem,
 };
 use crate::domain::order::{Order, OrderCommand, OrderError, PlaceOrder};
-use crate::domain::values::{OrderId, Sku, Text};
+use crate::domain::values::{OrderId, Quantity, Sku, Text};
 use crate::store::commands::{AggregateStore, CommandError, Executed};
 use crate::store::metadata::CommandMetadata;
 
@@ -48,6 +56,32 @@ fn list_skus<'a>(skus: impl Iterator<Item = &'a Sku>) -> String {
         .join(", ")
 }
 
+/// How a placement treats a line that stock cannot cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Refuse the order (`OutOfStock`, or `UnknownSkus` when tracking is required).
+    AllOrNothing,
+    /// Backorder what is short; take an untracked SKU as an untracked line.
+    Backorder,
+}
+
+impl Mode {
+    fn reserve(self, order_id: OrderId, quantity: Quantity, at: DateTime<Utc>) -> InventoryCommand {
+        match self {
+            Mode::AllOrNothing => InventoryCommand::ReserveStock {
+                order_id,
+                quantity,
+                at,
+            },
+            Mode::Backorder => InventoryCommand::ReserveOrBackorder {
+                order_id,
+                quantity,
+                at,
+            },
+        }
+    }
+}
+
 pub struct Placement<'a> {
     pub orders: &'a Arc<AggregateStore<Order>>,
     pub inventory: &'a Arc<AggregateStore<InventoryItem>>,
@@ -56,10 +90,34 @@ pub struct Placement<'a> {
 }
 
 impl Placement<'_> {
+    /// Places an order through our API: every tracked line reserved in full, or the
+    /// order refused and nothing held.
     pub async fn place(
+        &self,
+        command: PlaceOrder,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<Order>, PlacementError> {
+        self.run(command, metadata, Mode::AllOrNothing).await
+    }
+
+    /// Places a storefront platform's sale (`command.origin` set): never refused for
+    /// stock, so never `OutOfStock` nor `UnknownSkus`. Each line's `backordered` is set
+    /// here from what its SKU could not cover (whatever the caller put there), and
+    /// `untracked` for a SKU whose stock is not tracked; `require_tracked_skus` does not
+    /// apply.
+    pub async fn place_sale(
+        &self,
+        command: PlaceOrder,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<Order>, PlacementError> {
+        self.run(command, metadata, Mode::Backorder).await
+    }
+
+    async fn run(
         &self,
         mut command: PlaceOrder,
         metadata: &CommandMetadata,
+        mode: Mode,
     ) -> Result<Executed<Order>, PlacementError> {
         let order_id = command.order_id.clone();
         // No read first: a repeated order id is refused by the order itself (after its
@@ -68,13 +126,14 @@ impl Placement<'_> {
         let mut short = Vec::new();
         let mut unknown = Vec::new();
         for line in command.lines.iter_mut() {
+            // What stock says of the line, not what the caller guessed.
+            line.backordered = 0;
+            if mode == Mode::Backorder {
+                line.untracked = false;
+            }
             let reserve = InventoryCommandFor {
                 sku: line.sku.clone(),
-                command: InventoryCommand::ReserveStock {
-                    order_id: order_id.clone(),
-                    quantity: line.quantity,
-                    at: command.at,
-                },
+                command: mode.reserve(order_id.clone(), line.quantity, command.at),
             };
             // The deadline bounds when a placement starts, not how long it takes: once a
             // line is held, the rest go on rather than hold stock only to give it back.
@@ -90,6 +149,12 @@ impl Placement<'_> {
             match result {
                 Ok(executed) => match executed.events.last().map(|e| &e.payload) {
                     Some(InventoryEvent::StockReserved { .. }) => held.push(line.sku.clone()),
+                    Some(InventoryEvent::StockBackordered { quantity, .. }) => {
+                        // Released like a reservation: a backorder for an order that
+                        // is not placed must not wait for stock.
+                        held.push(line.sku.clone());
+                        line.backordered = quantity.get();
+                    }
                     Some(InventoryEvent::ReservationRejected { available, .. }) => {
                         short.push(ShortLine {
                             sku: line.sku.clone(),
@@ -100,7 +165,7 @@ impl Placement<'_> {
                     _ => {}
                 },
                 Err(CommandError::Rejected(InventoryError::NotTracked { .. })) => {
-                    if self.require_tracked_skus {
+                    if mode == Mode::AllOrNothing && self.require_tracked_skus {
                         unknown.push(line.sku.clone());
                     } else {
                         line.untracked = true;
@@ -185,5 +250,184 @@ impl Placement<'_> {
                 tracing::warn!(%order_id, %sku, error = %e, "could not release a reservation; the process manager will");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Placements against a real log (a SQLite file of the test's own).
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::order::{Charges, Origin, RequestedLine};
+    use crate::domain::values::{Currency, CustomerId, Money, SourceName};
+    use crate::store::reader::LogSignal;
+    use crate::store::writer::EventWriter;
+    use crate::store::Database;
+
+    struct Stores {
+        orders: Arc<AggregateStore<Order>>,
+        inventory: Arc<AggregateStore<InventoryItem>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn stores() -> Stores {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let db = Database::connect(&url, 2).await.unwrap();
+        db.migrate().await.unwrap();
+        let writer = EventWriter::start(&db, LogSignal::default());
+        Stores {
+            orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
+            inventory: Arc::new(AggregateStore::new(&db, (), writer)),
+            _dir: dir,
+        }
+    }
+
+    impl Stores {
+        fn placement(&self) -> Placement<'_> {
+            Placement {
+                orders: &self.orders,
+                inventory: &self.inventory,
+                require_tracked_skus: true,
+                fault: None,
+            }
+        }
+
+        async fn receive(&self, sku: &str, n: i64) {
+            let command = InventoryCommandFor {
+                sku: Sku::parse(sku).unwrap(),
+                command: InventoryCommand::ReceiveStock {
+                    quantity: Quantity::parse(n).unwrap(),
+                    at: at(),
+                },
+            };
+            self.inventory
+                .execute(sku, command, &metadata())
+                .await
+                .unwrap();
+        }
+
+        async fn item(&self, sku: &str) -> InventoryItem {
+            self.inventory.load(sku).await.unwrap()
+        }
+    }
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .unwrap()
+    }
+
+    fn metadata() -> CommandMetadata {
+        CommandMetadata::system("test", "corr", "cause")
+    }
+
+    fn order_of(id: &str, lines: &[(&str, i64)]) -> PlaceOrder {
+        let usd = Currency::parse("USD").unwrap();
+        PlaceOrder {
+            order_id: OrderId::parse(id).unwrap(),
+            customer_id: CustomerId::parse("cust-1").unwrap(),
+            currency: usd,
+            lines: lines
+                .iter()
+                .map(|(sku, n)| RequestedLine {
+                    sku: Sku::parse(sku).unwrap(),
+                    quantity: Quantity::parse(*n).unwrap(),
+                    unit_price: Money::parse(1000, usd).unwrap(),
+                    untracked: false,
+                    backordered: 0,
+                })
+                .collect(),
+            charges: Charges::default(),
+            shipping_address: None,
+            origin: Some(Box::new(Origin {
+                source: SourceName::parse("shop").unwrap(),
+                external_id: Text::parse("820982911946154508").unwrap(),
+                external_number: None,
+            })),
+            at: at(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sale_is_placed_with_its_short_lines_backordered_and_unknown_skus_untracked() {
+        let stores = stores().await;
+        stores.receive("MUG", 2).await;
+        stores.receive("TEE", 5).await;
+        let sale = order_of("sale-1", &[("MUG", 5), ("TEE", 1), ("EBOOK", 1)]);
+        let placed = stores
+            .placement()
+            .place_sale(sale, &metadata())
+            .await
+            .unwrap();
+        let lines = &placed.state.placed().unwrap().lines;
+        let of = |sku: &str| lines.iter().find(|l| l.sku.as_str() == sku).unwrap();
+        assert_eq!((of("MUG").backordered, of("MUG").untracked), (3, false));
+        assert_eq!((of("TEE").backordered, of("TEE").untracked), (0, false));
+        assert_eq!((of("EBOOK").backordered, of("EBOOK").untracked), (0, true));
+        let mug = stores.item("MUG").await;
+        let order = OrderId::parse("sale-1").unwrap();
+        assert_eq!((mug.available(), mug.backordered()), (0, 3));
+        assert_eq!(
+            (mug.reservation_of(&order), mug.backorder_of(&order)),
+            (2, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_order_through_our_api_is_still_refused_for_stock_and_holds_nothing() {
+        let stores = stores().await;
+        stores.receive("MUG", 2).await;
+        stores.receive("TEE", 5).await;
+        let order = order_of("api-1", &[("TEE", 1), ("MUG", 5)]);
+        let refused = stores.placement().place(order, &metadata()).await;
+        match refused.err() {
+            Some(PlacementError::OutOfStock { short }) => assert_eq!(
+                short,
+                vec![ShortLine {
+                    sku: Sku::parse("MUG").unwrap(),
+                    requested: 5,
+                    available: 2,
+                }]
+            ),
+            other => panic!("expected out of stock, got {other:?}"),
+        }
+        let (mug, tee) = (stores.item("MUG").await, stores.item("TEE").await);
+        assert_eq!((mug.available(), mug.backordered()), (2, 0));
+        assert_eq!((tee.available(), tee.reserved()), (5, 0));
+        let unknown = stores
+            .placement()
+            .place(order_of("api-2", &[("EBOOK", 1)]), &metadata())
+            .await;
+        assert!(matches!(unknown, Err(PlacementError::UnknownSkus { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_sale_that_cannot_be_created_leaves_nothing_held_or_owed() {
+        let stores = stores().await;
+        stores.receive("MUG", 1).await;
+        // A line priced in another currency: the order refuses it, after its SKU has
+        // reserved one unit and backordered two.
+        let mut sale = order_of("sale-2", &[("MUG", 3)]);
+        let eur = Currency::parse("EUR").unwrap();
+        sale.lines[0].unit_price = Money::parse(1000, eur).unwrap();
+        let refused = stores.placement().place_sale(sale, &metadata()).await;
+        let error = refused.err();
+        assert!(
+            matches!(
+                error,
+                Some(PlacementError::Order(CommandError::Rejected(
+                    OrderError::CurrencyMismatch
+                )))
+            ),
+            "{error:?}"
+        );
+        let mug = stores.item("MUG").await;
+        assert_eq!(
+            (mug.available(), mug.reserved(), mug.backordered()),
+            (1, 0, 0)
+        );
     }
 }

@@ -6,6 +6,12 @@
 //! - a shipment commits its units;
 //! - holds whose order never appeared (a crash mid-placement) are released.
 //!
+//! A storefront's order (`origin` set on `order.created`) never expires and is never
+//! released for a failed payment: its platform decides its payment, and tells us when it
+//! cancels. A hold here is what the order holds *or is owed* of a SKU: a backorder is
+//! released (dropped) with the order's reservations, and once filled it is reserved
+//! stock like any other, committed by the order's shipments.
+//!
 //! It is durable in two halves. As a projection, it turns events into due *actions*
 //! in its own tables, exactly once, with its own checkpoint. A ticker then carries out
 //! due actions as commands and deletes each once done. Every action is safe to repeat
@@ -87,6 +93,7 @@ pub struct HoldRow {
     pub id: String,
     pub order_id: String,
     pub sku: String,
+    /// Units the order holds (reserved) or is owed (backordered) of the SKU.
     pub quantity: i64,
     #[serde(with = "fixed_time")]
     pub reserved_at: DateTime<Utc>,
@@ -96,7 +103,7 @@ pub struct HoldRow {
 pub struct ActionRow {
     pub id: String,
     pub order_id: String,
-    /// `release`, `orphan`, `expire` or `commit`.
+    /// `release`, `release_unpaid`, `orphan`, `expire` or `commit`.
     pub kind: String,
     pub sku: Option<String>,
     pub shipment_id: Option<String>,
@@ -198,14 +205,22 @@ impl Envelope {
         if let Some(event) = self.order_event() {
             return Some(event.order_id().as_str().to_owned());
         }
-        match self.inventory_event()? {
-            InventoryEvent::StockReserved { order_id, .. }
-            | InventoryEvent::ReservationReleased { order_id, .. }
-            | InventoryEvent::ReservationCommitted { order_id, .. } => {
-                Some(order_id.as_str().to_owned())
-            }
-            _ => None,
-        }
+        held_of(self.inventory_event()?).map(|(order_id, _)| order_id.as_str().to_owned())
+    }
+}
+
+/// The order and SKU whose hold an inventory event changes.
+fn held_of(event: &InventoryEvent) -> Option<(&OrderId, &Sku)> {
+    match event {
+        InventoryEvent::StockReserved { order_id, sku, .. }
+        | InventoryEvent::ReservationReleased { order_id, sku, .. }
+        | InventoryEvent::ReservationCommitted { order_id, sku, .. }
+        | InventoryEvent::StockBackordered { order_id, sku, .. }
+        | InventoryEvent::BackorderFilled { order_id, sku, .. }
+        | InventoryEvent::BackorderCancelled { order_id, sku, .. } => Some((order_id, sku)),
+        InventoryEvent::StockReceived { .. }
+        | InventoryEvent::StockAdjusted { .. }
+        | InventoryEvent::ReservationRejected { .. } => None,
     }
 }
 
@@ -230,13 +245,9 @@ impl Projection for ReservationManager {
         Box::pin(async move {
             let order_ids = events.iter().filter_map(Envelope::event_order_id);
             let mut orders: Rows<OrderRow> = Rows::load(view, &ORDERS, order_ids).await?;
-            let hold_ids = events.iter().filter_map(|e| match e.inventory_event()? {
-                InventoryEvent::StockReserved { order_id, sku, .. }
-                | InventoryEvent::ReservationReleased { order_id, sku, .. }
-                | InventoryEvent::ReservationCommitted { order_id, sku, .. } => {
-                    Some(hold_id(order_id.as_str(), sku.as_str()))
-                }
-                _ => None,
+            let hold_ids = events.iter().filter_map(|e| {
+                let (order_id, sku) = held_of(e.inventory_event()?)?;
+                Some(hold_id(order_id.as_str(), sku.as_str()))
             });
             let mut holds: Rows<HoldRow> = Rows::load(view, &HOLDS, hold_ids).await?;
             let action_ids = events.iter().flat_map(touched_actions);
@@ -279,31 +290,47 @@ impl ReservationManager {
         event: &InventoryEvent,
     ) {
         match event {
+            // A storefront's sale reserves what it can and backorders the rest, in one
+            // command: both add to the one hold of the order on the SKU.
             InventoryEvent::StockReserved {
                 order_id,
                 sku,
                 quantity,
-                reserved_at,
+                reserved_at: at,
+                ..
+            }
+            | InventoryEvent::StockBackordered {
+                order_id,
+                sku,
+                quantity,
+                backordered_at: at,
                 ..
             } => {
                 let order = order_id.as_str();
-                holds.insert(HoldRow {
+                let hold = holds.entry(&hold_id(order, sku.as_str()), || HoldRow {
                     id: hold_id(order, sku.as_str()),
                     order_id: order.to_owned(),
                     sku: sku.as_str().to_owned(),
-                    quantity: i64::from(quantity.get()),
-                    reserved_at: *reserved_at,
+                    quantity: 0,
+                    reserved_at: *at,
                 });
+                hold.quantity += i64::from(quantity.get());
+                hold.reserved_at = *at;
                 if !orders.contains(order) {
                     actions.insert(action(
                         order,
                         "orphan",
                         "order never placed",
-                        *reserved_at + self.orphan_hold_timeout,
+                        *at + self.orphan_hold_timeout,
                     ));
                 }
             }
-            InventoryEvent::ReservationReleased { order_id, sku, .. } => {
+            // A filled backorder changes what the order's hold is made of, not its size:
+            // the hold stays, to be released or committed with the order.
+            InventoryEvent::BackorderFilled { .. } => {}
+            // A release takes both the reservation and the backorder: nothing is left.
+            InventoryEvent::ReservationReleased { order_id, sku, .. }
+            | InventoryEvent::BackorderCancelled { order_id, sku, .. } => {
                 holds.remove(&hold_id(order_id.as_str(), sku.as_str()));
             }
             InventoryEvent::ReservationCommitted {
@@ -311,11 +338,12 @@ impl ReservationManager {
                 shipment_id,
                 sku,
                 from_reservation,
+                from_backorder,
                 ..
             } => {
                 let id = hold_id(order_id.as_str(), sku.as_str());
                 if let Some(hold) = holds.get_mut(&id) {
-                    hold.quantity -= i64::from(*from_reservation);
+                    hold.quantity -= i64::from(*from_reservation + *from_backorder);
                     if hold.quantity <= 0 {
                         holds.remove(&id);
                     }
@@ -343,6 +371,7 @@ impl ReservationManager {
             OrderEvent::OrderCreated {
                 lines,
                 total,
+                origin,
                 placed_at,
                 ..
             } => {
@@ -357,20 +386,31 @@ impl ReservationManager {
                     tracked: serde_json::to_string(&tracked).unwrap_or_else(|_| "[]".to_owned()),
                 });
                 actions.remove(&action_id(order, "orphan"));
-                actions.insert(action(
-                    order,
-                    "expire",
-                    "order left unpaid",
-                    *placed_at + self.unpaid_order_ttl,
-                ));
+                // A storefront's sale already happened: its platform decides its payment.
+                if origin.is_none() {
+                    actions.insert(action(
+                        order,
+                        "expire",
+                        "order left unpaid",
+                        *placed_at + self.unpaid_order_ttl,
+                    ));
+                }
             }
             OrderEvent::PaymentAttempted { .. } => actions.remove(&action_id(order, "release")),
-            OrderEvent::PaymentFailed { failed_at, .. } => actions.insert(action(
-                order,
-                "release",
-                "payment failed and no new attempt came in time",
-                *failed_at + self.payment_grace,
-            )),
+            // The manager keeps no origin per order (its tables stay as they were), so
+            // whether the order is a storefront's is asked of the order when it falls due.
+            // It keeps the id of a release: a new attempt removes it, and a cancellation
+            // replaces it with a release that always runs.
+            OrderEvent::PaymentFailed { failed_at, .. } => {
+                let mut release = action(
+                    order,
+                    "release",
+                    "payment failed and no new attempt came in time",
+                    *failed_at + self.payment_grace,
+                );
+                release.kind = "release_unpaid".to_owned();
+                actions.insert(release);
+            }
             OrderEvent::PaymentCaptured { captured_total, .. } => {
                 let paid = orders
                     .get(order)
@@ -517,6 +557,13 @@ async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError
             }
         }
         "release" => release_holds(state, &order_id, &reason, &metadata).await?,
+        "release_unpaid" => {
+            let order = state.orders.load(order_id.as_str()).await?;
+            let storefront = order.placed().is_some_and(|o| o.origin.is_some());
+            if !storefront {
+                release_holds(state, &order_id, &reason, &metadata).await?;
+            }
+        }
         "expire" => {
             let expire = OrderCommand::ExpireOrder(ExpireOrder { at: Utc::now() });
             match state
@@ -604,36 +651,119 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::domain::order::{OrderLine, Origin};
+    use crate::domain::values::{Currency, CustomerId, Money, PaymentId, SourceName};
     use crate::projections::{AnyEvent, MemoryTables, ViewStore};
     use crate::store::reader::{Cursor, LogEntry};
 
     fn reserved(position: i64, sku: &str, at: DateTime<Utc>) -> Envelope {
-        let event = InventoryEvent::StockReserved {
-            sku: Sku::parse(sku).unwrap(),
-            order_id: OrderId::parse("ord-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            reserved: 1,
-            available: 9,
-            reserved_at: at,
-        };
-        Envelope {
-            entry: LogEntry {
-                cursor: Cursor {
-                    transaction_id: 0,
-                    position,
-                },
-                event_id: Uuid::nil(),
-                aggregate_type: "inventory".into(),
-                aggregate_id: sku.into(),
-                sequence: 1,
-                event_type: "inventory.reserved".into(),
-                event_version: "1.0".into(),
-                payload: serde_json::to_string(&event).unwrap(),
-                metadata: None,
-                recorded_at: at,
+        inventory(
+            position,
+            InventoryEvent::StockReserved {
+                sku: Sku::parse(sku).unwrap(),
+                order_id: OrderId::parse("ord-1").unwrap(),
+                quantity: Quantity::parse(1).unwrap(),
+                reserved: 1,
+                available: 9,
+                reserved_at: at,
             },
+        )
+    }
+
+    fn inventory(position: i64, event: InventoryEvent) -> Envelope {
+        let entry = entry(
+            position,
+            "inventory",
+            event.sku().as_str(),
+            event.name(),
+            &event,
+        );
+        Envelope {
+            entry,
             event: AnyEvent::Inventory(event),
         }
+    }
+
+    fn order(position: i64, event: OrderEvent) -> Envelope {
+        let entry = entry(position, "order", "ord-1", event.name(), &event);
+        Envelope {
+            entry,
+            event: AnyEvent::Order(event),
+        }
+    }
+
+    fn entry(
+        position: i64,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+    ) -> LogEntry {
+        LogEntry {
+            cursor: Cursor {
+                transaction_id: 0,
+                position,
+            },
+            event_id: Uuid::nil(),
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: serde_json::to_string(payload).unwrap(),
+            metadata: None,
+            recorded_at: at(),
+        }
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap()
+    }
+
+    fn mug() -> Sku {
+        Sku::parse("MUG").unwrap()
+    }
+
+    fn ord() -> OrderId {
+        OrderId::parse("ord-1").unwrap()
+    }
+
+    fn units(n: i64) -> Quantity {
+        Quantity::parse(n).unwrap()
+    }
+
+    fn created(origin: Option<Origin>) -> OrderEvent {
+        let usd = Currency::parse("USD").unwrap();
+        let price = Money::parse(1000, usd).unwrap();
+        OrderEvent::OrderCreated {
+            order_id: ord(),
+            customer_id: CustomerId::parse("cust-1").unwrap(),
+            currency: usd,
+            lines: vec![OrderLine {
+                sku: mug(),
+                quantity: units(5),
+                unit_price: price,
+                line_total: Money::parse(5000, usd).unwrap(),
+                untracked: false,
+                backordered: 3,
+            }],
+            subtotal: Money::parse(5000, usd).unwrap(),
+            discounts: vec![],
+            shipping_lines: vec![],
+            tax_lines: vec![],
+            total: Money::parse(5000, usd).unwrap(),
+            shipping_address: None,
+            origin: origin.map(Box::new),
+            placed_at: at(),
+        }
+    }
+
+    fn storefront() -> Option<Origin> {
+        Some(Origin {
+            source: SourceName::parse("shop").unwrap(),
+            external_id: Text::parse("1001").unwrap(),
+            external_number: None,
+        })
     }
 
     fn memory_view() -> View {
@@ -646,10 +776,28 @@ mod tests {
 
     /// The orphan check of `ord-1`, if the manager keeps one.
     async fn orphan_check(view: &mut View) -> Option<ActionRow> {
-        let rows: Rows<ActionRow> = Rows::load(view, &ACTIONS, Vec::new()).await.unwrap();
-        let check = rows.get("ord-1|orphan").cloned();
+        row(view, &ACTIONS, "ord-1|orphan").await
+    }
+
+    /// One row of one of the manager's tables, if it is there.
+    async fn row<R>(view: &mut View, table: &'static Table, id: &str) -> Option<R>
+    where
+        R: ViewRow + Clone + Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let rows: Rows<R> = Rows::load(view, table, Vec::new()).await.unwrap();
+        let found = rows.get(id).cloned();
         rows.save(view).await.unwrap();
-        check
+        found
+    }
+
+    async fn action_kind(view: &mut View, id: &str) -> Option<String> {
+        row::<ActionRow>(view, &ACTIONS, id).await.map(|a| a.kind)
+    }
+
+    async fn held(view: &mut View) -> Option<i64> {
+        row::<HoldRow>(view, &HOLDS, "ord-1|MUG")
+            .await
+            .map(|h| h.quantity)
     }
 
     #[tokio::test]
@@ -684,5 +832,158 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_storefront_order_is_never_set_to_expire_and_an_order_through_our_api_is() {
+        let manager = ReservationManager::new(&Settings::default());
+        for (origin, expires) in [(storefront(), false), (None, true)] {
+            let mut view = memory_view();
+            manager
+                .apply(&mut view, &[order(1, created(origin))])
+                .await
+                .unwrap();
+            assert_eq!(
+                action_kind(&mut view, "ord-1|expire").await.is_some(),
+                expires
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_sets_a_release_that_asks_the_order_whether_it_is_a_storefronts() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let failed = OrderEvent::PaymentFailed {
+            order_id: ord(),
+            payment_id: PaymentId::parse("pay-1").unwrap(),
+            amount: Money::parse(5000, Currency::parse("USD").unwrap()).unwrap(),
+            reason: Text::parse("declined").unwrap(),
+            failed_at: at(),
+        };
+        manager
+            .apply(
+                &mut view,
+                &[order(1, created(storefront())), order(2, failed)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            action_kind(&mut view, "ord-1|release").await.as_deref(),
+            Some("release_unpaid")
+        );
+        // A cancellation replaces it with a release that always runs.
+        let cancelled = OrderEvent::OrderCancelled {
+            order_id: ord(),
+            reason: Text::parse("customer").unwrap(),
+            lines: vec![],
+            refundable: Money::parse(0, Currency::parse("USD").unwrap()).unwrap(),
+            cancelled_at: at(),
+        };
+        manager
+            .apply(&mut view, &[order(3, cancelled)])
+            .await
+            .unwrap();
+        assert_eq!(
+            action_kind(&mut view, "ord-1|release").await.as_deref(),
+            Some("release")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_orders_backorder_is_part_of_its_hold_until_shipped_or_released() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let placed = [
+            inventory(
+                1,
+                InventoryEvent::StockReserved {
+                    sku: mug(),
+                    order_id: ord(),
+                    quantity: units(2),
+                    reserved: 2,
+                    available: 0,
+                    reserved_at: at(),
+                },
+            ),
+            inventory(
+                2,
+                InventoryEvent::StockBackordered {
+                    sku: mug(),
+                    order_id: ord(),
+                    quantity: units(3),
+                    backordered: 3,
+                    backordered_at: at(),
+                },
+            ),
+            order(3, created(storefront())),
+        ];
+        manager.apply(&mut view, &placed).await.unwrap();
+        assert_eq!(held(&mut view).await, Some(5));
+        let filled = InventoryEvent::BackorderFilled {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(1),
+            remaining: 2,
+            reserved: 3,
+            available: 0,
+            backordered: 2,
+            filled_at: at(),
+        };
+        let shipped = InventoryEvent::ReservationCommitted {
+            sku: mug(),
+            order_id: ord(),
+            shipment_id: ShipmentId::parse("s1").unwrap(),
+            quantity: units(4),
+            from_reservation: 3,
+            from_backorder: 1,
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            backordered: 1,
+            committed_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(4, filled), inventory(5, shipped)])
+            .await
+            .unwrap();
+        // The fill moved one owed unit into the reservation; the shipment took four.
+        assert_eq!(held(&mut view).await, Some(1));
+        let dropped = InventoryEvent::BackorderCancelled {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(1),
+            reason: Text::parse("cancelled").unwrap(),
+            backordered: 0,
+            cancelled_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(6, dropped)])
+            .await
+            .unwrap();
+        assert_eq!(held(&mut view).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_backorder_for_an_order_never_placed_is_checked_like_a_reservation() {
+        let manager = ReservationManager::new(&Settings::default());
+        let mut view = memory_view();
+        let owed = InventoryEvent::StockBackordered {
+            sku: mug(),
+            order_id: ord(),
+            quantity: units(3),
+            backordered: 3,
+            backordered_at: at(),
+        };
+        manager
+            .apply(&mut view, &[inventory(1, owed)])
+            .await
+            .unwrap();
+        let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
+        assert_eq!(
+            orphan_check(&mut view).await.map(|a| a.due_at),
+            Some(at() + timeout)
+        );
+        assert_eq!(held(&mut view).await, Some(3));
     }
 }

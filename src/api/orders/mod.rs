@@ -196,6 +196,8 @@ struct LineOut {
     quantity: Quantity,
     unit_price: i64,
     line_total: i64,
+    /// Units owed to the order when it was placed: stock could not cover them.
+    backordered: u32,
 }
 
 #[derive(Serialize)]
@@ -326,6 +328,7 @@ impl OrderOut {
                     quantity: l.quantity,
                     unit_price: l.unit_price.amount(),
                     line_total: l.line_total.amount(),
+                    backordered: l.backordered,
                 })
                 .collect(),
             subtotal: order.subtotal.amount(),
@@ -532,6 +535,7 @@ async fn place_order(
                 sku: line.sku,
                 quantity: line.quantity,
                 untracked: false,
+                backordered: 0,
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

@@ -12,10 +12,10 @@ pub enum InventoryError {
     WouldGoNegative { after: i64 },
     #[error("an adjustment must change the count")]
     ZeroAdjustment,
-    #[error("order `{order_id}` already holds a reservation of this SKU")]
+    #[error("order `{order_id}` already holds or is owed units of this SKU")]
     AlreadyReserved { order_id: OrderId },
     #[error(
-        "{requested} unit(s) cannot ship: {available} available beyond the order's reservation"
+        "{requested} unit(s) cannot ship: {available} available beyond the order's reservation and backorder"
     )]
     InsufficientStock { requested: u32, available: i64 },
     #[error("the count would exceed the largest stock level accepted")]

@@ -1,5 +1,6 @@
 //! The inventory item's events. Each `rename` is the stored `event_type`: a contract.
-//! Every event states the item's levels after it, so a stock view never recomputes.
+//! Every event states the item's levels that it changes, as they are after it, so a stock
+//! view never recomputes.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -71,7 +72,10 @@ pub enum InventoryEvent {
         released_at: DateTime<Utc>,
     },
     /// Emitted when units ship: they leave on-hand, taken from the order's reservation
-    /// (`from_reservation`) and, for any rest, from available.
+    /// (`from_reservation`) and, for any rest, from available. Units that stock could not
+    /// cover but the order had backordered (`from_backorder`) shipped all the same (the
+    /// platform's sale happened): they settle the backorder and never touch on-hand.
+    /// Stored before backorders without the two backorder fields, which then read as 0.
     #[serde(rename = "inventory.committed")]
     ReservationCommitted {
         sku: Sku,
@@ -79,12 +83,62 @@ pub enum InventoryEvent {
         shipment_id: ShipmentId,
         quantity: Quantity,
         from_reservation: u32,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        from_backorder: u32,
         on_hand: i64,
         reserved: i64,
         available: i64,
+        /// The SKU's backordered units after it.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        backordered: i64,
         #[serde(deserialize_with = "utc::deserialize")]
         committed_at: DateTime<Utc>,
     },
+    /// Emitted when a storefront's sale wants more units than are available: the rest,
+    /// `quantity`, is owed to the order, after any units reserved for it just before.
+    /// Nothing is held; `backordered` is the SKU's total owed after it.
+    #[serde(rename = "inventory.backordered")]
+    StockBackordered {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        backordered: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
+        backordered_at: DateTime<Utc>,
+    },
+    /// Emitted after units became available (a receipt, an adjustment up, a release), once
+    /// per backorder they fill, oldest first: `quantity` units move into the order's
+    /// reservation, and `remaining` are still owed to it.
+    #[serde(rename = "inventory.backorder_filled")]
+    BackorderFilled {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        remaining: u32,
+        reserved: i64,
+        available: i64,
+        backordered: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
+        filled_at: DateTime<Utc>,
+    },
+    /// Emitted when an order's outstanding backorder is dropped, by the release of its
+    /// stock (cancelled, expired, never placed), after any `inventory.released`: the
+    /// `quantity` units still owed to it will not be filled.
+    #[serde(rename = "inventory.backorder_cancelled")]
+    BackorderCancelled {
+        sku: Sku,
+        order_id: OrderId,
+        quantity: Quantity,
+        reason: Text,
+        backordered: i64,
+        #[serde(deserialize_with = "utc::deserialize")]
+        cancelled_at: DateTime<Utc>,
+    },
+}
+
+/// A count of zero is left out of a stored event: it is what an absent field reads as.
+fn is_zero<N: Default + PartialEq>(n: &N) -> bool {
+    *n == N::default()
 }
 
 tagged::stored_form!(InventoryEvent);
@@ -100,6 +154,9 @@ impl InventoryEvent {
         "inventory.rejected",
         "inventory.released",
         "inventory.committed",
+        "inventory.backordered",
+        "inventory.backorder_filled",
+        "inventory.backorder_cancelled",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -110,6 +167,9 @@ impl InventoryEvent {
             InventoryEvent::ReservationRejected { .. } => "inventory.rejected",
             InventoryEvent::ReservationReleased { .. } => "inventory.released",
             InventoryEvent::ReservationCommitted { .. } => "inventory.committed",
+            InventoryEvent::StockBackordered { .. } => "inventory.backordered",
+            InventoryEvent::BackorderFilled { .. } => "inventory.backorder_filled",
+            InventoryEvent::BackorderCancelled { .. } => "inventory.backorder_cancelled",
         }
     }
 
@@ -120,7 +180,10 @@ impl InventoryEvent {
             | InventoryEvent::StockReserved { sku, .. }
             | InventoryEvent::ReservationRejected { sku, .. }
             | InventoryEvent::ReservationReleased { sku, .. }
-            | InventoryEvent::ReservationCommitted { sku, .. } => sku,
+            | InventoryEvent::ReservationCommitted { sku, .. }
+            | InventoryEvent::StockBackordered { sku, .. }
+            | InventoryEvent::BackorderFilled { sku, .. }
+            | InventoryEvent::BackorderCancelled { sku, .. } => sku,
         }
     }
 
@@ -143,6 +206,13 @@ impl InventoryEvent {
             }
             | InventoryEvent::ReservationCommitted {
                 committed_at: at, ..
+            }
+            | InventoryEvent::StockBackordered {
+                backordered_at: at, ..
+            }
+            | InventoryEvent::BackorderFilled { filled_at: at, .. }
+            | InventoryEvent::BackorderCancelled {
+                cancelled_at: at, ..
             } => *at,
         }
     }

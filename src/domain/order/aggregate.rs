@@ -416,6 +416,7 @@ impl Order {
                 unit_price: line.unit_price,
                 line_total,
                 untracked: line.untracked,
+                backordered: line.backordered,
             });
         }
         let total = charged(cmd.currency, subtotal, &lines, &cmd.charges)?;

@@ -32,6 +32,9 @@ pub struct RequestedLine {
     pub unit_price: Money,
     /// No stock was reserved for this line: its SKU is not tracked.
     pub untracked: bool,
+    /// Units of the line that stock could not cover, owed to the order: set by the
+    /// placement of a storefront's sale, 0 otherwise.
+    pub backordered: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

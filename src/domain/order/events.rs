@@ -28,6 +28,15 @@ pub struct OrderLine {
     /// (digital goods, "don't track inventory"). Absent means tracked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
+    /// Units of the line that stock could not cover when a storefront's sale was placed:
+    /// owed to the order, filled as stock arrives. Absent means none (and every order
+    /// placed before backorders existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backordered: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Units of one SKU that left in a shipment.

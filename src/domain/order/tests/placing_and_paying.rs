@@ -14,6 +14,31 @@ fn placing_an_order_prices_every_line_and_states_the_total() {
 }
 
 #[test]
+fn placing_a_storefront_sale_records_each_lines_backordered_units() {
+    let OrderCommand::PlaceOrder(mut cmd) = place_command() else {
+        unreachable!()
+    };
+    cmd.lines[0].backordered = 2;
+    let mut expected = placed();
+    if let OrderEvent::OrderCreated { lines, .. } = &mut expected {
+        lines[0].backordered = 2;
+    }
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(OrderCommand::PlaceOrder(cmd))
+        .then_expect_events(vec![expected]);
+}
+
+#[test]
+fn a_line_stored_without_backordered_units_reads_as_none_and_none_are_stored() {
+    let stored = r#"{"sku":"MUG","quantity":2,"unit_price":{"amount":1500,"currency":"USD"},"line_total":{"amount":3000,"currency":"USD"}}"#;
+    let line: OrderLine = serde_json::from_str(stored).unwrap();
+    assert_eq!(line.backordered, 0);
+    let written = serde_json::to_value(&line).unwrap();
+    assert!(written.get("backordered").is_none(), "{written}");
+}
+
+#[test]
 fn placing_an_order_twice_is_refused() {
     given(vec![placed()])
         .when(place_command())
