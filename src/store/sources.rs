@@ -15,6 +15,7 @@ use crate::domain::values::SourceName;
 use crate::store::sealed::{is_sealed, KeyRing, SealedColumn};
 use crate::store::views::{query, Param, Tx};
 use crate::store::{from_millis, millis, Database, StoreError};
+pub use crate::storefront::Platform;
 
 /// The columns that hold storefront secrets, sealed.
 pub const SEALED_COLUMNS: &[SealedColumn] = &[SECRET, PREVIOUS_SECRET];
@@ -30,32 +31,6 @@ const PREVIOUS_SECRET: SealedColumn = SealedColumn {
     id: "name",
     column: "previous_secret",
 };
-
-/// The storefront platforms we take webhooks from. The names are part of the API
-/// (`/v1/ingest/{platform}/{source}`) and of the stored rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    Shopify,
-    WooCommerce,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Shopify => "shopify",
-            Platform::WooCommerce => "woocommerce",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Platform> {
-        match raw {
-            "shopify" => Some(Platform::Shopify),
-            "woocommerce" => Some(Platform::WooCommerce),
-            _ => None,
-        }
-    }
-}
 
 /// A shared signing secret. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]

@@ -90,6 +90,8 @@ fn place(source: &SourceName, snapshot: &Snapshot) -> Result<PlaceOrder, Payload
                 quantity: line.quantity,
                 unit_price: line.unit_price,
                 untracked,
+                // The placement finds out what stock cannot cover.
+                backordered: 0,
             }),
         }
         discounts.extend(line.discounts.iter().map(|d| Discount {

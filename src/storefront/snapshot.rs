@@ -52,6 +52,19 @@ pub enum Delivery {
     Ignored { reason: &'static str },
 }
 
+impl Delivery {
+    /// The platform's id of the order it is about; `None` when it moves no order.
+    pub fn external_id(&self) -> Option<&str> {
+        match self {
+            Delivery::Order(snapshot) => Some(&snapshot.external_id),
+            Delivery::Refund { external_id, .. } | Delivery::Fulfillment { external_id, .. } => {
+                Some(external_id)
+            }
+            Delivery::Ignored { .. } => None,
+        }
+    }
+}
+
 /// One order as the platform holds it at the time of the delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {

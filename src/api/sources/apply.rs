@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
-use crate::domain::order::{Order, OrderCommand};
+use crate::domain::order::OrderCommand;
 use crate::domain::values::{OrderId, SourceName};
 use crate::process::placement::{Placement, PlacementError};
 use crate::state::AppState;
@@ -31,7 +31,7 @@ use crate::store::metadata::CommandMetadata;
 use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
 use crate::store::{from_millis, StoreError};
 use crate::storefront::plan::{self, Step};
-use crate::storefront::{shopify, woocommerce, Delivery, PayloadError};
+use crate::storefront::{self, Delivery, PayloadError};
 
 /// Deliveries taken per pass.
 const BATCH: i64 = 256;
@@ -181,12 +181,12 @@ fn read(source: &Source, row: &InboxRow) -> Result<Read, Settled> {
 
 /// An imported line is a whole order, as an update of it would carry.
 fn parse(platform: Platform, topic: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
-    match (platform, topic) {
-        (Platform::Shopify, IMPORT_TOPIC) => shopify::parse("orders/updated", body),
-        (Platform::Shopify, topic) => shopify::parse(topic, body),
-        (Platform::WooCommerce, IMPORT_TOPIC) => woocommerce::parse("order.updated", body),
-        (Platform::WooCommerce, topic) => woocommerce::parse(topic, body),
-    }
+    let topic = match (platform, topic) {
+        (Platform::Shopify, IMPORT_TOPIC) => "orders/updated",
+        (Platform::WooCommerce, IMPORT_TOPIC) => "order.updated",
+        (_, topic) => topic,
+    };
+    storefront::parse(platform, topic, body)
 }
 
 /// A failure that is nobody's fault and passes: the delivery stays waiting.
@@ -302,10 +302,9 @@ async fn place(
         orders: &state.orders,
         inventory: &state.inventory,
         require_tracked_skus: false,
-        backorder: true,
         fault: state.placement_fault.as_ref(),
     };
-    match placement.place(command, &metadata.caused()).await {
+    match placement.place_sale(command, &metadata.caused()).await {
         Ok(_) => Outcome::Done,
         Err(PlacementError::Order(CommandError::Rejected(
             crate::domain::order::OrderError::AlreadyExists { .. },

@@ -6,7 +6,6 @@
 //! hour to sign with the new one. The webhooks themselves arrive through [`ingest`],
 //! and are applied by [`apply`].
 
-#[cfg(any())]
 pub mod apply;
 pub mod ingest;
 
@@ -70,7 +69,7 @@ struct RotateIn {
 #[derive(Serialize)]
 struct SourceOut {
     name: SourceName,
-    platform: Platform,
+    platform: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     shop_domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +90,7 @@ impl SourceOut {
         };
         Self {
             name: source.name.clone(),
-            platform: source.platform,
+            platform: source.platform.as_str(),
             shop_domain,
             site_url,
             ingest_url: format!("/v1/ingest/{}/{}", source.platform.as_str(), source.name),
@@ -414,6 +413,6 @@ async fn import(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_encoding", "the import is not UTF-8"))?;
     let source = load(&state, &name).await?;
-    let counts = serde_json::json!({"todo": source.name, "len": text.len()}); // TEMP
+    let counts = apply::import(&state, &source, text).await?;
     Ok(Json(serde_json::to_value(counts).unwrap_or(Value::Null)))
 }
