@@ -146,7 +146,6 @@ impl Application {
             self.state.ticker(),
             shutdown.clone(),
         )));
-        #[cfg(any())]
         runners.push(tokio::spawn(crate::api::sources::apply::run(
             self.state.clone(),
             shutdown.clone(),

@@ -470,6 +470,30 @@ pub async fn settle(
     tx.commit().await
 }
 
+/// Puts back in line the deliveries of an order that failed only because the order was
+/// not there yet (a refund or fulfilment that overtook the order's creation); how many.
+pub async fn requeue_early(
+    db: &Database,
+    source: &SourceName,
+    order_id: &str,
+) -> Result<u64, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let moved = tx
+        .execute(
+            "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
+                    applied_at = NULL
+              WHERE source = $1 AND order_id = $2 AND state = 'failed'
+                AND error_code = 'order_not_found'",
+            &[
+                Param::Text(source.as_str().to_owned()),
+                Param::Text(order_id.to_owned()),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
 /// Puts a failed delivery back in line; `false` when it is not a failed one of this
 /// source's.
 pub async fn retry(db: &Database, source: &SourceName, id: i64) -> Result<bool, StoreError> {

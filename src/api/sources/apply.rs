@@ -107,7 +107,12 @@ async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
             let mut transient = false;
             for read in group {
                 match apply(state, &read).await {
-                    Ok(settled) => transient |= settle(state, read.inbox_id, &settled).await,
+                    Ok(settled) => {
+                        transient |= settle(state, read.inbox_id, &settled).await;
+                        if matches!(settled, Settled::Applied { commands: 1.., .. }) {
+                            transient |= requeue_early(state, &read).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, inbox_id = read.inbox_id, "a storefront delivery will be applied again");
                         transient = true;
@@ -130,6 +135,23 @@ async fn settle(state: &AppState, id: i64, settled: &Settled) -> bool {
         Ok(()) => false,
         Err(e) => {
             tracing::warn!(error = %e, inbox_id = id, "could not record a storefront delivery");
+            true
+        }
+    }
+}
+
+/// Once an order has changed, the deliveries of it that came too early (before the
+/// order existed) are applied again: Shopify sends topics in no order. Whether that
+/// failed.
+async fn requeue_early(state: &AppState, read: &Read) -> bool {
+    match sources::requeue_early(&state.db, &read.source, read.order_id.as_str()).await {
+        Ok(0) => false,
+        Ok(_) => {
+            state.inbox_signal.notify_one();
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, order_id = %read.order_id, "could not requeue early deliveries");
             true
         }
     }
