@@ -107,6 +107,17 @@ async fn event_types(app: &TestApp, id: &str) -> Vec<String> {
         .collect()
 }
 
+async fn command_ids(app: &TestApp, id: &str) -> Vec<String> {
+    let mut ids: Vec<String> = app
+        .events(id)
+        .await
+        .iter()
+        .map(|e| e["metadata"]["command_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.dedup();
+    ids
+}
+
 /// What two ways of bringing in the same sales must agree on: everything but the
 /// times we received things at.
 fn comparable(order: &Value) -> Value {
@@ -190,6 +201,14 @@ async fn every_fixture_gives_the_same_orders_through_webhooks_and_through_import
         let (mut a, mut b) = (
             event_types(&hooks, id).await,
             event_types(&imports, id).await,
+        );
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{id}");
+        // And the same commands: a command's id comes from what it does to which order.
+        let (mut a, mut b) = (
+            command_ids(&hooks, id).await,
+            command_ids(&imports, id).await,
         );
         a.sort();
         b.sort();

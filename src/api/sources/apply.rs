@@ -255,9 +255,11 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
             }
             Err(e) => return Ok(failed(Some(&read.order_id), e.code(), e.to_string())),
         };
+        let mut step_metadata = metadata.caused();
+        step_metadata.command_id = command_id(&read.order_id, &step);
         let outcome = match step {
-            Step::Place(command) => place(state, command, &metadata).await,
-            Step::Apply(command) => execute(state, &read.order_id, command, &metadata).await,
+            Step::Place(command) => place(state, command, &step_metadata).await,
+            Step::Apply(command) => execute(state, &read.order_id, command, &step_metadata).await,
         };
         match outcome {
             Outcome::Done => commands += 1,
@@ -277,6 +279,31 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
         "too_many_commands",
         format!("the delivery still needed commands after {MAX_STEPS}; this is a bug in its plan"),
     ))
+}
+
+/// A step's command id, derived from what it does to which order: the same command,
+/// planned again from a repeated or an older delivery, carries the same id (UUIDv8 of
+/// the SHA-256 of its description), so the log shows one command, however it arrived.
+fn command_id(order_id: &OrderId, step: &Step) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let what = match step {
+        Step::Place(_) => "place".to_owned(),
+        Step::Apply(command) => match command {
+            OrderCommand::PlaceOrder(_) => "place".to_owned(),
+            OrderCommand::AttemptPayment(c) => format!("attempt:{}", c.payment_id),
+            OrderCommand::CapturePayment(c) => format!("capture:{}", c.payment_id),
+            OrderCommand::FailPayment(c) => format!("fail:{}", c.payment_id),
+            OrderCommand::DispatchShipment(c) => format!("dispatch:{}", c.shipment_id),
+            OrderCommand::DeliverShipment(c) => format!("deliver:{}", c.shipment_id),
+            OrderCommand::CancelOrder(_) => "cancel".to_owned(),
+            OrderCommand::RefundOrder(c) => format!("refund:{}", c.refund_id),
+            OrderCommand::ExpireOrder(_) => "expire".to_owned(),
+        },
+    };
+    let digest = Sha256::digest(format!("{order_id}/{what}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 enum Outcome {
@@ -308,7 +335,7 @@ async fn execute(
 ) -> Outcome {
     let result = state
         .orders
-        .execute(order_id.as_str(), command, &metadata.caused())
+        .execute(order_id.as_str(), command, metadata)
         .await
         .map(drop);
     outcome(result, ApiError::from)
@@ -326,7 +353,7 @@ async fn place(
         require_tracked_skus: false,
         fault: state.placement_fault.as_ref(),
     };
-    match placement.place_sale(command, &metadata.caused()).await {
+    match placement.place_sale(command, metadata).await {
         Ok(_) => Outcome::Done,
         Err(PlacementError::Order(CommandError::Rejected(
             crate::domain::order::OrderError::AlreadyExists { .. },
