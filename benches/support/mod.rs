@@ -227,6 +227,41 @@ impl Http {
     }
 }
 
+impl Http {
+    /// A POST as a platform's webhook arrives: no bearer token, the body's bytes as
+    /// given (not copied), a JSON content type and `headers` (its signature, topic, …).
+    pub async fn post_unauthenticated(
+        &mut self,
+        path: &str,
+        body: Bytes,
+        headers: &[(&'static str, HeaderValue)],
+    ) -> Result<(u16, Bytes)> {
+        let length = body.len();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::try_from(path).with_context(|| format!("the path {path}"))?;
+        let map = request.headers_mut();
+        map.insert(HOST, self.host.clone());
+        map.insert(ACCEPT, JSON);
+        map.insert(CONTENT_TYPE, JSON);
+        map.insert(CONTENT_LENGTH, length.into());
+        for (name, value) in headers {
+            map.insert(*name, value.clone());
+        }
+        if self.sender.ready().await.is_err() {
+            *self = Http::connect(self.addr).await?;
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| anyhow!("a new connection to {} failed: {e}", self.addr))?;
+        }
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
 /// `GET /v1/admin/projections`: each projection's status (`name`, `state`, `lag_events`,
 /// `apply_lag`, …).
 pub async fn projections(http: &mut Http) -> Result<Vec<Value>> {
