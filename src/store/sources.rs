@@ -392,20 +392,25 @@ pub async fn list_inbox(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<InboxRow>, StoreError> {
-    query(
-        db,
-        "SELECT * FROM source_inbox
-          WHERE source = $1 AND ($2 = '' OR state = $2) AND id < $3
-          ORDER BY id DESC LIMIT $4",
-        INBOX_COLUMNS,
-        &[
-            Param::Text(source.as_str().to_owned()),
-            Param::Text(state.map_or("", InboxState::as_str).to_owned()),
-            Param::Int(before.unwrap_or(i64::MAX)),
-            Param::Int(limit),
-        ],
-    )
-    .await
+    // Two texts rather than `($2 = '' OR state = $2)`, which a generic plan could not
+    // serve from the (source, state, id) index.
+    let mut params = vec![
+        Param::Text(source.as_str().to_owned()),
+        Param::Int(before.unwrap_or(i64::MAX)),
+        Param::Int(limit),
+    ];
+    let sql = match state {
+        None => {
+            "SELECT * FROM source_inbox WHERE source = $1 AND id < $2
+              ORDER BY id DESC LIMIT $3"
+        }
+        Some(state) => {
+            params.push(Param::Text(state.as_str().to_owned()));
+            "SELECT * FROM source_inbox WHERE source = $1 AND state = $4 AND id < $2
+              ORDER BY id DESC LIMIT $3"
+        }
+    };
+    query(db, sql, INBOX_COLUMNS, &params).await
 }
 
 /// How applying a delivery ended.
