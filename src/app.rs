@@ -25,7 +25,7 @@ use crate::store::idempotency::IdempotencyStore;
 use crate::store::key_source;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::{self, KeyRing, SealedColumn};
-use crate::store::sources::SourceCache;
+use crate::store::sources::{InboxWriter, SourceCache};
 use crate::store::writer::EventWriter;
 use crate::store::Database;
 
@@ -110,6 +110,7 @@ impl Application {
                 keys.clone(),
             ),
             sources: SourceCache::new(db.clone(), keys.clone()),
+            inbox: InboxWriter::start(db.clone()),
             keys,
             inbox_signal: Arc::default(),
             closing: CancellationToken::new(),

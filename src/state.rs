@@ -18,7 +18,7 @@ use crate::store::commands::AggregateStore;
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::KeyRing;
-use crate::store::sources::SourceCache;
+use crate::store::sources::{InboxWriter, SourceCache};
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -42,6 +42,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Storefront sources as webhooks read them (briefly cached).
     pub sources: SourceCache,
+    /// Stores webhooks' deliveries, with group commit.
+    pub inbox: InboxWriter,
     /// Told when a storefront delivery lands in an inbox.
     pub inbox_signal: Arc<tokio::sync::Notify>,
     /// Cancelled when the server begins to stop: long-lived responses (event streams)

@@ -34,6 +34,9 @@ CREATE TABLE source_inbox (
     commands    BIGINT,
     error_code  TEXT,
     error       TEXT,
+    -- 1 when the domain refused its command (a refund before the payment): it is put
+    -- back in line whenever its order changes, since the change may be what it lacked.
+    refused     BIGINT NOT NULL DEFAULT 0,
     applied_at  BIGINT,
     UNIQUE (source, dedup_key)
 );

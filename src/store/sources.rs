@@ -268,38 +268,102 @@ impl InboxState {
 }
 
 /// A verified delivery, as it arrived.
-pub struct Arrival<'a> {
-    pub source: &'a SourceName,
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub source: SourceName,
     /// What makes a repeated delivery the same one (a webhook id, a body's hash).
-    pub dedup_key: &'a str,
-    pub topic: &'a str,
+    pub dedup_key: String,
+    pub topic: String,
     /// A JSON object of the platform's headers.
     pub headers: String,
-    pub body: &'a str,
+    pub body: String,
     pub received_at: DateTime<Utc>,
+}
+
+const RECEIVE: &str =
+    "INSERT INTO source_inbox (source, dedup_key, topic, headers, body, received_at, state)
+     VALUES ($1, $2, $3, $4, $5, $6, 'waiting')
+     ON CONFLICT (source, dedup_key) DO NOTHING";
+
+fn receive_params(arrival: &Arrival) -> [Param; 6] {
+    [
+        Param::Text(arrival.source.as_str().to_owned()),
+        Param::Text(arrival.dedup_key.clone()),
+        Param::Text(arrival.topic.clone()),
+        Param::Text(arrival.headers.clone()),
+        Param::Text(arrival.body.clone()),
+        Param::Int(millis(arrival.received_at)),
+    ]
 }
 
 /// Stores a delivery as `waiting`; `false` when the same one is already in the inbox
 /// (it changes nothing then).
-pub async fn receive(db: &Database, arrival: &Arrival<'_>) -> Result<bool, StoreError> {
+pub async fn receive(db: &Database, arrival: &Arrival) -> Result<bool, StoreError> {
     let mut tx = Tx::begin(db).await?;
-    let stored = tx
-        .execute(
-            "INSERT INTO source_inbox (source, dedup_key, topic, headers, body, received_at, state)
-             VALUES ($1, $2, $3, $4, $5, $6, 'waiting')
-             ON CONFLICT (source, dedup_key) DO NOTHING",
-            &[
-                Param::Text(arrival.source.as_str().to_owned()),
-                Param::Text(arrival.dedup_key.to_owned()),
-                Param::Text(arrival.topic.to_owned()),
-                Param::Text(arrival.headers.clone()),
-                Param::Text(arrival.body.to_owned()),
-                Param::Int(millis(arrival.received_at)),
-            ],
-        )
-        .await?;
+    let stored = tx.execute(RECEIVE, &receive_params(arrival)).await?;
     tx.commit().await?;
     Ok(stored == 1)
+}
+
+type Receipt = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+/// Stores webhooks' deliveries with group commit: every delivery that arrives while a
+/// transaction commits goes into the next one, so a burst costs one commit (one fsync
+/// on SQLite) per batch rather than one per delivery. Each is answered only once its
+/// transaction has committed: an acknowledged delivery is durable.
+#[derive(Clone)]
+pub struct InboxWriter {
+    sender: tokio::sync::mpsc::Sender<(Arrival, Receipt)>,
+}
+
+/// Deliveries per transaction at most.
+const BATCH_MAX: usize = 256;
+
+impl InboxWriter {
+    pub fn start(db: Database) -> InboxWriter {
+        let (sender, mut queue) = tokio::sync::mpsc::channel::<(Arrival, Receipt)>(4 * BATCH_MAX);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH_MAX);
+            while queue.recv_many(&mut batch, BATCH_MAX).await > 0 {
+                let outcome = store_batch(&db, &batch).await;
+                for (i, (_, receipt)) in batch.drain(..).enumerate() {
+                    let answer = match &outcome {
+                        Ok(stored) => Ok(stored[i]),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = receipt.send(answer);
+                }
+            }
+        });
+        InboxWriter { sender }
+    }
+
+    /// Stores a delivery as `waiting`; `false` when the same one is already in the
+    /// inbox.
+    pub async fn receive(&self, arrival: Arrival) -> Result<bool, StoreError> {
+        let (receipt, answer) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Corrupt("the inbox writer has stopped".to_owned());
+        self.sender
+            .send((arrival, receipt))
+            .await
+            .map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|e| StoreError::Corrupt(format!("storing deliveries: {e}")))
+    }
+}
+
+/// One transaction for the batch; whether each delivery was new. A repeat within the
+/// batch is a repeat, as across batches.
+async fn store_batch(db: &Database, batch: &[(Arrival, Receipt)]) -> Result<Vec<bool>, StoreError> {
+    let mut tx = Tx::begin(db).await?;
+    let mut stored = Vec::with_capacity(batch.len());
+    for (arrival, _) in batch {
+        stored.push(tx.execute(RECEIVE, &receive_params(arrival)).await? == 1);
+    }
+    tx.commit().await?;
+    Ok(stored)
 }
 
 /// One delivery in the inbox.
@@ -425,41 +489,53 @@ pub enum Settled {
         order_id: Option<String>,
         code: String,
         error: String,
+        /// The domain refused a command (rather than the body being unreadable): it
+        /// may pass once its order has changed.
+        refused: bool,
     },
 }
 
 /// Records how a waiting delivery ended. A delivery no longer waiting (settled by
 /// another node meanwhile, or deleted) is left as it is.
+///
+/// A delivery that changed its order also puts back in line, in the same transaction,
+/// the deliveries of that order whose commands the domain refused: Shopify sends topics
+/// in no order, so a refund or fulfilment may have overtaken the order's creation or
+/// its payment, and the change may be what it lacked. Returns how many. It cannot loop:
+/// only a change puts them back, and a refused command changes nothing.
 pub async fn settle(
     db: &Database,
     id: i64,
     settled: &Settled,
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let (state, order_id, commands, code, error) = match settled {
+) -> Result<u64, StoreError> {
+    let (state, order_id, commands, code, error, refused) = match settled {
         Settled::Applied { order_id, commands } => (
             InboxState::Applied,
             order_id.clone(),
             Some(i64::from(*commands)),
             None,
             None,
+            false,
         ),
         Settled::Failed {
             order_id,
             code,
             error,
+            refused,
         } => (
             InboxState::Failed,
             order_id.clone(),
             None,
             Some(code.clone()),
             Some(error.clone()),
+            *refused,
         ),
     };
     let mut tx = Tx::begin(db).await?;
     tx.execute(
         "UPDATE source_inbox SET state = $2, order_id = $3, commands = $4, error_code = $5,
-                error = $6, applied_at = $7, attempts = attempts + 1
+                error = $6, applied_at = $7, refused = $8, attempts = attempts + 1
           WHERE id = $1 AND state = 'waiting'",
         &[
             Param::Int(id),
@@ -469,34 +545,28 @@ pub async fn settle(
             Param::OptText(code),
             Param::OptText(error),
             Param::Int(millis(at)),
+            Param::Int(i64::from(refused)),
         ],
     )
     .await?;
-    tx.commit().await
-}
-
-/// Puts back in line the deliveries of an order that failed only because the order was
-/// not there yet (a refund or fulfilment that overtook the order's creation); how many.
-pub async fn requeue_early(
-    db: &Database,
-    source: &SourceName,
-    order_id: &str,
-) -> Result<u64, StoreError> {
-    let mut tx = Tx::begin(db).await?;
-    let moved = tx
-        .execute(
-            "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
-                    applied_at = NULL
-              WHERE source = $1 AND order_id = $2 AND state = 'failed'
-                AND error_code = 'order_not_found'",
-            &[
-                Param::Text(source.as_str().to_owned()),
-                Param::Text(order_id.to_owned()),
-            ],
-        )
-        .await?;
+    let mut requeued = 0;
+    if let Settled::Applied {
+        order_id: Some(order_id),
+        commands: 1..,
+    } = settled
+    {
+        requeued = tx
+            .execute(
+                "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
+                        applied_at = NULL
+                  WHERE order_id = $1 AND state = 'failed' AND refused = 1
+                    AND source = (SELECT source FROM source_inbox WHERE id = $2)",
+                &[Param::Text(order_id.clone()), Param::Int(id)],
+            )
+            .await?;
+    }
     tx.commit().await?;
-    Ok(moved)
+    Ok(requeued)
 }
 
 /// Puts a failed delivery back in line; `false` when it is not a failed one of this

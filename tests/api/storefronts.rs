@@ -510,11 +510,11 @@ async fn a_crash_between_the_inbox_and_applying_loses_nothing(backend: Backend) 
     let stored = orderlog::store::sources::receive(
         &db,
         &orderlog::store::sources::Arrival {
-            source: &source,
-            dedup_key: "webhook:w-crash",
-            topic: "orders/paid",
+            source,
+            dedup_key: "webhook:w-crash".to_owned(),
+            topic: "orders/paid".to_owned(),
             headers: "{}".to_owned(),
-            body: std::str::from_utf8(&body).unwrap(),
+            body: String::from_utf8(body.clone()).unwrap(),
             received_at: chrono::Utc::now(),
         },
     )

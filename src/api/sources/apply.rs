@@ -107,12 +107,7 @@ async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
             let mut transient = false;
             for read in group {
                 match apply(state, &read).await {
-                    Ok(settled) => {
-                        transient |= settle(state, read.inbox_id, &settled).await;
-                        if matches!(settled, Settled::Applied { commands: 1.., .. }) {
-                            transient |= requeue_early(state, &read).await;
-                        }
-                    }
+                    Ok(settled) => transient |= settle(state, read.inbox_id, &settled).await,
                     Err(e) => {
                         tracing::warn!(error = %e, inbox_id = read.inbox_id, "a storefront delivery will be applied again");
                         transient = true;
@@ -132,26 +127,13 @@ async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
 /// Records how a delivery ended; whether that failed (it is applied again later).
 async fn settle(state: &AppState, id: i64, settled: &Settled) -> bool {
     match sources::settle(&state.db, id, settled, Utc::now()).await {
-        Ok(()) => false,
-        Err(e) => {
-            tracing::warn!(error = %e, inbox_id = id, "could not record a storefront delivery");
-            true
-        }
-    }
-}
-
-/// Once an order has changed, the deliveries of it that came too early (before the
-/// order existed) are applied again: Shopify sends topics in no order. Whether that
-/// failed.
-async fn requeue_early(state: &AppState, read: &Read) -> bool {
-    match sources::requeue_early(&state.db, &read.source, read.order_id.as_str()).await {
         Ok(0) => false,
-        Ok(_) => {
+        Ok(_requeued) => {
             state.inbox_signal.notify_one();
             false
         }
         Err(e) => {
-            tracing::warn!(error = %e, order_id = %read.order_id, "could not requeue early deliveries");
+            tracing::warn!(error = %e, inbox_id = id, "could not record a storefront delivery");
             true
         }
     }
@@ -170,6 +152,7 @@ struct Read {
 
 fn failed(order_id: Option<&OrderId>, code: &str, error: String) -> Settled {
     Settled::Failed {
+        refused: false,
         order_id: order_id.map(|id| id.as_str().to_owned()),
         code: code.to_owned(),
         error,
@@ -222,7 +205,12 @@ enum Transient {
 
 /// What the API would answer for a refused command, as the inbox records it.
 fn refused(order_id: &OrderId, error: ApiError) -> Settled {
-    failed(Some(order_id), error.code(), error.detail().to_owned())
+    Settled::Failed {
+        order_id: Some(order_id.as_str().to_owned()),
+        code: error.code().to_owned(),
+        error: error.detail().to_owned(),
+        refused: true,
+    }
 }
 
 /// Runs the plan's steps for one delivery until the order shows all of it.
@@ -400,11 +388,11 @@ pub async fn import(
         let stored = sources::receive(
             &state.db,
             &Arrival {
-                source: &source.name,
-                dedup_key: &dedup_key,
-                topic: IMPORT_TOPIC,
+                source: source.name.clone(),
+                dedup_key: dedup_key.clone(),
+                topic: IMPORT_TOPIC.to_owned(),
                 headers: "{}".to_owned(),
-                body: line,
+                body: line.to_owned(),
                 received_at,
             },
         )
@@ -422,7 +410,9 @@ pub async fn import(
                 .await
                 .map_err(|e| ApiError::unavailable(&e))?,
         };
-        sources::settle(&state.db, row.id, &settled, Utc::now()).await?;
+        if sources::settle(&state.db, row.id, &settled, Utc::now()).await? > 0 {
+            state.inbox_signal.notify_one();
+        }
         match settled {
             Settled::Applied { commands: 0, .. } => counts.unchanged += 1,
             Settled::Applied { .. } => counts.applied += 1,

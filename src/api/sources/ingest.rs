@@ -196,18 +196,17 @@ async fn ingest(
         .iter()
         .filter_map(|name| header(&headers, name).map(|v| ((*name).to_owned(), json!(v))))
         .collect();
-    let stored = sources::receive(
-        &state.db,
-        &Arrival {
-            source: &name,
-            dedup_key: &dedup_key,
-            topic,
+    let stored = state
+        .inbox
+        .receive(Arrival {
+            source: name,
+            dedup_key,
+            topic: topic.to_owned(),
             headers: Value::Object(kept).to_string(),
-            body,
+            body: body.to_owned(),
             received_at,
-        },
-    )
-    .await?;
+        })
+        .await?;
     if stored {
         state.inbox_signal.notify_one();
     }
