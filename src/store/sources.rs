@@ -316,7 +316,7 @@ pub struct InboxWriter {
     sender: tokio::sync::mpsc::Sender<(Arrival, Receipt)>,
 }
 
-/// Deliveries per transaction at most.
+/// Deliveries per statement at most (six parameters each: far below SQLite's limit).
 const BATCH_MAX: usize = 256;
 
 impl InboxWriter {
@@ -354,16 +354,64 @@ impl InboxWriter {
     }
 }
 
-/// One transaction for the batch; whether each delivery was new. A repeat within the
-/// batch is a repeat, as across batches.
+/// One statement for the batch; whether each delivery was new. A repeat within the
+/// batch is a repeat, as across batches: only the first of a key is new.
 async fn store_batch(db: &Database, batch: &[(Arrival, Receipt)]) -> Result<Vec<bool>, StoreError> {
+    use crate::store::views::nul;
+    let arrivals: Vec<&Arrival> = batch.iter().map(|(a, _)| a).collect();
     let mut tx = Tx::begin(db).await?;
-    let mut stored = Vec::with_capacity(batch.len());
-    for (arrival, _) in batch {
-        stored.push(tx.execute(RECEIVE, &receive_params(arrival)).await? == 1);
-    }
+    let inserted: Vec<(String, String)> = match &mut tx {
+        Tx::Postgres(tx) => {
+            let text = |f: fn(&Arrival) -> &str| -> Vec<String> {
+                arrivals
+                    .iter()
+                    .map(|a| nul::text(f(a)).into_owned())
+                    .collect()
+            };
+            sqlx::query_as(
+                "INSERT INTO source_inbox (source, dedup_key, topic, headers, body, received_at, state)
+                 SELECT s, k, t, h, b, r, 'waiting'
+                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                        AS x(s, k, t, h, b, r)
+                 ON CONFLICT (source, dedup_key) DO NOTHING
+                 RETURNING source, dedup_key",
+            )
+            .bind(text(|a| a.source.as_str()))
+            .bind(text(|a| &a.dedup_key))
+            .bind(text(|a| &a.topic))
+            .bind(text(|a| &a.headers))
+            .bind(text(|a| &a.body))
+            .bind(arrivals.iter().map(|a| millis(a.received_at)).collect::<Vec<i64>>())
+            .fetch_all(&mut **tx)
+            .await?
+        }
+        Tx::Sqlite(tx, _) => {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, 'waiting')"; arrivals.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO source_inbox (source, dedup_key, topic, headers, body, received_at, state)
+                 VALUES {rows}
+                 ON CONFLICT (source, dedup_key) DO NOTHING
+                 RETURNING source, dedup_key"
+            );
+            let mut query = sqlx::query_as(&sql);
+            for a in &arrivals {
+                query = query
+                    .bind(a.source.as_str())
+                    .bind(a.dedup_key.as_str())
+                    .bind(a.topic.as_str())
+                    .bind(a.headers.as_str())
+                    .bind(a.body.as_str())
+                    .bind(millis(a.received_at));
+            }
+            query.fetch_all(&mut **tx).await?
+        }
+    };
     tx.commit().await?;
-    Ok(stored)
+    let mut new: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+    Ok(arrivals
+        .iter()
+        .map(|a| new.remove(&(a.source.as_str().to_owned(), a.dedup_key.clone())))
+        .collect())
 }
 
 /// One delivery in the inbox.
@@ -495,8 +543,8 @@ pub enum Settled {
     },
 }
 
-/// Records how a waiting delivery ended. A delivery no longer waiting (settled by
-/// another node meanwhile, or deleted) is left as it is.
+/// Records how waiting deliveries ended, in one transaction. A delivery no longer
+/// waiting (settled by another node meanwhile, or deleted) is left as it is.
 ///
 /// A delivery that changed its order also puts back in line, in the same transaction,
 /// the deliveries of that order whose commands the domain refused: Shopify sends topics
@@ -505,65 +553,69 @@ pub enum Settled {
 /// only a change puts them back, and a refused command changes nothing.
 pub async fn settle(
     db: &Database,
-    id: i64,
-    settled: &Settled,
+    settled: &[(i64, Settled)],
     at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let (state, order_id, commands, code, error, refused) = match settled {
-        Settled::Applied { order_id, commands } => (
-            InboxState::Applied,
-            order_id.clone(),
-            Some(i64::from(*commands)),
-            None,
-            None,
-            false,
-        ),
-        Settled::Failed {
-            order_id,
-            code,
-            error,
-            refused,
-        } => (
-            InboxState::Failed,
-            order_id.clone(),
-            None,
-            Some(code.clone()),
-            Some(error.clone()),
-            *refused,
-        ),
-    };
+    if settled.is_empty() {
+        return Ok(0);
+    }
     let mut tx = Tx::begin(db).await?;
-    tx.execute(
-        "UPDATE source_inbox SET state = $2, order_id = $3, commands = $4, error_code = $5,
-                error = $6, applied_at = $7, refused = $8, attempts = attempts + 1
-          WHERE id = $1 AND state = 'waiting'",
-        &[
-            Param::Int(id),
-            Param::Text(state.as_str().to_owned()),
-            Param::OptText(order_id),
-            Param::OptInt(commands),
-            Param::OptText(code),
-            Param::OptText(error),
-            Param::Int(millis(at)),
-            Param::Int(i64::from(refused)),
-        ],
-    )
-    .await?;
     let mut requeued = 0;
-    if let Settled::Applied {
-        order_id: Some(order_id),
-        commands: 1..,
-    } = settled
-    {
-        requeued = tx
-            .execute(
-                "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
-                        applied_at = NULL
-                  WHERE order_id = $1 AND state = 'failed' AND refused = 1
-                    AND source = (SELECT source FROM source_inbox WHERE id = $2)",
-                &[Param::Text(order_id.clone()), Param::Int(id)],
-            )
-            .await?;
+    for (id, settled) in settled {
+        let (state, order_id, commands, code, error, refused) = match settled {
+            Settled::Applied { order_id, commands } => (
+                InboxState::Applied,
+                order_id.clone(),
+                Some(i64::from(*commands)),
+                None,
+                None,
+                false,
+            ),
+            Settled::Failed {
+                order_id,
+                code,
+                error,
+                refused,
+            } => (
+                InboxState::Failed,
+                order_id.clone(),
+                None,
+                Some(code.clone()),
+                Some(error.clone()),
+                *refused,
+            ),
+        };
+        tx.execute(
+            "UPDATE source_inbox SET state = $2, order_id = $3, commands = $4, error_code = $5,
+                    error = $6, applied_at = $7, refused = $8, attempts = attempts + 1
+              WHERE id = $1 AND state = 'waiting'",
+            &[
+                Param::Int(*id),
+                Param::Text(state.as_str().to_owned()),
+                Param::OptText(order_id),
+                Param::OptInt(commands),
+                Param::OptText(code),
+                Param::OptText(error),
+                Param::Int(millis(at)),
+                Param::Int(i64::from(refused)),
+            ],
+        )
+        .await?;
+        if let Settled::Applied {
+            order_id: Some(order_id),
+            commands: 1..,
+        } = settled
+        {
+            requeued += tx
+                .execute(
+                    "UPDATE source_inbox SET state = 'waiting', error_code = NULL, error = NULL,
+                            applied_at = NULL
+                      WHERE order_id = $1 AND state = 'failed' AND refused = 1
+                        AND source = (SELECT source FROM source_inbox WHERE id = $2)",
+                    &[Param::Text(order_id.clone()), Param::Int(*id)],
+                )
+                .await?;
+        }
     }
     tx.commit().await?;
     Ok(requeued)

@@ -14,6 +14,7 @@
 //! next pass.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,11 +23,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
-use crate::domain::order::OrderCommand;
+use crate::domain::order::{Order, OrderCommand, OrderError};
 use crate::domain::values::{OrderId, SourceName};
 use crate::process::placement::{Placement, PlacementError};
 use crate::state::AppState;
-use crate::store::commands::CommandError;
+use crate::store::commands::{CommandError, Executed};
 use crate::store::metadata::CommandMetadata;
 use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
 use crate::store::{from_millis, StoreError};
@@ -70,15 +71,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Applies one batch; whether any delivery met a transient failure.
+/// Applies one batch, then records how each delivery ended in one transaction (a
+/// crash in between applies them again, which changes nothing); whether any delivery
+/// met a transient failure.
 async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
-    let mut sources_by_name: HashMap<String, Option<Source>> = HashMap::new();
+    let mut sources_by_name: HashMap<String, Option<Arc<Source>>> = HashMap::new();
     let mut by_order: Vec<(OrderId, Vec<Read>)> = Vec::new();
+    let mut done: Vec<(i64, Settled)> = Vec::new();
     let mut transient = false;
     for row in rows {
         if !sources_by_name.contains_key(&row.source) {
             let loaded = match SourceName::parse(&row.source) {
-                Ok(name) => sources::load(&state.db, &state.keys, &name).await,
+                Ok(name) => state.sources.get(&name).await,
                 Err(_) => Ok(None),
             };
             match loaded {
@@ -99,44 +103,42 @@ async fn pass(state: &AppState, rows: Vec<InboxRow>) -> bool {
                 Some((_, group)) => group.push(read),
                 None => by_order.push((read.order_id.clone(), vec![read])),
             },
-            Err(failed) => transient |= settle(state, row.id, &failed).await,
+            Err(failed) => done.push((row.id, failed)),
         }
     }
-    let outcomes: Vec<bool> = futures::stream::iter(by_order)
+    // Each order's deliveries in arrival order, so that a refusal is recorded before
+    // the change that puts it back in line.
+    let outcomes: Vec<(Vec<(i64, Settled)>, bool)> = futures::stream::iter(by_order)
         .map(|(_, group)| async move {
-            let mut transient = false;
+            let mut settled = Vec::with_capacity(group.len());
             for read in group {
                 match apply(state, &read).await {
-                    Ok(settled) => transient |= settle(state, read.inbox_id, &settled).await,
+                    Ok(outcome) => settled.push((read.inbox_id, outcome)),
                     Err(e) => {
                         tracing::warn!(error = %e, inbox_id = read.inbox_id, "a storefront delivery will be applied again");
-                        transient = true;
                         // Later deliveries of this order wait behind it.
-                        break;
+                        return (settled, true);
                     }
                 }
             }
-            transient
+            (settled, false)
         })
         .buffer_unordered(ORDERS_AT_ONCE)
         .collect()
         .await;
-    transient || outcomes.into_iter().any(|t| t)
-}
-
-/// Records how a delivery ended; whether that failed (it is applied again later).
-async fn settle(state: &AppState, id: i64, settled: &Settled) -> bool {
-    match sources::settle(&state.db, id, settled, Utc::now()).await {
-        Ok(0) => false,
-        Ok(_requeued) => {
-            state.inbox_signal.notify_one();
-            false
-        }
+    for (settled, failed) in outcomes {
+        done.extend(settled);
+        transient |= failed;
+    }
+    match sources::settle(&state.db, &done, Utc::now()).await {
+        Ok(0) => {}
+        Ok(_requeued) => state.inbox_signal.notify_one(),
         Err(e) => {
-            tracing::warn!(error = %e, inbox_id = id, "could not record a storefront delivery");
-            true
+            tracing::warn!(error = %e, "could not record how storefront deliveries ended");
+            transient = true;
         }
     }
+    transient
 }
 
 /// A delivery read: what it says, and the order it is about.
@@ -222,12 +224,15 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
     );
     let mut commands = 0u32;
     let mut conflicts = 0;
-    for _ in 0..MAX_STEPS {
-        let current = state
+    let load = || async {
+        state
             .orders
             .load(read.order_id.as_str())
             .await
-            .map_err(|e| Transient::Command(e.to_string()))?;
+            .map_err(|e| Transient::Command(e.to_string()))
+    };
+    let mut current = load().await?;
+    for _ in 0..MAX_STEPS {
         let step = match plan::next_step(
             &read.source,
             &read.delivery,
@@ -250,9 +255,16 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
             Step::Apply(command) => execute(state, &read.order_id, command, &step_metadata).await,
         };
         match outcome {
-            Outcome::Done => commands += 1,
+            // The order as the command left it: what the next step is planned on.
+            Outcome::Done(order) => {
+                commands += 1;
+                current = order;
+            }
             // Another delivery of the same order (on another node) moved it: look again.
-            Outcome::Raced if conflicts < 3 => conflicts += 1,
+            Outcome::Raced if conflicts < 3 => {
+                conflicts += 1;
+                current = load().await?;
+            }
             Outcome::Raced => {
                 return Err(Transient::Command(
                     "the order kept changing concurrently".to_owned(),
@@ -295,18 +307,21 @@ fn command_id(order_id: &OrderId, step: &Step) -> uuid::Uuid {
 }
 
 enum Outcome {
-    Done,
+    Done(Order),
     Raced,
     Refused(ApiError),
     Transient(String),
 }
 
-fn outcome<E>(result: Result<(), CommandError<E>>, refused: impl FnOnce(E) -> ApiError) -> Outcome
+fn outcome<E>(
+    result: Result<Executed<Order>, CommandError<E>>,
+    refused: impl FnOnce(E) -> ApiError,
+) -> Outcome
 where
     E: std::error::Error,
 {
     match result {
-        Ok(()) => Outcome::Done,
+        Ok(executed) => Outcome::Done(executed.state),
         Err(CommandError::Rejected(e)) => Outcome::Refused(refused(e)),
         Err(CommandError::Conflict) => Outcome::Raced,
         Err(
@@ -324,8 +339,7 @@ async fn execute(
     let result = state
         .orders
         .execute(order_id.as_str(), command, metadata)
-        .await
-        .map(drop);
+        .await;
     outcome(result, ApiError::from)
 }
 
@@ -342,11 +356,11 @@ async fn place(
         fault: state.placement_fault.as_ref(),
     };
     match placement.place_sale(command, metadata).await {
-        Ok(_) => Outcome::Done,
-        Err(PlacementError::Order(CommandError::Rejected(
-            crate::domain::order::OrderError::AlreadyExists { .. },
-        ))) => Outcome::Raced,
-        Err(PlacementError::Order(e)) => outcome(Err(e), ApiError::from),
+        Ok(executed) => Outcome::Done(executed.state),
+        Err(PlacementError::Order(CommandError::Rejected(OrderError::AlreadyExists {
+            ..
+        }))) => Outcome::Raced,
+        Err(PlacementError::Order(e)) => outcome::<OrderError>(Err(e), ApiError::from),
         Err(PlacementError::Inventory(e)) => outcome(Err(e), ApiError::from),
         Err(e) => Outcome::Refused(ApiError::from(e)),
     }
@@ -410,9 +424,11 @@ pub async fn import(
                 .await
                 .map_err(|e| ApiError::unavailable(&e))?,
         };
-        if sources::settle(&state.db, row.id, &settled, Utc::now()).await? > 0 {
+        let recorded = [(row.id, settled)];
+        if sources::settle(&state.db, &recorded, Utc::now()).await? > 0 {
             state.inbox_signal.notify_one();
         }
+        let [(_, settled)] = recorded;
         match settled {
             Settled::Applied { commands: 0, .. } => counts.unchanged += 1,
             Settled::Applied { .. } => counts.applied += 1,
