@@ -36,8 +36,11 @@ use crate::storefront::{self, Delivery, PayloadError};
 
 /// Deliveries taken per pass.
 const BATCH: i64 = 256;
-/// Orders applied side by side.
-const ORDERS_AT_ONCE: usize = 16;
+/// Orders applied side by side. Acknowledgements come first: they share the database
+/// (and on SQLite its one write lock) with the applier, and 16 at once put the p99 of
+/// an acknowledgement on SQLite at 69 ms against 33 ms with 4 (bench_ingest, 64
+/// senders), for an applied rate of 654/s against 299/s; a backlog drains after a burst.
+const ORDERS_AT_ONCE: usize = 4;
 /// A delivery takes at most this many commands (a whole lifecycle takes about ten).
 const MAX_STEPS: usize = 32;
 /// How often the inbox is looked at without being told (another node's deliveries, a
