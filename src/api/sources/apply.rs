@@ -261,7 +261,7 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
             // The order as the command left it: what the next step is planned on.
             Outcome::Done(order) => {
                 commands += 1;
-                current = order;
+                current = *order;
             }
             // Another delivery of the same order (on another node) moved it: look again.
             Outcome::Raced if conflicts < 3 => {
@@ -310,7 +310,8 @@ fn command_id(order_id: &OrderId, step: &Step) -> uuid::Uuid {
 }
 
 enum Outcome {
-    Done(Order),
+    // Boxed: an order is large beside the other outcomes (clippy's large_enum_variant).
+    Done(Box<Order>),
     Raced,
     Refused(ApiError),
     Transient(String),
@@ -324,7 +325,7 @@ where
     E: std::error::Error,
 {
     match result {
-        Ok(executed) => Outcome::Done(executed.state),
+        Ok(executed) => Outcome::Done(Box::new(executed.state)),
         Err(CommandError::Rejected(e)) => Outcome::Refused(refused(e)),
         Err(CommandError::Conflict) => Outcome::Raced,
         Err(
@@ -359,7 +360,7 @@ async fn place(
         fault: state.placement_fault.as_ref(),
     };
     match placement.place_sale(command, metadata).await {
-        Ok(executed) => Outcome::Done(executed.state),
+        Ok(executed) => Outcome::Done(Box::new(executed.state)),
         Err(PlacementError::Order(CommandError::Rejected(OrderError::AlreadyExists {
             ..
         }))) => Outcome::Raced,
