@@ -1,8 +1,8 @@
 //! The applier: deliveries in the inbox become commands on our orders.
 //!
 //! Each delivery is read as a snapshot (`storefront`), and the plan's next step is
-//! run, the order loaded again, and so on until the order shows everything the
-//! delivery does. The plan's ids are derived from the platform's, so a delivery
+//! run, the next one planned on the order as that command left it, and so on until the
+//! order shows everything the delivery does. The plan's ids are derived from the platform's, so a delivery
 //! applied twice, or an older one after a newer one, runs no command at all; that is
 //! also what makes a crash between the inbox's commit and the end of applying harmless:
 //! the delivery is still `waiting`, and applying it again finishes the job.
@@ -30,7 +30,7 @@ use crate::state::AppState;
 use crate::store::commands::{CommandError, Executed};
 use crate::store::metadata::CommandMetadata;
 use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
-use crate::store::{from_millis, StoreError};
+use crate::store::from_millis;
 use crate::storefront::plan::{self, Step};
 use crate::storefront::{self, Delivery, PayloadError};
 
@@ -199,13 +199,12 @@ fn parse(platform: Platform, topic: &str, body: &[u8]) -> Result<Delivery, Paylo
     storefront::parse(platform, topic, body)
 }
 
-/// A failure that is nobody's fault and passes: the delivery stays waiting.
+/// A failure that is nobody's fault and passes (a saturated database, a race that kept
+/// being lost): the delivery stays waiting.
 #[derive(Debug, thiserror::Error)]
 enum Transient {
     #[error("{0}")]
     Command(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// What the API would answer for a refused command, as the inbox records it.
