@@ -257,7 +257,7 @@ struct Batch {
 impl Batch {
     fn with_capacity() -> Batch {
         Batch {
-            text: String::with_capacity(BATCH * 512),
+            text: String::with_capacity(BATCH * 1024),
             rows: Vec::with_capacity(BATCH),
         }
     }
@@ -626,9 +626,14 @@ fn strip(payload: &str, personal: &[&str]) -> String {
 }
 
 fn push_json_str(out: &mut String, s: &str) {
-    // Writing JSON into a String cannot fail.
-    let escaped = serde_json::to_string(s).unwrap_or_default();
-    out.push_str(&escaped);
+    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Writing JSON into a String cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
 }
 
 /// One event as exported: borrowed from its batch, or from its upcast payload.
@@ -936,13 +941,12 @@ fn properties() -> Arc<WriterProperties> {
         .set_max_row_group_row_count(Some(ROW_GROUP))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("orderlog {}", env!("CARGO_PKG_VERSION")));
-    for column in UNIQUE_COLUMNS
-        .iter()
-        .chain(["event_types", "recorded_ats", "amounts_minor"].iter())
-    {
+    for column in UNIQUE_COLUMNS {
+        // Nor would their statistics serve a reader: nobody prunes row groups by payload.
         builder = builder
             .set_column_dictionary_enabled(ColumnPath::from(*column), false)
-            .set_column_encoding(ColumnPath::from(*column), Encoding::PLAIN);
+            .set_column_encoding(ColumnPath::from(*column), Encoding::PLAIN)
+            .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
     }
     Arc::new(builder.build())
 }
