@@ -29,6 +29,63 @@ on_both_backends!(
     the_cli_writes_files_that_parse_and_refuses_bad_input,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_stops_below_an_open_transaction_and_the_next_one_gets_its_late_commit() {
+    use sqlx::{Connection, Executor, PgConnection};
+    let url = fresh_database(Backend::Postgres).await;
+    let app = spawn_app_on(&url, |_| {}).await;
+    app.place_order("first").await;
+    let (before, trailer) = export(&app, "").await;
+    let cursor = trailer["cursor"].as_str().unwrap().to_owned();
+
+    let append = |order_id: &'static str| {
+        let payload = json!({
+            "type": "shipment.delivered", "order_id": order_id, "shipment_id": "s",
+            "delivered_at": "2026-11-21T12:00:00Z"
+        });
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ('order', $1, 1, 'shipment.delivered', '1.0', $2, '{}')",
+        )
+        .bind(order_id)
+        .bind(payload)
+    };
+    let mut early = PgConnection::connect(&url).await.unwrap();
+    let mut late = PgConnection::connect(&url).await.unwrap();
+    early.execute("BEGIN").await.unwrap();
+    append("t1").execute(&mut early).await.unwrap(); // the lower position, left open
+    late.execute("BEGIN").await.unwrap();
+    append("t2").execute(&mut late).await.unwrap();
+    late.execute("COMMIT").await.unwrap();
+
+    // t2 is committed, but t1 may still commit below it: the export stops before both.
+    let (rows, trailer) = export_once(&app, &format!("after={cursor}")).await;
+    assert!(
+        rows.is_empty(),
+        "nothing past an open transaction: {rows:?}"
+    );
+    assert_eq!(trailer["cursor"], cursor.as_str(), "the cursor waits too");
+
+    early.execute("COMMIT").await.unwrap();
+    let (rows, trailer) = export(&app, &format!("after={cursor}")).await;
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["aggregate_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["t1", "t2"],
+        "both, in transaction order, after the first export"
+    );
+    let (rows, _) = export(
+        &app,
+        &format!("after={}", trailer["cursor"].as_str().unwrap()),
+    )
+    .await;
+    assert!(rows.is_empty(), "and nothing twice");
+    assert_eq!(before.len(), 1);
+}
+
 /// The whole log as the reader sees it (with metadata), once every event committed is
 /// visible (another session's open transaction may hold a PostgreSQL reader back).
 async fn whole_log(db: &Database) -> Vec<LogEntry> {
@@ -806,6 +863,39 @@ async fn the_cli_writes_files_that_parse_and_refuses_bad_input(backend: Backend)
         .collect();
     assert_eq!(ids, expected);
     assert_eq!(trailer["cursor"], last);
+    let created = rows
+        .iter()
+        .find(|r| r["aggregate_id"] == "exp-3" && r["event_type"] == "order.created")
+        .unwrap();
+    assert!(created["payload"].get("shipping_address").is_none());
+    assert_eq!(created["payload"]["order_id"], "exp-3");
+
+    // With personal data: the same rows, the address kept.
+    let out = orderlog(
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--after",
+            &middle,
+            "--include-personal-data",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (rows, _) = ndjson(&String::from_utf8(out.stdout).unwrap());
+    let created = rows
+        .iter()
+        .find(|r| r["aggregate_id"] == "exp-3" && r["event_type"] == "order.created")
+        .unwrap();
+    assert_eq!(
+        created["payload"]["shipping_address"]["postal_code"],
+        "SW1Y 4JH"
+    );
 
     for (args, says) in [
         (vec!["export", "--format", "csv"], "not a format"),
