@@ -159,13 +159,20 @@ impl Options {
         }
     }
 
-    fn keeps(&self, event_type: &str, recorded_at_us: i64) -> bool {
-        self.since
-            .is_none_or(|t| recorded_at_us >= t.timestamp_micros())
-            && self
-                .until
-                .is_none_or(|t| recorded_at_us < t.timestamp_micros())
+    /// Whether an event of `event_type` recorded at `recorded_at_us` is exported;
+    /// `window` is [`Options::window`].
+    fn keeps(&self, window: (i64, i64), event_type: &str, recorded_at_us: i64) -> bool {
+        recorded_at_us >= window.0
+            && recorded_at_us < window.1
             && self.types.as_ref().is_none_or(|keep| keep(event_type))
+    }
+
+    /// `since` and `until` in microseconds, unbounded when absent.
+    fn window(&self) -> (i64, i64) {
+        (
+            self.since.map_or(i64::MIN, |t| t.timestamp_micros()),
+            self.until.map_or(i64::MAX, |t| t.timestamp_micros()),
+        )
     }
 }
 
@@ -656,9 +663,10 @@ fn each_event(
     options: &Options,
     mut each: impl FnMut(Event<'_>) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
+    let window = options.window();
     for row in &batch.rows {
         let event_type = batch.get(row.event_type);
-        if !options.keeps(event_type, row.recorded_at_us) {
+        if !options.keeps(window, event_type, row.recorded_at_us) {
             continue;
         }
         let stored_version = batch.get(row.event_version);
@@ -726,8 +734,8 @@ fn write<W: Write + Send>(
     while let Some(batch) = batches.blocking_recv() {
         let batch = batch?;
         each_event(&batch, options, |event| {
-            summary.events += 1;
-            out.event(&event)
+            summary.events += u64::from(out.event(&event)?);
+            Ok(())
         })?;
         summary.read += batch.rows.len() as u64;
         if let Some(last) = batch.rows.last() {
@@ -739,7 +747,8 @@ fn write<W: Write + Send>(
 }
 
 trait Output {
-    fn event(&mut self, event: &Event<'_>) -> Result<(), ExportError>;
+    /// Takes one event; false when this output leaves it out.
+    fn event(&mut self, event: &Event<'_>) -> Result<bool, ExportError>;
     /// Writes the rest and the end (with `summary`'s cursor); returns the rows written.
     fn finish(&mut self, summary: &Summary) -> Result<u64, ExportError>;
 }
@@ -773,7 +782,7 @@ impl<W: Write> JsonlEvents<W> {
 }
 
 impl<W: Write> Output for JsonlEvents<W> {
-    fn event(&mut self, e: &Event<'_>) -> Result<(), ExportError> {
+    fn event(&mut self, e: &Event<'_>) -> Result<bool, ExportError> {
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"position\":");
         push_int(b, e.row.cursor.position);
@@ -813,7 +822,7 @@ impl<W: Write> Output for JsonlEvents<W> {
             self.sink.write_all(b)?;
             b.clear();
         }
-        Ok(())
+        Ok(true)
     }
 
     fn finish(&mut self, summary: &Summary) -> Result<u64, ExportError> {
@@ -1126,7 +1135,7 @@ impl<W: Write + Send> ParquetEvents<W> {
 }
 
 impl<W: Write + Send> Output for ParquetEvents<W> {
-    fn event(&mut self, e: &Event<'_>) -> Result<(), ExportError> {
+    fn event(&mut self, e: &Event<'_>) -> Result<bool, ExportError> {
         let mut id = [0u8; 36];
         let event_id = e.row.event_id.hyphenated().encode_lower(&mut id);
         let c = &e.common;
@@ -1182,7 +1191,7 @@ impl<W: Write + Send> Output for ParquetEvents<W> {
         if self.rows >= ROW_GROUP {
             self.flush()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn finish(&mut self, summary: &Summary) -> Result<u64, ExportError> {
@@ -1382,9 +1391,9 @@ fn list_levels(chunk: &[Sequence], def: i16) -> (Vec<i16>, Vec<i16>) {
 }
 
 impl<W: Write + Send> Output for Sequences<W> {
-    fn event(&mut self, e: &Event<'_>) -> Result<(), ExportError> {
+    fn event(&mut self, e: &Event<'_>) -> Result<bool, ExportError> {
         let Some(order_id) = e.common.order_id.as_deref() else {
-            return Ok(());
+            return Ok(false);
         };
         let at = match self.index.get(order_id) {
             Some(at) => *at,
@@ -1408,7 +1417,7 @@ impl<W: Write + Send> Output for Sequences<W> {
         s.event_types.push(e.event_type.to_owned());
         s.recorded_ats.push(e.row.recorded_at_us);
         s.amounts.push(e.common.amount_minor);
-        Ok(())
+        Ok(true)
     }
 
     fn finish(&mut self, summary: &Summary) -> Result<u64, ExportError> {
