@@ -6,7 +6,8 @@
 //! the metadata the command path stamps) straight into `events`, as bench_rebuild does
 //! (one multi-row INSERT per 5,000 events), then for each backend and format exports the
 //! whole log R times (default 3) into a file, without personal data (the default), and
-//! prints each run and the median rate. Targets (issue 18): ≥ 300,000 events/s to JSON
+//! prints each run and the median rate, after a baseline: the rebuild's read of the
+//! log (`reader::stream_after`, without metadata), once. Targets (issue 18): ≥ 300,000 events/s to JSON
 //! lines and ≥ 200,000 events/s to Parquet, on both backends.
 //!
 //! ```text
@@ -127,6 +128,23 @@ async fn main() -> Result<()> {
         if in_log != events as i64 {
             bail!("{backend}: the log holds {in_log} events, not {events}");
         }
+        // The baseline: the rebuild's read of the whole log (one query, no metadata),
+        // which decodes every row into a `LogEntry` and does nothing with it.
+        let started = Instant::now();
+        let mut read = 0usize;
+        let mut batches = orderlog::store::reader::stream_after(
+            &db,
+            orderlog::store::reader::Cursor::START,
+            5_000,
+        );
+        while let Some(batch) = batches.recv().await {
+            read += batch?.len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  {backend:<8} baseline: reader::stream_after read {read} events in {secs:.2} s: {:>9.0} events/s",
+            read as f64 / secs
+        );
         for format in [Format::Jsonl, Format::Parquet] {
             let name = match format {
                 Format::Jsonl => "jsonl",
