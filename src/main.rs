@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
 use orderlog::auth::{NewToken, Rate, Scope, Scopes, TokenName, Tokens};
 use orderlog::config::{ConfigError, Settings};
+use orderlog::delivery::subscription::EventFilter;
 use orderlog::projections::runner::{Projections, Status};
+use orderlog::store::export::{self, Format, Shape};
 use orderlog::store::key_source::{self, Source};
-use orderlog::store::reader::LogSignal;
+use orderlog::store::reader::{Cursor, LogSignal};
 use orderlog::store::sealed::{self, SecretKey};
 use orderlog::store::Database;
 use orderlog::telemetry;
@@ -44,6 +46,63 @@ enum Command {
         #[command(subcommand)]
         action: TokensCommand,
     },
+    /// Export the log as JSON lines or Parquet, in the schema the README documents
+    /// ("Exporting the log"). Ends by printing the cursor to resume from on stderr
+    /// (`resume with --after …`); the JSON lines end with it too, and a Parquet file
+    /// keeps it in its footer (`orderlog.cursor`).
+    Export {
+        #[command(flatten)]
+        args: ExportArgs,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// `jsonl` (also `ndjson`) or `parquet`.
+    #[arg(long, value_parser = export_format)]
+    format: Format,
+    /// `events`: one row per event; `sequences`: one row per order, its events'
+    /// types, times and amounts in order.
+    #[arg(long, value_parser = export_shape, default_value = "events")]
+    shape: Shape,
+    /// The file to write (replaced only once the export is whole); stdout without it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+    /// Continue after this cursor: the one a previous export ended with.
+    #[arg(long, value_name = "CURSOR", value_parser = export_cursor)]
+    after: Option<Cursor>,
+    /// Only events recorded at or after this time (RFC 3339, or a day: 2026-12-01).
+    #[arg(long, value_name = "TIME", value_parser = export::parse_time)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events recorded before this time (RFC 3339, or a day).
+    #[arg(long, value_name = "TIME", value_parser = export::parse_time)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these event types: comma-separated names and families (`order.*,inventory.*`).
+    #[arg(long, value_name = "PATTERNS", value_parser = export_types)]
+    types: Option<EventFilter>,
+    /// Leave personal data (the shipping address of `order.created`) in the payloads.
+    #[arg(long)]
+    include_personal_data: bool,
+}
+
+fn export_format(raw: &str) -> Result<Format, String> {
+    Format::parse(raw).ok_or_else(|| format!("`{raw}` is not a format: use `jsonl` or `parquet`"))
+}
+
+fn export_shape(raw: &str) -> Result<Shape, String> {
+    Shape::parse(raw).ok_or_else(|| format!("`{raw}` is not a shape: use `events` or `sequences`"))
+}
+
+fn export_cursor(raw: &str) -> Result<Cursor, String> {
+    Cursor::parse_token(raw).ok_or_else(|| {
+        format!("`{raw}` is not a cursor: use the one an export ended with, such as 812-40001")
+    })
+}
+
+fn export_types(raw: &str) -> Result<EventFilter, String> {
+    EventFilter::parse(raw.split(',').map(|t| t.trim().to_owned()).collect())
 }
 
 #[derive(Subcommand)]
@@ -56,7 +115,8 @@ enum TokensCommand {
         name: TokenName,
         /// Comma-separated: orders:read, orders:write, inventory:read, inventory:write,
         /// views:read, events:read, subscriptions:manage, sources:manage,
-        /// projections:manage, tokens:manage, metrics:read, privacy:erase, admin.
+        /// projections:manage, tokens:manage, metrics:read, privacy:erase, privacy:read,
+        /// admin.
         #[arg(long, value_parser = scope_list)]
         scopes: Scopes,
         /// Expires this long from now (`90d`, `12h`); never, without it.
@@ -162,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             | TokensCommand::List(settings)
             | TokensCommand::Revoke { settings, .. } => settings,
         },
+        Command::Export { settings, .. } => settings,
     };
     telemetry::init(settings.log_format);
     match command {
@@ -231,7 +292,61 @@ async fn main() -> anyhow::Result<()> {
             SecretsCommand::RotateKey { new_key, settings } => rotate_key(new_key, settings).await,
         },
         Command::Tokens { action } => tokens(action).await,
+        Command::Export { args, settings } => export_log(args, settings).await,
     }
+}
+
+/// `orderlog export`: the log into a file or onto stdout. A file is written beside its
+/// name and renamed into place once whole, so a cut-short export never looks done.
+async fn export_log(args: ExportArgs, settings: Settings) -> anyhow::Result<()> {
+    let mut options = export::Options::new(args.format);
+    options.shape = args.shape;
+    options.after = args.after.unwrap_or(Cursor::START);
+    options.since = args.since;
+    options.until = args.until;
+    options.include_personal_data = args.include_personal_data;
+    if let Some(filter) = args.types {
+        options.types = Some(std::sync::Arc::new(move |t: &str| filter.matches(t)));
+    }
+    let db = connect(&settings).await?;
+    let partial = args.out.as_ref().map(|out| {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        out.with_file_name(name)
+    });
+    let sink: Box<dyn std::io::Write + Send> = match &partial {
+        Some(path) => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        )),
+    };
+    let exported = export::run(&db, options, sink).await;
+    db.close().await;
+    let summary = match exported {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(path) = &partial {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e).context("exporting the log");
+        }
+    };
+    if let (Some(partial), Some(out)) = (&partial, &args.out) {
+        std::fs::rename(partial, out)
+            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    }
+    eprintln!(
+        "exported {} events in {} rows ({} read); resume with --after {}",
+        summary.events,
+        summary.rows,
+        summary.read,
+        summary.cursor.token()
+    );
+    Ok(())
 }
 
 /// `orderlog secrets rotate-key`: every sealed secret under a new key. The keys that

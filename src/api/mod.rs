@@ -10,6 +10,7 @@ mod analytics;
 mod auth;
 mod billing;
 pub mod error;
+mod export;
 pub mod extract;
 mod health;
 mod idempotency;
@@ -45,6 +46,7 @@ pub fn routes() -> Routes {
         .merge(admin::routes())
         .merge(subscriptions::routes())
         .merge(stream::routes())
+        .merge(export::routes())
         .merge(tokens::routes())
         .merge(sources::routes())
         .nest("/v1")

@@ -23,12 +23,14 @@ pub enum Scope {
     MetricsRead,
     /// Erasing a customer's personal data.
     PrivacyErase,
+    /// Reading personal data in bulk: exports with `include_personal_data`.
+    PrivacyRead,
     /// Every scope, including those added later.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 13] = [
+    pub const ALL: [Scope; 14] = [
         Scope::OrdersRead,
         Scope::OrdersWrite,
         Scope::InventoryRead,
@@ -41,6 +43,7 @@ impl Scope {
         Scope::TokensManage,
         Scope::MetricsRead,
         Scope::PrivacyErase,
+        Scope::PrivacyRead,
         Scope::Admin,
     ];
 
@@ -58,6 +61,7 @@ impl Scope {
             Scope::TokensManage => "tokens:manage",
             Scope::MetricsRead => "metrics:read",
             Scope::PrivacyErase => "privacy:erase",
+            Scope::PrivacyRead => "privacy:read",
             Scope::Admin => "admin",
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod commands;
 mod copy_out;
+pub mod export;
 pub mod files;
 pub mod history;
 pub mod idempotency;

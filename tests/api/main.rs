@@ -9,6 +9,7 @@ mod charges;
 mod concurrency;
 mod deliveries;
 mod errors;
+mod export;
 mod group_commit;
 mod hostile;
 mod idempotency;
