@@ -28,9 +28,9 @@ use crate::domain::values::{OrderId, SourceName};
 use crate::process::placement::{Placement, PlacementError};
 use crate::state::AppState;
 use crate::store::commands::{CommandError, Executed};
+use crate::store::from_millis;
 use crate::store::metadata::CommandMetadata;
 use crate::store::sources::{self, Arrival, InboxRow, Platform, Settled, Source};
-use crate::store::from_millis;
 use crate::storefront::plan::{self, Step};
 use crate::storefront::{self, Delivery, PayloadError};
 
