@@ -364,18 +364,7 @@ async fn read_postgres(
     after: Cursor,
     sender: &mpsc::Sender<Result<Batch, StoreError>>,
 ) -> Result<(), StoreError> {
-    // COPY takes no parameters: the cursor's two integers are formatted in.
-    let sql = format!(
-        "COPY (SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
-                      sequence, event_type, event_version, payload::text, recorded_at,
-                      metadata::text
-                 FROM events
-                WHERE (transaction_id, global_position) > ('{}'::xid8, {})
-                  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                ORDER BY events.transaction_id, events.global_position)
-         TO STDOUT (FORMAT binary)",
-        after.transaction_id, after.position
-    );
+    let sql = super::reader::copy_after_sql(after, true);
     let mut conn = pool.acquire().await?;
     let outcome = async {
         let mut chunks = conn.copy_out_raw(&sql).await?;

@@ -263,6 +263,24 @@ pub fn stream_after(
 
 type Batches = mpsc::Sender<Result<Vec<LogEntry>, StoreError>>;
 
+/// Every event after `after` below one horizon, in log order, as a binary COPY: the
+/// rebuild's read of the log, and with `metadata` (a last column) the export's.
+pub(crate) fn copy_after_sql(after: Cursor, metadata: bool) -> String {
+    // COPY takes no parameters: the cursor's two integers are formatted in.
+    format!(
+        "COPY (SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                      sequence, event_type, event_version, payload::text, recorded_at{}
+                 FROM events
+                WHERE (transaction_id, global_position) > ('{}'::xid8, {})
+                  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY events.transaction_id, events.global_position)
+         TO STDOUT (FORMAT binary)",
+        if metadata { ", metadata::text" } else { "" },
+        after.transaction_id,
+        after.position
+    )
+}
+
 /// [`stream_after`] on PostgreSQL, as a binary COPY: the same values as the row
 /// protocol, without its per-row bookkeeping (see [`super::copy_out`]).
 async fn copy_after(
@@ -271,17 +289,7 @@ async fn copy_after(
     batch: usize,
     sender: &Batches,
 ) -> Result<(), StoreError> {
-    // COPY takes no parameters: the cursor's two integers are formatted in.
-    let sql = format!(
-        "COPY (SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
-                      sequence, event_type, event_version, payload::text, recorded_at
-                 FROM events
-                WHERE (transaction_id, global_position) > ('{}'::xid8, {})
-                  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                ORDER BY events.transaction_id, events.global_position)
-         TO STDOUT (FORMAT binary)",
-        after.transaction_id, after.position
-    );
+    let sql = copy_after_sql(after, false);
     let mut conn = pool.acquire().await?;
     let outcome = copy_batches(&mut conn, &sql, batch, sender).await;
     if !matches!(outcome, Ok(Copied::All)) {
