@@ -58,8 +58,6 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +72,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Mutex;
 
-use support::{drop_and_create, env_number, schema_in, CpuTimes, Http, SECRET_KEY, TOKEN};
+use support::{env_number, CpuTimes, Http, Server};
 
 const DEFAULT_PG_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_ingest";
@@ -227,82 +225,6 @@ fn sign(body: &[u8]) -> HeaderValue {
     let mut mac = Hmac::<Sha256>::new_from_slice(SOURCE_SECRET.as_bytes()).expect("any key");
     mac.update(body);
     HeaderValue::try_from(BASE64.encode(mac.finalize().into_bytes())).expect("base64 is ASCII")
-}
-
-/// The server under test, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// As `http_load` starts it: a fresh database, the benchmark token, warnings to a
-    /// file, every other `ORDERLOG_*` setting inherited from this environment.
-    async fn start(config: &Config, backend: &str) -> Result<Server> {
-        let dir = tempfile::tempdir()?;
-        let url = match backend {
-            "sqlite" => format!("sqlite://{}/orderlog.db", dir.path().display()),
-            "postgres" => {
-                let schema = schema_in(&config.pg_url, "bench_ingest")?;
-                drop_and_create(&config.pg_url, &schema).await?;
-                config.pg_url.clone()
-            }
-            other => bail!("unknown backend `{other}`: sqlite or postgres"),
-        };
-        // The port is free now; the server binds it a moment later.
-        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut command = Command::new(&config.binary);
-        command
-            .arg("serve")
-            .env("ORDERLOG_DATABASE_URL", &url)
-            .env("ORDERLOG_BIND", addr.to_string())
-            .env("ORDERLOG_BOOTSTRAP_TOKEN", TOKEN)
-            .env(
-                "ORDERLOG_BOOTSTRAP_TOKEN_FILE",
-                dir.path().join("admin.token"),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("warn".into()),
-            )
-            .stdout(Stdio::null())
-            // Its warnings go to a file, not between the figures.
-            .stderr(std::fs::File::create(dir.path().join("server.log"))?);
-        if backend == "postgres" {
-            command.env("ORDERLOG_SECRET_KEY", SECRET_KEY);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", config.binary))?;
-        let mut server = Server { child, addr, dir };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("the server exited at start: {status}");
-            }
-            if let Ok(mut http) = Http::connect(addr).await {
-                if let Ok((200, _)) = http.request("GET", "/ready", None).await {
-                    return Ok(server);
-                }
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("the server was not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -528,7 +450,7 @@ impl Run {
 }
 
 async fn run(config: &Config, backend: &str, templates: Arc<Templates>) -> Result<Run> {
-    let server = Server::start(config, backend).await?;
+    let server = Server::start(&config.binary, &config.pg_url, "bench_ingest", backend).await?;
     let mut admin = Http::connect(server.addr).await?;
     let source = json!({
         "name": SOURCE,

@@ -40,8 +40,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,9 +52,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use support::{
-    drop_and_create, env_number, projections, schema_in, CpuTimes, Http, SECRET_KEY, TOKEN,
-};
+use support::{env_number, projections, CpuTimes, Http, Server};
 
 const DEFAULT_PG_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_http";
@@ -143,79 +140,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The server under test, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    async fn start(config: &Config, backend: &str) -> Result<Server> {
-        let dir = tempfile::tempdir()?;
-        let url = match backend {
-            "sqlite" => format!("sqlite://{}/orderlog.db", dir.path().display()),
-            "postgres" => {
-                let schema = schema_in(&config.pg_url, "bench_http")?;
-                drop_and_create(&config.pg_url, &schema).await?;
-                config.pg_url.clone()
-            }
-            other => bail!("unknown backend `{other}`: sqlite or postgres"),
-        };
-        // The port is free now; the server binds it a moment later.
-        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut command = Command::new(&config.binary);
-        command
-            .arg("serve")
-            .env("ORDERLOG_DATABASE_URL", &url)
-            .env("ORDERLOG_BIND", addr.to_string())
-            .env("ORDERLOG_BOOTSTRAP_TOKEN", TOKEN)
-            .env(
-                "ORDERLOG_BOOTSTRAP_TOKEN_FILE",
-                dir.path().join("admin.token"),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("warn".into()),
-            )
-            .stdout(Stdio::null())
-            // Its warnings go to a file, not between the figures.
-            .stderr(std::fs::File::create(dir.path().join("server.log"))?);
-        if backend == "postgres" {
-            command.env("ORDERLOG_SECRET_KEY", SECRET_KEY);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", config.binary))?;
-        let mut server = Server { child, addr, dir };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("the server exited at start: {status}");
-            }
-            if let Ok(mut http) = Http::connect(addr).await {
-                if let Ok((200, _)) = http.request("GET", "/ready", None).await {
-                    return Ok(server);
-                }
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("the server was not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Peak resident set (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -392,7 +317,7 @@ impl Client {
 }
 
 async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize) -> Result<String> {
-    let server = Server::start(config, backend).await?;
+    let server = Server::start(&config.binary, &config.pg_url, "bench_http", backend).await?;
     let mut admin = Http::connect(server.addr).await?;
     stock(server.addr, config, scenario).await?;
     wait_caught_up(&mut admin, Duration::from_secs(120)).await?;

@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use http_body_util::{BodyExt, Full};
@@ -405,5 +407,89 @@ impl FastReceiver {
 
     pub fn distinct(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+}
+
+/// The server under test, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Its SQLite file, its token file and its log (`server.log`).
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `binary serve` on a fresh database: a new SQLite file, or the schema of
+    /// `pg_url` (`default_schema` unless the URL names one) dropped and recreated; with
+    /// the benchmark token, warnings to a file, every other `ORDERLOG_*` setting
+    /// inherited from this environment. Ready once `/ready` answers.
+    pub async fn start(
+        binary: &str,
+        pg_url: &str,
+        default_schema: &str,
+        backend: &str,
+    ) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let url = match backend {
+            "sqlite" => format!("sqlite://{}/orderlog.db", dir.path().display()),
+            "postgres" => {
+                let schema = schema_in(pg_url, default_schema)?;
+                drop_and_create(pg_url, &schema).await?;
+                pg_url.to_owned()
+            }
+            other => bail!("unknown backend `{other}`: sqlite or postgres"),
+        };
+        // The port is free now; the server binds it a moment later.
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .env("ORDERLOG_DATABASE_URL", &url)
+            .env("ORDERLOG_BIND", addr.to_string())
+            .env("ORDERLOG_BOOTSTRAP_TOKEN", TOKEN)
+            .env(
+                "ORDERLOG_BOOTSTRAP_TOKEN_FILE",
+                dir.path().join("admin.token"),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::null())
+            // Its warnings go to a file, not between the figures.
+            .stderr(std::fs::File::create(dir.path().join("server.log"))?);
+        if backend == "postgres" {
+            command.env("ORDERLOG_SECRET_KEY", SECRET_KEY);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let mut server = Server { child, addr, dir };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the server exited at start: {status}");
+            }
+            if let Ok(mut http) = Http::connect(addr).await {
+                if let Ok((200, _)) = http.request("GET", "/ready", None).await {
+                    return Ok(server);
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the server was not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
