@@ -40,6 +40,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use orderlog::store::export::{self, Format, Options};
+use orderlog::store::sealed::{KeyRing, SecretKey};
 use orderlog::store::Database;
 use support::{env_number, first_argument, median, recreate_schema};
 
@@ -160,7 +161,7 @@ async fn main() -> Result<()> {
                 let file =
                     std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
                 let started = Instant::now();
-                let summary = export::run(&db, Options::new(format), file).await?;
+                let summary = export::run(&db, None, Options::new(format), file).await?;
                 let secs = started.elapsed().as_secs_f64();
                 let bytes = std::fs::metadata(&path)?.len();
                 if summary.events != events as u64 {
@@ -245,7 +246,7 @@ impl Chunk {
         self.sequence.push(aggregate.2);
         self.event_type.push(event_type);
         self.event_version.push(if event_type == "order.created" {
-            "1.1"
+            "1.2"
         } else {
             "1.0"
         });
@@ -344,6 +345,11 @@ fn generate(events: usize, out: tokio::sync::mpsc::Sender<Chunk>) -> Result<()> 
     let mut order = 0u64;
     let currencies = ["USD", "EUR", "GBP"];
     let carriers = ["UPS", "DHL", "Royal Mail"];
+    // One order's personal data, sealed as the vault seals it: the size of the real thing.
+    let sealed = KeyRing::new(SecretKey::generate()).seal(
+        r#"{"shipping_address":{"name":"Ada Lovelace","line1":"12 St James's Square","city":"London","postal_code":"SW1Y 4JH","country":"GB"},"email":"ada@example.com"}"#,
+        "order.personal",
+    );
     while written < events {
         order += 1;
         let order_id = format!("ord-{order:07}");
@@ -383,10 +389,8 @@ fn generate(events: usize, out: tokio::sync::mpsc::Sender<Chunk>) -> Result<()> 
                 })).collect::<Vec<_>>(),
                 "subtotal": money(subtotal), "discounts": [], "shipping_lines": [], "tax_lines": [],
                 "total": money(subtotal),
-                "shipping_address": {
-                    "name": "Ada Lovelace", "line1": format!("{} St James's Square", order % 90 + 1),
-                    "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"
-                },
+                // Sealed, as the server stores it (`store::vault`): the export cuts it.
+                "personal": sealed.clone(),
                 "placed_at": ts(at),
             }),
         ));

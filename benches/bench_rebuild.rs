@@ -51,6 +51,7 @@ use uuid::Uuid;
 
 use orderlog::domain::inventory::{InventoryCommand, InventoryEvent, InventoryItem};
 use orderlog::domain::order::{Order, OrderEvent, OrderLine, ShipmentLine};
+use orderlog::domain::personal::{Personal, PersonalData, SealedPersonal};
 use orderlog::domain::values::{
     CountryCode, Currency, CustomerId, FreeText, Money, OrderId, PaymentId, Quantity, RefundId,
     ShipmentId, ShippingAddress, Sku, Text,
@@ -59,6 +60,7 @@ use orderlog::process::reservations;
 use orderlog::projections::runner::Projections;
 use orderlog::projections::{self, Envelope, MemoryTables, Projection, View, ViewStore};
 use orderlog::store::reader::{self, Cursor, LogEntry, LogSignal};
+use orderlog::store::sealed::{KeyRing, SecretKey};
 use orderlog::store::views::{physical, Table, Tx};
 use orderlog::store::Database;
 use support::{env_number, first_argument, median, recreate_schema, CpuTimes};
@@ -1117,6 +1119,14 @@ impl Flow {
     }
 }
 
+/// Personal data sealed as the vault seals it, under a key made once.
+fn seal(data: &PersonalData) -> Personal {
+    static KEY: std::sync::OnceLock<KeyRing> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| KeyRing::new(SecretKey::generate()));
+    let clear = serde_json::to_string(data).expect("personal data serialises");
+    Personal::Sealed(SealedPersonal::new(key.seal(&clear, "order.personal")))
+}
+
 /// The events of the flow's next command (delivery and fulfilment come together, as the
 /// aggregate appends them in one command) with the inventory events it causes, and moves
 /// the flow on.
@@ -1152,7 +1162,14 @@ fn next_events(
                     shipping_lines: vec![],
                     tax_lines: vec![],
                     total: flow.total,
-                    shipping_address: shipping_address.map(Box::new),
+                    // Sealed, as the server stores it (`store::vault`); no projection
+                    // opens it.
+                    personal: shipping_address.map(|address| {
+                        seal(&PersonalData {
+                            shipping_address: Some(address),
+                            ..PersonalData::default()
+                        })
+                    }),
                     origin: None,
                     placed_at: at,
                 }],

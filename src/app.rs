@@ -26,6 +26,7 @@ use crate::store::key_source;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::{self, KeyRing, SealedColumn};
 use crate::store::sources::{InboxWriter, SourceCache};
+use crate::store::vault::Vault;
 use crate::store::writer::EventWriter;
 use crate::store::Database;
 
@@ -98,9 +99,11 @@ impl Application {
             .await
             .context("registering the projections")?;
         let writer = EventWriter::start(&db, log_signal.clone());
+        let vault = Vault::new(db.clone(), keys.clone());
         let state = AppState {
             orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
             inventory: Arc::new(AggregateStore::new(&db, (), writer.clone())),
+            customers: Arc::new(AggregateStore::new(&db, (), writer.clone())),
             placement_fault: overrides.placement_fault,
             projections,
             deliveries: Deliveries::new(
@@ -108,7 +111,9 @@ impl Application {
                 settings.deliveries.clone(),
                 log_signal.clone(),
                 keys.clone(),
+                vault.clone(),
             ),
+            vault,
             sources: SourceCache::new(db.clone(), keys.clone()),
             inbox: InboxWriter::start(db.clone()),
             keys,
@@ -215,6 +220,7 @@ pub fn sealed_columns() -> Vec<SealedColumn> {
     [
         crate::delivery::store::SEALED_COLUMNS,
         crate::store::sources::SEALED_COLUMNS,
+        crate::store::vault::SEALED_COLUMNS,
     ]
     .concat()
 }

@@ -1,16 +1,25 @@
 //! The `orderlog` command: parse the CLI, load settings, start telemetry, run.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orderlog::app::{self, Application};
 use orderlog::auth::{NewToken, Rate, Scope, Scopes, TokenName, Tokens};
 use orderlog::config::{ConfigError, Settings};
 use orderlog::delivery::subscription::EventFilter;
+use orderlog::domain::customer::Erase;
+use orderlog::domain::values::{CustomerId, Text};
+use orderlog::process::erasure::Erasures;
 use orderlog::projections::runner::{Projections, Status};
+use orderlog::store::commands::AggregateStore;
 use orderlog::store::export::{self, Format, Shape};
 use orderlog::store::key_source::{self, Source};
+use orderlog::store::metadata::CommandMetadata;
 use orderlog::store::reader::{Cursor, LogSignal};
 use orderlog::store::sealed::{self, SecretKey};
+use orderlog::store::vault::Vault;
+use orderlog::store::writer::EventWriter;
 use orderlog::store::Database;
 use orderlog::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +62,34 @@ enum Command {
     Export {
         #[command(flatten)]
         args: ExportArgs,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Customers' personal data: erase it (crypto-shredding), or show an erasure.
+    Privacy {
+        #[command(subcommand)]
+        action: PrivacyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Destroy a customer's data keys and append `customer.erased`; prints the receipt
+    /// as JSON. The same as `POST /v1/customers/{id}/erase`.
+    Erase {
+        customer_id: String,
+        /// Why, for the record ("GDPR request #4411"): never personal data.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who asks: recorded as `requested_by`.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Show a customer's erasure state as JSON.
+    Erasure {
+        customer_id: String,
         #[command(flatten)]
         settings: Settings,
     },
@@ -202,28 +239,32 @@ fn parse_cli() -> Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let command = parse_cli();
-    let settings = match &command {
-        Command::Serve(settings) | Command::Migrate(settings) => settings,
-        Command::Projections { action } => match action {
-            ProjectionsCommand::List(settings) | ProjectionsCommand::Rebuild { settings, .. } => {
-                settings
-            }
-        },
-        Command::Secrets { action } => match action {
-            SecretsCommand::GenerateKey => {
-                // The one line a script reads: nothing else on stdout.
-                println!("{}", SecretKey::generate().to_base64());
-                return Ok(());
-            }
-            SecretsCommand::RotateKey { settings, .. } => settings,
-        },
-        Command::Tokens { action } => match action {
-            TokensCommand::Create { settings, .. }
-            | TokensCommand::List(settings)
-            | TokensCommand::Revoke { settings, .. } => settings,
-        },
-        Command::Export { settings, .. } => settings,
-    };
+    let settings =
+        match &command {
+            Command::Serve(settings) | Command::Migrate(settings) => settings,
+            Command::Projections { action } => match action {
+                ProjectionsCommand::List(settings)
+                | ProjectionsCommand::Rebuild { settings, .. } => settings,
+            },
+            Command::Secrets { action } => match action {
+                SecretsCommand::GenerateKey => {
+                    // The one line a script reads: nothing else on stdout.
+                    println!("{}", SecretKey::generate().to_base64());
+                    return Ok(());
+                }
+                SecretsCommand::RotateKey { settings, .. } => settings,
+            },
+            Command::Tokens { action } => match action {
+                TokensCommand::Create { settings, .. }
+                | TokensCommand::List(settings)
+                | TokensCommand::Revoke { settings, .. } => settings,
+            },
+            Command::Export { settings, .. } => settings,
+            Command::Privacy { action } => match action {
+                PrivacyCommand::Erase { settings, .. }
+                | PrivacyCommand::Erasure { settings, .. } => settings,
+            },
+        };
     telemetry::init(settings.log_format);
     match command {
         Command::Serve(settings) => {
@@ -293,7 +334,58 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Tokens { action } => tokens(action).await,
         Command::Export { args, settings } => export_log(args, settings).await,
+        Command::Privacy { action } => privacy(action).await,
     }
+}
+
+/// `orderlog privacy`: through the same code as the API (`process::erasure`), with
+/// this process's own writer of the log.
+async fn privacy(action: PrivacyCommand) -> anyhow::Result<()> {
+    let (settings, customer_id, erase) = match action {
+        PrivacyCommand::Erase {
+            customer_id,
+            reason,
+            actor,
+            settings,
+        } => (settings, customer_id, Some((reason, actor))),
+        PrivacyCommand::Erasure {
+            customer_id,
+            settings,
+        } => (settings, customer_id, None),
+    };
+    let customer_id =
+        CustomerId::parse(&customer_id).map_err(|e| anyhow::anyhow!("the customer id {e}"))?;
+    let db = connect(&settings).await?;
+    let keys = app::secret_keys(&settings, &db).await?;
+    let writer = EventWriter::start(&db, LogSignal::default());
+    let customers = Arc::new(AggregateStore::new(&db, (), writer));
+    let vault = Vault::new(db.clone(), keys);
+    let erasures = Erasures {
+        db: &db,
+        customers: &customers,
+        vault: &vault,
+    };
+    let receipt = match erase {
+        Some((reason, actor)) => {
+            let text = |raw: &str, what: &str| {
+                Text::parse(raw).map_err(|e| anyhow::anyhow!("the {what} {e}"))
+            };
+            let command = Erase {
+                customer_id,
+                requested_by: text(&actor, "actor")?,
+                on_behalf_of: None,
+                reason: reason.as_deref().map(|r| text(r, "reason")).transpose()?,
+                at: chrono::Utc::now(),
+            };
+            let id = uuid::Uuid::now_v7().to_string();
+            let metadata = CommandMetadata::system(&actor, &id, &id);
+            erasures.erase(command, &metadata).await
+        }
+        None => erasures.state(customer_id).await,
+    };
+    db.close().await;
+    println!("{}", serde_json::to_string_pretty(&receipt?)?);
+    Ok(())
 }
 
 /// `orderlog export`: the log into a file or onto stdout. A file is written beside its
@@ -324,7 +416,15 @@ async fn export_log(args: ExportArgs, settings: Settings) -> anyhow::Result<()> 
             std::io::stdout(),
         )),
     };
-    let exported = export::run(&db, options, sink).await;
+    // The server's keys open the data keys: only read, and only when they are needed.
+    let vault = match options.include_personal_data {
+        true => Some(Vault::new(
+            db.clone(),
+            Arc::new(key_source::load(&settings.key_settings()).context("loading the secret key")?),
+        )),
+        false => None,
+    };
+    let exported = export::run(&db, vault.as_ref(), options, sink).await;
     db.close().await;
     let summary = match exported {
         Ok(summary) => summary,

@@ -9,6 +9,7 @@ use crate::api::admission::Admission;
 use crate::auth::Tokens;
 use crate::config::Settings;
 use crate::delivery::Deliveries;
+use crate::domain::customer::Customer;
 use crate::domain::inventory::InventoryItem;
 use crate::domain::order::Order;
 use crate::process::placement::PlacementFault;
@@ -19,6 +20,7 @@ use crate::store::idempotency::IdempotencyStore;
 use crate::store::reader::LogSignal;
 use crate::store::sealed::KeyRing;
 use crate::store::sources::{InboxWriter, SourceCache};
+use crate::store::vault::Vault;
 use crate::store::Database;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -28,6 +30,8 @@ pub struct AppState {
     pub db: Database,
     pub orders: Arc<AggregateStore<Order>>,
     pub inventory: Arc<AggregateStore<InventoryItem>>,
+    /// Customers: their erasures.
+    pub customers: Arc<AggregateStore<Customer>>,
     pub idempotency: IdempotencyStore,
     /// Turns for commands: at most `ORDERLOG_MAX_CONCURRENT_COMMANDS` run at once.
     pub admission: Arc<Admission>,
@@ -40,6 +44,8 @@ pub struct AppState {
     pub deliveries: Deliveries,
     /// The server's keys, which open the sealed secrets (webhook and storefront).
     pub keys: Arc<KeyRing>,
+    /// Customers' data keys: seals personal data at the edge, opens it for readers.
+    pub vault: Vault,
     /// Storefront sources as webhooks read them (briefly cached).
     pub sources: SourceCache,
     /// Stores webhooks' deliveries, with group commit.

@@ -105,10 +105,11 @@ async fn export(
     let (chunks, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let abort = chunks.clone();
     let db = state.db.clone();
+    let vault = state.vault.clone();
     let closing = state.closing.clone();
     tokio::spawn(async move {
         let outcome = tokio::select! {
-            outcome = export::run(&db, options, ChunkWriter::new(chunks)) => outcome.map_err(|e| e.to_string()),
+            outcome = export::run(&db, Some(&vault), options, ChunkWriter::new(chunks)) => outcome.map_err(|e| e.to_string()),
             _ = closing.cancelled() => Err("the server is stopping".to_owned()),
         };
         match outcome {

@@ -485,6 +485,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             received_at: Utc::now(),
             start_by: parts.extensions.get::<StartBy>().map(|s| s.0),
             claim: parts.extensions.get::<KeyClaim>().cloned(),
+            data_key: None,
         }))
     }
 }

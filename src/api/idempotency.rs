@@ -7,6 +7,8 @@
 //! method is refused with 422 `idempotency_key_reused`. A transient failure (a conflict,
 //! a 5xx) before anything was committed keeps nothing, so the retry really runs again.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -21,6 +23,12 @@ use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::idempotency::{Claim, KeyClaim};
 use crate::store::writer::Answer;
+
+/// The body to keep for retries in place of the one sent, when they differ: a response
+/// that shows personal data keeps it sealed (`store::vault`), and its replay opens it,
+/// so that a kept answer shows an erasure like every other reader.
+#[derive(Clone)]
+pub struct KeptBody(pub Vec<u8>);
 
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match run(state, request, next).await {
@@ -76,6 +84,14 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
                 None if body.is_empty() => None,
                 None => Some(HeaderValue::from_static("application/json")),
             };
+            let body = match std::str::from_utf8(&body) {
+                Ok(text) => match state.vault.reveal(text).await {
+                    Ok(Cow::Owned(revealed)) => revealed.into_bytes(),
+                    Ok(Cow::Borrowed(_)) => body,
+                    Err(e) => return Err(ApiError::from(e).into_response()),
+                },
+                Err(_) => body,
+            };
             let mut response = (status, body).into_response();
             let headers = response.headers_mut();
             headers.remove(header::CONTENT_TYPE);
@@ -106,7 +122,8 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     if response.extensions().get::<Transient>().is_some() && !claim.taken() {
         return Ok(response);
     }
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    let kept = parts.extensions.remove::<KeptBody>();
     // Our handlers answer with small JSON bodies.
     let body = read_body(body).await.map_err(IntoResponse::into_response)?;
     // The command has taken effect: the client hears so even if keeping the response
@@ -121,7 +138,7 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body: body.to_vec(),
+        body: kept.map_or_else(|| body.to_vec(), |k| k.0),
     };
     if let Err(e) = state.idempotency.keep(&claim, answer, Utc::now()).await {
         tracing::error!(error = %e, "could not keep the response of an idempotent request");

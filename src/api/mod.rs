@@ -9,6 +9,7 @@ pub mod admission;
 mod analytics;
 mod auth;
 mod billing;
+mod customers;
 pub mod error;
 mod export;
 pub mod extract;
@@ -40,6 +41,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .merge(orders::routes())
         .merge(billing::routes())
+        .merge(customers::routes())
         .merge(inventory::routes())
         .merge(shipping::routes())
         .merge(analytics::routes())

@@ -75,10 +75,19 @@ async fn stream(
     let events = futures::stream::unfold(tail, |mut tail| async move {
         let entry = tail.next().await?;
         let message = Message::of(&entry);
+        // Personal data is opened as it is sent, as deliveries do; a failure to open it
+        // ends the stream like a failure to read the log (the client reconnects).
+        let body = match tail.state.vault.reveal(&message.body).await {
+            Ok(body) => body.into_owned(),
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream could not open personal data; closing it");
+                return None;
+            }
+        };
         let event = Event::default()
             .id(entry.cursor.token())
             .event(&entry.event_type)
-            .data(message.body);
+            .data(body);
         Some((Ok(event), tail))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))

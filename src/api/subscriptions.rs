@@ -487,18 +487,18 @@ struct DeadLetterOut {
     history: Option<Vec<AttemptOut>>,
 }
 
-fn dead_letter_out(row: QueuedRow, history: Option<Vec<AttemptRecord>>) -> DeadLetterOut {
+fn dead_letter_out(
+    row: QueuedRow,
+    history: Option<Vec<AttemptRecord>>,
+    body: Option<&str>,
+) -> DeadLetterOut {
     let message = row.message().ok();
     DeadLetterOut {
         event_type: message
             .as_ref()
             .map(|m| m.event_type.clone())
             .unwrap_or_default(),
-        message: history.as_ref().and(
-            message
-                .as_ref()
-                .and_then(|m| serde_json::from_str(&m.body).ok()),
-        ),
+        message: body.and_then(|b| serde_json::from_str(b).ok()),
         event_id: row.event_id,
         stream: row.stream,
         position: row.position,
@@ -530,7 +530,10 @@ async fn dead_letters(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.position))
         .flatten();
-    let letters: Vec<DeadLetterOut> = rows.into_iter().map(|r| dead_letter_out(r, None)).collect();
+    let letters: Vec<DeadLetterOut> = rows
+        .into_iter()
+        .map(|r| dead_letter_out(r, None, None))
+        .collect();
     Ok(Json(json!({ "dead_letters": letters, "next_after": next })))
 }
 
@@ -539,7 +542,12 @@ async fn dead_letter(
     PathParams((id, event_id)): PathParams<(Uuid, Uuid)>,
 ) -> Result<Json<DeadLetterOut>, ApiError> {
     let (row, history) = state.deliveries.dead_letter(id, event_id).await?;
-    Ok(Json(dead_letter_out(row, Some(history))))
+    // Shown as it would be sent now: personal data opened, or erased.
+    let body = match row.message() {
+        Ok(message) => Some(state.vault.reveal(&message.body).await?.into_owned()),
+        Err(_) => None,
+    };
+    Ok(Json(dead_letter_out(row, Some(history), body.as_deref())))
 }
 
 async fn retry_one(

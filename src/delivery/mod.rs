@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::store::reader::{self, Cursor, LogSignal, StartAt};
 use crate::store::sealed::KeyRing;
+use crate::store::vault::Vault;
 use crate::store::{Database, StoreError};
 use breaker::{Breaker, BreakerState};
 pub use settings::DeliverySettings;
@@ -56,6 +57,8 @@ pub enum DeliveryError {
 pub(crate) struct Shared {
     db: Database,
     keys: Arc<KeyRing>,
+    /// Opens the personal data in a message as it is sent; stored, it stays sealed.
+    vault: Vault,
     settings: DeliverySettings,
     connections: Connections,
     /// Where webhooks may point: checked here at create and update, and by
@@ -134,6 +137,7 @@ impl Deliveries {
         settings: DeliverySettings,
         log_signal: LogSignal,
         keys: Arc<KeyRing>,
+        vault: Vault,
     ) -> Deliveries {
         let targets = TargetPolicy::new(settings.webhook_allow_private_networks);
         Deliveries {
@@ -143,6 +147,7 @@ impl Deliveries {
                 node: settings.node(),
                 db,
                 keys,
+                vault,
                 settings,
                 log_signal,
             }),

@@ -8,6 +8,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::customer::CustomerEvent;
 use crate::domain::inventory::InventoryEvent;
 use crate::domain::order::OrderEvent;
 use crate::store::reader::Cursor;
@@ -112,6 +113,7 @@ pub fn known_event_types() -> impl Iterator<Item = &'static str> {
     OrderEvent::NAMES
         .iter()
         .chain(InventoryEvent::NAMES)
+        .chain(CustomerEvent::NAMES)
         .copied()
 }
 

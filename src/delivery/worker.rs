@@ -11,6 +11,7 @@
 //! Delivery is at least once: a crash after a send and before the cursor's commit
 //! sends that batch again, with the same `webhook-id`.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -406,6 +407,31 @@ impl Worker {
         Ok(Step::Progress)
     }
 
+    /// Sends `message` with its personal data opened (or shown erased) at this moment:
+    /// queued and dead messages keep it sealed, so an erasure reaches them too.
+    async fn send(&self, sink: &Sink, message: &Message) -> Attempt {
+        match self.shared.vault.reveal(&message.body).await {
+            Ok(Cow::Borrowed(_)) => sink.send(&self.shared.connections, message).await,
+            Ok(Cow::Owned(body)) => {
+                let opened = Message {
+                    body,
+                    ..message.clone()
+                };
+                sink.send(&self.shared.connections, &opened).await
+            }
+            Err(e) => Attempt {
+                at: Utc::now(),
+                latency: Duration::ZERO,
+                status: None,
+                verdict: Verdict::Retry { retry_after: None },
+                detail: Some(format!(
+                    "not sent: its personal data could not be opened: {e}"
+                )),
+                turned_away: false,
+            },
+        }
+    }
+
     /// One stream's messages from a batch, in order; at the first failure the rest
     /// queue up behind it.
     async fn send_stream(&self, sink: &Sink, messages: Vec<Message>) -> StreamOutcome {
@@ -418,7 +444,7 @@ impl Worker {
                 if !self.breaker.admit() {
                     break None;
                 }
-                let attempt = sink.send(&self.shared.connections, &message).await;
+                let attempt = self.send(sink, &message).await;
                 let absorbed = self.settle(permit, attempt.verdict);
                 outcome.attempts.push(self.record(&message, &attempt));
                 // Sent again at once rather than after the retry schedule's first step:
@@ -481,7 +507,7 @@ impl Worker {
                 if !self.breaker.admit() {
                     return None;
                 }
-                let attempt = sink.send(&self.shared.connections, &message).await;
+                let attempt = self.send(sink, &message).await;
                 self.settle(permit, attempt.verdict);
                 Some((row, message, attempt))
             })

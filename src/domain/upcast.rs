@@ -22,12 +22,20 @@ pub struct Step {
 }
 
 /// Every step there is, each after the step it follows.
-pub const STEPS: &[Step] = &[Step {
-    event_type: "order.created",
-    from: "1.0",
-    to: "1.1",
-    apply: order_created_1_1,
-}];
+pub const STEPS: &[Step] = &[
+    Step {
+        event_type: "order.created",
+        from: "1.0",
+        to: "1.1",
+        apply: order_created_1_1,
+    },
+    Step {
+        event_type: "order.created",
+        from: "1.1",
+        to: "1.2",
+        apply: order_created_1_2,
+    },
+];
 
 /// 1.1 added the charges: an order of 1.0 had none, and its total was its lines' sum.
 fn order_created_1_1(payload: &mut Map<String, Value>) {
@@ -35,6 +43,17 @@ fn order_created_1_1(payload: &mut Map<String, Value>) {
     payload.insert("subtotal".into(), subtotal);
     for list in ["discounts", "shipping_lines", "tax_lines"] {
         payload.insert(list.into(), json!([]));
+    }
+}
+
+/// 1.2 seals the personal data into `personal`. A 1.1 order held its shipping address in
+/// the clear: it moves there as it is, legacy clear data (`domain::personal::Personal`).
+fn order_created_1_2(payload: &mut Map<String, Value>) {
+    if let Some(address) = payload.remove("shipping_address") {
+        payload.insert(
+            crate::domain::personal::SEALED_FIELD.into(),
+            json!({ "shipping_address": address }),
+        );
     }
 }
 
@@ -83,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_current_event_is_left_alone() {
-        assert!(upcast("order.created", "1.1", "{}").is_none());
+        assert!(upcast("order.created", "1.2", "{}").is_none());
         assert!(upcast("payment.captured", "1.0", "{}").is_none());
     }
 
@@ -92,7 +111,7 @@ mod tests {
         let stored =
             r#"{"type":"order.created","order_id":"o-1","total":{"amount":500,"currency":"EUR"}}"#;
         let (version, payload) = upcast("order.created", "1.0", stored).unwrap().unwrap();
-        assert_eq!(version, "1.1");
+        assert_eq!(version, "1.2");
         let read: Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(read["subtotal"], json!({"amount": 500, "currency": "EUR"}));
         assert_eq!(read["total"], read["subtotal"]);
@@ -100,6 +119,23 @@ mod tests {
         assert_eq!(read["shipping_lines"], json!([]));
         assert_eq!(read["tax_lines"], json!([]));
         assert_eq!(read["type"], "order.created");
+    }
+
+    #[test]
+    fn an_order_created_1_1_keeps_its_clear_address_as_legacy_personal_data() {
+        let stored =
+            r#"{"type":"order.created","order_id":"o-1","shipping_address":{"name":"Ada"}}"#;
+        let (version, payload) = upcast("order.created", "1.1", stored).unwrap().unwrap();
+        assert_eq!(version, "1.2");
+        let read: Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(
+            read["personal"],
+            json!({"shipping_address": {"name": "Ada"}})
+        );
+        assert!(read.get("shipping_address").is_none());
+        let without = r#"{"type":"order.created","order_id":"o-2"}"#;
+        let (_, payload) = upcast("order.created", "1.1", without).unwrap().unwrap();
+        assert!(!payload.contains("personal"));
     }
 
     #[test]

@@ -4,5 +4,6 @@
 //! They issue commands to aggregates; they never write events themselves and never
 //! decide a business rule an aggregate could decide.
 
+pub mod erasure;
 pub mod placement;
 pub mod reservations;

@@ -341,7 +341,7 @@ mod tests {
                 })
                 .collect(),
             charges: Charges::default(),
-            shipping_address: None,
+            personal: None,
             origin: Some(Box::new(Origin {
                 source: SourceName::parse("shop").unwrap(),
                 external_id: Text::parse("820982911946154508").unwrap(),

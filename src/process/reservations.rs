@@ -752,7 +752,7 @@ mod tests {
             shipping_lines: vec![],
             tax_lines: vec![],
             total: Money::parse(5000, usd).unwrap(),
-            shipping_address: None,
+            personal: None,
             origin: origin.map(Box::new),
             placed_at: at(),
         }

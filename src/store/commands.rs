@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use super::idempotency::KeyClaim;
 use super::metadata::CommandMetadata;
+use super::vault::DataKeyWrite;
 use super::writer::{EventWriter, KeyWrite, NewEvent, WriteError};
 use super::Database;
 use crate::domain::upcast;
@@ -94,6 +95,8 @@ struct Pending<A: Aggregate> {
     start_by: Option<Instant>,
     /// Claimed in the commit of this command's events, if it appends any.
     claim: Option<KeyClaim>,
+    /// Written in the commit of this command's events, if it appends any.
+    data_key: Option<DataKeyWrite>,
     reply: oneshot::Sender<Reply<A>>,
 }
 
@@ -209,6 +212,7 @@ where
         let (reply, answer) = oneshot::channel();
         let start_by = metadata.start_by;
         let claim = metadata.claim.clone();
+        let data_key = metadata.data_key.clone();
         let metadata = metadata.to_map();
         let pending = Pending {
             command,
@@ -217,6 +221,7 @@ where
             metadata,
             start_by,
             claim,
+            data_key,
             reply,
         };
         let lead = {
@@ -314,7 +319,7 @@ where
             let any_events = !decided.events.is_empty();
             let committed = if any_events {
                 self.writer
-                    .append_with(decided.events, decided.claims, start_by)
+                    .append_with(decided.events, decided.claims, decided.data_keys, start_by)
                     .await
             } else {
                 Ok(())
@@ -363,6 +368,7 @@ where
     ) -> Decided<A> {
         let mut events = Vec::new();
         let mut claims = Vec::new();
+        let mut data_keys = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for pending in batch {
             let mut candidate = state.clone();
@@ -391,6 +397,9 @@ where
                     if let Some(claim) = pending.claim.as_ref().filter(|_| !envelopes.is_empty()) {
                         claims.push(claim.write());
                     }
+                    if let Some(key) = pending.data_key.as_ref().filter(|_| !envelopes.is_empty()) {
+                        data_keys.push(key.clone());
+                    }
                     state = candidate;
                     outcomes.push(Ok(Executed {
                         state: state.clone(),
@@ -407,6 +416,7 @@ where
             sequence,
             events,
             claims,
+            data_keys,
             outcomes,
         }
     }
@@ -443,6 +453,7 @@ struct Decided<A: Aggregate> {
     sequence: usize,
     events: Vec<NewEvent>,
     claims: Vec<KeyWrite>,
+    data_keys: Vec<DataKeyWrite>,
     outcomes: Vec<Result<Executed<A>, A::Error>>,
 }
 

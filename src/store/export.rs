@@ -9,8 +9,9 @@
 //! export ends with the cursor of the last event it read (filtered out or not), and an
 //! export with the same filters from that cursor continues with no gap and no repeat.
 //!
-//! Personal data ([`PERSONAL_FIELDS`], the one list of it) leaves only when asked for;
-//! without it those fields are cut from the exported payload. This module never writes
+//! Personal data (`domain::personal`) leaves only when asked for, opened by the vault
+//! (and erased customers' shown as erased); without it the sealed field is cut from
+//! each exported payload. This module never writes
 //! to the database, and never holds more than a batch (events) or a row group (Parquet)
 //! in memory, except for `--shape sequences`, which keeps one entry per order.
 
@@ -37,24 +38,10 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 
 use super::reader::Cursor;
+use super::vault::{OpenKeys, Vault};
 use super::{copy_out, Database, StoreError};
+use crate::domain::personal::SEALED_FIELD;
 use crate::domain::upcast;
-
-/// Every field of the log that holds personal data, by event type: the one list of it.
-/// An export leaves these out of each payload unless personal data is asked for; the
-/// erasure of a customer's data is to use the same list.
-pub const PERSONAL_FIELDS: &[(&str, &[&str])] = &[
-    // The recipient's name and address lines.
-    ("order.created", &["shipping_address"]),
-];
-
-/// The personal fields of events of `event_type` (none for most).
-pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
-    PERSONAL_FIELDS
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map_or(&[], |(_, fields)| fields)
-}
 
 /// The version of the export schema, written into every Parquet file's metadata
 /// (`orderlog.schema`). A column is only ever added, at the end, with a new version.
@@ -142,7 +129,7 @@ pub struct Options {
     pub until: Option<DateTime<Utc>>,
     /// Only events whose type this accepts; all of them when `None`.
     pub types: Option<TypeMatch>,
-    /// Leave the [`PERSONAL_FIELDS`] in the payloads.
+    /// Open the personal data (`domain::personal`) in the payloads, rather than cut it.
     pub include_personal_data: bool,
 }
 
@@ -220,10 +207,20 @@ pub enum ExportError {
 /// sink may block (a file, stdout, a bounded channel to an HTTP body).
 pub async fn run<W: Write + Send + 'static>(
     db: &Database,
+    vault: Option<&Vault>,
     options: Options,
     sink: W,
 ) -> Result<Summary, ExportError> {
-    let batches = read(db, options.after);
+    let vault = match (options.include_personal_data, vault) {
+        (false, _) => None,
+        (true, Some(vault)) => Some(vault.clone()),
+        (true, None) => {
+            return Err(ExportError::Writer(
+                "personal data cannot be exported without the server's keys".into(),
+            ))
+        }
+    };
+    let batches = read(db, options.after, vault);
     tokio::task::spawn_blocking(move || write(batches, &options, sink))
         .await
         .map_err(|e| ExportError::Writer(e.to_string()))?
@@ -259,6 +256,8 @@ struct RawRow {
 struct Batch {
     text: String,
     rows: Vec<RawRow>,
+    /// The data keys of the batch's personal data, when it is exported.
+    keys: OpenKeys,
 }
 
 impl Batch {
@@ -266,6 +265,7 @@ impl Batch {
         Batch {
             text: String::with_capacity(BATCH * 1024),
             rows: Vec::with_capacity(BATCH),
+            keys: OpenKeys::default(),
         }
     }
 
@@ -342,7 +342,39 @@ struct Trace<'a> {
 type Batches = mpsc::Receiver<Result<Batch, StoreError>>;
 
 /// Every event after `after` up to one horizon, in cursor order, read ahead on a task.
-fn read(db: &Database, after: Cursor) -> Batches {
+/// The log's batches after `after`; with a vault, each with the data keys that open its
+/// personal data, brought in one query per batch.
+fn read(db: &Database, after: Cursor, vault: Option<Vault>) -> Batches {
+    let raw = read_raw(db, after);
+    let Some(vault) = vault else {
+        return raw;
+    };
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut raw = raw;
+        while let Some(batch) = raw.recv().await {
+            let keyed = match batch {
+                Ok(mut batch) => {
+                    let payloads = batch.rows.iter().map(|r| batch.get(r.payload));
+                    match vault.keys_for(payloads).await {
+                        Ok(keys) => {
+                            batch.keys = keys;
+                            Ok(batch)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if sender.send(keyed).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn read_raw(db: &Database, after: Cursor) -> Batches {
     let (sender, receiver) = mpsc::channel(2);
     let db = db.clone();
     tokio::spawn(async move {
@@ -670,16 +702,25 @@ fn each_event(
                 }
                 None | Some(Err(_)) => (stored_version, stored_payload),
             };
-        let personal = if options.include_personal_data {
-            &[][..]
+        // Personal data is opened (or shown erased) when asked for, else cut out.
+        let cut: &[&str] = if options.include_personal_data {
+            &[]
         } else {
-            personal_fields(event_type)
+            &[SEALED_FIELD]
         };
-        let (common, has_personal) = scan(payload, personal);
-        let stripped;
+        let (common, has_personal) = scan(payload, cut);
+        let changed;
         let payload = if has_personal {
-            stripped = strip(payload, personal);
-            stripped.as_str()
+            changed = strip(payload, cut);
+            changed.as_str()
+        } else if options.include_personal_data {
+            match batch.keys.reveal(payload).map_err(ExportError::Store)? {
+                Cow::Borrowed(_) => payload,
+                Cow::Owned(revealed) => {
+                    changed = revealed;
+                    changed.as_str()
+                }
+            }
         } else {
             payload
         };
@@ -1447,18 +1488,15 @@ mod tests {
     }
 
     #[test]
-    fn personal_fields_are_cut_and_the_rest_kept_in_order() {
-        let payload = r#"{"type":"order.created","order_id":"o-1","shipping_address":{"name":"Ada","line1":"12 St"},"total":{"amount":1,"currency":"GBP"}}"#;
-        let personal = personal_fields("order.created");
-        assert_eq!(personal, ["shipping_address"]);
-        let (common, has) = scan(payload, personal);
+    fn the_sealed_personal_data_is_cut_and_the_rest_kept_in_order() {
+        let payload = r#"{"type":"order.created","order_id":"o-1","personal":"sealed:v1:0011223344556677:AAAA","total":{"amount":1,"currency":"GBP"}}"#;
+        let (common, has) = scan(payload, &[SEALED_FIELD]);
         assert!(has);
         assert_eq!(common.currency.as_deref(), Some("GBP"));
         assert_eq!(
-            strip(payload, personal),
+            strip(payload, &[SEALED_FIELD]),
             r#"{"type":"order.created","order_id":"o-1","total":{"amount":1,"currency":"GBP"}}"#
         );
-        assert!(personal_fields("payment.captured").is_empty());
     }
 
     #[test]

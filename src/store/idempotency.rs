@@ -215,7 +215,7 @@ impl IdempotencyStore {
         };
         Ok(self
             .writer
-            .append_with(Vec::new(), vec![write], None)
+            .append_with(Vec::new(), vec![write], Vec::new(), None)
             .await?)
     }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::time::Instant;
 
 use super::idempotency::KeyClaim;
+use super::vault::DataKeyWrite;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub struct CommandMetadata {
     /// The request's `Idempotency-Key`, to be claimed in the commit of this command's
     /// events (not stored in them: the key is, as `idempotency_key`).
     pub claim: Option<KeyClaim>,
+    /// The data key this command's personal data is sealed under (`store::vault`), or
+    /// the destruction of a customer's keys: written in the commit of its events. Never
+    /// passed on to the commands it causes.
+    pub data_key: Option<DataKeyWrite>,
 }
 
 impl CommandMetadata {
@@ -53,6 +58,7 @@ impl CommandMetadata {
             received_at: self.received_at,
             start_by: self.start_by,
             claim: None,
+            data_key: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl CommandMetadata {
             received_at: Utc::now(),
             start_by: None,
             claim: None,
+            data_key: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod reader;
 pub mod sealed;
 pub mod sources;
+pub mod vault;
 pub mod views;
 pub mod writer;
 
@@ -120,7 +121,10 @@ impl Database {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Deleted rows are zeroed, not left in free pages: an erased customer's
+                // data keys (`vault`) must be gone from the file, not merely unlinked.
+                .pragma("secure_delete", "ON");
             if let Some(parent) = options.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(parent).map_err(|source| {
@@ -167,6 +171,20 @@ impl Database {
         match self {
             Database::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
             Database::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Moves what the WAL holds into the SQLite file and empties the WAL, so that pages
+    /// freed (and zeroed, `secure_delete`) are not still held there in their old form.
+    /// Nothing to do on PostgreSQL, whose dumps and readers never see dead rows. Readers
+    /// in the way leave part of the WAL for the next checkpoint, which SQLite makes on
+    /// its own.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Database::Sqlite(pool) = self {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
         }
         Ok(())
     }

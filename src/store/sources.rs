@@ -496,6 +496,62 @@ pub async fn find_by_key(
     Ok(rows.into_iter().next())
 }
 
+/// What an erased delivery's body becomes: the webhook as received held the customer's
+/// personal data in the clear.
+pub const ERASED_BODY: &str = r#"{"erased":true}"#;
+
+/// Scrubs the bodies of the deliveries about `customer_id`'s orders: after the
+/// customer's erasure (`process::erasure`). The orders are found in the log (read, not
+/// under the write lock); a delivery not yet applied is not tied to an order yet, and is
+/// left to be applied.
+pub async fn scrub_customer(db: &Database, customer_id: &str) -> Result<u64, StoreError> {
+    #[derive(Deserialize)]
+    struct Id {
+        aggregate_id: String,
+    }
+    let sql = match db {
+        Database::Postgres(_) => {
+            "SELECT aggregate_id FROM events
+              WHERE aggregate_type = 'order' AND event_type = 'order.created'
+                AND payload->>'customer_id' = $1"
+        }
+        Database::Sqlite(_) => {
+            "SELECT aggregate_id FROM events
+              WHERE aggregate_type = 'order' AND event_type = 'order.created'
+                AND json_extract(payload, '$.customer_id') = $1"
+        }
+    };
+    let orders: Vec<Id> = query(
+        db,
+        sql,
+        &["aggregate_id"],
+        &[Param::Text(customer_id.into())],
+    )
+    .await?;
+    if orders.is_empty() {
+        return Ok(0);
+    }
+    let ids = orders.into_iter().map(|o| o.aggregate_id).collect();
+    let sql = match db {
+        Database::Postgres(_) => {
+            "UPDATE source_inbox SET body = $1 WHERE order_id = ANY($2) AND body <> $1"
+        }
+        Database::Sqlite(_) => {
+            "UPDATE source_inbox SET body = $1
+              WHERE order_id IN (SELECT value FROM json_each($2)) AND body <> $1"
+        }
+    };
+    let mut tx = Tx::begin(db).await?;
+    let scrubbed = tx
+        .execute(
+            sql,
+            &[Param::Text(ERASED_BODY.into()), Param::TextList(ids)],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(scrubbed)
+}
+
 /// A source's deliveries, newest first, optionally in one state, before `before`.
 pub async fn list_inbox(
     db: &Database,

@@ -13,6 +13,10 @@
 //! commits with that command's events, so a retry after a crash finds both or neither,
 //! and answers kept for retries share the commits of the events around them.
 //!
+//! So do customers' data keys ([`DataKeyWrite`], `store::vault`): an order's personal
+//! data and the key it is sealed under commit together, and an erasure's
+//! `customer.erased` with the destruction of the keys.
+//!
 //! The database still guards each aggregate: a sequence already taken (another process
 //! won the race) refuses the whole group, which is then written one append at a time so
 //! that only the append that lost hears `Conflict`.
@@ -24,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
 use super::reader::LogSignal;
+use super::vault::DataKeyWrite;
 use super::{is_saturation, Database};
 
 /// Most events written in one statement.
@@ -102,6 +107,7 @@ pub enum WriteError {
 struct Append {
     events: Vec<NewEvent>,
     keys: Vec<KeyWrite>,
+    data_keys: Vec<DataKeyWrite>,
     start_by: Option<Instant>,
     done: oneshot::Sender<Result<(), WriteError>>,
 }
@@ -138,17 +144,19 @@ impl EventWriter {
         events: Vec<NewEvent>,
         start_by: Option<Instant>,
     ) -> Result<(), WriteError> {
-        self.append_with(events, Vec::new(), start_by).await
+        self.append_with(events, Vec::new(), Vec::new(), start_by)
+            .await
     }
 
-    /// Appends `events` and writes `keys`, atomically.
+    /// Appends `events` and writes `keys` and `data_keys`, atomically.
     pub async fn append_with(
         &self,
         events: Vec<NewEvent>,
         keys: Vec<KeyWrite>,
+        data_keys: Vec<DataKeyWrite>,
         start_by: Option<Instant>,
     ) -> Result<(), WriteError> {
-        if events.is_empty() && keys.is_empty() {
+        if events.is_empty() && keys.is_empty() && data_keys.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
@@ -156,6 +164,7 @@ impl EventWriter {
             .send(Append {
                 events,
                 keys,
+                data_keys,
                 start_by,
                 done,
             })
@@ -163,6 +172,12 @@ impl EventWriter {
         answer
             .await
             .unwrap_or_else(|_| Err(WriteError::Store("the event writer has stopped".into())))
+    }
+}
+
+impl Append {
+    fn size(&self) -> usize {
+        self.events.len() + self.keys.len() + self.data_keys.len()
     }
 }
 
@@ -177,12 +192,12 @@ async fn commit_loop(
             let Some(first) = receiver.recv().await else {
                 return;
             };
-            let mut size = first.events.len() + first.keys.len();
+            let mut size = first.size();
             let mut group = vec![first];
             while size < MAX_GROUP_EVENTS {
                 match receiver.try_recv() {
                     Ok(next) => {
-                        size += next.events.len() + next.keys.len();
+                        size += next.size();
                         group.push(next);
                     }
                     Err(_) => break,
@@ -202,7 +217,8 @@ async fn commit_loop(
         }
         let events: Vec<&NewEvent> = group.iter().flat_map(|a| &a.events).collect();
         let keys: Vec<&KeyWrite> = group.iter().flat_map(|a| &a.keys).collect();
-        match write(&db, &events, &keys).await {
+        let data_keys: Vec<&DataKeyWrite> = group.iter().flat_map(|a| &a.data_keys).collect();
+        match write(&db, &events, &keys, &data_keys).await {
             Ok(()) => {
                 appended.appended();
                 for append in group {
@@ -215,7 +231,8 @@ async fn commit_loop(
                 for append in group {
                     let events: Vec<&NewEvent> = append.events.iter().collect();
                     let keys: Vec<&KeyWrite> = append.keys.iter().collect();
-                    let result = write(&db, &events, &keys).await;
+                    let data_keys: Vec<&DataKeyWrite> = append.data_keys.iter().collect();
+                    let result = write(&db, &events, &keys, &data_keys).await;
                     any |= result.is_ok();
                     let _ = append.done.send(result);
                 }
@@ -242,10 +259,15 @@ fn copy(error: &WriteError) -> WriteError {
     }
 }
 
-async fn write(db: &Database, events: &[&NewEvent], keys: &[&KeyWrite]) -> Result<(), WriteError> {
+async fn write(
+    db: &Database,
+    events: &[&NewEvent],
+    keys: &[&KeyWrite],
+    data_keys: &[&DataKeyWrite],
+) -> Result<(), WriteError> {
     let result = match db {
-        Database::Postgres(pool) => write_postgres(pool, events, keys).await,
-        Database::Sqlite(pool) => write_sqlite(pool, events, keys).await,
+        Database::Postgres(pool) => write_postgres(pool, events, keys, data_keys).await,
+        Database::Sqlite(pool) => write_sqlite(pool, events, keys, data_keys).await,
     };
     result.map_err(|e| {
         if is_saturation(&e) {
@@ -271,8 +293,9 @@ async fn write_postgres(
     pool: &sqlx::PgPool,
     events: &[&NewEvent],
     keys: &[&KeyWrite],
+    data_keys: &[&DataKeyWrite],
 ) -> Result<(), sqlx::Error> {
-    if keys.is_empty() {
+    if keys.is_empty() && data_keys.is_empty() {
         let insert = sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                  event_version, payload, metadata)
@@ -310,9 +333,15 @@ async fn write_postgres(
                      completed_at = u.a
                 FROM UNNEST($17::text[], $18::timestamptz[], $19::int2[], $20::text[],
                             $21::bytea[]) AS u(k, a, s, ct, b)
-               WHERE kept.key = u.k)
+               WHERE kept.key = u.k),
+          created AS (
+              INSERT INTO customer_keys (key_id, customer_id, sealed_key, created_at)
+              SELECT * FROM UNNEST($22::text[], $23::text[], $24::text[], $25::int8[])),
+          destroyed AS (
+              DELETE FROM customer_keys WHERE customer_id = ANY($26::text[]))
          SELECT 1",
     );
+    let data = DataKeyRows::of(data_keys);
     let (record_statuses, record_types, record_bodies) =
         answer_arrays(rows.records.iter().map(|r| r.3));
     let (answer_statuses, answer_types, answer_bodies) =
@@ -332,6 +361,11 @@ async fn write_postgres(
         .bind(answer_statuses)
         .bind(answer_types)
         .bind(answer_bodies)
+        .bind(data.created.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(data.created.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(data.created.iter().map(|c| c.2).collect::<Vec<_>>())
+        .bind(data.created.iter().map(|c| c.3).collect::<Vec<_>>())
+        .bind(data.destroyed)
         .execute(pool)
         .await
         .map(drop)
@@ -400,10 +434,38 @@ impl<'a> KeyRows<'a> {
     }
 }
 
+/// The data key writes of one statement, by kind.
+#[derive(Default)]
+struct DataKeyRows<'a> {
+    created: Vec<(&'a str, &'a str, &'a str, i64)>,
+    destroyed: Vec<&'a str>,
+}
+
+impl<'a> DataKeyRows<'a> {
+    fn of(writes: &[&'a DataKeyWrite]) -> Self {
+        let mut rows = DataKeyRows::default();
+        for write in writes {
+            match write {
+                DataKeyWrite::Create {
+                    key_id,
+                    customer_id,
+                    sealed_key,
+                    at,
+                } => rows
+                    .created
+                    .push((key_id, customer_id, sealed_key, super::millis(*at))),
+                DataKeyWrite::DestroyAll { customer_id } => rows.destroyed.push(customer_id),
+            }
+        }
+        rows
+    }
+}
+
 async fn write_sqlite(
     pool: &sqlx::SqlitePool,
     events: &[&NewEvent],
     keys: &[&KeyWrite],
+    data_keys: &[&DataKeyWrite],
 ) -> Result<(), sqlx::Error> {
     let _turn = super::sqlite_write_turn(pool).await;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -461,6 +523,27 @@ async fn write_sqlite(
             .bind(&answer.body)
             .bind(super::millis(*at))
             .bind(key),
+        };
+        query.execute(&mut *tx).await?;
+    }
+    for write in data_keys {
+        let query = match write {
+            DataKeyWrite::Create {
+                key_id,
+                customer_id,
+                sealed_key,
+                at,
+            } => sqlx::query(
+                "INSERT INTO customer_keys (key_id, customer_id, sealed_key, created_at)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(key_id)
+            .bind(customer_id)
+            .bind(sealed_key)
+            .bind(super::millis(*at)),
+            DataKeyWrite::DestroyAll { customer_id } => {
+                sqlx::query("DELETE FROM customer_keys WHERE customer_id = ?").bind(customer_id)
+            }
         };
         query.execute(&mut *tx).await?;
     }

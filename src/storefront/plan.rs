@@ -142,7 +142,7 @@ fn place(source: &SourceName, snapshot: &Snapshot) -> Result<PlaceOrder, Payload
             shipping_lines,
             tax_lines,
         },
-        shipping_address: None,
+        personal: None,
         origin: Some(Box::new(origin)),
         at: snapshot.created_at,
     })

@@ -77,7 +77,7 @@ async fn an_order_owes_its_lines_less_discounts_plus_shipping_and_taxes(backend:
     expect_status(r, StatusCode::CREATED).await;
 
     let events = app.events("ord-1").await;
-    assert_eq!(events[0]["event_version"], "1.1");
+    assert_eq!(events[0]["event_version"], "1.2");
     assert_eq!(events[0]["payload"]["total"]["amount"], 4536);
     assert_eq!(events[0]["payload"]["subtotal"]["amount"], 5000);
 
@@ -200,7 +200,7 @@ async fn a_log_written_at_1_0_replays_unchanged_through_every_reader(backend: Ba
 
     // The history shows it at the current version; the log keeps what was written.
     let events = app.events("old-1").await;
-    assert_eq!(events[0]["event_version"], "1.1");
+    assert_eq!(events[0]["event_version"], "1.2");
     assert_eq!(events[0]["payload"]["discounts"], json!([]));
     assert_eq!(events[1]["event_type"], "payment.attempted");
 

@@ -110,13 +110,18 @@ async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append(backend: Back
         at: chrono::Utc::now(),
     };
     writer
-        .append_with(vec![event("first", 1)], vec![claim("k")], None)
+        .append_with(vec![event("first", 1)], vec![claim("k")], Vec::new(), None)
         .await
         .unwrap();
 
     let results = join_all([
-        writer.append_with(vec![event("second", 1)], vec![claim("k")], None),
-        writer.append_with(vec![event("other", 1)], vec![claim("k-other")], None),
+        writer.append_with(vec![event("second", 1)], vec![claim("k")], Vec::new(), None),
+        writer.append_with(
+            vec![event("other", 1)],
+            vec![claim("k-other")],
+            Vec::new(),
+            None,
+        ),
     ])
     .await;
     assert!(

@@ -357,6 +357,7 @@ async fn no_hostile_input_breaks_the_api_or_reaches_the_log(backend: Backend) {
     let event_id = app.event_ids("ord-h", |_| true).await[0].clone();
     let values: BTreeMap<&str, String> = [
         ("order_id", "ord-h".to_owned()),
+        ("customer_id", "cust-h".to_owned()),
         ("payment_id", "pay-1".to_owned()),
         ("shipment_id", "shp-1".to_owned()),
         ("sku", "SKU-H".to_owned()),

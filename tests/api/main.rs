@@ -21,6 +21,7 @@ mod log_reader;
 mod metadata;
 mod overload;
 mod poison;
+mod privacy;
 mod projections;
 mod property;
 mod rebuilds;

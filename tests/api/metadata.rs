@@ -45,7 +45,7 @@ async fn events_carry_the_request_metadata(backend: Backend) {
     assert!(uuid::Uuid::parse_str(event["event_id"].as_str().unwrap()).is_ok());
     assert!(event["global_position"].as_i64().unwrap() >= 1);
     assert_eq!(event["sequence"], 1);
-    assert_eq!(event["event_version"], "1.1");
+    assert_eq!(event["event_version"], "1.2");
     assert_eq!(event["payload"]["type"], "order.created");
     assert_eq!(event["payload"]["total"]["amount"], 5000);
     assert!(chrono::DateTime::parse_from_rfc3339(event["recorded_at"].as_str().unwrap()).is_ok());

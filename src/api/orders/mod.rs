@@ -4,6 +4,8 @@
 //! Handlers parse input into typed commands, hand them to the order store and render
 //! the result. They decide nothing: every rule lives in the Order aggregate.
 
+use std::borrow::Cow;
+
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,10 +16,12 @@ use serde_json::value::RawValue;
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_time, CommandContext, JsonBody, PathParams, QueryParams};
+use super::idempotency::KeptBody;
 use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
 use crate::domain::order::*;
+use crate::domain::personal::{Personal, PersonalData, SealedPersonal, FIELDS, SEALED_FIELD};
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::state::AppState;
@@ -25,6 +29,7 @@ use crate::store::commands::Executed;
 use crate::store::history::{self, AsOf};
 use crate::store::log;
 use crate::store::reader::LogEntry;
+use crate::store::vault::Opened;
 
 mod list;
 
@@ -74,8 +79,13 @@ struct PlaceOrderIn {
     shipping_lines: Vec<ShippingLineIn>,
     #[serde(default)]
     tax_lines: Vec<TaxLineIn>,
-    shipping_address: Option<ShippingAddress>,
     origin: Option<OriginIn>,
+    // The customer's personal data (`domain::personal`), sealed before the command is made.
+    shipping_address: Option<ShippingAddress>,
+    billing_address: Option<ShippingAddress>,
+    email: Option<Email>,
+    phone: Option<Phone>,
+    note: Option<FreeText>,
 }
 
 /// Where a storefront order came from: for finding it again on the platform.
@@ -175,8 +185,8 @@ struct OrderOut {
     amount_due: i64,
     captured: i64,
     refunded: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shipping_address: Option<ShippingAddress>,
+    #[serde(flatten)]
+    personal: PersonalOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     origin: Option<Origin>,
     payments: Vec<PaymentOut>,
@@ -312,8 +322,61 @@ impl<'a> EventOut<'a> {
     }
 }
 
+/// An order's personal data as a response shows it.
+enum PersonalOut {
+    /// The order has none.
+    None,
+    /// In the clear, or every field `null` with `"erased": true`.
+    Shown(Opened),
+    /// Still sealed: the form an answer is kept in for retries (`KeptBody`), opened
+    /// when it is replayed (`Vault::reveal`), so that it too shows an erasure.
+    Kept(SealedPersonal),
+}
+
+impl PersonalOut {
+    /// What `order` holds, opened.
+    async fn of(state: &AppState, order: &PlacedOrder) -> Result<PersonalOut, ApiError> {
+        Ok(match &order.personal {
+            None => PersonalOut::None,
+            Some(personal) => PersonalOut::Shown(state.vault.open(personal).await?),
+        })
+    }
+
+    /// What `order` holds, as an answer is kept.
+    fn kept(order: &PlacedOrder) -> PersonalOut {
+        match &order.personal {
+            Some(Personal::Sealed(sealed)) => PersonalOut::Kept(sealed.clone()),
+            Some(Personal::Clear(data)) => PersonalOut::Shown(Opened::Clear(data.clone())),
+            None => PersonalOut::None,
+        }
+    }
+}
+
+impl Serialize for PersonalOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            PersonalOut::Shown(Opened::Clear(data)) => data.serialize(s),
+            PersonalOut::Shown(Opened::Erased) => {
+                let mut map = s.serialize_map(Some(FIELDS.len() + 1))?;
+                for field in FIELDS {
+                    map.serialize_entry(field, &())?;
+                }
+                map.serialize_entry("erased", &true)?;
+                map.end()
+            }
+            PersonalOut::Kept(sealed) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(SEALED_FIELD, sealed)?;
+                map.end()
+            }
+            PersonalOut::None => s.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
 impl OrderOut {
-    fn new(order: &PlacedOrder, version: usize) -> Self {
+    fn new(order: &PlacedOrder, version: usize, personal: PersonalOut) -> Self {
         Self {
             order_id: order.order_id.clone(),
             version,
@@ -361,7 +424,7 @@ impl OrderOut {
             amount_due: order.amount_due().amount(),
             captured: order.captured.amount(),
             refunded: order.refunded.amount(),
-            shipping_address: order.shipping_address.as_deref().cloned(),
+            personal,
             origin: order.origin.as_deref().cloned(),
             payments: order.payments.iter().map(PaymentOut::new).collect(),
             shipments: order.shipments.iter().map(ShipmentOut::new).collect(),
@@ -476,6 +539,20 @@ fn respond<T: Serialize>(status: StatusCode, body: T, accepted: &Accepted) -> Re
     )
 }
 
+/// The order after a command, with its personal data as `shown`; an answer kept for
+/// retries keeps it sealed instead.
+fn respond_order(status: StatusCode, shown: PersonalOut, accepted: &Accepted) -> Response {
+    let (order, version) = (&accepted.order, accepted.version);
+    let mut response = respond(status, OrderOut::new(order, version, shown), accepted);
+    if matches!(order.personal, Some(Personal::Sealed(_))) {
+        let kept = OrderOut::new(order, version, PersonalOut::kept(order));
+        // A struct of plain values always serialises.
+        let body = serde_json::to_vec(&kept).unwrap_or_default();
+        response.extensions_mut().insert(KeptBody(body));
+    }
+    response
+}
+
 fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
     PartOut {
         order_id: order.order_id.clone(),
@@ -539,13 +616,28 @@ async fn place_order(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let clear = PersonalData {
+        shipping_address: body.shipping_address,
+        billing_address: body.billing_address,
+        email: body.email,
+        phone: body.phone,
+        note: body.note,
+    };
+    let mut metadata = ctx.0;
+    let personal = if clear.is_empty() {
+        None
+    } else {
+        let (sealed, key) = state.vault.seal(&body.customer_id, &clear);
+        metadata.data_key = Some(key);
+        Some(sealed)
+    };
     let command = PlaceOrder {
         order_id: order_id.clone(),
         customer_id: body.customer_id,
         currency: body.currency,
         lines,
         charges,
-        shipping_address: body.shipping_address.map(Box::new),
+        personal,
         origin: body.origin.map(|o| {
             Box::new(Origin {
                 source: o.source,
@@ -553,7 +645,7 @@ async fn place_order(
                 external_number: o.external_number,
             })
         }),
-        at: ctx.0.received_at,
+        at: metadata.received_at,
     };
     let placement = Placement {
         orders: &state.orders,
@@ -561,14 +653,13 @@ async fn place_order(
         require_tracked_skus: state.settings.require_tracked_skus,
         fault: state.placement_fault.as_ref(),
     };
-    let executed = placement.place(command, &ctx.0).await?;
+    let executed = placement.place(command, &metadata).await?;
     let accepted = accept(&state, &order_id, executed, wait).await?;
-    let (order, version) = (&accepted.order, accepted.version);
-    let mut response = respond(
-        StatusCode::CREATED,
-        OrderOut::new(order, version),
-        &accepted,
-    );
+    let shown = match clear.is_empty() {
+        true => PersonalOut::None,
+        false => PersonalOut::Shown(Opened::Clear(Box::new(clear))),
+    };
+    let mut response = respond_order(StatusCode::CREATED, shown, &accepted);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -595,7 +686,8 @@ async fn get_order(
         }
     };
     let placed = order.placed().ok_or(OrderError::NotFound)?;
-    Ok(Json(OrderOut::new(placed, order.version())))
+    let personal = PersonalOut::of(&state, placed).await?;
+    Ok(Json(OrderOut::new(placed, order.version(), personal)))
 }
 
 /// `?at=`: a global position or an RFC 3339 time.
@@ -621,6 +713,12 @@ async fn get_order_events(
     .await?;
     if entries.is_empty() {
         return Err(OrderError::NotFound.into());
+    }
+    let mut entries = entries;
+    for entry in &mut entries {
+        if let Cow::Owned(revealed) = state.vault.reveal(&entry.payload).await? {
+            entry.payload = revealed;
+        }
     }
     let events = entries
         .iter()
@@ -781,12 +879,8 @@ async fn cancel_order(
         at: ctx.0.received_at,
     });
     let accepted = execute(&state, &order_id, command, ctx, wait).await?;
-    let (order, version) = (&accepted.order, accepted.version);
-    Ok(respond(
-        StatusCode::OK,
-        OrderOut::new(order, version),
-        &accepted,
-    ))
+    let shown = PersonalOut::of(&state, &accepted.order).await?;
+    Ok(respond_order(StatusCode::OK, shown, &accepted))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::commands::*;
 use super::errors::OrderError;
 use super::events::{Discount, OrderEvent, OrderLine, Origin, ShipmentLine, ShippingLine, TaxLine};
+use crate::domain::personal::Personal;
 use crate::domain::values::{
-    Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text,
+    Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku, Text,
 };
 
 /// The order's lifecycle as clients see it. Refunds outrank everything else because they
@@ -97,7 +97,7 @@ pub struct PlacedOrder {
     pub shipping_lines: Vec<ShippingLine>,
     pub tax_lines: Vec<TaxLine>,
     pub total: Money,
-    pub shipping_address: Option<Box<ShippingAddress>>,
+    pub personal: Option<Personal>,
     pub origin: Option<Box<Origin>>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -435,7 +435,7 @@ impl Order {
             shipping_lines,
             tax_lines,
             total,
-            shipping_address: cmd.shipping_address,
+            personal: cmd.personal,
             origin: cmd.origin,
             placed_at: cmd.at,
         }])
@@ -684,7 +684,7 @@ impl Order {
             shipping_lines,
             tax_lines,
             total,
-            shipping_address,
+            personal,
             origin,
             placed_at,
         } = event
@@ -699,7 +699,7 @@ impl Order {
                 shipping_lines,
                 tax_lines,
                 total,
-                shipping_address,
+                personal,
                 origin,
                 placed_at,
                 updated_at: placed_at,

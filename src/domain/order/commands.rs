@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 
 use super::events::{Discount, Origin, ShippingLine, TaxLine};
 
+use crate::domain::personal::Personal;
 use crate::domain::values::{
     Currency, CustomerId, MinorUnits, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, Text,
+    Sku, Text,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +45,8 @@ pub struct PlaceOrder {
     pub currency: Currency,
     pub lines: Vec<RequestedLine>,
     pub charges: Charges,
-    pub shipping_address: Option<Box<ShippingAddress>>,
+    /// Sealed at the edge (`domain::personal`): the domain never sees it in the clear.
+    pub personal: Option<Personal>,
     /// Set for an order that a storefront platform placed (it arrived through a source).
     pub origin: Option<Box<Origin>>,
     pub at: DateTime<Utc>,

@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::personal::Personal;
 use crate::domain::tagged;
 use crate::domain::values::{
-    utc, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId,
-    ShippingAddress, Sku, SourceName, Text,
+    utc, Currency, CustomerId, Money, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku,
+    SourceName, Text,
 };
 
 /// One line of an order, priced when the order was placed.
@@ -90,7 +91,9 @@ pub struct Origin {
 pub enum OrderEvent {
     /// Emitted once, when a storefront places an order. Version 1.1 added `subtotal`,
     /// `discounts`, `shipping_lines` and `tax_lines`; a 1.0 event reads as an order
-    /// with none of them (`domain::upcast`). `origin` is optional in 1.1 and absent
+    /// with none of them (`domain::upcast`). Version 1.2 holds the personal data sealed
+    /// (`personal`); a 1.1 event's clear `shipping_address` reads as legacy clear data.
+    /// `origin` is optional since 1.1 and absent
     /// from orders placed without one: a field that readers may lack, not a new shape.
     #[serde(rename = "order.created")]
     OrderCreated {
@@ -105,10 +108,11 @@ pub enum OrderEvent {
         tax_lines: Vec<TaxLine>,
         /// `subtotal − discounts + shipping + taxes`: what the customer owes.
         total: Money,
+        /// The customer's addresses, email, phone and note, sealed under a data key of
+        /// theirs (`domain::personal`). Absent when the order carried none. Version 1.2
+        /// moved the clear `shipping_address` of 1.1 in here.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        // Boxed: an address is the largest field of any event, and most events have none
-        // (clippy's large_enum_variant); serde writes it the same.
-        shipping_address: Option<Box<ShippingAddress>>,
+        personal: Option<Personal>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin: Option<Box<Origin>>,
         #[serde(deserialize_with = "utc::deserialize")]
@@ -218,7 +222,7 @@ impl OrderEvent {
     /// upcaster from the one before (`domain::upcast`).
     pub fn version(&self) -> &'static str {
         match self {
-            OrderEvent::OrderCreated { .. } => "1.1",
+            OrderEvent::OrderCreated { .. } => "1.2",
             _ => "1.0",
         }
     }

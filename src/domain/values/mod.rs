@@ -42,6 +42,10 @@ pub enum ValueError {
     DotSegment,
     #[error("may contain only lowercase letters, digits and `-`")]
     NotSlug,
+    #[error("is not an email address (one `@` between a local part and a domain, no spaces, at most 254 characters)")]
+    NotEmail,
+    #[error("is not a phone number (4 to 32 characters: digits, spaces and `+ - ( ) .`, with at least 4 digits)")]
+    NotPhone,
 }
 
 /// Checks a one-line text from a client (a query value, a path segment, a decoded
@@ -580,6 +584,69 @@ impl CountryCode {
 }
 
 text_from_stored_or_parsed!(CountryCode);
+
+/// An email address, as far as an order engine needs to judge one: one `@` with text on
+/// both sides, a dot in the domain, no whitespace or control character. Whether it
+/// receives mail is the storefront's business. Personal data (`domain::personal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// RFC 5321's limit on a forward path.
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let raw = raw.trim();
+        let well_formed = raw.len() <= Self::MAX_LEN
+            && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+            && raw.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            });
+        if well_formed {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValueError::NotEmail)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+text_from_stored_or_parsed!(Email);
+
+/// A phone number as a person wrote it (`+44 20 7946 0958`, `(555) 010-0199`).
+/// Personal data (`domain::personal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Phone(String);
+
+impl Phone {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let raw = raw.trim();
+        let allowed = raw
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        let digits = raw.chars().filter(char::is_ascii_digit).count();
+        if allowed && (4..=32).contains(&raw.len()) && digits >= 4 {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValueError::NotPhone)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+text_from_stored_or_parsed!(Phone);
 
 /// Free text a person wrote (a cancellation reason, a carrier name): trimmed, non-empty
 /// and bounded, so that no single event can carry a novel. It holds no control

@@ -40,7 +40,7 @@ fn charged() -> Charges {
 fn the_total_is_the_subtotal_less_discounts_plus_shipping_and_taxes() {
     let OrderEvent::OrderCreated {
         lines,
-        shipping_address,
+        personal,
         origin,
         placed_at,
         customer_id,
@@ -64,7 +64,7 @@ fn the_total_is_the_subtotal_less_discounts_plus_shipping_and_taxes() {
             tax_lines: charges.tax_lines,
             // 5000 − 500 − 1000 + 700 + 336
             total: money(4536),
-            shipping_address,
+            personal,
             origin,
             placed_at,
         }]);

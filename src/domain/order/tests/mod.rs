@@ -87,7 +87,7 @@ fn place_command() -> OrderCommand {
             },
         ],
         charges: Charges::default(),
-        shipping_address: None,
+        personal: None,
         origin: None,
         at: at(0),
     })
@@ -121,7 +121,7 @@ fn placed() -> OrderEvent {
         shipping_lines: vec![],
         tax_lines: vec![],
         total: money(5000),
-        shipping_address: None,
+        personal: None,
         origin: None,
         placed_at: at(0),
     }
