@@ -245,7 +245,7 @@ async fn a_log_written_at_1_0_replays_unchanged_through_every_reader(backend: Ba
         .iter()
         .find(|r| r.body["aggregate_id"] == "old-1")
         .unwrap();
-    assert_eq!(delivered.body["version"], "1.1", "{}", delivered.raw);
+    assert_eq!(delivered.body["version"], "1.2", "{}", delivered.raw);
     assert_eq!(delivered.body["data"]["subtotal"]["amount"], 3000);
     assert_eq!(delivered.body["data"]["tax_lines"], json!([]));
 }
