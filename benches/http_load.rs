@@ -13,6 +13,10 @@
 //! - `flash`: `BENCH_FLASH_ATTEMPTS` one-unit orders race for `BENCH_FLASH_UNITS` units
 //!   of one SKU; the accepted count is checked against the stock (0 oversold).
 //!
+//! With `BENCH_PERSONAL=1` each order carries personal data (a shipping address, an email
+//! and a phone number), which the server seals under a new data key (`store::vault`);
+//! `BENCH_PERSONAL=0,1` runs both, one after the other, to measure what sealing costs.
+//!
 //! A 503 (`saturated`, `unavailable`) is answered with `Retry-After`; the client waits
 //! that long before its next request, as the header asks. Refused requests are counted
 //! and timed on their own.
@@ -30,7 +34,7 @@
 //!
 //! Settings (environment): `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_SCENARIOS`
 //! (`orders,flows,flash`), `BENCH_CLIENTS` (`64`), `BENCH_SECONDS` (10), `BENCH_KEYS`
-//! (1), `BENCH_SKUS` (1000), `BENCH_FLASH_UNITS` (1000), `BENCH_FLASH_ATTEMPTS` (5000),
+//! (1), `BENCH_PERSONAL` (`0`), `BENCH_SKUS` (1000), `BENCH_FLASH_UNITS` (1000), `BENCH_FLASH_ATTEMPTS` (5000),
 //! `ORDERLOG_BIN` (the binary this bench was built with), `ORDERLOG_BENCH_HTTP_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_http`; the
 //! schema is dropped and recreated for each run). Any other `ORDERLOG_*` variable in the
@@ -121,6 +125,10 @@ async fn main() -> Result<()> {
         .iter()
         .map(|s| Scenario::parse(s))
         .collect::<Result<Vec<_>>>()?;
+    let personal: Vec<bool> = list("BENCH_PERSONAL", "0")
+        .iter()
+        .map(|p| p != "0")
+        .collect();
     let clients: Vec<usize> = list("BENCH_CLIENTS", "64")
         .iter()
         .map(|c| c.parse().context("BENCH_CLIENTS is a list of numbers"))
@@ -132,8 +140,10 @@ async fn main() -> Result<()> {
     for backend in &backends {
         for scenario in &scenarios {
             for &c in &clients {
-                let report = run(&config, backend, *scenario, c).await?;
-                println!("{report}");
+                for &personal in &personal {
+                    let report = run(&config, backend, *scenario, c, personal).await?;
+                    println!("{report}");
+                }
             }
         }
     }
@@ -207,6 +217,8 @@ struct Client {
     name: String,
     n: usize,
     keys: bool,
+    /// Orders carry personal data.
+    personal: bool,
     tally: Tally,
     /// The end of a timed run: a wait for `Retry-After` ends there too, so that a client
     /// refused near the end does not stretch the run with a second of doing nothing.
@@ -272,12 +284,24 @@ impl Client {
             })
             .collect();
         let order_id = format!("{}-{}", self.name, self.n);
-        let body = json!({
+        let customer = self.rng.gen_range(0..50_000);
+        let mut body = json!({
             "order_id": order_id,
-            "customer_id": format!("cust-{}", self.rng.gen_range(0..50_000)),
+            "customer_id": format!("cust-{customer}"),
             "currency": "USD",
             "lines": lines,
         });
+        if self.personal {
+            body["shipping_address"] = json!({
+                "name": "Ada Lovelace",
+                "line1": format!("{} St James's Square", customer % 90 + 1),
+                "city": "London",
+                "postal_code": "SW1Y 4JH",
+                "country": "GB",
+            });
+            body["email"] = json!(format!("customer{customer}@example.com"));
+            body["phone"] = json!("+44 20 7946 0958");
+        }
         self.command("/v1/orders", Some(body), 201).await
     }
 
@@ -316,7 +340,13 @@ impl Client {
     }
 }
 
-async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize) -> Result<String> {
+async fn run(
+    config: &Config,
+    backend: &str,
+    scenario: Scenario,
+    clients: usize,
+    personal: bool,
+) -> Result<String> {
     let server = Server::start(&config.binary, &config.pg_url, "bench_http", backend).await?;
     let mut admin = Http::connect(server.addr).await?;
     stock(server.addr, config, scenario).await?;
@@ -340,6 +370,7 @@ async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize)
                 name: format!("c{i}"),
                 n: 0,
                 keys,
+                personal,
                 tally: Tally::default(),
                 until: (scenario != Scenario::Flash).then_some(until),
             };
@@ -420,10 +451,11 @@ async fn run(config: &Config, backend: &str, scenario: Scenario, clients: usize)
         .join("; ");
     let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
     let mut report = format!(
-        "{backend} {} x{clients}: {rate} in {elapsed:.1} s; accepted {accepted} ({}); \
+        "{backend} {}{} x{clients}: {rate} in {elapsed:.1} s; accepted {accepted} ({}); \
          refused 503 {refused} ({}); {}peak RSS {:.0} MiB; {cpu}; views caught up {catch_up:.2} s \
          after the load; apply-lag ms: {lag}",
         scenario.name(),
+        if personal { " (personal data)" } else { "" },
         quantiles(&tally.accepted),
         quantiles(&tally.refused),
         if scenario == Scenario::Flash {
