@@ -286,6 +286,6 @@ mod tests {
         let names: Vec<_> = known_event_types().collect();
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(names.len(), unique.len());
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 20);
     }
 }

@@ -7,6 +7,7 @@
 //! (signatures, the inbox, the applier loop) lives elsewhere and calls in.
 
 pub mod money;
+mod personal;
 pub mod plan;
 pub mod shopify;
 pub mod snapshot;

@@ -24,7 +24,8 @@ use crate::domain::order::{
     RefundOrder, RequestedLine, ShipmentStatus, ShippingLine, TaxLine,
 };
 use crate::domain::values::{
-    MinorUnits, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku, SourceName, Text,
+    CustomerId, MinorUnits, OrderId, PaymentId, Quantity, RefundId, ShipmentId, Sku, SourceName,
+    Text,
 };
 
 /// One command for the applier to run.
@@ -39,6 +40,21 @@ pub enum Step {
 /// `{source}-{external id}`, e.g. `myshop-820982911946154508`; an error if it does not fit an OrderId.
 pub fn order_id(source: &SourceName, external_id: &str) -> Result<OrderId, PayloadError> {
     OrderId::parse(&format!("{source}-{external_id}")).map_err(PayloadError::value("order id"))
+}
+
+/// Whom the order is for: the platform's customer, or, for a guest checkout, a guest of
+/// this one order (`guest-<order id>`), so that one guest's erasure is not every
+/// guest's. The order's `customer_id` names it.
+fn customer_id(snapshot: &Snapshot, order_id: &OrderId) -> Result<CustomerId, PayloadError> {
+    if snapshot.customer_id.as_str() != "guest" {
+        return Ok(snapshot.customer_id.clone());
+    }
+    CustomerId::parse(&format!("guest-{order_id}")).or_else(|_| {
+        // Past the id's length: a digest of the order id stands for it.
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(&Sha256::digest(order_id.as_str().as_bytes())[..12]);
+        CustomerId::parse(&format!("guest-{digest}")).map_err(PayloadError::value("customer id"))
+    })
 }
 
 /// The next command that brings `current` (None: the order is not in our log yet) closer to
@@ -132,9 +148,10 @@ fn place(source: &SourceName, snapshot: &Snapshot) -> Result<PlaceOrder, Payload
         external_id: Text::parse(&snapshot.external_id).map_err(PayloadError::value("id"))?,
         external_number: snapshot.external_number.clone(),
     };
+    let order_id = order_id(source, &snapshot.external_id)?;
     Ok(PlaceOrder {
-        order_id: order_id(source, &snapshot.external_id)?,
-        customer_id: snapshot.customer_id.clone(),
+        customer_id: customer_id(snapshot, &order_id)?,
+        order_id,
         currency,
         lines,
         charges: Charges {

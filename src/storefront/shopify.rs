@@ -10,9 +10,11 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Deserializer};
 
+use super::personal::{self, AddressParts};
 use super::snapshot::*;
 use super::{amount_error, currency, fixed, from_json, guest, optional_text, Amount, PayloadError};
-use crate::domain::values::{Currency, CustomerId, Money, Quantity, Text};
+use crate::domain::personal::PersonalData;
+use crate::domain::values::{Currency, CustomerId, Money, Quantity, ShippingAddress, Text};
 
 /// Reads the body of one delivery of `topic` (the `X-Shopify-Topic` header).
 pub fn parse(topic: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
@@ -88,6 +90,13 @@ struct Order {
     taxes_included: bool,
     total_price: Amount,
     customer: Option<Customer>,
+    // Personal data (`storefront::personal`).
+    email: Option<String>,
+    contact_email: Option<String>,
+    phone: Option<String>,
+    note: Option<String>,
+    shipping_address: Option<Address>,
+    billing_address: Option<Address>,
     line_items: Vec<LineItem>,
     #[serde(default)]
     discount_applications: Vec<DiscountApplication>,
@@ -104,6 +113,37 @@ struct Order {
 #[derive(Deserialize)]
 struct Customer {
     id: u64,
+}
+
+#[derive(Deserialize)]
+struct Address {
+    name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    address1: Option<String>,
+    address2: Option<String>,
+    city: Option<String>,
+    province: Option<String>,
+    zip: Option<String>,
+    country_code: Option<String>,
+    phone: Option<String>,
+}
+
+impl Address {
+    fn read(&self) -> Option<ShippingAddress> {
+        AddressParts {
+            name: self.name.clone().or_else(|| {
+                personal::full_name(self.first_name.as_deref(), self.last_name.as_deref())
+            }),
+            line1: self.address1.as_deref(),
+            line2: self.address2.as_deref(),
+            city: self.city.as_deref(),
+            region: self.province.as_deref(),
+            postal_code: self.zip.as_deref(),
+            country: self.country_code.as_deref(),
+        }
+        .address()
+    }
 }
 
 #[derive(Deserialize)]
@@ -269,12 +309,24 @@ impl Order {
                 .map_err(PayloadError::value("customer.id"))?,
             None => guest(),
         };
+        let phone = self
+            .phone
+            .as_deref()
+            .or_else(|| self.shipping_address.as_ref()?.phone.as_deref());
+        let personal = PersonalData {
+            shipping_address: self.shipping_address.as_ref().and_then(Address::read),
+            billing_address: self.billing_address.as_ref().and_then(Address::read),
+            email: personal::email(self.email.as_deref().or(self.contact_email.as_deref())),
+            phone: personal::phone(phone),
+            note: personal::note(self.note.as_deref()),
+        };
         let snapshot = Snapshot {
             platform: Platform::Shopify,
             external_id: self.id.to_string(),
             external_number: optional_text("name", self.name.as_deref())?,
             currency,
             customer_id,
+            personal,
             lines,
             discounts,
             shipping_lines,

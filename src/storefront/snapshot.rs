@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::PayloadError;
+use crate::domain::personal::PersonalData;
 use crate::domain::values::{Currency, CustomerId, Money, Quantity, Text};
 
 /// The storefront platforms we read.
@@ -76,6 +77,9 @@ pub struct Snapshot {
     pub currency: Currency,
     /// The platform's customer id, or `guest` for an order without an account.
     pub customer_id: CustomerId,
+    /// The customer's addresses, email, phone and note, as far as they read
+    /// (`domain::personal`): sealed by the applier before the order is placed.
+    pub personal: PersonalData,
     pub lines: Vec<SnapshotLine>,
     /// Discounts on the order as a whole (not allocated to a line), such as a shipping
     /// discount.

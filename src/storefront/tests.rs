@@ -422,7 +422,8 @@ fn a_voided_and_cancelled_order_records_the_failed_authorisation_and_the_cancell
     let steps = apply(&mut order, &shopify("orders-cancelled.json"));
     assert_eq!(steps, ["place", "attempt", "fail", "cancel"]);
     let o = placed(&order);
-    assert_eq!(o.customer_id.as_str(), "guest");
+    // A guest checkout: a guest of this one order, so one guest's erasure is not all.
+    assert_eq!(o.customer_id.as_str(), "guest-myshop-5712036428813389021");
     assert_eq!(o.status(), OrderStatus::Cancelled);
     let cancellation = o.cancellation.as_ref().unwrap();
     assert_eq!(cancellation.reason.as_str(), "customer");
@@ -885,4 +886,54 @@ fn a_refund_that_only_restocked_moves_no_money() {
     apply(&mut ours, &order);
     assert_eq!(placed(&ours).refunds.len(), 1);
     assert_eq!(placed(&ours).status(), OrderStatus::PartiallyRefunded);
+}
+
+#[test]
+fn a_shopify_order_s_personal_data_is_read_from_its_addresses_email_and_phone() {
+    let s = snapshot(Platform::Shopify, "orders-create.json");
+    let p = &s.personal;
+    assert_eq!(p.email.as_ref().unwrap().as_str(), "ada@example.com");
+    let shipping = p.shipping_address.as_ref().unwrap();
+    assert_eq!(shipping.name.as_str(), "Ada Lovelace");
+    assert_eq!(shipping.line1.as_str(), "350 Fifth Avenue");
+    assert_eq!(shipping.line2.as_ref().unwrap().as_str(), "Suite 4100");
+    assert_eq!(shipping.postal_code.as_str(), "10118");
+    assert!(p.billing_address.is_some());
+    // The order has no phone of its own: the shipping address's stands for it.
+    assert_eq!(p.phone.as_ref().unwrap().as_str(), "+12125550143");
+}
+
+#[test]
+fn a_woocommerce_order_s_personal_data_is_read_from_billing_and_shipping() {
+    let s = snapshot(Platform::WooCommerce, "order-updated.processing.json");
+    let p = &s.personal;
+    assert_eq!(p.email.as_ref().unwrap().as_str(), "grace@example.com");
+    assert_eq!(p.phone.as_ref().unwrap().as_str(), "+441315550172");
+    let shipping = p.shipping_address.as_ref().unwrap();
+    assert_eq!(shipping.name.as_str(), "Grace Hopper");
+    assert_eq!(shipping.city.as_str(), "Leith");
+    // An empty second line or note is no line and no note.
+    assert!(shipping.line2.is_none());
+    assert!(p.note.is_none());
+}
+
+#[test]
+fn personal_data_our_rules_refuse_is_left_out_not_the_order() {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture(Platform::Shopify, "orders-create.json")).unwrap();
+    body["email"] = serde_json::json!("not an email");
+    body["contact_email"] = serde_json::Value::Null;
+    body["shipping_address"]["country_code"] = serde_json::Value::Null;
+    let delivery = parse(
+        Platform::Shopify,
+        "orders/create",
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let Delivery::Order(s) = delivery else {
+        panic!("an order")
+    };
+    assert!(s.personal.email.is_none());
+    assert!(s.personal.shipping_address.is_none());
+    assert!(s.personal.billing_address.is_some());
 }

@@ -11,9 +11,11 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
+use super::personal::{self, AddressParts};
 use super::snapshot::*;
 use super::{amount_error, currency, fixed, from_json, guest, optional_text, Amount, PayloadError};
-use crate::domain::values::{Currency, CustomerId, Money, Quantity, Text};
+use crate::domain::personal::PersonalData;
+use crate::domain::values::{Currency, CustomerId, Money, Quantity, ShippingAddress, Text};
 
 /// Reads the body of one delivery of `topic` (the `X-WC-Webhook-Topic` header).
 pub fn parse(topic: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
@@ -67,6 +69,10 @@ struct Order {
     #[serde(default, deserialize_with = "optional_time")]
     date_completed_gmt: Option<DateTime<Utc>>,
     total: Amount,
+    // Personal data (`storefront::personal`).
+    billing: Option<Address>,
+    shipping: Option<Address>,
+    customer_note: Option<String>,
     line_items: Vec<LineItem>,
     #[serde(default)]
     shipping_lines: Vec<ShippingLine>,
@@ -78,6 +84,35 @@ struct Order {
     fee_lines: Vec<FeeLine>,
     #[serde(default)]
     refunds: Vec<Refund>,
+}
+
+#[derive(Deserialize)]
+struct Address {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    address_1: Option<String>,
+    address_2: Option<String>,
+    city: Option<String>,
+    state: Option<String>,
+    postcode: Option<String>,
+    country: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+impl Address {
+    fn read(&self) -> Option<ShippingAddress> {
+        AddressParts {
+            name: personal::full_name(self.first_name.as_deref(), self.last_name.as_deref()),
+            line1: self.address_1.as_deref(),
+            line2: self.address_2.as_deref(),
+            city: self.city.as_deref(),
+            region: self.state.as_deref(),
+            postal_code: self.postcode.as_deref(),
+            country: self.country.as_deref(),
+        }
+        .address()
+    }
 }
 
 #[derive(Deserialize)]
@@ -304,12 +339,25 @@ impl Order {
             0 => guest(),
             id => CustomerId::parse(&id.to_string()).map_err(PayloadError::value("customer_id"))?,
         };
+        let billing = self.billing.as_ref();
+        let personal = PersonalData {
+            shipping_address: self.shipping.as_ref().and_then(Address::read),
+            billing_address: billing.and_then(Address::read),
+            email: personal::email(billing.and_then(|b| b.email.as_deref())),
+            phone: personal::phone(
+                billing
+                    .and_then(|b| b.phone.as_deref())
+                    .or_else(|| self.shipping.as_ref().and_then(|s| s.phone.as_deref())),
+            ),
+            note: personal::note(self.customer_note.as_deref()),
+        };
         let snapshot = Snapshot {
             platform: Platform::WooCommerce,
             external_id: self.id.to_string(),
             external_number: optional_text("number", self.number.as_deref())?,
             currency,
             customer_id,
+            personal,
             lines,
             discounts,
             shipping_lines,

@@ -25,6 +25,7 @@ on_both_backends!(
     a_crash_between_the_inbox_and_applying_loses_nothing,
     a_hundred_concurrent_deliveries_for_one_order_apply_once,
     an_import_counts_what_it_applied_left_unchanged_and_failed,
+    a_storefront_customer_s_personal_data_is_sealed_shown_and_erased,
 );
 
 /// Shopify's order #1042 (id above 2^53) as our order id.
@@ -697,5 +698,71 @@ async fn an_order_shows_its_origin_and_is_found_by_it(backend: Backend) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
+    app.stop().await;
+}
+
+async fn a_storefront_customer_s_personal_data_is_sealed_shown_and_erased(backend: Backend) {
+    let app = spawn_app(backend).await;
+    shopify_source(&app, "myshop").await;
+    woocommerce_source(&app, "mysite").await;
+    send_fixture(
+        &app,
+        "shopify",
+        "orders-create.json",
+        "orders/create",
+        "w-p1",
+    )
+    .await;
+    send_fixture(
+        &app,
+        "woocommerce",
+        "order-updated.processing.json",
+        "order.updated",
+        "",
+    )
+    .await;
+    settled(&app, "myshop", 1).await;
+    settled(&app, "mysite", 1).await;
+
+    // The platforms' personal data, in our orders: sealed in the log, shown opened.
+    let shopify = order(&app, ORDER_1042).await;
+    assert_eq!(shopify["customer_id"], "7741203398721");
+    assert_eq!(shopify["email"], "ada@example.com", "{shopify}");
+    assert_eq!(shopify["shipping_address"]["line1"], "350 Fifth Avenue");
+    assert_eq!(shopify["shipping_address"]["country"], "US");
+    assert_eq!(shopify["billing_address"]["name"], "Ada Lovelace");
+    let woo = order(&app, "mysite-4127").await;
+    assert_eq!(woo["email"], "grace@example.com", "{woo}");
+    assert_eq!(woo["shipping_address"]["postal_code"], "EH6 6LB");
+    let stored = app.events(ORDER_1042).await;
+    assert_eq!(stored[0]["payload"]["email"], "ada@example.com");
+
+    // Erasing the Shopify customer erases their order and scrubs its webhook.
+    let receipt = expect_status(
+        app.post_empty("/v1/customers/7741203398721/erase").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(receipt["state"], "erased");
+    let shopify = order(&app, ORDER_1042).await;
+    assert_eq!(shopify["erased"], true, "{shopify}");
+    assert_eq!(shopify["email"], Value::Null);
+    assert_eq!(shopify["shipping_address"], Value::Null);
+    let deliveries = inbox(&app, "myshop", "").await;
+    assert_eq!(
+        deliveries[0]["body"], "{\"erased\":true}",
+        "{}",
+        deliveries[0]
+    );
+    let woo = order(&app, "mysite-4127").await;
+    assert_eq!(
+        woo["email"], "grace@example.com",
+        "another customer is untouched"
+    );
+    let woo_inbox = inbox(&app, "mysite", "").await;
+    assert!(woo_inbox[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("grace@example.com"));
     app.stop().await;
 }

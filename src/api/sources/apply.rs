@@ -253,7 +253,19 @@ async fn apply(state: &AppState, read: &Read) -> Result<Settled, Transient> {
         let mut step_metadata = metadata.caused();
         step_metadata.command_id = command_id(&read.order_id, &step);
         let outcome = match step {
-            Step::Place(command) => place(state, command, &step_metadata).await,
+            Step::Place(mut command) => {
+                // The customer's personal data is sealed here, at the edge, as the API
+                // seals what a storefront posts.
+                if let Delivery::Order(snapshot) = &read.delivery {
+                    if !snapshot.personal.is_empty() {
+                        let (sealed, key) =
+                            state.vault.seal(&command.customer_id, &snapshot.personal);
+                        command.personal = Some(sealed);
+                        step_metadata.data_key = Some(key);
+                    }
+                }
+                place(state, command, &step_metadata).await
+            }
             Step::Apply(command) => execute(state, &read.order_id, command, &step_metadata).await,
         };
         match outcome {
