@@ -313,13 +313,13 @@ impl Order {
             .phone
             .as_deref()
             .or_else(|| self.shipping_address.as_ref()?.phone.as_deref());
-        let personal = PersonalData {
+        let personal = Box::new(PersonalData {
             shipping_address: self.shipping_address.as_ref().and_then(Address::read),
             billing_address: self.billing_address.as_ref().and_then(Address::read),
             email: personal::email(self.email.as_deref().or(self.contact_email.as_deref())),
             phone: personal::phone(phone),
             note: personal::note(self.note.as_deref()),
-        };
+        });
         let snapshot = Snapshot {
             platform: Platform::Shopify,
             external_id: self.id.to_string(),

@@ -79,7 +79,7 @@ pub struct Snapshot {
     pub customer_id: CustomerId,
     /// The customer's addresses, email, phone and note, as far as they read
     /// (`domain::personal`): sealed by the applier before the order is placed.
-    pub personal: PersonalData,
+    pub personal: Box<PersonalData>,
     pub lines: Vec<SnapshotLine>,
     /// Discounts on the order as a whole (not allocated to a line), such as a shipping
     /// discount.

@@ -340,7 +340,7 @@ impl Order {
             id => CustomerId::parse(&id.to_string()).map_err(PayloadError::value("customer_id"))?,
         };
         let billing = self.billing.as_ref();
-        let personal = PersonalData {
+        let personal = Box::new(PersonalData {
             shipping_address: self.shipping.as_ref().and_then(Address::read),
             billing_address: billing.and_then(Address::read),
             email: personal::email(billing.and_then(|b| b.email.as_deref())),
@@ -350,7 +350,7 @@ impl Order {
                     .or_else(|| self.shipping.as_ref().and_then(|s| s.phone.as_deref())),
             ),
             note: personal::note(self.customer_note.as_deref()),
-        };
+        });
         let snapshot = Snapshot {
             platform: Platform::WooCommerce,
             external_id: self.id.to_string(),
