@@ -344,24 +344,34 @@ fn key_id_of(sealed: &str) -> Result<&str, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("sealed personal data is malformed".into()))
 }
 
-/// The members that stand for `opened` in an object, without braces: the fields there
-/// are, or every field `null` and `"erased":true`.
-pub fn members(opened: &Opened) -> String {
+/// Personal data as readers show it: its fields, or every field `null` and
+/// `"erased": true`. The one form of an erasure, in typed answers and in revealed JSON.
+impl serde::Serialize for Opened {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Opened::Clear(data) => data.serialize(s),
+            Opened::Erased => {
+                let mut map = s.serialize_map(Some(FIELDS.len() + 1))?;
+                for field in FIELDS {
+                    map.serialize_entry(field, &())?;
+                }
+                map.serialize_entry("erased", &true)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// The members that stand for `opened` in an object, without braces.
+fn members(opened: &Opened) -> String {
     match opened {
         // Only data with something in it is sealed; this keeps the object whole anyway.
         Opened::Clear(data) if data.is_empty() => format!("\"{SEALED_FIELD}\":null"),
-        Opened::Clear(data) => {
-            // A struct of strings always serialises, as `{…}`.
-            let object = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+        _ => {
+            // A map of strings always serialises, as `{…}`.
+            let object = serde_json::to_string(opened).unwrap_or_else(|_| "{}".into());
             object[1..object.len() - 1].to_owned()
-        }
-        Opened::Erased => {
-            let mut out = String::new();
-            for field in FIELDS {
-                out.push_str(&format!("\"{field}\":null,"));
-            }
-            out.push_str("\"erased\":true");
-            out
         }
     }
 }
@@ -442,4 +452,81 @@ fn object_len(text: &str) -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::values::{Email, FreeText};
+
+    fn data(email: &str) -> PersonalData {
+        PersonalData {
+            email: Some(Email::parse(email).unwrap()),
+            note: Some(FreeText::parse("ring twice").unwrap()),
+            ..PersonalData::default()
+        }
+    }
+
+    /// Sealed text for `data`, and keys that open it (or that know it is gone).
+    fn sealed(data: &PersonalData, held: bool) -> (String, OpenKeys) {
+        let key = SecretKey::generate();
+        let text = KeyRing::new(key.clone()).seal(&serde_json::to_string(data).unwrap(), AAD);
+        let keys = OpenKeys(HashMap::from([(
+            key.id().to_string(),
+            held.then(|| KeyRing::new(key)),
+        )]));
+        (text, keys)
+    }
+
+    #[test]
+    fn text_without_personal_data_is_returned_uncopied() {
+        let json = r#"{"type":"payment.captured","order_id":"o-1"}"#;
+        assert!(matches!(
+            OpenKeys::default().reveal(json).unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn sealed_data_opens_in_place_and_the_rest_keeps_its_order() {
+        let (text, keys) = sealed(&data("ada@example.com"), true);
+        let json = format!(r#"{{"type":"order.created","personal":"{text}","total":1}}"#);
+        assert_eq!(
+            keys.reveal(&json).unwrap(),
+            r#"{"type":"order.created","email":"ada@example.com","note":"ring twice","total":1}"#
+        );
+    }
+
+    #[test]
+    fn data_whose_key_is_gone_shows_every_field_erased() {
+        let (text, keys) = sealed(&data("ada@example.com"), false);
+        let json = format!(r#"{{"data":{{"order_id":"o-1","personal":"{text}"}}}}"#);
+        let shown: serde_json::Value = serde_json::from_str(&keys.reveal(&json).unwrap()).unwrap();
+        let data = &shown["data"];
+        for field in FIELDS {
+            assert_eq!(data[field], serde_json::Value::Null, "{field}");
+        }
+        assert_eq!(data["erased"], true);
+        assert_eq!(data["order_id"], "o-1");
+    }
+
+    #[test]
+    fn legacy_clear_data_is_shown_as_written() {
+        let json = r#"{"personal":{"shipping_address":{"name":"Ada","line1":"1 St","city":"L","postal_code":"N1","country":"GB"}},"total":1}"#;
+        let shown = OpenKeys::default().reveal(json).unwrap();
+        assert_eq!(
+            shown,
+            r#"{"shipping_address":{"name":"Ada","line1":"1 St","city":"L","postal_code":"N1","country":"GB"},"total":1}"#
+        );
+    }
+
+    #[test]
+    fn the_field_s_name_inside_a_string_is_not_a_field() {
+        // A note that spells the field out is escaped in JSON: never a member.
+        let json = r#"{"note":"\"personal\":\"sealed:v1:00\"","total":1}"#;
+        assert!(matches!(
+            OpenKeys::default().reveal(json).unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
 }

@@ -21,7 +21,7 @@ use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
 use crate::domain::order::*;
-use crate::domain::personal::{Personal, PersonalData, SealedPersonal, FIELDS, SEALED_FIELD};
+use crate::domain::personal::{Personal, PersonalData, SealedPersonal, SEALED_FIELD};
 use crate::domain::values::*;
 use crate::process::placement::Placement;
 use crate::state::AppState;
@@ -356,15 +356,7 @@ impl Serialize for PersonalOut {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self {
-            PersonalOut::Shown(Opened::Clear(data)) => data.serialize(s),
-            PersonalOut::Shown(Opened::Erased) => {
-                let mut map = s.serialize_map(Some(FIELDS.len() + 1))?;
-                for field in FIELDS {
-                    map.serialize_entry(field, &())?;
-                }
-                map.serialize_entry("erased", &true)?;
-                map.end()
-            }
+            PersonalOut::Shown(opened) => opened.serialize(s),
             PersonalOut::Kept(sealed) => {
                 let mut map = s.serialize_map(Some(1))?;
                 map.serialize_entry(SEALED_FIELD, sealed)?;
