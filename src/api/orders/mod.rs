@@ -531,12 +531,18 @@ fn respond<T: Serialize>(status: StatusCode, body: T, accepted: &Accepted) -> Re
     )
 }
 
-/// The order after a command, with its personal data as `shown`; an answer kept for
-/// retries keeps it sealed instead.
-fn respond_order(status: StatusCode, shown: PersonalOut, accepted: &Accepted) -> Response {
+/// The order after a command, with its personal data as `shown`. With `kept` (the
+/// request has an `Idempotency-Key`), the answer kept for retries is rendered too, with
+/// the data still sealed; without one nothing is kept, and it is not rendered.
+fn respond_order(
+    status: StatusCode,
+    shown: PersonalOut,
+    accepted: &Accepted,
+    kept: bool,
+) -> Response {
     let (order, version) = (&accepted.order, accepted.version);
     let mut response = respond(status, OrderOut::new(order, version, shown), accepted);
-    if matches!(order.personal, Some(Personal::Sealed(_))) {
+    if kept && matches!(order.personal, Some(Personal::Sealed(_))) {
         let kept = OrderOut::new(order, version, PersonalOut::kept(order));
         // A struct of plain values always serialises.
         let body = serde_json::to_vec(&kept).unwrap_or_default();
@@ -651,7 +657,8 @@ async fn place_order(
         true => PersonalOut::None,
         false => PersonalOut::Shown(Opened::Clear(Box::new(clear))),
     };
-    let mut response = respond_order(StatusCode::CREATED, shown, &accepted);
+    let kept = metadata.claim.is_some();
+    let mut response = respond_order(StatusCode::CREATED, shown, &accepted, kept);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -870,9 +877,10 @@ async fn cancel_order(
         reason: body.reason,
         at: ctx.0.received_at,
     });
+    let kept = ctx.0.claim.is_some();
     let accepted = execute(&state, &order_id, command, ctx, wait).await?;
     let shown = PersonalOut::of(&state, &accepted.order).await?;
-    Ok(respond_order(StatusCode::OK, shown, &accepted))
+    Ok(respond_order(StatusCode::OK, shown, &accepted, kept))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
