@@ -15,6 +15,7 @@ use crate::api::admission::Admission;
 use crate::auth::{Bootstrap, Tokens};
 use crate::config::Settings;
 use crate::delivery::Deliveries;
+use crate::meter::Meter;
 use crate::process::placement::PlacementFault;
 use crate::process::reservations::{self, ReservationManager};
 use crate::projections::runner::{FaultHook, Projections};
@@ -98,7 +99,8 @@ impl Application {
             .init()
             .await
             .context("registering the projections")?;
-        let writer = EventWriter::start(&db, log_signal.clone());
+        let meter = Meter::new(settings.live_stats);
+        let writer = EventWriter::start(&db, log_signal.clone(), meter.clone());
         let vault = Vault::new(db.clone(), keys.clone());
         let state = AppState {
             orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
@@ -112,8 +114,11 @@ impl Application {
                 log_signal.clone(),
                 keys.clone(),
                 vault.clone(),
+                meter.clone(),
             ),
             vault,
+            meter,
+            ops: Default::default(),
             sources: SourceCache::new(db.clone(), keys.clone()),
             inbox: InboxWriter::start(db.clone()),
             keys,
@@ -144,6 +149,7 @@ impl Application {
     /// in flight finish and stops the background workers.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_idempotency_keys(self.state.clone(), shutdown.clone()));
+        let meter = self.state.meter.run(shutdown.clone());
         self.state
             .log_signal
             .listen(&self.state.db, shutdown.clone());
@@ -181,6 +187,7 @@ impl Application {
             .context("serving HTTP")?;
         shutdown.cancel();
         let _ = sweeper.await;
+        let _ = meter.await;
         for runner in runners {
             let _ = runner.await;
         }

@@ -136,6 +136,19 @@ pub struct Settings {
     )]
     pub require_tracked_skus: bool,
 
+    /// `false` stops the in-memory aggregation behind the operations dashboard
+    /// (`/ops`, `GET /v1/ops/stats`); the Prometheus series at `/metrics` are kept.
+    // On by default: its cost on the command path is below what this machine can
+    // measure (BENCHMARKS.md, "live meter"); off is for measuring that.
+    #[arg(
+        long,
+        env = "ORDERLOG_LIVE_STATS",
+        default_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub live_stats: bool,
+
     /// After a payment fails, how long the order keeps its stock for a new attempt.
     // Long enough to try another card, short enough not to starve a flash sale.
     #[arg(

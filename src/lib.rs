@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod meter;
 pub mod process;
 pub mod projections;
 pub mod state;

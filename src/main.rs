@@ -10,6 +10,7 @@ use orderlog::config::{ConfigError, Settings};
 use orderlog::delivery::subscription::EventFilter;
 use orderlog::domain::customer::Erase;
 use orderlog::domain::values::{CustomerId, Text};
+use orderlog::meter::Meter;
 use orderlog::process::erasure::Erasures;
 use orderlog::projections::runner::{Projections, Status};
 use orderlog::store::commands::AggregateStore;
@@ -357,7 +358,7 @@ async fn privacy(action: PrivacyCommand) -> anyhow::Result<()> {
         CustomerId::parse(&customer_id).map_err(|e| anyhow::anyhow!("the customer id {e}"))?;
     let db = connect(&settings).await?;
     let keys = app::secret_keys(&settings, &db).await?;
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Meter::default());
     let customers = Arc::new(AggregateStore::new(&db, (), writer));
     let vault = Vault::new(db.clone(), keys);
     let erasures = Erasures {

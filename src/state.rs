@@ -6,12 +6,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::admission::Admission;
+use crate::api::ops::Latest;
 use crate::auth::Tokens;
 use crate::config::Settings;
 use crate::delivery::Deliveries;
 use crate::domain::customer::Customer;
 use crate::domain::inventory::InventoryItem;
 use crate::domain::order::Order;
+use crate::meter::Meter;
 use crate::process::placement::PlacementFault;
 use crate::process::reservations::Ticker;
 use crate::projections::runner::Projections;
@@ -44,6 +46,10 @@ pub struct AppState {
     pub deliveries: Deliveries,
     /// The server's keys, which open the sealed secrets (webhook and storefront).
     pub keys: Arc<KeyRing>,
+    /// This server's rates and latencies, for the dashboard and `/metrics`.
+    pub meter: Meter,
+    /// The dashboard's latest snapshot, shared by its viewers.
+    pub ops: Latest,
     /// Customers' data keys: seals personal data at the edge, opens it for readers.
     pub vault: Vault,
     /// Storefront sources as webhooks read them (briefly cached).

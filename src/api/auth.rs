@@ -114,6 +114,7 @@ fn bearer(request: &Request) -> Option<&str> {
 }
 
 fn forbidden(scope: Scope) -> Response {
+    metrics::counter!("orderlog_auth_failures_total", "reason" => "forbidden").increment(1);
     ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
@@ -124,6 +125,15 @@ fn forbidden(scope: Scope) -> Response {
 }
 
 fn refuse(error: AuthError) -> Response {
+    let reason = match error {
+        AuthError::Missing => "missing",
+        AuthError::Unknown => "unknown",
+        AuthError::Expired { .. } => "expired",
+        AuthError::Revoked { .. } => "revoked",
+        AuthError::RateLimited { .. } => "rate_limited",
+        AuthError::Store(_) => "store",
+    };
+    metrics::counter!("orderlog_auth_failures_total", "reason" => reason).increment(1);
     let detail = error.to_string();
     let challenge = match error {
         AuthError::Missing => "Bearer realm=\"orderlog\"",

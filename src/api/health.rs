@@ -1,7 +1,11 @@
 //! Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -10,6 +14,7 @@ use super::error::ApiError;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::state::AppState;
+use crate::store::sources::InboxDepth;
 
 /// Open to anyone: what a load balancer probes.
 pub fn router() -> Router<AppState> {
@@ -22,15 +27,52 @@ pub fn routes() -> Routes {
     Routes::new().get("/metrics", Scope::MetricsRead, metrics)
 }
 
-/// Prometheus text: delivery attempts by outcome, each subscription's breaker state.
-async fn metrics() -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+/// Prometheus text. The gauges of what the database knows (lags, queues, inboxes) are
+/// taken from the dashboard's snapshot as the scrape comes, at most once a second.
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let snapshot = super::ops::snapshot(&state).await?;
+    for p in &snapshot.projections {
+        metrics::gauge!("orderlog_projection_lag_events", "projection" => p.name)
+            .set(p.lag_events as f64);
+        metrics::gauge!("orderlog_projection_lag_seconds", "projection" => p.name)
+            .set(p.lag_seconds);
+    }
+    for s in &snapshot.subscriptions {
+        let id = || s.id.clone();
+        metrics::gauge!("orderlog_subscription_waiting", "subscription" => id())
+            .set(s.waiting as f64);
+        metrics::gauge!("orderlog_dead_letters", "subscription" => id()).set(s.dead as f64);
+        metrics::gauge!("orderlog_subscription_lag_events", "subscription" => id())
+            .set(s.lag_events as f64);
+        metrics::gauge!("orderlog_subscription_lag_seconds", "subscription" => id())
+            .set(s.lag_seconds);
+    }
+    set_inbox_gauges(&snapshot.inbox);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::metrics().render(),
-    )
+    ))
+}
+
+/// Sets each source's waiting and failed deliveries; a pair no longer counted (its
+/// deliveries were applied or discarded) goes back to zero rather than keep its last
+/// value.
+fn set_inbox_gauges(depths: &[InboxDepth]) {
+    static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let now: BTreeSet<(String, String)> = depths
+        .iter()
+        .map(|d| (d.source.clone(), d.state.clone()))
+        .collect();
+    for (source, state) in seen.difference(&now) {
+        metrics::gauge!("orderlog_inbox_depth", "source" => source.clone(), "state" => state.clone())
+            .set(0.0);
+    }
+    for d in depths {
+        metrics::gauge!("orderlog_inbox_depth", "source" => d.source.clone(), "state" => d.state.clone())
+            .set(d.deliveries as f64);
+    }
+    seen.extend(now);
 }
 
 /// The process is up and serving HTTP.

@@ -16,6 +16,7 @@ pub mod extract;
 mod health;
 mod idempotency;
 mod inventory;
+pub mod ops;
 mod orders;
 pub mod scoped;
 mod shipping;
@@ -51,6 +52,7 @@ pub fn routes() -> Routes {
         .merge(export::routes())
         .merge(tokens::routes())
         .merge(sources::routes())
+        .merge(ops::routes())
         .nest("/v1")
         .merge(health::routes())
 }
@@ -89,9 +91,15 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             extract::stamp_deadline,
+        ))
+        // Outermost: a command's time is what its client waited, refusals included.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ops::meter_commands,
         ));
     Router::new()
         .merge(health::router())
+        .merge(ops::router())
         .merge(sources::ingest::router(state.clone()))
         .merge(gated)
         .fallback(|| async {

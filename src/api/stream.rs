@@ -18,6 +18,7 @@ use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::message::Message;
 use crate::delivery::subscription::EventFilter;
+use crate::meter::StreamOpen;
 use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
 
@@ -66,6 +67,7 @@ async fn stream(
         None => reader::head(&state.db).await?,
     };
     let tail = Tail {
+        _open: state.meter.stream_opened(),
         signal: state.log_signal.subscribe(),
         state,
         cursor,
@@ -95,6 +97,8 @@ async fn stream(
 
 /// Follows the log from a cursor, one event at a time.
 struct Tail {
+    /// Counts the stream as open while it lives.
+    _open: StreamOpen,
     state: AppState,
     signal: tokio::sync::watch::Receiver<u64>,
     cursor: Cursor,

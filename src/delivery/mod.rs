@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::meter::Meter;
 use crate::store::reader::{self, Cursor, LogSignal, StartAt};
 use crate::store::sealed::KeyRing;
 use crate::store::vault::Vault;
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     log_signal: LogSignal,
     /// This server's name in lease records.
     node: String,
+    /// Counts attempts and dead letters.
+    meter: Meter,
 }
 
 struct Handle {
@@ -138,6 +141,7 @@ impl Deliveries {
         log_signal: LogSignal,
         keys: Arc<KeyRing>,
         vault: Vault,
+        meter: Meter,
     ) -> Deliveries {
         let targets = TargetPolicy::new(settings.webhook_allow_private_networks);
         Deliveries {
@@ -150,6 +154,7 @@ impl Deliveries {
                 vault,
                 settings,
                 log_signal,
+                meter,
             }),
             workers: Arc::default(),
             running: Arc::default(),
@@ -519,6 +524,16 @@ impl Deliveries {
     ) -> Result<Vec<store::AttemptRecord>, DeliveryError> {
         self.get(id).await?;
         Ok(store::attempts_of(&self.shared.db, id, event_id).await?)
+    }
+
+    /// The attempts to deliver `event_ids` to subscription `id`, and those of them in
+    /// its queue (waiting or dead).
+    pub async fn trail(
+        &self,
+        id: Uuid,
+        event_ids: &[Uuid],
+    ) -> Result<(Vec<store::AttemptRecord>, Vec<store::QueueState>), DeliveryError> {
+        Ok(store::trail(&self.shared.db, id, event_ids).await?)
     }
 
     /// Sends one dead letter (or all of them, with `None`) again, keeping its event id.

@@ -661,6 +661,62 @@ pub async fn attempts_of(
     .await
 }
 
+/// Where one event stands in a subscription's queue, when it is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueState {
+    pub event_id: String,
+    /// `waiting` or `dead`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub dead_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Every recorded attempt to deliver any of `event_ids` to one subscription (oldest
+/// first), and those of them in its queue: one order's trail. Both are read through
+/// the `(subscription_id, event_id)` keys.
+pub async fn trail(
+    db: &Database,
+    id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<(Vec<AttemptRecord>, Vec<QueueState>), StoreError> {
+    let ids = Param::TextList(event_ids.iter().map(Uuid::to_string).collect());
+    let among = match db {
+        Database::Postgres(_) => "event_id = ANY($2)",
+        Database::Sqlite(_) => "event_id IN (SELECT value FROM json_each($2))",
+    };
+    let subscription = Param::Text(id.to_string());
+    let attempts = query(
+        db,
+        &format!(
+            "SELECT * FROM delivery_attempts WHERE subscription_id = $1 AND {among}
+              ORDER BY attempted_at"
+        ),
+        ATTEMPT_COLUMNS,
+        &[subscription.clone(), ids.clone()],
+    )
+    .await?;
+    let queued = query(
+        db,
+        &format!(
+            "SELECT event_id, state, attempts, next_attempt_at, dead_at, last_error
+               FROM delivery_queue WHERE subscription_id = $1 AND {among}"
+        ),
+        &[
+            "event_id",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "dead_at",
+            "last_error",
+        ],
+        &[subscription, ids],
+    )
+    .await?;
+    Ok((attempts, queued))
+}
+
 /// Puts one dead letter (or all) back in the queue, due now. Returns how many.
 pub async fn retry_dead(
     db: &Database,

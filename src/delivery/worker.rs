@@ -32,6 +32,7 @@ use super::store::{self, millis, AttemptRecord, QueuedRow, Settled};
 use super::subscription::{State, Subscription};
 use super::window::{Failure, Permit, Window};
 use super::Shared;
+use crate::meter::Meter;
 use crate::store::reader::{self, Cursor, LogEntry};
 use crate::store::StoreError;
 
@@ -384,7 +385,12 @@ impl Worker {
             queued.extend(outcome.queued);
             gone |= outcome.gone;
         }
-        count(&self.id, &attempts);
+        let subscription = self.id.to_string();
+        count(&self.shared.meter, &subscription, &attempts);
+        let dead = queued.iter().filter(|row| row.state == "dead").count();
+        if dead > 0 {
+            self.shared.meter.dead_lettered(&subscription, dead as u64);
+        }
         if !self.committed(run).await? {
             return Ok(Step::Reload);
         }
@@ -546,7 +552,15 @@ impl Worker {
             };
             results.push((row.event_id, settled));
         }
-        count(&self.id, &attempts);
+        let subscription = self.id.to_string();
+        count(&self.shared.meter, &subscription, &attempts);
+        let dead = results
+            .iter()
+            .filter(|(_, settled)| matches!(settled, Settled::Dead { .. }))
+            .count();
+        if dead > 0 {
+            self.shared.meter.dead_lettered(&subscription, dead as u64);
+        }
         if !results.is_empty() {
             store::settle(&self.shared.db, self.id, &attempts, &results).await?;
         }
@@ -628,17 +642,9 @@ fn describe(attempt: &Attempt) -> String {
     }
 }
 
-fn count(subscription: &Uuid, attempts: &[AttemptRecord]) {
-    let mut by_outcome: HashMap<&str, u64> = HashMap::new();
+fn count(meter: &Meter, subscription: &str, attempts: &[AttemptRecord]) {
     for attempt in attempts {
-        *by_outcome.entry(attempt.outcome.as_str()).or_default() += 1;
-    }
-    for (outcome, n) in by_outcome {
-        metrics::counter!(
-            "orderlog_delivery_attempts_total",
-            "subscription" => subscription.to_string(),
-            "outcome" => outcome.to_owned()
-        )
-        .increment(n);
+        let latency = Duration::from_millis(attempt.latency_ms.max(0) as u64);
+        meter.attempt(subscription, &attempt.outcome, latency);
     }
 }

@@ -262,6 +262,7 @@ mod tests {
     use super::*;
     use crate::domain::order::{Charges, Origin, RequestedLine};
     use crate::domain::values::{Currency, CustomerId, Money, SourceName};
+    use crate::meter::Meter;
     use crate::store::reader::LogSignal;
     use crate::store::writer::EventWriter;
     use crate::store::Database;
@@ -277,7 +278,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("log.db").display());
         let db = Database::connect(&url, 2).await.unwrap();
         db.migrate().await.unwrap();
-        let writer = EventWriter::start(&db, LogSignal::default());
+        let writer = EventWriter::start(&db, LogSignal::default(), Meter::default());
         Stores {
             orders: Arc::new(AggregateStore::new(&db, (), writer.clone())),
             inventory: Arc::new(AggregateStore::new(&db, (), writer)),

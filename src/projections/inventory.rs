@@ -193,6 +193,22 @@ pub async fn low_stock(
     }
 }
 
+/// Items that owe units to orders, most owed first.
+pub async fn backordered(
+    db: &Database,
+    table: &str,
+    limit: i64,
+) -> Result<Vec<StockRow>, StoreError> {
+    select(
+        db,
+        table,
+        &ITEMS,
+        "WHERE backordered > 0 ORDER BY backordered DESC, id LIMIT $1",
+        &[Param::Int(limit)],
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

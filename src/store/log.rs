@@ -6,6 +6,8 @@
 //! as the JSON text stored: the API sends that text on as it is, and a replay decodes
 //! it once, into the aggregate's own events.
 
+use chrono::{DateTime, Utc};
+
 use super::reader::{postgres_entry, sqlite_entry, LogEntry};
 use super::{Database, StoreError};
 
@@ -42,6 +44,61 @@ pub async fn aggregate_events(
             )
             .bind(aggregate_type)
             .bind(aggregate_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(sqlite_entry).collect()
+        }
+    }
+}
+
+/// The inventory events about one order (its reservations, backorders, releases and
+/// commits) on the SKUs it names, recorded at or after `since`, in log order.
+///
+/// Read through each SKU's stream (the `(aggregate_type, aggregate_id, sequence)` key)
+/// and filtered by the payload's `order_id`: the log keeps no index by order for
+/// inventory events, and a journey is a support agent's rare read, not worth one more
+/// index on every append. `since` (a little before the order's first event, as its
+/// reservations come just before it) cuts what a long-lived SKU's stream holds earlier.
+pub async fn order_inventory_events(
+    db: &Database,
+    order_id: &str,
+    skus: &[String],
+    since: DateTime<Utc>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    match db {
+        Database::Postgres(pool) => {
+            let rows = sqlx::query(
+                "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
+                        sequence, event_type, event_version, payload::text, recorded_at,
+                        metadata::text
+                   FROM events
+                  WHERE aggregate_type = 'inventory' AND aggregate_id = ANY($1)
+                    AND recorded_at >= $2 AND payload->>'order_id' = $3
+                  ORDER BY transaction_id, global_position",
+            )
+            .bind(skus)
+            .bind(since)
+            .bind(order_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|row| postgres_entry(row, true)).collect()
+        }
+        Database::Sqlite(pool) => {
+            let skus = serde_json::to_string(skus).unwrap_or_else(|_| "[]".to_owned());
+            let rows = sqlx::query(
+                "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
+                        event_type, event_version, payload, metadata, recorded_at
+                   FROM events
+                  WHERE aggregate_type = 'inventory'
+                    AND aggregate_id IN (SELECT value FROM json_each(?))
+                    AND recorded_at >= ? AND json_extract(payload, '$.order_id') = ?
+                  ORDER BY global_position",
+            )
+            .bind(skus)
+            // As SQLite stamps it (`strftime('%Y-%m-%dT%H:%M:%fZ')`), so that text
+            // order is time order.
+            .bind(since.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .bind(order_id)
             .fetch_all(pool)
             .await?;
             rows.iter().map(sqlite_entry).collect()

@@ -581,6 +581,28 @@ pub async fn list_inbox(
     query(db, sql, INBOX_COLUMNS, &params).await
 }
 
+/// How many deliveries of one source wait or failed: the dashboard's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct InboxDepth {
+    pub source: String,
+    pub state: String,
+    pub deliveries: i64,
+}
+
+/// The deliveries still waiting or failed, counted by source; applied ones (the many)
+/// are not read, the (state, id) index finds the others.
+pub async fn inbox_depths(db: &Database) -> Result<Vec<InboxDepth>, StoreError> {
+    query(
+        db,
+        "SELECT source, state, count(*) AS deliveries FROM source_inbox
+          WHERE state IN ('waiting', 'failed')
+          GROUP BY source, state ORDER BY source, state",
+        &["source", "state", "deliveries"],
+        &[],
+    )
+    .await
+}
+
 /// How applying a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {

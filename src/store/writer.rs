@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use super::reader::LogSignal;
 use super::vault::DataKeyWrite;
 use super::{is_saturation, Database};
+use crate::meter::Meter;
 
 /// Most events written in one statement.
 const MAX_GROUP_EVENTS: usize = 4_096;
@@ -120,8 +121,9 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Starts the committers; they end when the last writer is dropped. `appended` is
-    /// told after every write, to wake readers of the log at once.
-    pub fn start(db: &Database, appended: LogSignal) -> Self {
+    /// told after every write, to wake readers of the log at once; `meter` counts what
+    /// was committed, by type.
+    pub fn start(db: &Database, appended: LogSignal, meter: Meter) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         let committers = match db {
@@ -132,7 +134,8 @@ impl EventWriter {
             let db = db.clone();
             let receiver = receiver.clone();
             let appended = appended.clone();
-            tokio::spawn(async move { commit_loop(db, receiver, appended).await });
+            let meter = meter.clone();
+            tokio::spawn(async move { commit_loop(db, receiver, appended, meter).await });
         }
         Self { queue }
     }
@@ -185,6 +188,7 @@ async fn commit_loop(
     db: Database,
     receiver: Arc<Mutex<mpsc::UnboundedReceiver<Append>>>,
     appended: LogSignal,
+    meter: Meter,
 ) {
     loop {
         let group = {
@@ -221,6 +225,7 @@ async fn commit_loop(
         match write(&db, &events, &keys, &data_keys).await {
             Ok(()) => {
                 appended.appended();
+                meter.appended(events.iter().map(|e| e.event_type.as_str()));
                 for append in group {
                     let _ = append.done.send(Ok(()));
                 }
@@ -233,7 +238,10 @@ async fn commit_loop(
                     let keys: Vec<&KeyWrite> = append.keys.iter().collect();
                     let data_keys: Vec<&DataKeyWrite> = append.data_keys.iter().collect();
                     let result = write(&db, &events, &keys, &data_keys).await;
-                    any |= result.is_ok();
+                    if result.is_ok() {
+                        any = true;
+                        meter.appended(events.iter().map(|e| e.event_type.as_str()));
+                    }
                     let _ = append.done.send(result);
                 }
                 if any {

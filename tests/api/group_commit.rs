@@ -24,7 +24,7 @@ async fn a_taken_sequence_fails_only_its_own_append(backend: Backend) {
     let url = fresh_database(backend).await;
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
     writer.append(vec![event("taken", 1)], None).await.unwrap();
 
     // One thread: all three are queued before a committer runs, so they form one group.
@@ -54,7 +54,7 @@ async fn appends_queued_together_share_one_write(backend: Backend) {
     let url = fresh_database(backend).await;
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
 
     let appends = (0..50).map(|i| writer.append(vec![event(&format!("order-{i}"), 1)], None));
     for result in join_all(appends).await {
@@ -77,7 +77,7 @@ async fn an_append_still_queued_at_its_deadline_is_not_written(backend: Backend)
     let url = fresh_database(backend).await;
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
     let past = tokio::time::Instant::now() - std::time::Duration::from_millis(1);
     let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
 
@@ -103,7 +103,7 @@ async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append(backend: Back
     let url = fresh_database(backend).await;
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
     let claim = |key: &str| KeyWrite::Claim {
         key: key.to_owned(),
         request_hash: "h".to_owned(),

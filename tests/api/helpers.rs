@@ -137,7 +137,7 @@ pub async fn append_directly(
     events: &[(String, String, Value)],
 ) {
     let db = Database::connect(&app.database_url, 1).await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
     let metadata = json!({"actor": "another-writer", "correlation_id": "direct"}).to_string();
     let events = events
         .iter()

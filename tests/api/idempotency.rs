@@ -201,7 +201,7 @@ async fn the_store_keeps_each_answers_content_type(backend: Backend) {
     let url = fresh_database(backend).await;
     let db = orderlog::store::Database::connect(&url, 2).await.unwrap();
     db.migrate().await.unwrap();
-    let writer = EventWriter::start(&db, LogSignal::default());
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
     let store = IdempotencyStore::new(db, std::time::Duration::from_secs(60), writer);
     let now = chrono::Utc::now();
     for (key, content_type, body) in [

@@ -7,6 +7,7 @@ mod append_only;
 mod auth;
 mod charges;
 mod concurrency;
+mod dashboard;
 mod deliveries;
 mod errors;
 mod export;

@@ -31,6 +31,7 @@ use crate::store::log;
 use crate::store::reader::LogEntry;
 use crate::store::vault::Opened;
 
+mod journey;
 mod list;
 
 pub fn routes() -> Routes {
@@ -39,6 +40,7 @@ pub fn routes() -> Routes {
         .post("/orders", OrdersWrite, place_order)
         .get("/orders/{order_id}", OrdersRead, get_order)
         .get("/orders/{order_id}/events", EventsRead, get_order_events)
+        .get("/orders/{order_id}/journey", OrdersRead, journey::journey)
         .post("/orders/{order_id}/payments", OrdersWrite, attempt_payment)
         .post(
             "/orders/{order_id}/payments/{payment_id}/capture",

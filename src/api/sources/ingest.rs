@@ -196,6 +196,7 @@ async fn ingest(
         .iter()
         .filter_map(|name| header(&headers, name).map(|v| ((*name).to_owned(), json!(v))))
         .collect();
+    let source = name.as_str().to_owned();
     let stored = state
         .inbox
         .receive(Arrival {
@@ -210,10 +211,10 @@ async fn ingest(
     if stored {
         state.inbox_signal.notify_one();
     }
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "status": if stored { "received" } else { "duplicate" } })),
-    ))
+    let outcome = if stored { "received" } else { "duplicate" };
+    metrics::counter!("orderlog_inbox_deliveries_total", "source" => source, "outcome" => outcome)
+        .increment(1);
+    Ok((StatusCode::OK, Json(json!({ "status": outcome }))))
 }
 
 #[cfg(test)]
