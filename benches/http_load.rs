@@ -17,6 +17,13 @@
 //! and a phone number), which the server seals under a new data key (`store::vault`);
 //! `BENCH_PERSONAL=0,1` runs both, one after the other, to measure what sealing costs.
 //!
+//! `BENCH_VARIANTS` runs each case under several server settings, one after the other,
+//! in one run: `;`-separated `name:VAR=value,VAR=value` (a name alone sets nothing).
+//! `{collector}` in a value is the address of an OTLP/HTTP collector this program
+//! starts on 127.0.0.1 (it takes every export and counts it). What the meter and
+//! tracing cost:
+//! `BENCH_VARIANTS='off:ORDERLOG_LIVE_STATS=false;meter;traced:OTEL_EXPORTER_OTLP_ENDPOINT={collector}'`.
+//!
 //! A 503 (`saturated`, `unavailable`) is answered with `Retry-After`; the client waits
 //! that long before its next request, as the header asks. Refused requests are counted
 //! and timed on their own.
@@ -129,6 +136,15 @@ async fn main() -> Result<()> {
         .iter()
         .map(|p| p != "0")
         .collect();
+    let variants = variants(&std::env::var("BENCH_VARIANTS").unwrap_or_default())?;
+    let collector = if variants
+        .iter()
+        .any(|v| v.env.iter().any(|(_, value)| value.contains("{collector}")))
+    {
+        Some(support::Collector::start().await?)
+    } else {
+        None
+    };
     let clients: Vec<usize> = list("BENCH_CLIENTS", "64")
         .iter()
         .map(|c| c.parse().context("BENCH_CLIENTS is a list of numbers"))
@@ -141,8 +157,33 @@ async fn main() -> Result<()> {
         for scenario in &scenarios {
             for &c in &clients {
                 for &personal in &personal {
-                    let report = run(&config, backend, *scenario, c, personal).await?;
-                    println!("{report}");
+                    for variant in &variants {
+                        let env: Vec<(String, String)> = variant
+                            .env
+                            .iter()
+                            .map(|(k, v)| {
+                                let endpoint = collector.as_ref().map(|c| c.endpoint());
+                                (
+                                    k.clone(),
+                                    v.replace("{collector}", endpoint.as_deref().unwrap_or("")),
+                                )
+                            })
+                            .collect();
+                        let before = collector.as_ref().map(|c| c.received());
+                        let report = run(&config, backend, *scenario, c, personal, &env).await?;
+                        let exported = match (&collector, before) {
+                            (Some(c), Some((e0, b0))) if !variant.env.is_empty() => {
+                                let (e1, b1) = c.received();
+                                format!(
+                                    "; collector got {} exports, {} KiB",
+                                    e1 - e0,
+                                    (b1 - b0) / 1024
+                                )
+                            }
+                            _ => String::new(),
+                        };
+                        println!("[{}] {report}{exported}", variant.name);
+                    }
                 }
             }
         }
@@ -340,14 +381,50 @@ impl Client {
     }
 }
 
+/// One set of server settings to run every case under.
+struct Variant {
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+fn variants(raw: &str) -> Result<Vec<Variant>> {
+    let mut out = Vec::new();
+    for item in raw.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, settings) = item.split_once(':').unwrap_or((item, ""));
+        let env = settings
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow!("BENCH_VARIANTS: `{s}` is not VAR=value"))
+            })
+            .collect::<Result<_>>()?;
+        out.push(Variant {
+            name: name.to_owned(),
+            env,
+        });
+    }
+    if out.is_empty() {
+        out.push(Variant {
+            name: "default".into(),
+            env: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 async fn run(
     config: &Config,
     backend: &str,
     scenario: Scenario,
     clients: usize,
     personal: bool,
+    env: &[(String, String)],
 ) -> Result<String> {
-    let server = Server::start(&config.binary, &config.pg_url, "bench_http", backend).await?;
+    let server =
+        Server::start_with(&config.binary, &config.pg_url, "bench_http", backend, env).await?;
     let mut admin = Http::connect(server.addr).await?;
     stock(server.addr, config, scenario).await?;
     wait_caught_up(&mut admin, Duration::from_secs(120)).await?;

@@ -410,6 +410,56 @@ impl FastReceiver {
     }
 }
 
+/// An OTLP/HTTP collector that takes every export (`POST /v1/traces`, either
+/// encoding) and counts what it got: the benchmarks' stand-in for a real one, on
+/// 127.0.0.1.
+pub struct Collector {
+    pub addr: SocketAddr,
+    exports: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Collector {
+    pub async fn start() -> Result<Collector> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let exports = std::sync::Arc::new(AtomicU64::new(0));
+        let bytes = std::sync::Arc::new(AtomicU64::new(0));
+        let (e, b) = (exports.clone(), bytes.clone());
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (e, b) = (e.clone(), b.clone());
+                async move {
+                    e.fetch_add(1, Ordering::Relaxed);
+                    b.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Collector {
+            addr,
+            exports,
+            bytes,
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Exports and bytes received so far.
+    pub fn received(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.exports.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The server under test, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -435,6 +485,17 @@ impl Server {
         pg_url: &str,
         default_schema: &str,
         backend: &str,
+    ) -> Result<Server> {
+        Server::start_with(binary, pg_url, default_schema, backend, &[]).await
+    }
+
+    /// [`Server::start`], with `env` set on top of what is inherited.
+    pub async fn start_with(
+        binary: &str,
+        pg_url: &str,
+        default_schema: &str,
+        backend: &str,
+        env: &[(String, String)],
     ) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let url = match backend {
@@ -468,6 +529,7 @@ impl Server {
         if backend == "postgres" {
             command.env("ORDERLOG_SECRET_KEY", SECRET_KEY);
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .with_context(|| format!("starting {binary}"))?;
