@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::ops::StatsOut;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::state::AppState;
@@ -28,9 +29,24 @@ pub fn routes() -> Routes {
 }
 
 /// Prometheus text. The gauges of what the database knows (lags, queues, inboxes) are
-/// taken from the dashboard's snapshot as the scrape comes, at most once a second.
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let snapshot = super::ops::snapshot(&state).await?;
+/// taken from the dashboard's snapshot as the scrape comes, at most once a second; when
+/// the database does not answer they keep their last values, and the counters are
+/// rendered all the same.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match super::ops::snapshot(&state).await {
+        Ok(snapshot) => set_gauges(&snapshot),
+        Err(e) => tracing::warn!(
+            code = e.code(),
+            "metrics: the database's gauges were not refreshed"
+        ),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
+}
+
+fn set_gauges(snapshot: &StatsOut) {
     for p in &snapshot.projections {
         metrics::gauge!("orderlog_projection_lag_events", "projection" => p.name)
             .set(p.lag_events as f64);
@@ -48,10 +64,6 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
             .set(s.lag_seconds);
     }
     set_inbox_gauges(&snapshot.inbox);
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics().render(),
-    ))
 }
 
 /// Sets each source's waiting and failed deliveries; a pair no longer counted (its

@@ -11,6 +11,17 @@ use chrono::{DateTime, Utc};
 use super::reader::{postgres_entry, sqlite_entry, LogEntry};
 use super::{Database, StoreError};
 
+/// The columns `postgres_entry` reads, by position, in its order.
+const POSTGRES_ENTRY: &str = "SELECT transaction_id, global_position, event_id, aggregate_type,
+        aggregate_id, sequence, event_type, event_version, payload::text, recorded_at,
+        metadata::text
+   FROM events";
+/// The columns `sqlite_entry` reads.
+const SQLITE_ENTRY: &str =
+    "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
+        event_type, event_version, payload, metadata, recorded_at
+   FROM events";
+
 /// All events of one aggregate, in sequence order, with their metadata.
 pub async fn aggregate_events(
     db: &Database,
@@ -19,33 +30,25 @@ pub async fn aggregate_events(
 ) -> Result<Vec<LogEntry>, StoreError> {
     match db {
         Database::Postgres(pool) => {
-            // Columns by position, in the order `postgres_entry` reads them.
-            let rows = sqlx::query(
-                "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
-                        sequence, event_type, event_version, payload::text, recorded_at,
-                        metadata::text
-                   FROM events
-                  WHERE aggregate_type = $1 AND aggregate_id = $2
-                  ORDER BY sequence",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_all(pool)
-            .await?;
+            let sql = format!(
+                "{POSTGRES_ENTRY} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(|row| postgres_entry(row, true)).collect()
         }
         Database::Sqlite(pool) => {
-            let rows = sqlx::query(
-                "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                        event_type, event_version, payload, metadata, recorded_at
-                   FROM events
-                  WHERE aggregate_type = ? AND aggregate_id = ?
-                  ORDER BY sequence",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_all(pool)
-            .await?;
+            let sql = format!(
+                "{SQLITE_ENTRY} WHERE aggregate_type = ? AND aggregate_id = ? ORDER BY sequence"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(sqlite_entry).collect()
         }
     }
@@ -67,40 +70,37 @@ pub async fn order_inventory_events(
 ) -> Result<Vec<LogEntry>, StoreError> {
     match db {
         Database::Postgres(pool) => {
-            let rows = sqlx::query(
-                "SELECT transaction_id, global_position, event_id, aggregate_type, aggregate_id,
-                        sequence, event_type, event_version, payload::text, recorded_at,
-                        metadata::text
-                   FROM events
+            let sql = format!(
+                "{POSTGRES_ENTRY}
                   WHERE aggregate_type = 'inventory' AND aggregate_id = ANY($1)
                     AND recorded_at >= $2 AND payload->>'order_id' = $3
-                  ORDER BY transaction_id, global_position",
-            )
-            .bind(skus)
-            .bind(since)
-            .bind(order_id)
-            .fetch_all(pool)
-            .await?;
+                  ORDER BY transaction_id, global_position"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(skus)
+                .bind(since)
+                .bind(order_id)
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(|row| postgres_entry(row, true)).collect()
         }
         Database::Sqlite(pool) => {
             let skus = serde_json::to_string(skus).unwrap_or_else(|_| "[]".to_owned());
-            let rows = sqlx::query(
-                "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence,
-                        event_type, event_version, payload, metadata, recorded_at
-                   FROM events
+            let sql = format!(
+                "{SQLITE_ENTRY}
                   WHERE aggregate_type = 'inventory'
                     AND aggregate_id IN (SELECT value FROM json_each(?))
                     AND recorded_at >= ? AND json_extract(payload, '$.order_id') = ?
-                  ORDER BY global_position",
-            )
-            .bind(skus)
-            // As SQLite stamps it (`strftime('%Y-%m-%dT%H:%M:%fZ')`), so that text
-            // order is time order.
-            .bind(since.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .bind(order_id)
-            .fetch_all(pool)
-            .await?;
+                  ORDER BY global_position"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(skus)
+                // As SQLite stamps it (`strftime('%Y-%m-%dT%H:%M:%fZ')`), so that text
+                // order is time order.
+                .bind(since.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                .bind(order_id)
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(sqlite_entry).collect()
         }
     }

@@ -402,10 +402,6 @@ async fn the_dashboard_in_a_browser_shows_counters_lags_and_a_journey(backend: B
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // `ORDERLOG_SCREENSHOT=docs/dashboard.png` refreshes the README's picture.
-    if let (Ok(path), Backend::Sqlite) = (std::env::var("ORDERLOG_SCREENSHOT"), backend) {
-        command.env("OPS_SCREENSHOT", root.join(path));
-    }
     let run = tokio::time::timeout(Duration::from_secs(120), command.output())
         .await
         .expect("the browser checks finish within 2 minutes")

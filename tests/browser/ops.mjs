@@ -7,6 +7,7 @@
 //   OPS_SUBSCRIPTION  that webhook subscription's id
 //   OPS_PROJECTIONS   every projection's name, comma-separated
 //   OPS_SCREENSHOT    optional: where to save a screenshot of the dashboard
+//   OPS_JOURNEY_SCREENSHOT  optional: and of the journey
 //   CHROMIUM          optional: the browser (default /usr/bin/chromium)
 // Exits 0 when every check holds; otherwise prints what failed and exits 1.
 import { chromium } from "playwright-core";
@@ -90,6 +91,9 @@ try {
   if ((await created.count()) !== 1) problems.push("the journey does not list order.created once");
   if ((await page.locator('#journey-steps li[data-event-type="inventory.reserved"]').count()) < 1) {
     problems.push("the journey lists no reservation");
+  }
+  if (process.env.OPS_JOURNEY_SCREENSHOT) {
+    await page.locator("#journey").screenshot({ path: process.env.OPS_JOURNEY_SCREENSHOT });
   }
 } catch (e) {
   problems.push(e.stack || String(e));
