@@ -455,3 +455,31 @@ async fn metrics_follow_prometheus_naming_with_real_histograms() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_assets_come_from_the_binary_and_need_no_token() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let anonymous = reqwest::Client::new();
+    for (path, content_type, holds) in [
+        ("/ops", "text/html", "/ops/ops.js"),
+        ("/ops/ops.js", "text/javascript", "/v1/ops/stream"),
+        ("/ops/ops.css", "text/css", "--bg"),
+        ("/ops/vendor/uPlot.iife.min.js", "text/javascript", "uPlot"),
+        ("/ops/vendor/uPlot.min.css", "text/css", ".uplot"),
+    ] {
+        let r = anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let headers = r.headers().clone();
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(content_type),
+            "{path}: {headers:?}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{path}: nothing from elsewhere");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(r.text().await.unwrap().contains(holds), "{path}");
+    }
+    let data = anonymous.get(app.url("/v1/ops/stats")).send().await.unwrap();
+    expect_error(data, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.stop().await;
+}
