@@ -4,21 +4,28 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::trace::Tracing;
 
-pub fn init(format: LogFormat) {
+/// Installs the logs, and the OTLP span layer when `traces` is given (`crate::trace`).
+/// `RUST_LOG` filters the logs only: the span layer has its own filter.
+pub fn init(format: LogFormat, traces: Option<&Tracing>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr, so that CLI output on stdout stays clean.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests start many servers) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
     };
+    // A second initialisation (tests start many servers) is harmless: keep the first.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces.map(Tracing::layer))
+        .try_init();
 }
 
 /// The process's metrics recorder, installed on first use. One per process: tests that
