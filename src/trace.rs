@@ -169,7 +169,13 @@ impl TraceSettings {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| bad("OTEL_BSP_MAX_QUEUE_SIZE", &raw, "must be a positive integer"))?,
+                .ok_or_else(|| {
+                    bad(
+                        "OTEL_BSP_MAX_QUEUE_SIZE",
+                        &raw,
+                        "must be a positive integer",
+                    )
+                })?,
             None => DEFAULT_MAX_QUEUE,
         };
         // The SDK reads these itself and falls back quietly on a bad value: checked here
@@ -189,6 +195,34 @@ impl TraceSettings {
                 if raw.trim().parse::<u64>().is_err() {
                     return Err(bad(name, &raw, "must be a whole number of milliseconds"));
                 }
+            }
+        }
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Some(raw) = var(name) {
+                // The reason does not quote the text either: it may hold a credential.
+                resource_attributes(&raw).map_err(|_| {
+                    bad(
+                        name,
+                        "(hidden)",
+                        "must be key=value pairs, separated by commas",
+                    )
+                })?;
+            }
+        }
+        // No compression is built into the exporter, which would refuse to start.
+        for name in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        ] {
+            if let Some(raw) = var(name) {
+                return Err(bad(
+                    name,
+                    &raw,
+                    "compression is not supported: leave it unset",
+                ));
             }
         }
         Ok(Some(TraceSettings {
@@ -622,8 +656,11 @@ mod tests {
     fn without_an_endpoint_tracing_stays_off() {
         assert_eq!(settings(&[]).unwrap(), None);
         assert_eq!(
-            settings(&[("OTEL_SERVICE_NAME", "shop"), ("OTEL_TRACES_SAMPLER", "always_on")])
-                .unwrap(),
+            settings(&[
+                ("OTEL_SERVICE_NAME", "shop"),
+                ("OTEL_TRACES_SAMPLER", "always_on")
+            ])
+            .unwrap(),
             None
         );
         assert_eq!(
@@ -724,10 +761,17 @@ mod tests {
             ("OTEL_BSP_SCHEDULE_DELAY", "5s"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten"),
             ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         ] {
             let e = error(&[base, (name, value)]);
             assert_eq!((e.name.as_str(), e.value.as_str()), (name, value), "{e}");
         }
+        // Headers hold credentials: named, never repeated.
+        let headers = error(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key")]);
+        assert_eq!(
+            (headers.name.as_str(), headers.value.as_str()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "(hidden)")
+        );
         let ratio = error(&[
             base,
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
@@ -745,7 +789,10 @@ mod tests {
     #[test]
     fn a_stored_traceparent_is_read_as_a_remote_parent() {
         let cx = context_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(cx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            cx.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(cx.span_id().to_string(), "00f067aa0ba902b7");
         assert!(cx.is_sampled() && cx.is_remote());
         assert!(context_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
@@ -757,6 +804,9 @@ mod tests {
         // No test of this binary starts a provider: `enabled()` stays false.
         let span = tracing::info_span!("off");
         assert_eq!(traceparent_of(&span), None);
-        set_parent_from(&span, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        set_parent_from(
+            &span,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! OpenTelemetry traces end to end: a real OTLP/HTTP collector in the test (axum, `POST
 //! /v1/traces`, protobuf or JSON), the real server exporting to it, and a webhook
 //! receiver. One command is one trace: the caller's traceparent, then the request span,
-//! then its decide and append spans, and the webhook delivery attempt parented by the
-//! traceparent stored on the event, which the receiver is handed onward.
+//! then its decide and append spans, and the webhook and NATS delivery attempts parented
+//! by the traceparent stored on the event, whose own context each receiver is handed.
 //!
 //! The traced server runs as a child process (`orderlog serve` with the `OTEL_*`
 //! variables), not in this binary: a process has one global tracing subscriber, which
@@ -97,7 +97,11 @@ async fn export(State(collector): State<Collector>, headers: HeaderMap, body: By
                     trace_id: hex::encode(&span.trace_id),
                     span_id: hex::encode(&span.span_id),
                     parent_span_id: hex::encode(&span.parent_span_id),
-                    linked_traces: span.links.iter().map(|l| hex::encode(&l.trace_id)).collect(),
+                    linked_traces: span
+                        .links
+                        .iter()
+                        .map(|l| hex::encode(&l.trace_id))
+                        .collect(),
                 });
             }
         }
@@ -132,7 +136,12 @@ impl Traced {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .envs(otel.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            // Its logs, like the in-process servers', only with TEST_LOG set.
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if backend == Backend::Postgres {
             command.env("ORDERLOG_SECRET_KEY", test_secret_key().to_base64());
         }
@@ -148,7 +157,10 @@ impl Traced {
             if ready.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the server never answered /health");
+            assert!(
+                Instant::now() < deadline,
+                "the server never answered /health"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Traced { child, url, client }
@@ -238,6 +250,15 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
         .await
         .unwrap();
     expect_status(r, reqwest::StatusCode::CREATED).await;
+    let prefix = format!("orderlog_traces_{}", uuid::Uuid::new_v4().simple());
+    let r = server
+        .client
+        .post(server.url("/v1/subscriptions"))
+        .json(&json!({"kind": "nats", "subject": prefix, "event_types": ["order.created"]}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(r, reqwest::StatusCode::CREATED).await;
 
     // The caller's trace: the request continues it.
     let trace_id = random_hex(16);
@@ -266,7 +287,10 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
     let stored_parts: Vec<&str> = stored.split('-').collect();
     assert_eq!(stored_parts[1], trace_id, "stored {stored}");
     let stored_parent = stored_parts[2].to_owned();
-    assert_ne!(stored_parent, caller_span, "the stored parent is our own span");
+    assert_ne!(
+        stored_parent, caller_span,
+        "the stored parent is our own span"
+    );
 
     let delivered = receiver
         .wait_until(Duration::from_secs(30), "the webhook", |r| !r.is_empty())
@@ -275,6 +299,11 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
     let forwarded_parts: Vec<&str> = forwarded.split('-').collect();
     assert_eq!(forwarded_parts.len(), 4, "forwarded {forwarded:?}");
     assert_eq!(forwarded_parts[1], trace_id, "forwarded {forwarded}");
+
+    let published = published_traceparent(&prefix).await;
+    let published_parts: Vec<&str> = published.split('-').collect();
+    assert_eq!(published_parts.len(), 4, "published {published:?}");
+    assert_eq!(published_parts[1], trace_id, "published {published}");
 
     // The shutdown flushes whatever the batch processor still holds.
     server.stop().await;
@@ -312,8 +341,15 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
         .iter()
         .filter(|s| s.name == "request" && s.parent_span_id == caller_span)
         .collect();
-    assert_eq!(requests.len(), 1, "one request span, the caller's child: {traced:#?}");
-    for span in traced.iter().filter(|s| s.name == "decide" || s.name == "append") {
+    assert_eq!(
+        requests.len(),
+        1,
+        "one request span, the caller's child: {traced:#?}"
+    );
+    for span in traced
+        .iter()
+        .filter(|s| s.name == "decide" || s.name == "append")
+    {
         assert!(
             ancestors(span, &by_id).contains(&"request"),
             "{} is not under the request: {traced:#?}",
@@ -324,18 +360,24 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
         .get(stored_parent.as_str())
         .unwrap_or_else(|| panic!("the stored parent {stored_parent} was exported: {traced:#?}"));
     assert_eq!(appended.name, "append");
-    let attempt = traced
+    let attempts: Vec<&&Got> = traced
         .iter()
-        .find(|s| s.name == "delivery_attempt")
-        .unwrap();
-    assert_eq!(
-        attempt.parent_span_id, stored_parent,
-        "the attempt continues the stored traceparent"
-    );
-    assert_eq!(
-        forwarded_parts[2], attempt.span_id,
-        "the receiver is handed the attempt's context"
-    );
+        .filter(|s| s.name == "delivery_attempt")
+        .collect();
+    for attempt in &attempts {
+        assert_eq!(
+            attempt.parent_span_id, stored_parent,
+            "each attempt continues the stored traceparent"
+        );
+    }
+    // Each receiver is handed its own attempt's context: the webhook's, then NATS's.
+    for handed in [forwarded_parts[2], published_parts[2]] {
+        assert!(
+            attempts.iter().any(|a| a.span_id == handed),
+            "{handed} is no attempt's span: {attempts:#?}"
+        );
+    }
+    assert_ne!(forwarded_parts[2], published_parts[2]);
     // Projections apply batches: a span per batch, the child of one command's append or
     // linked to each command whose events it applied.
     assert!(
@@ -343,6 +385,32 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
             && (s.trace_id == trace_id || s.linked_traces.contains(&trace_id))),
         "no projection span belongs to the trace: {spans:#?}"
     );
+}
+
+/// The `traceparent` header of the one message published under `prefix`; the stream
+/// is deleted after.
+async fn published_traceparent(prefix: &str) -> String {
+    let client = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap_or_else(|e| panic!("NATS is not reachable: {e}; run `scripts/test`"));
+    let jetstream = async_nats::jetstream::new(client);
+    let stream_name = prefix.to_uppercase();
+    let stream = eventually("the NATS message", Duration::from_secs(30), || async {
+        match jetstream.get_stream(&stream_name).await {
+            Ok(stream) if stream.cached_info().state.messages >= 1 => Ok(stream),
+            Ok(_) => Err("an empty stream".to_owned()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    })
+    .await;
+    let message = stream.get_raw_message(1).await.unwrap();
+    let traceparent = message
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    jetstream.delete_stream(&stream_name).await.unwrap();
+    traceparent
 }
 
 async fn one_command_is_one_trace_over_protobuf(backend: Backend) {

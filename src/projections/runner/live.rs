@@ -336,7 +336,9 @@ impl Projections {
         events: &[Envelope],
     ) -> Result<Applied, ProjectionError> {
         if !crate::trace::enabled() {
-            return self.apply_batch_now(projection, target, expected, events).await;
+            return self
+                .apply_batch_now(projection, target, expected, events)
+                .await;
         }
         // With traces exported: one span per applied batch, not per event (a batch is
         // up to 500 events), tied to the commands that appended them: their child when
