@@ -32,7 +32,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::Layer;
 
-use crate::config::ConfigError;
+/// A variable that could not be read: named with the value given, and why. Shown as
+/// `config::ConfigError` is (this module imports no other of the crate: the store and
+/// the readers of the log use it, and the settings use them).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
 
 /// The counter of spans that never reached the collector.
 pub const DROPPED: &str = "orderlog_trace_spans_dropped_total";
@@ -797,6 +806,88 @@ mod tests {
         assert!(cx.is_sampled() && cx.is_remote());
         assert!(context_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(context_of("garbage").is_none());
+    }
+
+    /// Records the size of each batch it is given; fails every export when `fail`.
+    #[derive(Debug, Clone, Default)]
+    struct Recording {
+        batches: Arc<std::sync::Mutex<Vec<usize>>>,
+        fail: bool,
+    }
+
+    impl SpanExporter for Recording {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.batches.lock().unwrap().push(batch.len());
+            if self.fail {
+                Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "the collector is down".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn provider(exporter: Recording, capacity: usize) -> (SdkTracerProvider, Arc<AtomicUsize>) {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let batches = BatchSpanProcessor::builder(Counted {
+            inner: exporter,
+            pending: pending.clone(),
+            failing: AtomicBool::new(false),
+        })
+        // Nothing leaves before the flush.
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_secs(3600))
+                .build(),
+        )
+        .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Bounded {
+                inner: batches,
+                pending: pending.clone(),
+                capacity,
+            })
+            .build();
+        (provider, pending)
+    }
+
+    fn end_spans(provider: &SdkTracerProvider, n: usize) {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        let tracer = provider.tracer("test");
+        for _ in 0..n {
+            tracer.start("span").end();
+        }
+    }
+
+    #[test]
+    fn past_the_queue_spans_are_dropped_before_the_exporter() {
+        let exporter = Recording::default();
+        let (provider, pending) = provider(exporter.clone(), 3);
+        end_spans(&provider, 10);
+        assert_eq!(pending.load(Ordering::Relaxed), 3);
+        provider.force_flush().unwrap();
+        assert_eq!(exporter.batches.lock().unwrap().iter().sum::<usize>(), 3);
+        assert_eq!(pending.load(Ordering::Relaxed), 0);
+        // Once exported, the queue takes spans again.
+        end_spans(&provider, 2);
+        provider.force_flush().unwrap();
+        assert_eq!(exporter.batches.lock().unwrap().iter().sum::<usize>(), 5);
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
+    fn spans_a_failed_export_held_leave_the_queue() {
+        let exporter = Recording {
+            fail: true,
+            ..Recording::default()
+        };
+        let (provider, pending) = provider(exporter.clone(), 100);
+        end_spans(&provider, 4);
+        assert!(provider.force_flush().is_err());
+        assert_eq!(exporter.batches.lock().unwrap().as_slice(), [4]);
+        assert_eq!(pending.load(Ordering::Relaxed), 0);
+        let _ = provider.shutdown();
     }
 
     #[test]
