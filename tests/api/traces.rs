@@ -426,15 +426,17 @@ on_both_backends!(
     one_command_is_one_trace_over_json
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_collector_down_commands_still_succeed_promptly() {
-    // A port nothing listens on: every export is refused.
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let server = Traced::start(
-        Backend::Sqlite,
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", nowhere.as_str())],
-    )
-    .await;
+/// Places 20 orders against a server whose collector is out of reach, each answered
+/// within 2 s; then waits for `orderlog_trace_spans_dropped_total{reason}` to count
+/// some, and for the server to stop within 15 s of SIGTERM.
+async fn commands_go_on_without_the_collector(
+    endpoint: &str,
+    extra: &[(&str, &str)],
+    reason: &str,
+) {
+    let mut otel = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)];
+    otel.extend_from_slice(extra);
+    let server = Traced::start(Backend::Sqlite, &otel).await;
     for i in 0..20 {
         let started = Instant::now();
         let r = server
@@ -451,6 +453,7 @@ async fn with_the_collector_down_commands_still_succeed_promptly() {
             started.elapsed()
         );
     }
+    let series = format!("orderlog_trace_spans_dropped_total{{reason=\"{reason}\"}}");
     let dropped = eventually("dropped spans counted", Duration::from_secs(15), || async {
         let text = server
             .client
@@ -463,13 +466,13 @@ async fn with_the_collector_down_commands_still_succeed_promptly() {
             .map_err(|e| e.to_string())?;
         let count: f64 = text
             .lines()
-            .filter(|l| l.starts_with("orderlog_trace_spans_dropped_total"))
+            .filter(|l| l.starts_with(&series))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         if count > 0.0 {
             Ok(count)
         } else {
-            Err("orderlog_trace_spans_dropped_total is not above 0 yet".to_owned())
+            Err(format!("{series} is not above 0 yet"))
         }
     })
     .await;
@@ -477,8 +480,38 @@ async fn with_the_collector_down_commands_still_succeed_promptly() {
     let stopping = server.stop().await;
     assert!(
         stopping < Duration::from_secs(15),
-        "the stop took {stopping:?} with the collector down"
+        "the stop took {stopping:?} without the collector"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_collector_down_commands_still_succeed_promptly() {
+    // A port nothing listens on: every export is refused at once.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    commands_go_on_without_the_collector(&nowhere, &[], "export_failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_collector_that_never_answers_the_queue_fills_and_commands_go_on() {
+    // Accepts connections and never answers: each export waits out its timeout while
+    // the spans of new commands fill the (small) queue.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    commands_go_on_without_the_collector(
+        &endpoint,
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "16"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ],
+        "queue_full",
+    )
+    .await;
 }
 
 #[test]
