@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -12,20 +13,32 @@ use crate::config::LogFormat;
 use crate::trace::Tracing;
 
 /// Installs the logs, and the OTLP span layer when `traces` is given (`crate::trace`).
-/// `RUST_LOG` filters the logs only: the span layer has its own filter.
 pub fn init(format: LogFormat, traces: Option<&Tracing>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Logs go to stderr, so that CLI output on stdout stays clean.
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match format {
-        LogFormat::Text => logs.with_filter(filter).boxed(),
-        LogFormat::Json => logs.json().with_filter(filter).boxed(),
-    };
     // A second initialisation (tests start many servers) is harmless: keep the first.
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces.map(Tracing::layer))
-        .try_init();
+    let _ = match traces {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(logs(format))
+            .try_init(),
+        // `RUST_LOG` then filters the logs only: the span layer has its own filter.
+        Some(traces) => tracing_subscriber::registry()
+            .with(logs(format).with_filter(filter))
+            .with(traces.layer())
+            .try_init(),
+    };
+}
+
+fn logs<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    // Logs go to stderr, so that CLI output on stdout stays clean.
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    }
 }
 
 /// The process's metrics recorder, installed on first use. One per process: tests that

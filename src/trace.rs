@@ -28,8 +28,9 @@ use opentelemetry_sdk::trace::{
     SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
+use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::filter::DynFilterFn;
 use tracing_subscriber::Layer;
 
 /// A variable that could not be read: named with the value given, and why. Shown as
@@ -420,17 +421,31 @@ impl Tracing {
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        let ours = FilterFn::new(|meta: &tracing::Metadata<'_>| {
+        fn ours(meta: &tracing::Metadata<'_>) -> bool {
             meta.target().starts_with("orderlog")
                 && if meta.is_span() {
                     *meta.level() <= tracing::Level::INFO
                 } else {
                     *meta.level() <= tracing::Level::WARN
                 }
-        });
+        }
+        // `sometimes`, never `always`, for what it takes: a per-layer filter hears of a
+        // span through a thread-local its `enabled` sets, and a callsite interested
+        // `always` skips `enabled`. sqlx asks `log_enabled!` after each query without
+        // logging, which leaves that thread-local saying "disabled", and the next span of
+        // an `always` callsite would be lost to this layer (tokio-rs/tracing#2519; seen
+        // here with RUST_LOG=info on PostgreSQL: requests lost their parent).
+        let filter = DynFilterFn::new(|meta: &tracing::Metadata<'_>, _: &_| ours(meta))
+            .with_callsite_filter(|meta| {
+                if ours(meta) {
+                    Interest::sometimes()
+                } else {
+                    Interest::never()
+                }
+            });
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("orderlog"))
-            .with_filter(ours)
+            .with_filter(filter)
     }
 
     /// Exports what is queued, then stops the exporter. Both block (on the exporter's

@@ -50,6 +50,8 @@ struct Collector {
     spans: Arc<Mutex<Vec<Got>>>,
     /// The content types the exporter posted with.
     content_types: Arc<Mutex<Vec<String>>>,
+    /// The `service.name` of each resource exported.
+    services: Arc<Mutex<Vec<String>>>,
 }
 
 impl Collector {
@@ -90,6 +92,15 @@ async fn export(State(collector): State<Collector>, headers: HeaderMap, body: By
     collector.content_types.lock().unwrap().push(content_type);
     let mut spans = collector.spans.lock().unwrap();
     for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|a| a.key == "service.name")
+            .and_then(|a| a.value.as_ref()?.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        collector.services.lock().unwrap().push(service);
         for scope in resource.scope_spans {
             for span in scope.spans {
                 spans.push(Got {
@@ -142,6 +153,12 @@ impl Traced {
             } else {
                 Stdio::null()
             });
+        // The default level, as servers run: with `info` logs, per-layer filters once
+        // lost spans (`trace::Tracing::layer` says how), which `warn` hid.
+        command.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        );
         if backend == Backend::Postgres {
             command.env("ORDERLOG_SECRET_KEY", test_secret_key().to_base64());
         }
@@ -267,6 +284,10 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
         .client
         .post(server.url("/v1/orders"))
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        // Answered once every projection applied the events: their spans have ended
+        // before the server is stopped.
+        .header("x-wait-for", "all")
+        .header("x-wait-timeout-ms", "30000")
         .json(&fixture("place_order.json", "ord-traced"))
         .send()
         .await
@@ -335,6 +356,11 @@ async fn one_command_is_one_trace(backend: Backend, protocol: &str) {
         "{protocol}: {content_types:?}"
     );
 
+    let services = collector.services.lock().unwrap().clone();
+    assert!(
+        services.iter().all(|s| s.contains("\"orderlog-test\"")),
+        "OTEL_SERVICE_NAME names the service: {services:?}"
+    );
     let traced: Vec<&Got> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let by_id: HashMap<&str, &Got> = traced.iter().map(|s| (s.span_id.as_str(), *s)).collect();
     let requests: Vec<&&Got> = traced
