@@ -125,12 +125,13 @@ struct Traced {
     child: Child,
     url: String,
     client: reqwest::Client,
+    /// Its log lines (JSON), for failure messages; echoed on stderr with TEST_LOG set.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Traced {
     async fn start(backend: Backend, otel: &[(&str, &str)]) -> Traced {
         let database_url = fresh_database(backend).await;
-        let port = free_port();
         let mut command = orderlog_command();
         // A developer's own OTEL_* would change what is exported.
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OTEL_")) {
@@ -139,7 +140,16 @@ impl Traced {
         command
             .arg("serve")
             .env("ORDERLOG_DATABASE_URL", &database_url)
-            .env("ORDERLOG_BIND", format!("127.0.0.1:{port}"))
+            // Port 0, read back from the log: a port picked beforehand may be taken (by
+            // another test's server, or another suite's) before the server binds it.
+            .env("ORDERLOG_BIND", "127.0.0.1:0")
+            .env("ORDERLOG_LOG_FORMAT", "json")
+            // The default level, as servers run: with `info` logs, per-layer filters
+            // once lost spans (`trace::Tracing::layer` says how), which `warn` hid.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env("ORDERLOG_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
             .env("ORDERLOG_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
             .env("ORDERLOG_NATS_URL", crate::helpers::nats_url())
@@ -147,44 +157,65 @@ impl Traced {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .envs(otel.iter().copied())
             .stdout(Stdio::null())
-            // Its logs, like the in-process servers', only with TEST_LOG set.
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        // The default level, as servers run: with `info` logs, per-layer filters once
-        // lost spans (`trace::Tracing::layer` says how), which `warn` hid.
-        command.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-        );
+            .stderr(Stdio::piped());
         if backend == Backend::Postgres {
             command.env("ORDERLOG_SECRET_KEY", test_secret_key().to_base64());
         }
         let mut child = command.spawn().expect("the orderlog binary starts");
-        let url = format!("http://127.0.0.1:{port}");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("a piped stderr");
+        let lines = logs.clone();
+        std::thread::spawn(move || {
+            let echo = std::env::var_os("TEST_LOG").is_some();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("{line}");
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
         let client = client_for(ADMIN_TOKEN);
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let url = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited before serving: {status}");
+                panic!(
+                    "the server exited before serving: {status}\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
-            let ready = client.get(format!("{url}/health")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
+            let serving = logs.lock().unwrap().iter().find_map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).ok()?;
+                let fields = &line["fields"];
+                (fields["message"] == "orderlog is serving")
+                    .then(|| fields["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(addr) = serving {
+                break format!("http://{addr}");
             }
             assert!(
                 Instant::now() < deadline,
-                "the server never answered /health"
+                "the server never started serving"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let ready = client.get(format!("{url}/health")).send().await.unwrap();
+        assert!(ready.status().is_success(), "/health: {}", ready.status());
+        Traced {
+            child,
+            url,
+            client,
+            logs,
         }
-        Traced { child, url, client }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
     }
 
     /// SIGTERM, as an orchestrator stops it: the server drains, flushes its last spans
@@ -196,22 +227,25 @@ impl Traced {
             .status()
             .expect("kill runs");
         assert!(killed.success());
-        let status = tokio::task::spawn_blocking(move || {
+        let (status, logs) = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
+                    return (status, self.logs());
                 }
                 if Instant::now() > deadline {
                     let _ = self.child.kill();
-                    panic!("the server did not stop within 30 s of SIGTERM");
+                    panic!(
+                        "the server did not stop within 30 s of SIGTERM:\n{}",
+                        self.logs()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
         .await
         .unwrap();
-        assert!(status.success(), "the server exited with {status}");
+        assert!(status.success(), "the server exited with {status}:\n{logs}");
         started.elapsed()
     }
 }
