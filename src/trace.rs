@@ -647,6 +647,15 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// [`traceparent_of`] the current span; with tracing off, not even the current span is
+/// looked up.
+pub fn current_traceparent() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    traceparent_of(&tracing::Span::current())
+}
+
 /// One `traceparent` value as a propagation carrier.
 struct Single<'a>(&'a str);
 
@@ -910,6 +919,7 @@ mod tests {
         // No test of this binary starts a provider: `enabled()` stays false.
         let span = tracing::info_span!("off");
         assert_eq!(traceparent_of(&span), None);
+        assert_eq!(current_traceparent(), None);
         set_parent_from(
             &span,
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),

@@ -472,7 +472,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         // With traces exported, the request span's own context (which continued the
         // caller's header): the stored trace is then the exported one. The append
         // names its own span as the parent (`store::commands`).
-        let traceparent = crate::trace::traceparent_of(&tracing::Span::current())
+        let traceparent = crate::trace::current_traceparent()
             .and_then(|t| TraceParent::parse(&t))
             .or_else(|| {
                 headers
