@@ -445,6 +445,10 @@ impl Tracing {
             });
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("orderlog"))
+            // Kept cheap for the hot paths: no busy/idle clocks on every poll, no thread
+            // name copied into every span.
+            .with_tracked_inactivity(false)
+            .with_threads(false)
             .with_filter(filter)
     }
 
