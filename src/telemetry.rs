@@ -4,16 +4,26 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::trace::Tracing;
 
 /// Installs the logs, and the OTLP span layer when `traces` is given (`crate::trace`).
-pub fn init(format: LogFormat, traces: Option<&Tracing>) {
+pub fn init(format: LogFormat, traces: Option<&crate::trace::Tracing>) {
+    use tracing_subscriber::prelude::*;
+
+    fn logs<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        // Logs go to stderr, so that CLI output on stdout stays clean.
+        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => layer.boxed(),
+            LogFormat::Json => layer.json().boxed(),
+        }
+    }
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A second initialisation (tests start many servers) is harmless: keep the first.
     let _ = match traces {
@@ -27,18 +37,6 @@ pub fn init(format: LogFormat, traces: Option<&Tracing>) {
             .with(traces.layer())
             .try_init(),
     };
-}
-
-fn logs<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    // Logs go to stderr, so that CLI output on stdout stays clean.
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => layer.boxed(),
-        LogFormat::Json => layer.json().boxed(),
-    }
 }
 
 /// The process's metrics recorder, installed on first use. One per process: tests that
