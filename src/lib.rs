@@ -13,6 +13,7 @@ pub mod state;
 pub mod store;
 pub mod storefront;
 pub mod telemetry;
+pub mod trace;
 
 /// Every binary of the crate allocates through mimalloc: with glibc's allocator, threads
 /// queued on its arena locks in profiles of the delivery and command paths.

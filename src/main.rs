@@ -23,6 +23,7 @@ use orderlog::store::vault::Vault;
 use orderlog::store::writer::EventWriter;
 use orderlog::store::Database;
 use orderlog::telemetry;
+use orderlog::trace::{TraceSettings, Tracing};
 use tokio_util::sync::CancellationToken;
 
 /// An event-sourced order engine. Every setting is an ORDERLOG_* environment variable
@@ -266,7 +267,27 @@ async fn main() -> anyhow::Result<()> {
                 | PrivacyCommand::Erasure { settings, .. } => settings,
             },
         };
-    telemetry::init(settings.log_format);
+    // Only a server exports spans; the variables are checked before anything starts.
+    let traces = match &command {
+        Command::Serve(_) => TraceSettings::from_env().unwrap_or_else(|bad| {
+            eprintln!("error: {bad}");
+            std::process::exit(2);
+        }),
+        _ => None,
+    };
+    let tracing = traces
+        .as_ref()
+        .map(Tracing::start)
+        .transpose()
+        .context("starting traces")?;
+    telemetry::init(settings.log_format, tracing.as_ref());
+    if let Some(traces) = &traces {
+        tracing::info!(
+            endpoint = %traces.endpoint,
+            service = %traces.service_name,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
     match command {
         Command::Serve(settings) => {
             let application = Application::build(settings).await?;
@@ -276,7 +297,12 @@ async fn main() -> anyhow::Result<()> {
                 app::shutdown_signal().await;
                 trigger.cancel();
             });
-            application.run(shutdown).await
+            let served = application.run(shutdown).await;
+            // The spans of the last requests leave before the process does.
+            if let Some(tracing) = tracing {
+                tracing.shutdown().await;
+            }
+            served
         }
         Command::Migrate(settings) => {
             let db = connect(&settings).await?;

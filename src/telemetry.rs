@@ -8,16 +8,34 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
+/// Installs the logs, and the OTLP span layer when `traces` is given (`crate::trace`).
+pub fn init(format: LogFormat, traces: Option<&crate::trace::Tracing>) {
+    use tracing_subscriber::prelude::*;
+
+    fn logs<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        // Logs go to stderr, so that CLI output on stdout stays clean.
+        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => layer.boxed(),
+            LogFormat::Json => layer.json().boxed(),
+        }
+    }
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Logs go to stderr, so that CLI output on stdout stays clean.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     // A second initialisation (tests start many servers) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let _ = match traces {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(logs(format))
+            .try_init(),
+        // `RUST_LOG` then filters the logs only: the span layer has its own filter.
+        Some(traces) => tracing_subscriber::registry()
+            .with(logs(format).with_filter(filter))
+            .with(traces.layer())
+            .try_init(),
     };
 }
 

@@ -469,10 +469,17 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         let causation_id =
             header_text(headers, CAUSATION_ID)?.unwrap_or_else(|| command_id.to_string());
         let on_behalf_of = header_text(headers, ON_BEHALF_OF)?;
-        let traceparent = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
+        // With traces exported, the request span's own context (which continued the
+        // caller's header): the stored trace is then the exported one. The append
+        // names its own span as the parent (`store::commands`).
+        let traceparent = crate::trace::current_traceparent()
+            .and_then(|t| TraceParent::parse(&t))
+            .or_else(|| {
+                headers
+                    .get(TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(TraceParent::parse)
+            })
             .unwrap_or_else(TraceParent::generate);
         Ok(CommandContext(CommandMetadata {
             command_id,

@@ -122,7 +122,12 @@ pub fn router(state: AppState) -> Router {
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), route, traceparent = trace)
+            let span =
+                tracing::info_span!("request", method = %request.method(), route, traceparent = trace);
+            // With traces exported, the span continues the caller's trace; the command's
+            // metadata then names this span's trace (`extract::CommandContext`).
+            crate::trace::continue_request(&span, request.headers());
+            span
         })
         // Each failure is logged once where it happens (`ApiError::internal`, with its
         // cause); a 503 under overload is counted, not logged per request.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use super::message::Message;
 use super::subscription::{Kind, Secret, Subscription};
@@ -160,6 +161,50 @@ impl Sink {
     }
 
     pub async fn send(&self, connections: &Connections, message: &Message) -> Attempt {
+        // With traces exported, each attempt is a span parented by the traceparent
+        // stored on the event, and the receiver is handed the attempt's context, so
+        // that its spans are children of the attempt. With traces off, the stored
+        // traceparent goes on unchanged.
+        if crate::trace::enabled() {
+            let span = tracing::info_span!(
+                "delivery_attempt",
+                sink = self.kind(),
+                event_type = %message.event_type,
+                event_id = %message.event_id,
+                status = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            );
+            crate::trace::set_parent_from(&span, message.traceparent.as_deref());
+            let traceparent =
+                crate::trace::traceparent_of(&span).or_else(|| message.traceparent.clone());
+            let attempt = self
+                .attempt(connections, message, traceparent.as_deref())
+                .instrument(span.clone())
+                .await;
+            if let Some(status) = attempt.status {
+                span.record("status", status);
+            }
+            span.record("outcome", attempt.verdict.outcome());
+            return attempt;
+        }
+        self.attempt(connections, message, message.traceparent.as_deref())
+            .await
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Sink::Webhook { .. } => "webhook",
+            Sink::Nats { .. } => "nats",
+        }
+    }
+
+    /// One send, carrying `traceparent` to the receiver.
+    async fn attempt(
+        &self,
+        connections: &Connections,
+        message: &Message,
+        traceparent: Option<&str>,
+    ) -> Attempt {
         let at = Utc::now();
         let started = Instant::now();
         let (status, verdict, detail, unconnected) = match self {
@@ -167,11 +212,11 @@ impl Sink {
                 url,
                 secrets,
                 timeout,
-            } => webhook(connections, url, secrets, *timeout, message).await,
+            } => webhook(connections, url, secrets, *timeout, message, traceparent).await,
             Sink::Nats {
                 prefix,
                 stream_ready,
-            } => match nats(connections, prefix, stream_ready, message).await {
+            } => match nats(connections, prefix, stream_ready, message, traceparent).await {
                 Ok(()) => (None, Verdict::Delivered, None, false),
                 Err(e) => (
                     None,
@@ -200,6 +245,7 @@ async fn webhook(
     secrets: &[Secret],
     timeout: Duration,
     message: &Message,
+    traceparent: Option<&str>,
 ) -> (Option<u16>, Verdict, Option<String>, bool) {
     // Judged on every send, not only at create time: the setting may have changed since
     // (a restart with private networks no longer allowed).
@@ -225,7 +271,7 @@ async fn webhook(
             sign(secrets, &id, timestamp, &message.body),
         )
         .body(message.body.clone());
-    if let Some(traceparent) = &message.traceparent {
+    if let Some(traceparent) = traceparent {
         request = request.header("traceparent", traceparent);
     }
     let response = match request.send().await {
@@ -287,6 +333,7 @@ async fn nats(
     prefix: &str,
     stream_ready: &OnceCell<()>,
     message: &Message,
+    traceparent: Option<&str>,
 ) -> Result<(), String> {
     let client = connections.nats().await?;
     let jetstream = async_nats::jetstream::new(client);
@@ -308,8 +355,8 @@ async fn nats(
         async_nats::header::NATS_MESSAGE_ID,
         message.event_id.to_string().as_str(),
     );
-    if let Some(traceparent) = &message.traceparent {
-        headers.insert("traceparent", traceparent.as_str());
+    if let Some(traceparent) = traceparent {
+        headers.insert("traceparent", traceparent);
     }
     let ack = jetstream
         .publish_with_headers(

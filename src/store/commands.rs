@@ -37,6 +37,7 @@ use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::idempotency::KeyClaim;
 use super::metadata::CommandMetadata;
@@ -88,6 +89,9 @@ pub struct Executed<A: Aggregate> {
 type Reply<A> = Result<Executed<A>, CommandError<<A as Aggregate>::Error>>;
 
 struct Pending<A: Aggregate> {
+    /// The span the command was issued in, which its `decide` span is a child of;
+    /// `Span::none()` when traces are off.
+    caller: tracing::Span,
     command: A::Command,
     metadata: HashMap<String, String>,
     /// The same metadata as stored: JSON text, rendered once per command.
@@ -213,8 +217,28 @@ where
         let start_by = metadata.start_by;
         let claim = metadata.claim.clone();
         let data_key = metadata.data_key.clone();
-        let metadata = metadata.to_map();
+        let mut metadata = metadata.to_map();
+        // With traces exported, `append` spans this command from its queueing to its
+        // commit, under the caller's span (the request's): it is created here, before
+        // the events exist, because the `traceparent` they store names it as the parent
+        // that readers continue from. The leader, another task, decides under the
+        // caller's span too. With traces off both are `Span::none()`, at no cost.
+        let (caller, append) = if crate::trace::enabled() {
+            let append = tracing::info_span!(
+                "append",
+                aggregate_type = A::TYPE,
+                aggregate_id = id,
+                outcome = tracing::field::Empty
+            );
+            if let Some(traceparent) = crate::trace::traceparent_of(&append) {
+                metadata.insert("traceparent".into(), traceparent);
+            }
+            (tracing::Span::current(), append)
+        } else {
+            (tracing::Span::none(), tracing::Span::none())
+        };
         let pending = Pending {
+            caller,
             command,
             // A map of strings always renders.
             metadata_json: serde_json::to_string(&metadata).unwrap_or_default(),
@@ -242,11 +266,17 @@ where
             let id = id.to_owned();
             tokio::spawn(async move { this.lead(id, first).await });
         }
-        answer.await.unwrap_or_else(|_| {
+        let reply = answer.await.unwrap_or_else(|_| {
             Err(CommandError::Store(
                 "the command's batch was abandoned before it finished".into(),
             ))
-        })
+        });
+        // The span ends with the answer: committed, refused or failed.
+        if let Err(e) = &reply {
+            append.record("outcome", tracing::field::display(e));
+        }
+        drop(append);
+        reply
     }
 
     /// Works through the aggregate's queue, batch after batch, until it is empty.
@@ -373,10 +403,19 @@ where
         for pending in batch {
             let mut candidate = state.clone();
             let sink = EventSink::default();
-            match candidate
-                .handle(pending.command.clone(), &self.services, &sink)
-                .await
-            {
+            let decision = candidate.handle(pending.command.clone(), &self.services, &sink);
+            let decision = if pending.caller.is_none() {
+                decision.await
+            } else {
+                let span = tracing::info_span!(
+                    parent: &pending.caller,
+                    "decide",
+                    aggregate_type = A::TYPE,
+                    aggregate_id = id
+                );
+                decision.instrument(span).await
+            };
+            match decision {
                 Ok(()) => {
                     let mut envelopes = Vec::new();
                     for payload in sink.collect().await {

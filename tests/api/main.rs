@@ -33,4 +33,5 @@ mod sources;
 mod storefronts;
 mod targets;
 mod three_nodes;
+mod traces;
 mod walkthrough;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::row::{load_row, lock_row, lock_rows, Row};
 use super::{now, Projections, POLL};
@@ -109,7 +110,12 @@ impl Projections {
         let Some(from) = live.iter().map(|(_, row)| row.cursor).min() else {
             return Ok(false);
         };
-        let entries = reader::read_after(&self.db, from, LIVE_BATCH).await?;
+        // The metadata is read only for the traces, which parent to what it stores.
+        let entries = if crate::trace::enabled() {
+            reader::read_after_with_metadata(&self.db, from, LIVE_BATCH).await?
+        } else {
+            reader::read_after(&self.db, from, LIVE_BATCH).await?
+        };
         if entries.is_empty() {
             for (projection, row) in live {
                 self.publish(projection.name(), row.cursor);
@@ -323,6 +329,37 @@ impl Projections {
     /// events). A row someone else holds right now (a switch, an operator) counts as
     /// moved: this never waits for them.
     async fn apply_batch(
+        &self,
+        projection: &Arc<dyn Projection>,
+        target: (i64, i64),
+        expected: Cursor,
+        events: &[Envelope],
+    ) -> Result<Applied, ProjectionError> {
+        if !crate::trace::enabled() {
+            return self
+                .apply_batch_now(projection, target, expected, events)
+                .await;
+        }
+        // With traces exported: one span per applied batch, not per event (a batch is
+        // up to 500 events), tied to the commands that appended them: their child when
+        // the batch is one command's events, linked to each of them otherwise.
+        let span = tracing::info_span!(
+            "projection_apply",
+            projection = projection.name(),
+            events = events.len(),
+        );
+        let stored: Vec<String> = events
+            .iter()
+            .filter_map(|e| crate::trace::stored_traceparent(e.entry.metadata.as_deref()))
+            .collect();
+        crate::trace::parent_or_link(&span, stored.iter().map(String::as_str));
+        self.apply_batch_now(projection, target, expected, events)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Self::apply_batch`], the work itself.
+    async fn apply_batch_now(
         &self,
         projection: &Arc<dyn Projection>,
         target: (i64, i64),
