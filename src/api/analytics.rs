@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::Op;
+use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
 use super::scoped::Routes;
@@ -20,7 +22,19 @@ pub fn routes() -> Routes {
         .get("/analytics/top-skus", Scope::ViewsRead, top_skus)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/v1/analytics/summary", "Per-day counts, revenue and the funnel")
+            .query::<RangeQuery>()
+            .object(200, "`{from, to, days, totals, revenue, funnel}`"),
+        Op::get("/v1/analytics/top-skus", "SKUs by units sold, then revenue")
+            .query::<RangeQuery>()
+            .object(200, "`{from, to, skus}`"),
+    ]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
     from: String,

@@ -5,6 +5,8 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::Op;
+use utoipa::IntoParams;
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, PathParams, QueryParams};
 use super::scoped::Routes;
@@ -17,6 +19,19 @@ pub fn routes() -> Routes {
     Routes::new()
         .get("/billing/orders/{order_id}", Scope::ViewsRead, order)
         .get("/billing/daily", Scope::ViewsRead, daily)
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/v1/billing/orders/{order_id}", "An order's billing view")
+            .param("order_id", <OrderId as utoipa::PartialSchema>::schema())
+            .object(200, "`{id, currency, total, amount_due, captured, failed_attempts, refunded, balance, updated_at}`")
+            .error(404, "order_not_found"),
+        Op::get("/v1/billing/daily", "Money captured and refunded per day")
+            .query::<DailyQuery>()
+            .object(200, "`{days}`"),
+    ]
 }
 
 async fn order(
@@ -33,7 +48,7 @@ async fn order(
         .ok_or_else(|| ApiError::not_found("order_not_found", "the billing view has no such order"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct DailyQuery {
     from: String,

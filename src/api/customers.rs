@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::openapi::Op;
+use utoipa::ToSchema;
 use super::error::{ApiError, FieldExt};
 use super::extract::{CommandContext, OptionalJsonBody, PathParams};
 use super::scoped::Routes;
@@ -26,7 +28,19 @@ pub fn routes() -> Routes {
         )
 }
 
-#[derive(Deserialize, Default)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let customer = |op: Op| op.param("customer_id", <CustomerId as utoipa::PartialSchema>::schema());
+    vec![
+        customer(Op::post("/v1/customers/{customer_id}/erase", "Erase a customer's personal data"))
+            .optional_json_body::<EraseIn>()
+            .object(200, "the erasure receipt"),
+        customer(Op::get("/v1/customers/{customer_id}/erasure", "A customer's erasure receipt"))
+            .object(200, "the receipt; `state: not_erased` for a customer never erased"),
+    ]
+}
+
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EraseIn {
     /// Why, for the record ("GDPR request #4411"): never personal data.

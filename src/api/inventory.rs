@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::Op;
+use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use super::extract::{parse_limit, CommandContext, JsonBody, PathParams, QueryParams};
 use super::scoped::Routes;
@@ -27,13 +29,35 @@ pub fn routes() -> Routes {
         .post("/inventory/{sku}/adjustments", InventoryWrite, adjust)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let sku = |op: Op| op.param("sku", <Sku as utoipa::PartialSchema>::schema());
+    vec![
+        Op::get("/v1/inventory", "SKUs with fewer than `below` available, fewest first")
+            .query::<LowStockQuery>()
+            .object(200, "`{items, next_cursor?}`"),
+        sku(Op::get("/v1/inventory/{sku}", "A SKU's stock levels"))
+            .object(200, "`{id, on_hand, reserved, available, backordered, updated_at}`")
+            .error(404, "sku_not_found"),
+        sku(Op::post("/v1/inventory/{sku}/receipts", "Receive units"))
+            .json_body::<ReceiptIn>()
+            .object(201, "`{sku, on_hand, reserved, available}`")
+            .error(422, "stock_too_large"),
+        sku(Op::post("/v1/inventory/{sku}/adjustments", "Correct a count"))
+            .json_body::<AdjustmentIn>()
+            .object(201, "the levels")
+            .error(404, "sku_not_found")
+            .error(409, "available_would_go_negative"),
+    ]
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReceiptIn {
     quantity: Quantity,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdjustmentIn {
     delta: i64,
@@ -148,7 +172,7 @@ async fn item(
         })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct LowStockQuery {
     below: i64,

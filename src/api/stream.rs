@@ -12,6 +12,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
 
+use super::openapi::{string, Op};
+use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::QueryParams;
 use super::scoped::Routes;
@@ -26,7 +28,16 @@ pub fn routes() -> Routes {
     Routes::new().get("/events/stream", Scope::EventsRead, stream)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![Op::get("/v1/events/stream", "The log as Server-Sent Events, from now")
+        .query::<StreamQuery>()
+        .header("Last-Event-ID", "the cursor of the last event received: resume after it")
+        .content(200, "one event per message: `id` its cursor, `event` its type, `data` its JSON", "text/event-stream", string())
+        .error(400, "invalid_cursor")]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// Comma-separated event type patterns; all types when absent.

@@ -9,6 +9,8 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::openapi::Op;
+use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use super::scoped::Routes;
@@ -22,6 +24,22 @@ pub fn routes() -> Routes {
         .post("/tokens", Manage, create)
         .get("/tokens", Manage, list)
         .delete("/tokens/{name}", Manage, revoke)
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::post("/v1/tokens", "Make a token, shown this once")
+            .json_body::<TokenIn>()
+            .object(201, "the token's record and the `token`")
+            .error(403, "forbidden: a scope the caller does not hold itself")
+            .error(409, "token_exists"),
+        Op::get("/v1/tokens", "Every token's record, without the token").object(200, "`{tokens}`"),
+        Op::delete("/v1/tokens/{name}", "Revoke a token")
+            .empty(204, "revoked")
+            .error(403, "forbidden: the token holds a scope the caller does not")
+            .error(404, "token_not_found"),
+    ]
 }
 
 impl From<TokenError> for ApiError {
@@ -40,7 +58,7 @@ impl From<TokenError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenIn {
     name: String,
