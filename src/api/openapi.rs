@@ -26,7 +26,7 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
     Required, ResponseBuilder, Responses,
 };
-use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::state::AppState;
 
@@ -377,6 +377,7 @@ pub fn document() -> OpenApi {
             None => Vec::new(),
         });
         for (name, schema) in op.components {
+            // Two types of one name would share a schema: the unit test below refuses it.
             components.entry(name).or_insert(schema);
         }
         paths.add_path_operation(op.path, vec![http_method(&op.method)], operation);
@@ -422,6 +423,44 @@ fn operation_id(method: &Method, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_describes_every_route_both_ways() {
+        let mut served: Vec<(String, String)> = crate::api::route_table()
+            .into_iter()
+            .map(|route| (route.method.to_string(), route.path))
+            .collect();
+        served.extend(
+            crate::api::OPEN_ROUTES
+                .iter()
+                .map(|(method, path)| ((*method).to_owned(), (*path).to_owned())),
+        );
+        served.sort();
+        let mut documented: Vec<(String, String)> = crate::api::operations()
+            .into_iter()
+            .map(|op| (op.method.to_string(), op.path.to_owned()))
+            .collect();
+        documented.sort();
+        let missing: Vec<_> = served.iter().filter(|r| !documented.contains(r)).collect();
+        let extra: Vec<_> = documented.iter().filter(|r| !served.contains(r)).collect();
+        assert!(missing.is_empty(), "routes without an operation: {missing:?}");
+        assert!(extra.is_empty(), "operations without a route: {extra:?}");
+        let mut unique = documented.clone();
+        unique.dedup();
+        assert_eq!(unique, documented, "an operation is described twice");
+    }
+
+    #[test]
+    fn no_two_schemas_share_a_name() {
+        let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for op in crate::api::operations() {
+            for (name, schema) in op.components {
+                let schema = serde_json::to_value(schema).unwrap();
+                let first = seen.entry(name.clone()).or_insert_with(|| schema.clone());
+                assert_eq!(*first, schema, "two schemas named {name}");
+            }
+        }
+    }
 
     #[test]
     fn every_gated_operation_requires_its_scope_from_the_route_table() {
