@@ -189,6 +189,11 @@ impl Op {
     }
 }
 
+/// Any JSON value: `{}`.
+pub fn any_value() -> RefOr<Schema> {
+    ObjectBuilder::new().into()
+}
+
 /// Any JSON object.
 pub fn any_object() -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::Object).into()

@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{fresh_database, spawn_app, spawn_app_on, Backend, ADMIN_TOKEN};
+use crate::on_both_backends;
 
 /// The schemathesis `scripts/test` installs (pinned there).
 const SCHEMATHESIS: &str = "target/schemathesis/bin/schemathesis";
@@ -114,6 +115,7 @@ async fn schemathesis_finds_nothing(backend: Backend) {
         Duration::from_secs(300),
         tokio::process::Command::new(&program)
             .current_dir(report.path())
+            .env("SCHEMATHESIS_HOOKS", root.join("tests/api/schemathesis_hooks.py"))
             .arg("--config-file")
             .arg(root.join("tests/api/schemathesis.toml"))
             .arg("--no-color")

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::extract::{parse_limit, parse_overlap, JsonBody, PathParams, QueryParams};
 use super::scoped::Routes;
-use super::openapi::{integer, string, Op};
+use super::openapi::{integer, Op};
 use crate::auth::Scope;
 use utoipa::{IntoParams, ToSchema};
 use crate::domain::values::SourceName;
@@ -75,7 +75,9 @@ pub fn operations() -> Vec<Op> {
         delivery(Op::delete("/v1/sources/{name}/inbox/{id}", "Discard a failed delivery"))
             .empty(204, "discarded"),
         named(Op::post("/v1/sources/{name}/import", "Import platform orders, one per line"))
-            .raw_body("application/x-ndjson", string())
+            // Any JSON value per line: a line that is not a platform order is reported in
+            // `failed`, never refused as a whole.
+            .raw_body("application/x-ndjson", super::openapi::any_value())
             .object(200, "`{applied, unchanged, failed}`"),
     ];
     ops.extend(ingest::operations());
