@@ -48,6 +48,7 @@ struct ExportQuery {
     /// `events` (the default) or `sequences`.
     shape: Option<String>,
     /// A cursor an export ended with: continue after it.
+    #[param(pattern = r"^\s*\+?[0-9]{1,18}-\+?[0-9]{1,18}\s*$")]
     after: Option<String>,
     since: Option<String>,
     until: Option<String>,

@@ -32,6 +32,11 @@ use crate::state::AppState;
 
 /// The security scheme every gated operation names, with its one scope.
 pub const BEARER: &str = "bearerAuth";
+/// A cursor of the log, `{transaction_id}-{position}` (`812-40001`), as
+/// `Cursor::parse_token` reads it.
+pub const CURSOR: &str = r"^\s*\+?[0-9]{1,18}-\+?[0-9]{1,18}\s*$";
+/// A header's text as `extract::header_text` takes it: printable ASCII, no spaces.
+pub const HEADER_TEXT: &str = "^[!-~]{1,255}$";
 /// The schema of every error body: `{code, detail, field?}`.
 const ERROR_SCHEMA: &str = "Error";
 
@@ -133,17 +138,34 @@ impl Op {
     }
 
     /// A request header the handler reads.
-    pub fn header(mut self, name: &'static str, description: &'static str) -> Op {
+    pub fn header(
+        mut self,
+        name: &'static str,
+        description: &'static str,
+        schema: RefOr<Schema>,
+    ) -> Op {
         self.headers.push(
             ParameterBuilder::new()
                 .name(name)
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
                 .description(Some(description))
-                .schema(Some(string()))
+                .schema(Some(schema))
                 .build(),
         );
         self
+    }
+
+    /// `Idempotency-Key`, which every gated POST takes.
+    fn idempotent(self) -> Op {
+        self.header(
+            "Idempotency-Key",
+            "replays the first answer to the same key from the same token",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(HEADER_TEXT))
+                .into(),
+        )
     }
 
     /// A JSON answer whose body is `T`.
@@ -302,6 +324,11 @@ pub fn document() -> OpenApi {
             .iter()
             .find(|route| route.method == op.method && route.path == op.path)
             .map(|route| route.scope);
+        let op = if scope.is_some() && op.method == Method::POST {
+            op.idempotent()
+        } else {
+            op
+        };
         let mut builder = OperationBuilder::new()
             .summary(Some(op.summary))
             .operation_id(Some(operation_id(&op.method, op.path)));

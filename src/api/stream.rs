@@ -32,7 +32,14 @@ pub fn routes() -> Routes {
 pub fn operations() -> Vec<Op> {
     vec![Op::get("/v1/events/stream", "The log as Server-Sent Events, from now")
         .query::<StreamQuery>()
-        .header("Last-Event-ID", "the cursor of the last event received: resume after it")
+        .header(
+            "Last-Event-ID",
+            "the cursor of the last event received: resume after it",
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .pattern(Some(super::openapi::CURSOR))
+                .into(),
+        )
         .content(200, "one event per message: `id` its cursor, `event` its type, `data` its JSON", "text/event-stream", string())
         .error(400, "invalid_cursor")]
 }
@@ -43,6 +50,7 @@ struct StreamQuery {
     /// Comma-separated event type patterns; all types when absent.
     types: Option<String>,
     /// A cursor to start after, for clients that cannot send `Last-Event-ID`.
+    #[param(pattern = r"^\s*\+?[0-9]{1,18}-\+?[0-9]{1,18}\s*$")]
     after: Option<String>,
 }
 

@@ -36,6 +36,13 @@ pub fn operations() -> Vec<Op> {
             .error(409, "token_exists"),
         Op::get("/v1/tokens", "Every token's record, without the token").object(200, "`{tokens}`"),
         Op::delete("/v1/tokens/{name}", "Revoke a token")
+            .param(
+                "name",
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some("^[A-Za-z0-9._:-]{1,64}$"))
+                    .into(),
+            )
             .empty(204, "revoked")
             .error(403, "forbidden: the token holds a scope the caller does not")
             .error(404, "token_not_found"),

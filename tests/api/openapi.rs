@@ -143,6 +143,10 @@ async fn schemathesis_finds_nothing(backend: Backend) {
         "schemathesis found problems on {backend:?} ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    // Shown with `--nocapture`: what was tested, and how long it took.
+    if let Some(summary) = stdout.find("SUMMARY") {
+        println!("schemathesis on {backend:?}:\n{}", &stdout[summary..]);
+    }
     app.stop().await;
 }
 

@@ -71,10 +71,11 @@ pub fn routes() -> Routes {
 /// What [`routes`] serves, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
     let command = |op: Op| {
-        op.header("Idempotency-Key", "replays the first answer to the same key and token")
-            .header("X-Wait-For", "projections to wait for before answering (`all`)")
-            .header("X-Wait-Timeout-Ms", "how long to wait for them (default 5000)")
+        op.param("order_id", <OrderId as utoipa::PartialSchema>::schema())
+            .param("payment_id", <PaymentId as utoipa::PartialSchema>::schema())
+            .param("shipment_id", <ShipmentId as utoipa::PartialSchema>::schema())
     };
+    let read = |op: Op| op.param("order_id", <OrderId as utoipa::PartialSchema>::schema());
     let mut ops = list::operations();
     ops.extend([
         command(Op::post("/v1/orders", "Place an order, reserving its stock"))
@@ -82,14 +83,14 @@ pub fn operations() -> Vec<Op> {
             .object(201, "the order")
             .error(409, "out_of_stock (with `short`), order_exists")
             .error(422, "no_lines, duplicate_line, unknown_sku, line_not_in_order, discount_exceeds_amount, total_too_large"),
-        Op::get("/v1/orders/{order_id}", "An order's state, now or `at` a position or time")
+        read(Op::get("/v1/orders/{order_id}", "An order's state, now or `at` a position or time"))
             .query::<GetQuery>()
             .object(200, "the order")
             .error(404, "order_not_found"),
-        Op::get("/v1/orders/{order_id}/events", "An order's events")
+        read(Op::get("/v1/orders/{order_id}/events", "An order's events"))
             .object(200, "`{order_id, events}`")
             .error(404, "order_not_found"),
-        Op::get("/v1/orders/{order_id}/journey", "An order's events, their projections and deliveries")
+        read(Op::get("/v1/orders/{order_id}/journey", "An order's events, their projections and deliveries"))
             .object(200, "`{order_id, events}`")
             .error(404, "order_not_found"),
         command(Op::post("/v1/orders/{order_id}/payments", "Attempt a payment of the amount due"))

@@ -54,15 +54,19 @@ pub fn operations() -> Vec<Op> {
     vec![Op::post("/v1/ingest/{platform}/{source}", "A storefront's signed webhook")
         .param("platform", platform())
         .raw_body("application/json", any_object())
-        .header("X-Shopify-Hmac-Sha256", "Shopify's signature of the body")
-        .header("X-Shopify-Topic", "Shopify's topic (`orders/create`, …)")
-        .header("X-WC-Webhook-Signature", "WooCommerce's signature of the body")
-        .header("X-WC-Webhook-Topic", "WooCommerce's topic (`order.created`, …)")
+        .header("X-Shopify-Hmac-Sha256", "Shopify's signature of the body", header_text())
+        .header("X-Shopify-Topic", "Shopify's topic (`orders/create`, …)", header_text())
+        .header("X-WC-Webhook-Signature", "WooCommerce's signature of the body", header_text())
+        .header("X-WC-Webhook-Topic", "WooCommerce's topic (`order.created`, …)", header_text())
         .object(200, "`{status: received | duplicate | ping}`")
         .error(400, "missing_topic, invalid_encoding")
         .error(401, "invalid_signature")
         .error(403, "wrong_shop")
         .error(404, "source_not_found")]
+}
+
+fn header_text() -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).into()
 }
 
 fn platform() -> RefOr<Schema> {
