@@ -7,14 +7,14 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Op;
-use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::analytics::{self, DailyRow, TopSku};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -25,9 +25,12 @@ pub fn routes() -> Routes {
 /// What [`routes`] serves, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
     vec![
-        Op::get("/v1/analytics/summary", "Per-day counts, revenue and the funnel")
-            .query::<RangeQuery>()
-            .object(200, "`{from, to, days, totals, revenue, funnel}`"),
+        Op::get(
+            "/v1/analytics/summary",
+            "Per-day counts, revenue and the funnel",
+        )
+        .query::<RangeQuery>()
+        .object(200, "`{from, to, days, totals, revenue, funnel}`"),
         Op::get("/v1/analytics/top-skus", "SKUs by units sold, then revenue")
             .query::<RangeQuery>()
             .object(200, "`{from, to, skus}`"),

@@ -5,15 +5,15 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Op;
-use utoipa::IntoParams;
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, PathParams, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::domain::values::{Currency, OrderId};
 use crate::projections::billing::{self, BillingRow, DailyRow};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()

@@ -15,16 +15,16 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use super::openapi::{string, Op};
-use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::openapi::{string, Op};
 use super::scoped::Routes;
 use crate::auth::{Principal, Scope};
 use crate::delivery::subscription::EventFilter;
 use crate::state::AppState;
 use crate::store::export::{self, Format, Options, Shape};
 use crate::store::reader::Cursor;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new().get("/events/export", Scope::EventsRead, export)
@@ -32,12 +32,22 @@ pub fn routes() -> Routes {
 
 /// What [`routes`] serves, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
-    vec![Op::get("/v1/events/export", "The log up to one horizon, streamed")
-        .query::<ExportQuery>()
-        .content(200, "NDJSON, ending with the trailer line `{\"cursor\": …}`; or Parquet", "application/x-ndjson", string())
-        .content(200, "", "application/vnd.apache.parquet", string())
-        .error(400, "invalid_cursor")
-        .error(403, "forbidden (`field`: `privacy:read`) for include_personal_data=true")]
+    vec![
+        Op::get("/v1/events/export", "The log up to one horizon, streamed")
+            .query::<ExportQuery>()
+            .content(
+                200,
+                "NDJSON, ending with the trailer line `{\"cursor\": …}`; or Parquet",
+                "application/x-ndjson",
+                string(),
+            )
+            .content(200, "", "application/vnd.apache.parquet", string())
+            .error(400, "invalid_cursor")
+            .error(
+                403,
+                "forbidden (`field`: `privacy:read`) for include_personal_data=true",
+            ),
+    ]
 }
 
 #[derive(Deserialize, IntoParams)]

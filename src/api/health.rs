@@ -10,8 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::openapi::{any_object, string, Op};
 use super::error::ApiError;
+use super::openapi::{any_object, string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::state::AppState;
@@ -32,10 +32,13 @@ pub fn routes() -> Routes {
 pub fn operations() -> Vec<Op> {
     vec![
         Op::get("/health", "Liveness").content(200, "alive", "application/json", any_object()),
-        Op::get("/ready", "Readiness: the database answers")
-            .content(200, "ready", "application/json", any_object()),
-        Op::get("/metrics", "Prometheus text")
-            .content(200, "the series", "text/plain", string()),
+        Op::get("/ready", "Readiness: the database answers").content(
+            200,
+            "ready",
+            "application/json",
+            any_object(),
+        ),
+        Op::get("/metrics", "Prometheus text").content(200, "the series", "text/plain", string()),
     ]
 }
 

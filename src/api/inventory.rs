@@ -8,10 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Op;
-use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use super::extract::{parse_limit, CommandContext, JsonBody, PathParams, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
@@ -19,6 +18,7 @@ use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryI
 use crate::domain::values::{check_line, Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
 use crate::state::AppState;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes() -> Routes {
     use Scope::{InventoryRead, InventoryWrite};
@@ -33,21 +33,30 @@ pub fn routes() -> Routes {
 pub fn operations() -> Vec<Op> {
     let sku = |op: Op| op.param("sku", <Sku as utoipa::PartialSchema>::schema());
     vec![
-        Op::get("/v1/inventory", "SKUs with fewer than `below` available, fewest first")
-            .query::<LowStockQuery>()
-            .object(200, "`{items, next_cursor?}`"),
+        Op::get(
+            "/v1/inventory",
+            "SKUs with fewer than `below` available, fewest first",
+        )
+        .query::<LowStockQuery>()
+        .object(200, "`{items, next_cursor?}`"),
         sku(Op::get("/v1/inventory/{sku}", "A SKU's stock levels"))
-            .object(200, "`{id, on_hand, reserved, available, backordered, updated_at}`")
+            .object(
+                200,
+                "`{id, on_hand, reserved, available, backordered, updated_at}`",
+            )
             .error(404, "sku_not_found"),
         sku(Op::post("/v1/inventory/{sku}/receipts", "Receive units"))
             .json_body::<ReceiptIn>()
             .object(201, "`{sku, on_hand, reserved, available}`")
             .error(422, "stock_too_large"),
-        sku(Op::post("/v1/inventory/{sku}/adjustments", "Correct a count"))
-            .json_body::<AdjustmentIn>()
-            .object(201, "the levels")
-            .error(404, "sku_not_found")
-            .error(409, "available_would_go_negative"),
+        sku(Op::post(
+            "/v1/inventory/{sku}/adjustments",
+            "Correct a count",
+        ))
+        .json_body::<AdjustmentIn>()
+        .object(201, "the levels")
+        .error(404, "sku_not_found")
+        .error(409, "available_would_go_negative"),
     ]
 }
 

@@ -46,8 +46,14 @@ pub fn router() -> Router<AppState> {
 }
 
 pub fn operations() -> Vec<Op> {
-    vec![Op::get("/openapi.json", "This document: the API in OpenAPI 3.1")
-        .content(200, "the document", "application/json", any_object())]
+    vec![
+        Op::get("/openapi.json", "This document: the API in OpenAPI 3.1").content(
+            200,
+            "the document",
+            "application/json",
+            any_object(),
+        ),
+    ]
 }
 
 async fn serve() -> impl IntoResponse {
@@ -56,6 +62,9 @@ async fn serve() -> impl IntoResponse {
     let body = JSON.get_or_init(|| document().to_json().unwrap_or_default());
     ([(header::CONTENT_TYPE, "application/json")], body.as_str())
 }
+
+/// A body's media type and schema.
+type Media = (&'static str, RefOr<Schema>);
 
 /// One documented operation: a method, a path as axum matches it, and what it takes and
 /// answers. Generic errors and security are added by [`document`].
@@ -67,7 +76,7 @@ pub struct Op {
     query: Vec<Parameter>,
     path_params: BTreeMap<&'static str, RefOr<Schema>>,
     headers: Vec<Parameter>,
-    responses: Vec<(u16, &'static str, Option<(&'static str, RefOr<Schema>)>)>,
+    responses: Vec<(u16, &'static str, Option<Media>)>,
     errors: Vec<(u16, &'static str)>,
     components: Vec<(String, RefOr<Schema>)>,
 }
@@ -276,22 +285,40 @@ fn generic_errors(op: &Op, gated: bool) -> Vec<(u16, &'static str)> {
     let has_params = op.path.contains('{') || !op.query.is_empty();
     let command = op.method != Method::GET;
     if gated {
-        errors.push((401, "unauthenticated: no token, or one unknown, expired or revoked"));
-        errors.push((403, "forbidden: the token lacks the route's scope (named in `field`)"));
-        errors.push((429, "rate_limited: the token is over its rate (see Retry-After)"));
+        errors.push((
+            401,
+            "unauthenticated: no token, or one unknown, expired or revoked",
+        ));
+        errors.push((
+            403,
+            "forbidden: the token lacks the route's scope (named in `field`)",
+        ));
+        errors.push((
+            429,
+            "rate_limited: the token is over its rate (see Retry-After)",
+        ));
         // Every gated route reads its query string and headers strictly (a control
         // character, a bad `X-Wait-For`, a reused `Idempotency-Key`).
-        errors.push((400, "malformed input: invalid_json, invalid_path, invalid_header, …"));
+        errors.push((
+            400,
+            "malformed input: invalid_json, invalid_path, invalid_header, …",
+        ));
         errors.push((422, "invalid_field (naming it), or a value a rule refuses"));
     } else if op.body.is_some() || has_params {
         errors.push((400, "malformed input"));
         errors.push((422, "invalid_field"));
     }
     if gated || op.body.is_some() {
-        errors.push((413, "payload_too_large: the body is over ORDERLOG_BODY_LIMIT"));
+        errors.push((
+            413,
+            "payload_too_large: the body is over ORDERLOG_BODY_LIMIT",
+        ));
     }
     if op.body.is_some() {
-        errors.push((415, "unsupported_media_type: the body is not `application/json`"));
+        errors.push((
+            415,
+            "unsupported_media_type: the body is not `application/json`",
+        ));
     }
     if op.path.contains('{') {
         errors.push((404, "not found"));
@@ -349,7 +376,10 @@ pub fn document() -> OpenApi {
         if let Some((content_type, schema, required)) = &op.body {
             builder = builder.request_body(Some(
                 RequestBodyBuilder::new()
-                    .content(*content_type, ContentBuilder::new().schema(Some(schema.clone())).build())
+                    .content(
+                        *content_type,
+                        ContentBuilder::new().schema(Some(schema.clone())).build(),
+                    )
                     .required(Some(if *required {
                         Required::True
                     } else {
@@ -475,7 +505,10 @@ mod tests {
         documented.sort();
         let missing: Vec<_> = served.iter().filter(|r| !documented.contains(r)).collect();
         let extra: Vec<_> = documented.iter().filter(|r| !served.contains(r)).collect();
-        assert!(missing.is_empty(), "routes without an operation: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "routes without an operation: {missing:?}"
+        );
         assert!(extra.is_empty(), "operations without a route: {extra:?}");
         let mut unique = documented.clone();
         unique.dedup();
@@ -509,7 +542,11 @@ mod tests {
                 route.path
             );
             for status in ["401", "403", "429", "500"] {
-                assert!(op["responses"][status].is_object(), "{method} {}: {status}", route.path);
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{method} {}: {status}",
+                    route.path
+                );
             }
         }
     }
@@ -552,11 +589,38 @@ mod values {
         };
     }
 
-    schema!(OrderId, identifier(OrderId::MAX_LEN, false, "an order's id"));
-    schema!(CustomerId, identifier(CustomerId::MAX_LEN, false, "the storefront's customer id"));
-    schema!(PaymentId, identifier(PaymentId::MAX_LEN, false, "a payment's id, unique in its order"));
-    schema!(ShipmentId, identifier(ShipmentId::MAX_LEN, false, "a shipment's id, unique in its order"));
-    schema!(RefundId, identifier(RefundId::MAX_LEN, false, "a refund's id, unique in its order"));
+    schema!(
+        OrderId,
+        identifier(OrderId::MAX_LEN, false, "an order's id")
+    );
+    schema!(
+        CustomerId,
+        identifier(CustomerId::MAX_LEN, false, "the storefront's customer id")
+    );
+    schema!(
+        PaymentId,
+        identifier(
+            PaymentId::MAX_LEN,
+            false,
+            "a payment's id, unique in its order"
+        )
+    );
+    schema!(
+        ShipmentId,
+        identifier(
+            ShipmentId::MAX_LEN,
+            false,
+            "a shipment's id, unique in its order"
+        )
+    );
+    schema!(
+        RefundId,
+        identifier(
+            RefundId::MAX_LEN,
+            false,
+            "a refund's id, unique in its order"
+        )
+    );
     schema!(Sku, identifier(Sku::MAX_LEN, true, "a stock keeping unit"));
     schema!(
         SourceName,

@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
 
-use super::openapi::{any_object, string, Op};
 use super::error::ApiError;
+use super::openapi::{any_object, string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::meter::MeterSnapshot;
@@ -67,10 +67,22 @@ pub fn operations() -> Vec<Op> {
         Op::get(path, summary).content(200, "the file", content_type, string())
     };
     vec![
-        Op::get("/v1/ops/stats", "This server's snapshot for the dashboard")
-            .content(200, "the snapshot", "application/json", any_object()),
-        Op::get("/v1/ops/stream", "The snapshot as Server-Sent Events, once a second")
-            .content(200, "`event: stats`, once a second", "text/event-stream", string()),
+        Op::get("/v1/ops/stats", "This server's snapshot for the dashboard").content(
+            200,
+            "the snapshot",
+            "application/json",
+            any_object(),
+        ),
+        Op::get(
+            "/v1/ops/stream",
+            "The snapshot as Server-Sent Events, once a second",
+        )
+        .content(
+            200,
+            "`event: stats`, once a second",
+            "text/event-stream",
+            string(),
+        ),
         asset("/ops", "The operations dashboard", "text/html"),
         asset("/ops/ops.js", "The dashboard's script", "text/javascript"),
         asset("/ops/ops.css", "The dashboard's style", "text/css"),

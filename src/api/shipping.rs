@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Op;
-use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::{parse_limit, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -26,9 +26,12 @@ pub fn operations() -> Vec<Op> {
         Op::get("/v1/shipping/shipments", "Shipments, by status")
             .query::<ShipmentsQuery>()
             .object(200, "`{shipments}`"),
-        Op::get("/v1/shipping/backlog", "Paid orders with units still to ship")
-            .query::<BacklogQuery>()
-            .object(200, "`{orders}`"),
+        Op::get(
+            "/v1/shipping/backlog",
+            "Paid orders with units still to ship",
+        )
+        .query::<BacklogQuery>()
+        .object(200, "`{orders}`"),
     ]
 }
 

@@ -12,10 +12,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
 
-use super::openapi::{string, Op};
-use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::openapi::{string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::message::Message;
@@ -23,6 +22,7 @@ use crate::delivery::subscription::EventFilter;
 use crate::meter::StreamOpen;
 use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new().get("/events/stream", Scope::EventsRead, stream)
@@ -30,18 +30,26 @@ pub fn routes() -> Routes {
 
 /// What [`routes`] serves, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
-    vec![Op::get("/v1/events/stream", "The log as Server-Sent Events, from now")
-        .query::<StreamQuery>()
-        .header(
-            "Last-Event-ID",
-            "the cursor of the last event received: resume after it",
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String)
-                .pattern(Some(super::openapi::CURSOR))
-                .into(),
-        )
-        .content(200, "one event per message: `id` its cursor, `event` its type, `data` its JSON", "text/event-stream", string())
-        .error(400, "invalid_cursor")]
+    vec![Op::get(
+        "/v1/events/stream",
+        "The log as Server-Sent Events, from now",
+    )
+    .query::<StreamQuery>()
+    .header(
+        "Last-Event-ID",
+        "the cursor of the last event received: resume after it",
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(super::openapi::CURSOR))
+            .into(),
+    )
+    .content(
+        200,
+        "one event per message: `id` its cursor, `event` its type, `data` its JSON",
+        "text/event-stream",
+        string(),
+    )
+    .error(400, "invalid_cursor")]
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -69,42 +69,84 @@ pub fn operations() -> Vec<Op> {
             .error(404, "dead_letter_not_found")
     };
     vec![
-        Op::post("/v1/subscriptions", "Subscribe a webhook or a NATS subject to events")
-            .json_body::<CreateIn>()
-            .object(201, "the subscription, with its signing `secret` shown once")
-            .error(422, "invalid_field, forbidden_target"),
+        Op::post(
+            "/v1/subscriptions",
+            "Subscribe a webhook or a NATS subject to events",
+        )
+        .json_body::<CreateIn>()
+        .object(
+            201,
+            "the subscription, with its signing `secret` shown once",
+        )
+        .error(422, "invalid_field, forbidden_target"),
         Op::get("/v1/subscriptions", "Every subscription and its state")
             .object(200, "`{subscriptions}`"),
-        with_id(Op::get("/v1/subscriptions/{id}", "A subscription's settings and state"))
-            .object(200, "the subscription"),
-        with_id(Op::patch("/v1/subscriptions/{id}", "Pause, resume or change a subscription"))
-            .json_body::<UpdateIn>()
-            .object(200, "the subscription")
-            .error(422, "invalid_field, forbidden_target"),
-        with_id(Op::delete("/v1/subscriptions/{id}", "Delete a subscription and its queue"))
-            .empty(204, "deleted"),
-        with_id(Op::post("/v1/subscriptions/{id}/secret/rotate", "Rotate the signing secret"))
-            .optional_json_body::<RotateIn>()
-            .object(200, "`{id, secret, previous_secret_expires_at}`"),
-        with_id(Op::post("/v1/subscriptions/{id}/rewind", "Move the cursor back to a position or time"))
-            .json_body::<RewindIn>()
-            .object(200, "the subscription"),
-        with_id(Op::get("/v1/subscriptions/{id}/attempts", "Every attempt to deliver one event"))
-            .query::<AttemptsQuery>()
-            .object(200, "`{attempts}`"),
-        with_id(Op::get("/v1/subscriptions/{id}/dead-letters", "Dead letters, in log order"))
-            .query::<PageQuery>()
-            .object(200, "`{dead_letters, next_after}`"),
-        with_id(Op::delete("/v1/subscriptions/{id}/dead-letters", "Discard every dead letter"))
-            .object(200, "`{discarded}`"),
-        with_id(Op::post("/v1/subscriptions/{id}/dead-letters/retry", "Send every dead letter again"))
-            .content(202, "`{retried}`", "application/json", any_object()),
-        with_event(Op::get("/v1/subscriptions/{id}/dead-letters/{event_id}", "A dead letter and its attempts"))
-            .object(200, "the dead letter with its `history`"),
-        with_event(Op::delete("/v1/subscriptions/{id}/dead-letters/{event_id}", "Discard one dead letter"))
-            .empty(204, "discarded"),
-        with_event(Op::post("/v1/subscriptions/{id}/dead-letters/{event_id}/retry", "Send one dead letter again"))
-            .content(202, "`{retried}`", "application/json", any_object()),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}",
+            "A subscription's settings and state",
+        ))
+        .object(200, "the subscription"),
+        with_id(Op::patch(
+            "/v1/subscriptions/{id}",
+            "Pause, resume or change a subscription",
+        ))
+        .json_body::<UpdateIn>()
+        .object(200, "the subscription")
+        .error(422, "invalid_field, forbidden_target"),
+        with_id(Op::delete(
+            "/v1/subscriptions/{id}",
+            "Delete a subscription and its queue",
+        ))
+        .empty(204, "deleted"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/secret/rotate",
+            "Rotate the signing secret",
+        ))
+        .optional_json_body::<RotateIn>()
+        .object(200, "`{id, secret, previous_secret_expires_at}`"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/rewind",
+            "Move the cursor back to a position or time",
+        ))
+        .json_body::<RewindIn>()
+        .object(200, "the subscription"),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}/attempts",
+            "Every attempt to deliver one event",
+        ))
+        .query::<AttemptsQuery>()
+        .object(200, "`{attempts}`"),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}/dead-letters",
+            "Dead letters, in log order",
+        ))
+        .query::<PageQuery>()
+        .object(200, "`{dead_letters, next_after}`"),
+        with_id(Op::delete(
+            "/v1/subscriptions/{id}/dead-letters",
+            "Discard every dead letter",
+        ))
+        .object(200, "`{discarded}`"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/dead-letters/retry",
+            "Send every dead letter again",
+        ))
+        .content(202, "`{retried}`", "application/json", any_object()),
+        with_event(Op::get(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}",
+            "A dead letter and its attempts",
+        ))
+        .object(200, "the dead letter with its `history`"),
+        with_event(Op::delete(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}",
+            "Discard one dead letter",
+        ))
+        .empty(204, "discarded"),
+        with_event(Op::post(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}/retry",
+            "Send one dead letter again",
+        ))
+        .content(202, "`{retried}`", "application/json", any_object()),
     ]
 }
 

@@ -9,14 +9,14 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Op;
-use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::store::TokenRecord;
 use crate::auth::{NewToken, Principal, Rate, Scope, Scopes, TokenError, TokenName};
 use crate::state::AppState;
+use utoipa::ToSchema;
 
 pub fn routes() -> Routes {
     use Scope::TokensManage as Manage;
@@ -44,7 +44,10 @@ pub fn operations() -> Vec<Op> {
                     .into(),
             )
             .empty(204, "revoked")
-            .error(403, "forbidden: the token holds a scope the caller does not")
+            .error(
+                403,
+                "forbidden: the token holds a scope the caller does not",
+            )
             .error(404, "token_not_found"),
     ]
 }

@@ -33,7 +33,9 @@ async fn the_document_describes_every_route_and_nothing_else() {
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            if ["get", "post", "put", "patch", "delete", "head", "options"].contains(&method.as_str()) {
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
+            {
                 documented.insert((method.to_ascii_uppercase(), path.clone()));
             }
         }
@@ -49,8 +51,14 @@ async fn the_document_describes_every_route_and_nothing_else() {
     let served: BTreeSet<_> = gated.union(&open).cloned().collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
-    assert!(undocumented.is_empty(), "routes the document lacks: {undocumented:?}");
-    assert!(unserved.is_empty(), "operations no route serves: {unserved:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes the document lacks: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "operations no route serves: {unserved:?}"
+    );
 
     // Each operation's security is the gate's: its one scope, or none for open routes.
     for route in orderlog::api::route_table() {
@@ -75,7 +83,11 @@ async fn the_document_describes_every_route_and_nothing_else() {
     // The open list is the server's: each of its routes is served without a token.
     let client = reqwest::Client::new();
     for (method, path) in &open {
-        let url = app.url(&path.replace("{platform}", "shopify").replace("{source}", "nosuch"));
+        let url = app.url(
+            &path
+                .replace("{platform}", "shopify")
+                .replace("{source}", "nosuch"),
+        );
         let response = client
             .request(method.parse().unwrap(), url)
             .send()
@@ -115,7 +127,10 @@ async fn schemathesis_finds_nothing(backend: Backend) {
         Duration::from_secs(300),
         tokio::process::Command::new(&program)
             .current_dir(report.path())
-            .env("SCHEMATHESIS_HOOKS", root.join("tests/api/schemathesis_hooks.py"))
+            .env(
+                "SCHEMATHESIS_HOOKS",
+                root.join("tests/api/schemathesis_hooks.py"),
+            )
             .arg("--config-file")
             .arg(root.join("tests/api/schemathesis.toml"))
             .arg("--no-color")

@@ -23,11 +23,12 @@ pub(super) fn routes() -> Routes {
 }
 
 pub(super) fn operations() -> Vec<Op> {
-    vec![
-        Op::get("/v1/orders", "Orders from the summary view, newest first, paged")
-            .query::<ListQuery>()
-            .json::<ListOut>(200, "a page of orders; `next_cursor` for the next one"),
-    ]
+    vec![Op::get(
+        "/v1/orders",
+        "Orders from the summary view, newest first, paged",
+    )
+    .query::<ListQuery>()
+    .json::<ListOut>(200, "a page of orders; `next_cursor` for the next one")]
 }
 
 #[derive(Deserialize, IntoParams)]

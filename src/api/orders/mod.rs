@@ -73,7 +73,10 @@ pub fn operations() -> Vec<Op> {
     let command = |op: Op| {
         op.param("order_id", <OrderId as utoipa::PartialSchema>::schema())
             .param("payment_id", <PaymentId as utoipa::PartialSchema>::schema())
-            .param("shipment_id", <ShipmentId as utoipa::PartialSchema>::schema())
+            .param(
+                "shipment_id",
+                <ShipmentId as utoipa::PartialSchema>::schema(),
+            )
     };
     let read = |op: Op| op.param("order_id", <OrderId as utoipa::PartialSchema>::schema());
     let mut ops = list::operations();

@@ -21,14 +21,14 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{parse_limit, parse_overlap, JsonBody, PathParams, QueryParams};
-use super::scoped::Routes;
 use super::openapi::{integer, Op};
+use super::scoped::Routes;
 use crate::auth::Scope;
-use utoipa::{IntoParams, ToSchema};
 use crate::domain::values::SourceName;
 use crate::state::AppState;
 use crate::store::sources::{self, InboxRow, InboxState, Platform, Source, SourceSecret};
 use crate::store::{from_millis, millis};
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes() -> Routes {
     use Scope::SourcesManage as Manage;
@@ -65,20 +65,40 @@ pub fn operations() -> Vec<Op> {
         named(Op::patch("/v1/sources/{name}", "Rotate a source's secret"))
             .json_body::<RotateIn>()
             .object(200, "the source"),
-        named(Op::delete("/v1/sources/{name}", "Delete a source and its inbox"))
-            .empty(204, "deleted"),
-        named(Op::get("/v1/sources/{name}/inbox", "A source's deliveries, newest first"))
-            .query::<InboxQuery>()
-            .object(200, "`{deliveries, next_before}`"),
-        delivery(Op::post("/v1/sources/{name}/inbox/{id}/retry", "Retry a failed delivery"))
-            .content(202, "the delivery", "application/json", super::openapi::any_object()),
-        delivery(Op::delete("/v1/sources/{name}/inbox/{id}", "Discard a failed delivery"))
-            .empty(204, "discarded"),
-        named(Op::post("/v1/sources/{name}/import", "Import platform orders, one per line"))
-            // Any JSON value per line: a line that is not a platform order is reported in
-            // `failed`, never refused as a whole.
-            .raw_body("application/x-ndjson", super::openapi::any_value())
-            .object(200, "`{applied, unchanged, failed}`"),
+        named(Op::delete(
+            "/v1/sources/{name}",
+            "Delete a source and its inbox",
+        ))
+        .empty(204, "deleted"),
+        named(Op::get(
+            "/v1/sources/{name}/inbox",
+            "A source's deliveries, newest first",
+        ))
+        .query::<InboxQuery>()
+        .object(200, "`{deliveries, next_before}`"),
+        delivery(Op::post(
+            "/v1/sources/{name}/inbox/{id}/retry",
+            "Retry a failed delivery",
+        ))
+        .content(
+            202,
+            "the delivery",
+            "application/json",
+            super::openapi::any_object(),
+        ),
+        delivery(Op::delete(
+            "/v1/sources/{name}/inbox/{id}",
+            "Discard a failed delivery",
+        ))
+        .empty(204, "discarded"),
+        named(Op::post(
+            "/v1/sources/{name}/import",
+            "Import platform orders, one per line",
+        ))
+        // Any JSON value per line: a line that is not a platform order is reported in
+        // `failed`, never refused as a whole.
+        .raw_body("application/x-ndjson", super::openapi::any_value())
+        .object(200, "`{applied, unchanged, failed}`"),
     ];
     ops.extend(ingest::operations());
     ops
