@@ -40,7 +40,11 @@ pub fn operations() -> Vec<Op> {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
+    /// The first day, inclusive.
+    #[param(format = Date)]
     from: String,
+    /// The last day, inclusive.
+    #[param(format = Date)]
     to: String,
     limit: Option<i64>,
 }

@@ -51,7 +51,11 @@ async fn order(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct DailyQuery {
+    /// The first day, inclusive.
+    #[param(format = Date)]
     from: String,
+    /// The last day, inclusive.
+    #[param(format = Date)]
     to: String,
     currency: Option<String>,
 }

@@ -47,14 +47,14 @@ pub fn operations() -> Vec<Op> {
             .error(404, "sku_not_found"),
         sku(Op::post("/v1/inventory/{sku}/receipts", "Receive units"))
             .json_body::<ReceiptIn>()
-            .object(201, "`{sku, on_hand, reserved, available}`")
+            .json::<LevelsOut>(201, "the levels, after any backorders the units filled")
             .error(422, "stock_too_large"),
         sku(Op::post(
             "/v1/inventory/{sku}/adjustments",
             "Correct a count",
         ))
         .json_body::<AdjustmentIn>()
-        .object(201, "the levels")
+        .json::<LevelsOut>(201, "the levels")
         .error(404, "sku_not_found")
         .error(409, "available_would_go_negative"),
     ]
@@ -74,7 +74,7 @@ struct AdjustmentIn {
 }
 
 /// The item's levels right after a command.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LevelsOut {
     sku: Sku,
     on_hand: i64,

@@ -31,10 +31,11 @@ pub fn operations() -> Vec<Op> {
     vec![
         Op::post("/v1/tokens", "Make a token, shown this once")
             .json_body::<TokenIn>()
-            .object(201, "the token's record and the `token`")
+            .json::<TokenOut>(201, "the token's record and the `token`, shown this once")
             .error(403, "forbidden: a scope the caller does not hold itself")
             .error(409, "token_exists"),
-        Op::get("/v1/tokens", "Every token's record, without the token").object(200, "`{tokens}`"),
+        Op::get("/v1/tokens", "Every token's record, without the token")
+            .json::<TokensOut>(200, "`{tokens}`, without `token`"),
         Op::delete("/v1/tokens/{name}", "Revoke a token")
             .param(
                 "name",
@@ -101,7 +102,7 @@ impl TokenIn {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenOut {
     name: String,
     scopes: Vec<&'static str>,
@@ -149,7 +150,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokensOut {
     tokens: Vec<TokenOut>,
 }
