@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::PathParams;
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::runner::{RunnerError, Status};
@@ -22,6 +23,48 @@ pub fn routes() -> Routes {
         .post("/admin/projections/{name}/retry", Manage, retry)
         .post("/admin/projections/{name}/skip", Manage, skip)
         .post("/admin/projections/{name}/stop", Manage, stop)
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let named = |op: Op| op.error(404, "projection_not_found");
+    vec![
+        Op::get("/v1/admin/projections", "Every projection's state").object(200, "`{projections}`"),
+        named(Op::get(
+            "/v1/admin/projections/{name}",
+            "A projection's state",
+        ))
+        .object(200, "the projection"),
+        named(Op::post(
+            "/v1/admin/projections/{name}/rebuild",
+            "Start a blue/green rebuild",
+        ))
+        .content(
+            202,
+            "the rebuild started",
+            "application/json",
+            super::openapi::any_object(),
+        )
+        .error(409, "the projection is busy"),
+        named(Op::post(
+            "/v1/admin/projections/{name}/retry",
+            "Resume a failed or stopped projection",
+        ))
+        .object(200, "the projection")
+        .error(409, "the projection is busy"),
+        named(Op::post(
+            "/v1/admin/projections/{name}/skip",
+            "Skip the event it failed on",
+        ))
+        .object(200, "the projection")
+        .error(409, "the projection is busy"),
+        named(Op::post(
+            "/v1/admin/projections/{name}/stop",
+            "Stop a projection",
+        ))
+        .object(200, "the projection")
+        .error(409, "the projection is busy"),
+    ]
 }
 
 impl From<RunnerError> for ApiError {

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_day, parse_limit, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::analytics::{self, DailyRow, TopSku};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -20,10 +22,29 @@ pub fn routes() -> Routes {
         .get("/analytics/top-skus", Scope::ViewsRead, top_skus)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get(
+            "/v1/analytics/summary",
+            "Per-day counts, revenue and the funnel",
+        )
+        .query::<RangeQuery>()
+        .object(200, "`{from, to, days, totals, revenue, funnel}`"),
+        Op::get("/v1/analytics/top-skus", "SKUs by units sold, then revenue")
+            .query::<RangeQuery>()
+            .object(200, "`{from, to, skus}`"),
+    ]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
+    /// The first day, inclusive.
+    #[param(format = Date)]
     from: String,
+    /// The last day, inclusive.
+    #[param(format = Date)]
     to: String,
     limit: Option<i64>,
 }

@@ -7,16 +7,31 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_day, PathParams, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::domain::values::{Currency, OrderId};
 use crate::projections::billing::{self, BillingRow, DailyRow};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()
         .get("/billing/orders/{order_id}", Scope::ViewsRead, order)
         .get("/billing/daily", Scope::ViewsRead, daily)
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/v1/billing/orders/{order_id}", "An order's billing view")
+            .param("order_id", <OrderId as utoipa::PartialSchema>::schema())
+            .object(200, "`{id, currency, total, amount_due, captured, failed_attempts, refunded, balance, updated_at}`")
+            .error(404, "order_not_found"),
+        Op::get("/v1/billing/daily", "Money captured and refunded per day")
+            .query::<DailyQuery>()
+            .object(200, "`{days}`"),
+    ]
 }
 
 async fn order(
@@ -33,10 +48,14 @@ async fn order(
         .ok_or_else(|| ApiError::not_found("order_not_found", "the billing view has no such order"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct DailyQuery {
+    /// The first day, inclusive.
+    #[param(format = Date)]
     from: String,
+    /// The last day, inclusive.
+    #[param(format = Date)]
     to: String,
     currency: Option<String>,
 }

@@ -9,12 +9,14 @@ use serde::Deserialize;
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{CommandContext, OptionalJsonBody, PathParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::domain::customer::{CustomerError, Erase};
 use crate::domain::values::{CustomerId, Text};
 use crate::process::erasure::{ErasureError, Erasures, Receipt};
 use crate::state::AppState;
+use utoipa::ToSchema;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -26,7 +28,33 @@ pub fn routes() -> Routes {
         )
 }
 
-#[derive(Deserialize, Default)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let customer = |op: Op| {
+        op.param(
+            "customer_id",
+            <CustomerId as utoipa::PartialSchema>::schema(),
+        )
+    };
+    vec![
+        customer(Op::post(
+            "/v1/customers/{customer_id}/erase",
+            "Erase a customer's personal data",
+        ))
+        .optional_json_body::<EraseIn>()
+        .object(200, "the erasure receipt"),
+        customer(Op::get(
+            "/v1/customers/{customer_id}/erasure",
+            "A customer's erasure receipt",
+        ))
+        .object(
+            200,
+            "the receipt; `state: not_erased` for a customer never erased",
+        ),
+    ]
+}
+
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EraseIn {
     /// Why, for the record ("GDPR request #4411"): never personal data.

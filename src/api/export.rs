@@ -17,18 +17,40 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::openapi::{string, Op};
 use super::scoped::Routes;
 use crate::auth::{Principal, Scope};
 use crate::delivery::subscription::EventFilter;
 use crate::state::AppState;
 use crate::store::export::{self, Format, Options, Shape};
 use crate::store::reader::Cursor;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new().get("/events/export", Scope::EventsRead, export)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/v1/events/export", "The log up to one horizon, streamed")
+            .query::<ExportQuery>()
+            .content(
+                200,
+                "NDJSON, ending with the trailer line `{\"cursor\": …}`; or Parquet",
+                "application/x-ndjson",
+                string(),
+            )
+            .content(200, "", "application/vnd.apache.parquet", string())
+            .error(400, "invalid_cursor")
+            .error(
+                403,
+                "forbidden (`field`: `privacy:read`) for include_personal_data=true",
+            ),
+    ]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     /// `ndjson` (the default; `jsonl` too) or `parquet`.
@@ -36,6 +58,7 @@ struct ExportQuery {
     /// `events` (the default) or `sequences`.
     shape: Option<String>,
     /// A cursor an export ended with: continue after it.
+    #[param(pattern = r"^\s*\+?[0-9]{1,18}-\+?[0-9]{1,18}\s*$")]
     after: Option<String>,
     since: Option<String>,
     until: Option<String>,

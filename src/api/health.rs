@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::openapi::{any_object, string, Op};
 use super::ops::StatsOut;
 use super::scoped::Routes;
 use crate::auth::Scope;
@@ -26,6 +27,20 @@ pub fn router() -> Router<AppState> {
 
 pub fn routes() -> Routes {
     Routes::new().get("/metrics", Scope::MetricsRead, metrics)
+}
+
+/// What [`router`] and [`routes`] serve, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/health", "Liveness").content(200, "alive", "application/json", any_object()),
+        Op::get("/ready", "Readiness: the database answers").content(
+            200,
+            "ready",
+            "application/json",
+            any_object(),
+        ),
+        Op::get("/metrics", "Prometheus text").content(200, "the series", "text/plain", string()),
+    ]
 }
 
 /// Prometheus text. The gauges of what the database knows (lags, queues, inboxes) are

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, CommandContext, JsonBody, PathParams, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
@@ -17,6 +18,7 @@ use crate::domain::inventory::{InventoryCommand, InventoryCommandFor, InventoryI
 use crate::domain::values::{check_line, Quantity, Sku, Text};
 use crate::projections::inventory::{self, StockRow};
 use crate::state::AppState;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes() -> Routes {
     use Scope::{InventoryRead, InventoryWrite};
@@ -27,13 +29,44 @@ pub fn routes() -> Routes {
         .post("/inventory/{sku}/adjustments", InventoryWrite, adjust)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let sku = |op: Op| op.param("sku", <Sku as utoipa::PartialSchema>::schema());
+    vec![
+        Op::get(
+            "/v1/inventory",
+            "SKUs with fewer than `below` available, fewest first",
+        )
+        .query::<LowStockQuery>()
+        .object(200, "`{items, next_cursor?}`"),
+        sku(Op::get("/v1/inventory/{sku}", "A SKU's stock levels"))
+            .object(
+                200,
+                "`{id, on_hand, reserved, available, backordered, updated_at}`",
+            )
+            .error(404, "sku_not_found"),
+        sku(Op::post("/v1/inventory/{sku}/receipts", "Receive units"))
+            .json_body::<ReceiptIn>()
+            .json::<LevelsOut>(201, "the levels, after any backorders the units filled")
+            .error(422, "stock_too_large"),
+        sku(Op::post(
+            "/v1/inventory/{sku}/adjustments",
+            "Correct a count",
+        ))
+        .json_body::<AdjustmentIn>()
+        .json::<LevelsOut>(201, "the levels")
+        .error(404, "sku_not_found")
+        .error(409, "available_would_go_negative"),
+    ]
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReceiptIn {
     quantity: Quantity,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdjustmentIn {
     delta: i64,
@@ -41,7 +74,7 @@ struct AdjustmentIn {
 }
 
 /// The item's levels right after a command.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LevelsOut {
     sku: Sku,
     on_hand: i64,
@@ -148,7 +181,7 @@ async fn item(
         })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct LowStockQuery {
     below: i64,

@@ -16,6 +16,7 @@ pub mod extract;
 mod health;
 mod idempotency;
 mod inventory;
+pub mod openapi;
 pub mod ops;
 mod orders;
 pub mod scoped;
@@ -62,6 +63,45 @@ pub fn route_table() -> Vec<RouteScope> {
     routes().into_parts().1
 }
 
+/// The routes outside the token gate, as (method, path): `/health`, `/ready`, the
+/// dashboard's files, the signed storefront webhooks and this API's document. The
+/// OpenAPI tests hold the document to these and to [`route_table`], both ways.
+pub const OPEN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/openapi.json"),
+    ("GET", "/ops"),
+    ("GET", "/ops/ops.js"),
+    ("GET", "/ops/ops.css"),
+    ("GET", "/ops/vendor/uPlot.iife.min.js"),
+    ("GET", "/ops/vendor/uPlot.min.css"),
+    ("POST", "/v1/ingest/{platform}/{source}"),
+];
+
+/// Every operation `GET /openapi.json` describes, gated or open.
+pub fn operations() -> Vec<openapi::Op> {
+    [
+        orders::operations(),
+        billing::operations(),
+        customers::operations(),
+        inventory::operations(),
+        shipping::operations(),
+        analytics::operations(),
+        admin::operations(),
+        subscriptions::operations(),
+        stream::operations(),
+        export::operations(),
+        tokens::operations(),
+        sources::operations(),
+        ops::operations(),
+        health::operations(),
+        openapi::operations(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 pub fn router(state: AppState) -> Router {
     let (gated, table) = routes().into_parts();
     // Layers run outside in: the deadline's clock starts first (every wait after it
@@ -99,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(ops::router())
         .merge(sources::ingest::router(state.clone()))
         .merge(gated)

@@ -25,6 +25,7 @@ use futures::Stream;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::openapi::{any_object, string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::meter::MeterSnapshot;
@@ -58,6 +59,36 @@ pub fn router() -> Router<AppState> {
             "/ops/vendor/uPlot.min.css",
             get(|| asset(Asset::UPLOT_STYLE)),
         )
+}
+
+/// What [`routes`] and [`router`] serve, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let asset = |path, summary, content_type| {
+        Op::get(path, summary).content(200, "the file", content_type, string())
+    };
+    vec![
+        Op::get("/v1/ops/stats", "This server's snapshot for the dashboard").content(
+            200,
+            "the snapshot",
+            "application/json",
+            any_object(),
+        ),
+        Op::get(
+            "/v1/ops/stream",
+            "The snapshot as Server-Sent Events, once a second",
+        )
+        .content(
+            200,
+            "`event: stats`, once a second",
+            "text/event-stream",
+            string(),
+        ),
+        asset("/ops", "The operations dashboard", "text/html"),
+        asset("/ops/ops.js", "The dashboard's script", "text/javascript"),
+        asset("/ops/ops.css", "The dashboard's style", "text/css"),
+        asset("/ops/vendor/uPlot.iife.min.js", "uPlot", "text/javascript"),
+        asset("/ops/vendor/uPlot.min.css", "uPlot's style", "text/css"),
+    ]
 }
 
 struct Asset {

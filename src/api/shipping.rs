@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{parse_limit, QueryParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::shipping::{self, BacklogRow, ShipmentRow};
 use crate::state::AppState;
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -18,7 +20,22 @@ pub fn routes() -> Routes {
         .get("/shipping/backlog", Scope::ViewsRead, backlog)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::get("/v1/shipping/shipments", "Shipments, by status")
+            .query::<ShipmentsQuery>()
+            .object(200, "`{shipments}`"),
+        Op::get(
+            "/v1/shipping/backlog",
+            "Paid orders with units still to ship",
+        )
+        .query::<BacklogQuery>()
+        .object(200, "`{orders}`"),
+    ]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ShipmentsQuery {
     status: Option<String>,
@@ -51,7 +68,7 @@ async fn shipments(
     Ok(Json(ShipmentsOut { shipments }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct BacklogQuery {
     limit: Option<i64>,

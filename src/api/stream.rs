@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::openapi::{string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::message::Message;
@@ -21,17 +22,43 @@ use crate::delivery::subscription::EventFilter;
 use crate::meter::StreamOpen;
 use crate::state::AppState;
 use crate::store::reader::{self, Cursor, LogEntry};
+use utoipa::IntoParams;
 
 pub fn routes() -> Routes {
     Routes::new().get("/events/stream", Scope::EventsRead, stream)
 }
 
-#[derive(Deserialize)]
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![Op::get(
+        "/v1/events/stream",
+        "The log as Server-Sent Events, from now",
+    )
+    .query::<StreamQuery>()
+    .header(
+        "Last-Event-ID",
+        "the cursor of the last event received: resume after it",
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(super::openapi::CURSOR))
+            .into(),
+    )
+    .content(
+        200,
+        "one event per message: `id` its cursor, `event` its type, `data` its JSON",
+        "text/event-stream",
+        string(),
+    )
+    .error(400, "invalid_cursor")]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// Comma-separated event type patterns; all types when absent.
     types: Option<String>,
     /// A cursor to start after, for clients that cannot send `Last-Event-ID`.
+    #[param(pattern = r"^\s*\+?[0-9]{1,18}-\+?[0-9]{1,18}\s*$")]
     after: Option<String>,
 }
 

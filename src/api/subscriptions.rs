@@ -9,12 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{
     parse_limit, parse_overlap, parse_time, JsonBody, OptionalJsonBody, PathParams, QueryParams,
 };
+use super::openapi::{any_object, uuid, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
@@ -56,6 +58,96 @@ pub fn routes() -> Routes {
             Manage,
             retry_one,
         )
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let with_id = |op: Op| op.param("id", uuid()).error(404, "subscription_not_found");
+    let with_event = |op: Op| {
+        with_id(op)
+            .param("event_id", uuid())
+            .error(404, "dead_letter_not_found")
+    };
+    vec![
+        Op::post(
+            "/v1/subscriptions",
+            "Subscribe a webhook or a NATS subject to events",
+        )
+        .json_body::<CreateIn>()
+        .object(
+            201,
+            "the subscription, with its signing `secret` shown once",
+        )
+        .error(422, "invalid_field, forbidden_target"),
+        Op::get("/v1/subscriptions", "Every subscription and its state")
+            .object(200, "`{subscriptions}`"),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}",
+            "A subscription's settings and state",
+        ))
+        .object(200, "the subscription"),
+        with_id(Op::patch(
+            "/v1/subscriptions/{id}",
+            "Pause, resume or change a subscription",
+        ))
+        .json_body::<UpdateIn>()
+        .object(200, "the subscription")
+        .error(422, "invalid_field, forbidden_target"),
+        with_id(Op::delete(
+            "/v1/subscriptions/{id}",
+            "Delete a subscription and its queue",
+        ))
+        .empty(204, "deleted"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/secret/rotate",
+            "Rotate the signing secret",
+        ))
+        .optional_json_body::<RotateIn>()
+        .object(200, "`{id, secret, previous_secret_expires_at}`"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/rewind",
+            "Move the cursor back to a position or time",
+        ))
+        .json_body::<RewindIn>()
+        .object(200, "the subscription"),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}/attempts",
+            "Every attempt to deliver one event",
+        ))
+        .query::<AttemptsQuery>()
+        .object(200, "`{attempts}`"),
+        with_id(Op::get(
+            "/v1/subscriptions/{id}/dead-letters",
+            "Dead letters, in log order",
+        ))
+        .query::<PageQuery>()
+        .object(200, "`{dead_letters, next_after}`"),
+        with_id(Op::delete(
+            "/v1/subscriptions/{id}/dead-letters",
+            "Discard every dead letter",
+        ))
+        .object(200, "`{discarded}`"),
+        with_id(Op::post(
+            "/v1/subscriptions/{id}/dead-letters/retry",
+            "Send every dead letter again",
+        ))
+        .content(202, "`{retried}`", "application/json", any_object()),
+        with_event(Op::get(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}",
+            "A dead letter and its attempts",
+        ))
+        .object(200, "the dead letter with its `history`"),
+        with_event(Op::delete(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}",
+            "Discard one dead letter",
+        ))
+        .empty(204, "discarded"),
+        with_event(Op::post(
+            "/v1/subscriptions/{id}/dead-letters/{event_id}/retry",
+            "Send one dead letter again",
+        ))
+        .content(202, "`{retried}`", "application/json", any_object()),
+    ]
 }
 
 impl From<DeliveryError> for ApiError {
@@ -133,7 +225,7 @@ fn start_at(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateIn {
     kind: String,
@@ -331,7 +423,7 @@ async fn show(
     Ok(Json(state.deliveries.status(id).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateIn {
     state: Option<String>,
@@ -339,6 +431,7 @@ struct UpdateIn {
     subject: Option<String>,
     event_types: Option<Vec<String>>,
     #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<FreeText>)]
     description: Option<Option<FreeText>>,
     max_in_flight: Option<u32>,
 }
@@ -408,7 +501,7 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateIn {
     /// How long the replaced secret keeps signing beside the new one.
@@ -433,7 +526,7 @@ async fn rotate(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RewindIn {
     position: Option<i64>,
@@ -509,7 +602,7 @@ fn dead_letter_out(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     limit: Option<i64>,
@@ -582,7 +675,7 @@ async fn discard_all(
     Ok(Json(json!({ "discarded": n })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AttemptsQuery {
     event_id: String,

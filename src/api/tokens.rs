@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
+use super::openapi::Op;
 use super::scoped::Routes;
 use crate::auth::store::TokenRecord;
 use crate::auth::{NewToken, Principal, Rate, Scope, Scopes, TokenError, TokenName};
 use crate::state::AppState;
+use utoipa::ToSchema;
 
 pub fn routes() -> Routes {
     use Scope::TokensManage as Manage;
@@ -22,6 +24,33 @@ pub fn routes() -> Routes {
         .post("/tokens", Manage, create)
         .get("/tokens", Manage, list)
         .delete("/tokens/{name}", Manage, revoke)
+}
+
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    vec![
+        Op::post("/v1/tokens", "Make a token, shown this once")
+            .json_body::<TokenIn>()
+            .json::<TokenOut>(201, "the token's record and the `token`, shown this once")
+            .error(403, "forbidden: a scope the caller does not hold itself")
+            .error(409, "token_exists"),
+        Op::get("/v1/tokens", "Every token's record, without the token")
+            .json::<TokensOut>(200, "`{tokens}`, without `token`"),
+        Op::delete("/v1/tokens/{name}", "Revoke a token")
+            .param(
+                "name",
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some("^[A-Za-z0-9._:-]{1,64}$"))
+                    .into(),
+            )
+            .empty(204, "revoked")
+            .error(
+                403,
+                "forbidden: the token holds a scope the caller does not",
+            )
+            .error(404, "token_not_found"),
+    ]
 }
 
 impl From<TokenError> for ApiError {
@@ -40,7 +69,7 @@ impl From<TokenError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenIn {
     name: String,
@@ -73,7 +102,7 @@ impl TokenIn {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenOut {
     name: String,
     scopes: Vec<&'static str>,
@@ -121,7 +150,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokensOut {
     tokens: Vec<TokenOut>,
 }

@@ -20,6 +20,7 @@ mod leases;
 mod lifecycle;
 mod log_reader;
 mod metadata;
+mod openapi;
 mod overload;
 mod poison;
 mod privacy;

@@ -5,9 +5,11 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, FieldExt};
 use crate::api::extract::{parse_limit, parse_time, QueryParams};
+use crate::api::openapi::Op;
 use crate::api::scoped::Routes;
 use crate::auth::Scope;
 use crate::domain::order::*;
@@ -20,7 +22,16 @@ pub(super) fn routes() -> Routes {
     Routes::new().get("/orders", Scope::OrdersRead, list_orders)
 }
 
-#[derive(Deserialize)]
+pub(super) fn operations() -> Vec<Op> {
+    vec![Op::get(
+        "/v1/orders",
+        "Orders from the summary view, newest first, paged",
+    )
+    .query::<ListQuery>()
+    .json::<ListOut>(200, "a page of orders; `next_cursor` for the next one")]
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
@@ -34,7 +45,7 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ListOut {
     orders: Vec<SummaryOut>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -42,7 +53,7 @@ struct ListOut {
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SummaryOut {
     order_id: String,
     status: String,
@@ -58,7 +69,7 @@ struct SummaryOut {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OriginOut {
     source: String,
     external_id: String,

@@ -13,10 +13,12 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, FieldExt};
 use super::extract::{parse_time, CommandContext, JsonBody, PathParams, QueryParams};
 use super::idempotency::KeptBody;
+use super::openapi::Op;
 use super::scoped::Routes;
 use super::wait_for::{with_wait_result, WaitFor};
 use crate::auth::Scope;
@@ -66,9 +68,77 @@ pub fn routes() -> Routes {
         .post("/orders/{order_id}/refunds", OrdersWrite, refund_order)
 }
 
+/// What [`routes`] serves, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let command = |op: Op| {
+        op.param("order_id", <OrderId as utoipa::PartialSchema>::schema())
+            .param("payment_id", <PaymentId as utoipa::PartialSchema>::schema())
+            .param(
+                "shipment_id",
+                <ShipmentId as utoipa::PartialSchema>::schema(),
+            )
+    };
+    let read = |op: Op| op.param("order_id", <OrderId as utoipa::PartialSchema>::schema());
+    let mut ops = list::operations();
+    ops.extend([
+        command(Op::post("/v1/orders", "Place an order, reserving its stock"))
+            .json_body::<PlaceOrderIn>()
+            .object(201, "the order")
+            .error(409, "out_of_stock (with `short`), order_exists")
+            .error(422, "no_lines, duplicate_line, unknown_sku, line_not_in_order, discount_exceeds_amount, total_too_large"),
+        read(Op::get("/v1/orders/{order_id}", "An order's state, now or `at` a position or time"))
+            .query::<GetQuery>()
+            .object(200, "the order")
+            .error(404, "order_not_found"),
+        read(Op::get("/v1/orders/{order_id}/events", "An order's events"))
+            .object(200, "`{order_id, events}`")
+            .error(404, "order_not_found"),
+        read(Op::get("/v1/orders/{order_id}/journey", "An order's events, their projections and deliveries"))
+            .object(200, "`{order_id, events}`")
+            .error(404, "order_not_found"),
+        command(Op::post("/v1/orders/{order_id}/payments", "Attempt a payment of the amount due"))
+            .json_body::<PaymentIn>()
+            .object(201, "the payment")
+            .error(404, "order_not_found")
+            .error(409, "order_cancelled, order_expired, payment_in_progress, already_paid, payment_exists")
+            .error(422, "amount_mismatch"),
+        command(Op::post("/v1/orders/{order_id}/payments/{payment_id}/capture", "Capture a pending payment"))
+            .object(200, "the payment")
+            .error(404, "order_not_found, payment_not_found")
+            .error(409, "payment_not_pending"),
+        command(Op::post("/v1/orders/{order_id}/payments/{payment_id}/fail", "Record a declined payment"))
+            .json_body::<ReasonIn>()
+            .object(200, "the payment")
+            .error(404, "order_not_found, payment_not_found")
+            .error(409, "payment_not_pending"),
+        command(Op::post("/v1/orders/{order_id}/shipments", "Dispatch some or all remaining units"))
+            .json_body::<ShipmentIn>()
+            .object(201, "the shipment")
+            .error(404, "order_not_found")
+            .error(409, "order_not_paid, order_cancelled, nothing_to_ship, shipment_exists")
+            .error(422, "line_not_in_order, shipment_exceeds_remaining"),
+        command(Op::post("/v1/orders/{order_id}/shipments/{shipment_id}/deliver", "Record a shipment's delivery"))
+            .object(200, "the shipment")
+            .error(404, "order_not_found, shipment_not_found")
+            .error(409, "shipment_already_delivered"),
+        command(Op::post("/v1/orders/{order_id}/cancel", "Cancel an order before any shipment"))
+            .json_body::<ReasonIn>()
+            .object(200, "the order")
+            .error(404, "order_not_found")
+            .error(409, "order_already_shipped, order_cancelled, order_expired"),
+        command(Op::post("/v1/orders/{order_id}/refunds", "Refund captured money"))
+            .json_body::<RefundIn>()
+            .object(201, "the refund")
+            .error(404, "order_not_found")
+            .error(409, "nothing_to_refund, refund_exists")
+            .error(422, "refund_exceeds_captured"),
+    ]);
+    ops
+}
+
 // Input
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderIn {
     order_id: Option<OrderId>,
@@ -91,7 +161,7 @@ struct PlaceOrderIn {
 }
 
 /// Where a storefront order came from: for finding it again on the platform.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OriginIn {
     source: SourceName,
@@ -100,7 +170,7 @@ struct OriginIn {
 }
 
 /// Off the line of `sku`, or off the whole order without one. Minor units.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DiscountIn {
     code: Text,
@@ -108,21 +178,21 @@ struct DiscountIn {
     amount: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShippingLineIn {
     title: Text,
     price: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TaxLineIn {
     title: Text,
     amount: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LineIn {
     sku: Sku,
@@ -131,7 +201,7 @@ struct LineIn {
     unit_price: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PaymentIn {
     payment_id: Option<PaymentId>,
@@ -139,13 +209,13 @@ struct PaymentIn {
     method: Option<Text>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReasonIn {
     reason: Text,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipmentIn {
     shipment_id: Option<ShipmentId>,
@@ -154,14 +224,14 @@ struct ShipmentIn {
     lines: Option<Vec<ShipmentLineIn>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipmentLineIn {
     sku: Sku,
     quantity: Quantity,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefundIn {
     refund_id: Option<RefundId>,
@@ -667,7 +737,7 @@ async fn place_order(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct GetQuery {
     /// A global position or an RFC 3339 time: the order as it was then.

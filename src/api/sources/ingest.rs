@@ -21,10 +21,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
+use crate::api::openapi::{any_object, Op};
 use crate::api::{admission, extract};
 use crate::domain::values::SourceName;
 use crate::state::AppState;
 use crate::store::sources::{self, Arrival, Platform};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// Outside the token gate, behind the same deadline, admission and body limit as every
 /// other command.
@@ -43,6 +46,53 @@ pub fn router(state: AppState) -> Router<AppState> {
             state,
             extract::stamp_deadline,
         ))
+}
+
+/// What [`router`] serves, for `GET /openapi.json`: no bearer token, the signature is
+/// the authentication.
+pub fn operations() -> Vec<Op> {
+    vec![Op::post(
+        "/v1/ingest/{platform}/{source}",
+        "A storefront's signed webhook",
+    )
+    .param("platform", platform())
+    .raw_body("application/json", any_object())
+    .header(
+        "X-Shopify-Hmac-Sha256",
+        "Shopify's signature of the body",
+        header_text(),
+    )
+    .header(
+        "X-Shopify-Topic",
+        "Shopify's topic (`orders/create`, …)",
+        header_text(),
+    )
+    .header(
+        "X-WC-Webhook-Signature",
+        "WooCommerce's signature of the body",
+        header_text(),
+    )
+    .header(
+        "X-WC-Webhook-Topic",
+        "WooCommerce's topic (`order.created`, …)",
+        header_text(),
+    )
+    .object(200, "`{status: received | duplicate | ping}`")
+    .error(400, "missing_topic, invalid_encoding")
+    .error(401, "invalid_signature")
+    .error(403, "wrong_shop")
+    .error(404, "source_not_found")]
+}
+
+fn header_text() -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).into()
+}
+
+fn platform() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("`shopify` or `woocommerce`"))
+        .into()
 }
 
 /// The headers a delivery's meaning depends on, kept with it in the inbox. Shopify's

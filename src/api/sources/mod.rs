@@ -21,12 +21,14 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{parse_limit, parse_overlap, JsonBody, PathParams, QueryParams};
+use super::openapi::{integer, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::domain::values::SourceName;
 use crate::state::AppState;
 use crate::store::sources::{self, InboxRow, InboxState, Platform, Source, SourceSecret};
 use crate::store::{from_millis, millis};
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes() -> Routes {
     use Scope::SourcesManage as Manage;
@@ -42,12 +44,72 @@ pub fn routes() -> Routes {
         .post("/sources/{name}/import", Manage, import)
 }
 
+/// What [`routes`] and [`ingest::router`] serve, for `GET /openapi.json`.
+pub fn operations() -> Vec<Op> {
+    let named = |op: Op| {
+        op.param("name", <SourceName as utoipa::PartialSchema>::schema())
+            .error(404, "source_not_found")
+    };
+    let delivery = |op: Op| {
+        named(op)
+            .param("id", integer(None))
+            .error(404, "delivery_not_failed")
+    };
+    let mut ops = vec![
+        Op::post("/v1/sources", "Register a storefront source")
+            .json_body::<SourceIn>()
+            .object(201, "the source, with its `ingest_url`")
+            .error(409, "source_exists"),
+        Op::get("/v1/sources", "Every source").object(200, "`{sources}`"),
+        named(Op::get("/v1/sources/{name}", "A source")).object(200, "the source"),
+        named(Op::patch("/v1/sources/{name}", "Rotate a source's secret"))
+            .json_body::<RotateIn>()
+            .object(200, "the source"),
+        named(Op::delete(
+            "/v1/sources/{name}",
+            "Delete a source and its inbox",
+        ))
+        .empty(204, "deleted"),
+        named(Op::get(
+            "/v1/sources/{name}/inbox",
+            "A source's deliveries, newest first",
+        ))
+        .query::<InboxQuery>()
+        .object(200, "`{deliveries, next_before}`"),
+        delivery(Op::post(
+            "/v1/sources/{name}/inbox/{id}/retry",
+            "Retry a failed delivery",
+        ))
+        .content(
+            202,
+            "the delivery",
+            "application/json",
+            super::openapi::any_object(),
+        ),
+        delivery(Op::delete(
+            "/v1/sources/{name}/inbox/{id}",
+            "Discard a failed delivery",
+        ))
+        .empty(204, "discarded"),
+        named(Op::post(
+            "/v1/sources/{name}/import",
+            "Import platform orders, one per line",
+        ))
+        // Any JSON value per line: a line that is not a platform order is reported in
+        // `failed`, never refused as a whole.
+        .raw_body("application/x-ndjson", super::openapi::any_value())
+        .object(200, "`{applied, unchanged, failed}`"),
+    ];
+    ops.extend(ingest::operations());
+    ops
+}
+
 /// How long a replaced secret still verifies, unless the request says: Shopify can take
 /// up to an hour to sign with a rotated one.
 const DEFAULT_OVERLAP: Duration = Duration::from_secs(3600);
 const MAX_SECRET_LEN: usize = 512;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SourceIn {
     name: SourceName,
@@ -59,7 +121,7 @@ struct SourceIn {
     site_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateIn {
     secret: String,
@@ -272,7 +334,7 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct InboxQuery {
     state: Option<String>,
