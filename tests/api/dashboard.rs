@@ -471,15 +471,25 @@ async fn the_page_and_its_assets_come_from_the_binary_and_need_no_token() {
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let headers = r.headers().clone();
         assert!(
-            headers["content-type"].to_str().unwrap().starts_with(content_type),
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
             "{path}: {headers:?}"
         );
         let csp = headers["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("default-src 'self'"), "{path}: nothing from elsewhere");
+        assert!(
+            csp.contains("default-src 'self'"),
+            "{path}: nothing from elsewhere"
+        );
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert!(r.text().await.unwrap().contains(holds), "{path}");
     }
-    let data = anonymous.get(app.url("/v1/ops/stats")).send().await.unwrap();
+    let data = anonymous
+        .get(app.url("/v1/ops/stats"))
+        .send()
+        .await
+        .unwrap();
     expect_error(data, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     app.stop().await;
 }
