@@ -182,7 +182,11 @@ async fn schemathesis(
             // and dashboard.rs read them.
             .args(["--exclude-path-regex", "^/v1/(events|ops)/stream$"])
             .args(filter)
-            .args(["--request-timeout", "20", "--workers", "2"])
+            // One worker: with two threads, Hypothesis' lambda descriptions (ast.parse)
+            // raced inside CPython 3.11 ("SystemError: AST constructor recursion depth
+            // mismatch", a CPython bug of ast.parse under threads), and schemathesis
+            // counted that as an error of the run.
+            .args(["--request-timeout", "20", "--workers", "1"])
             .args(["--generation-database", "none"])
             .kill_on_drop(true)
             .output(),
