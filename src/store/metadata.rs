@@ -144,6 +144,12 @@ impl TraceParent {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The 32 hex digits shared by every span of the trace.
+    pub fn trace_id(&self) -> &str {
+        // Parsed or generated: `00-` then the trace id.
+        &self.0[3..35]
+    }
 }
 
 #[cfg(test)]

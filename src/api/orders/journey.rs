@@ -23,6 +23,7 @@ use crate::domain::order::{Order, OrderError};
 use crate::domain::values::OrderId;
 use crate::state::AppState;
 use crate::store::log;
+use crate::store::metadata::TraceParent;
 use crate::store::reader::{Cursor, LogEntry};
 
 /// How long before the order's first event its reservations may have been recorded:
@@ -126,7 +127,7 @@ pub(super) async fn journey(
         entries
             .extend(log::order_inventory_events(&state.db, order_id.as_str(), &skus, since).await?);
     }
-    entries.sort_by_key(|e| (e.recorded_at, e.cursor.transaction_id, e.cursor.position));
+    entries.sort_by_key(|e| (e.recorded_at, e.cursor));
 
     let projections = state.projections.status().await?;
     let subscriptions = state.deliveries.list().await?;
@@ -242,17 +243,15 @@ fn delivery(
     }
 }
 
-/// Whether a reader at `checkpoint` has read the event at `at`: cursors order by
-/// transaction, then position (on SQLite the transaction is always 0).
+/// Whether a reader at `checkpoint` has read the event at `at` (cursors order by
+/// transaction, then position).
 fn reached(checkpoint: Cursor, at: Cursor) -> bool {
-    (checkpoint.transaction_id, checkpoint.position) >= (at.transaction_id, at.position)
+    checkpoint >= at
 }
 
-/// The trace id of a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
+/// The trace id of a W3C `traceparent`, as the command path reads one.
 fn trace_id(traceparent: &str) -> Option<String> {
-    let mut parts = traceparent.split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then(|| trace.to_owned())
+    TraceParent::parse(traceparent).map(|t| t.trace_id().to_owned())
 }
 
 #[cfg(test)]
