@@ -8,8 +8,9 @@
 //! the order is created with each line's backordered units.
 //!
 //! Each reservation is its own command on its SKU (so a hot SKU is contended only for
-//! its own write); if a line is refused, or the order cannot be created, the
-//! reservations (and backorders) already made are released before answering. A crash
+//! its own write), and the lines are reserved side by side, so an order's reservations
+//! share one group commit; if a line is refused, or the order cannot be created, the
+//! reservations (and backorders) made are released before answering. A crash
 //! between the reservations and the order leaves holds behind: the reservation process
 //! manager releases them once the order has not appeared in time.
 
@@ -48,6 +49,16 @@ pub enum PlacementError {
     Inventory(CommandError<InventoryError>),
     #[error("injected placement fault")]
     Injected,
+}
+
+/// The first SKU that appears on more than one line.
+fn first_repeated(command: &PlaceOrder) -> Option<Sku> {
+    let mut seen = std::collections::HashSet::with_capacity(command.lines.len());
+    command
+        .lines
+        .iter()
+        .find(|line| !seen.insert(&line.sku))
+        .map(|line| line.sku.clone())
 }
 
 fn list_skus<'a>(skus: impl Iterator<Item = &'a Sku>) -> String {
@@ -120,32 +131,45 @@ impl Placement<'_> {
         mode: Mode,
     ) -> Result<Executed<Order>, PlacementError> {
         let order_id = command.order_id.clone();
-        // No read first: a repeated order id is refused by the order itself (after its
-        // holds are released again), or by its SKUs while the first order holds them.
-        let mut held: Vec<Sku> = Vec::new();
-        let mut short = Vec::new();
-        let mut unknown = Vec::new();
+        // Two lines on one SKU would race each other for its stock; the order refuses
+        // them anyway, so refuse before anything is held.
+        if let Some(sku) = first_repeated(&command) {
+            return Err(PlacementError::Order(CommandError::Rejected(
+                OrderError::DuplicateLine { sku },
+            )));
+        }
         for line in command.lines.iter_mut() {
             // What stock says of the line, not what the caller guessed.
             line.backordered = 0;
             if mode == Mode::Backorder {
                 line.untracked = false;
             }
+        }
+        // Every line at once: each is a command on its own SKU, so they share one group
+        // commit rather than waiting for one round each. Each is bounded by the
+        // caller's deadline; a line shed by it is an error like any other, and what
+        // the others held is given back. No read first: a repeated order id is refused
+        // by the order itself (after its holds are released again), or by its SKUs
+        // while the first order holds them.
+        let results = futures::future::join_all(command.lines.iter().map(|line| {
+            let sku = line.sku.clone();
             let reserve = InventoryCommandFor {
                 sku: line.sku.clone(),
                 command: mode.reserve(order_id.clone(), line.quantity, command.at),
             };
-            // The deadline bounds when a placement starts, not how long it takes: once a
-            // line is held, the rest go on rather than hold stock only to give it back.
-            let line_metadata = if held.is_empty() {
-                metadata.caused()
-            } else {
-                metadata.caused().unbounded()
-            };
-            let result = self
-                .inventory
-                .execute(line.sku.as_str(), reserve, &line_metadata)
-                .await;
+            let line_metadata = metadata.caused();
+            async move {
+                self.inventory
+                    .execute(sku.as_str(), reserve, &line_metadata)
+                    .await
+            }
+        }))
+        .await;
+        let mut held: Vec<Sku> = Vec::new();
+        let mut short = Vec::new();
+        let mut unknown = Vec::new();
+        let mut failed = None;
+        for (line, result) in command.lines.iter_mut().zip(results) {
             match result {
                 Ok(executed) => match executed.events.last().map(|e| &e.payload) {
                     Some(InventoryEvent::StockReserved { .. }) => held.push(line.sku.clone()),
@@ -173,18 +197,21 @@ impl Placement<'_> {
                 }
                 Err(CommandError::Rejected(InventoryError::AlreadyReserved { .. })) => {
                     // The same order id is being placed by another request right now.
-                    self.release(&order_id, &held, metadata, "order_not_placed")
-                        .await;
-                    return Err(PlacementError::Order(CommandError::Rejected(
-                        OrderError::AlreadyExists { order_id },
+                    failed.get_or_insert(PlacementError::Order(CommandError::Rejected(
+                        OrderError::AlreadyExists {
+                            order_id: order_id.clone(),
+                        },
                     )));
                 }
                 Err(e) => {
-                    self.release(&order_id, &held, metadata, "order_not_placed")
-                        .await;
-                    return Err(PlacementError::Inventory(e));
+                    failed.get_or_insert(PlacementError::Inventory(e));
                 }
             }
+        }
+        if let Some(error) = failed {
+            self.release(&order_id, &held, metadata, "order_not_placed")
+                .await;
+            return Err(error);
         }
         if !short.is_empty() || !unknown.is_empty() {
             self.release(&order_id, &held, metadata, "order_not_placed")
@@ -403,6 +430,41 @@ mod tests {
             .place(order_of("api-2", &[("EBOOK", 1)]), &metadata())
             .await;
         assert!(matches!(unknown, Err(PlacementError::UnknownSkus { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_order_naming_a_sku_twice_is_refused_before_anything_is_held() {
+        let stores = stores().await;
+        stores.receive("MUG", 5).await;
+        let order = order_of("api-3", &[("MUG", 1), ("MUG", 2)]);
+        let refused = stores.placement().place(order, &metadata()).await;
+        let error = refused.err();
+        assert!(
+            matches!(
+                &error,
+                Some(PlacementError::Order(CommandError::Rejected(
+                    OrderError::DuplicateLine { sku }
+                ))) if sku.as_str() == "MUG"
+            ),
+            "{error:?}"
+        );
+        let mug = stores.item("MUG").await;
+        assert_eq!((mug.available(), mug.reserved()), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn when_one_line_is_short_the_lines_reserved_beside_it_are_given_back() {
+        let stores = stores().await;
+        stores.receive("MUG", 1).await;
+        stores.receive("TEE", 5).await;
+        stores.receive("CAP", 5).await;
+        let order = order_of("api-4", &[("TEE", 2), ("MUG", 3), ("CAP", 1)]);
+        let refused = stores.placement().place(order, &metadata()).await;
+        assert!(matches!(refused, Err(PlacementError::OutOfStock { .. })));
+        for (sku, stocked) in [("MUG", 1), ("TEE", 5), ("CAP", 5)] {
+            let item = stores.item(sku).await;
+            assert_eq!((item.available(), item.reserved()), (stocked, 0), "{sku}");
+        }
     }
 
     #[tokio::test]

@@ -126,16 +126,20 @@ impl EventWriter {
     pub fn start(db: &Database, appended: LogSignal, meter: Meter) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        let committers = match db {
-            Database::Postgres(_) => POSTGRES_COMMITTERS,
-            Database::Sqlite(_) => 1,
-        };
+        let sqlite = matches!(db, Database::Sqlite(_));
+        let committers = if sqlite { 1 } else { POSTGRES_COMMITTERS };
         for _ in 0..committers {
             let db = db.clone();
             let receiver = receiver.clone();
             let appended = appended.clone();
             let meter = meter.clone();
-            tokio::spawn(async move { commit_loop(db, receiver, appended, meter).await });
+            let committer = async move { commit_loop(db, receiver, appended, meter).await };
+            if sqlite {
+                // It ends with the last writer, whatever runtime that was on.
+                drop(super::spawn_sqlite_writer(|_| committer));
+            } else {
+                drop(tokio::spawn(committer));
+            }
         }
         Self { queue }
     }
@@ -469,6 +473,10 @@ impl<'a> DataKeyRows<'a> {
     }
 }
 
+/// One statement per kind of row, each over a JSON array bound as one parameter: under
+/// load a group holds hundreds of rows, and a statement per row cost more than the
+/// commit itself (measured: 0.15–0.5 ms each against 1.5 ms for the whole group's
+/// `json_each` statements).
 async fn write_sqlite(
     pool: &sqlx::SqlitePool,
     events: &[&NewEvent],
@@ -477,62 +485,79 @@ async fn write_sqlite(
 ) -> Result<(), sqlx::Error> {
     let _turn = super::sqlite_write_turn(pool).await;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for event in events {
+    if !events.is_empty() {
+        let rows = json_rows(events.iter().map(|e| {
+            (
+                e.aggregate_type,
+                &e.aggregate_id,
+                e.sequence,
+                &e.event_type,
+                &e.event_version,
+                &e.payload,
+                &e.metadata,
+            )
+        }));
+        // `key` is the index in the array: each aggregate's events keep their order.
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                                  event_version, payload, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                    value ->> 5, value ->> 6
+               FROM json_each(?) ORDER BY key",
         )
-        .bind(event.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(event.sequence)
-        .bind(&event.event_type)
-        .bind(&event.event_version)
-        .bind(&event.payload)
-        .bind(&event.metadata)
+        .bind(rows)
         .execute(&mut *tx)
         .await?;
     }
-    for key in keys {
-        let query = match key {
-            KeyWrite::Claim {
-                key,
-                request_hash,
-                at,
-            } => sqlx::query(
-                "INSERT INTO idempotency_keys (key, request_hash, created_at) VALUES (?, ?, ?)",
-            )
-            .bind(key)
-            .bind(request_hash)
-            .bind(super::millis(*at)),
-            KeyWrite::Record {
-                key,
-                request_hash,
-                answer,
-                at,
-            } => sqlx::query(
-                "INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
-                                               content_type, response_body, completed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(request_hash)
-            .bind(super::millis(*at))
-            .bind(i32::from(answer.status))
-            .bind(&answer.content_type)
-            .bind(&answer.body),
-            KeyWrite::Answer { key, answer, at } => sqlx::query(
-                "UPDATE idempotency_keys
-                    SET status_code = ?, content_type = ?, response_body = ?, completed_at = ?
-                  WHERE key = ?",
-            )
-            .bind(i32::from(answer.status))
-            .bind(&answer.content_type)
-            .bind(&answer.body)
-            .bind(super::millis(*at))
-            .bind(key),
-        };
-        query.execute(&mut *tx).await?;
+    let rows = KeyRows::of(keys);
+    if !rows.claims.is_empty() {
+        let claims = json_rows(
+            rows.claims
+                .iter()
+                .map(|(key, hash, at)| (key, hash, super::millis(*at))),
+        );
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+        )
+        .bind(claims)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !rows.records.is_empty() {
+        let records =
+            json_rows(rows.records.iter().map(|(key, hash, at, answer)| {
+                (key, hash, super::millis(*at), answer_row(answer))
+            }));
+        // `WHERE true` tells SQLite's parser the `ON CONFLICT` is an upsert clause.
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
+                                           content_type, response_body, completed_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3 ->> 0,
+                    value -> 3 ->> 1, unhex(value -> 3 ->> 2), value ->> 2
+               FROM json_each(?) WHERE true
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(records)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !rows.answers.is_empty() {
+        let answers = json_rows(
+            rows.answers
+                .iter()
+                .map(|(key, at, answer)| (key, super::millis(*at), answer_row(answer))),
+        );
+        sqlx::query(
+            "UPDATE idempotency_keys AS kept
+                SET status_code = u.value -> 2 ->> 0, content_type = u.value -> 2 ->> 1,
+                    response_body = unhex(u.value -> 2 ->> 2), completed_at = u.value ->> 1
+               FROM json_each(?) AS u
+              WHERE kept.key = u.value ->> 0",
+        )
+        .bind(answers)
+        .execute(&mut *tx)
+        .await?;
     }
     for write in data_keys {
         let query = match write {
@@ -556,4 +581,20 @@ async fn write_sqlite(
         query.execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// Rows as one JSON array of arrays, for `json_each`.
+fn json_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> String {
+    let rows: Vec<T> = rows.collect();
+    // Tuples of strings and integers: serializing them cannot fail.
+    serde_json::to_string(&rows).unwrap_or_default()
+}
+
+/// An answer as `[status, content type, body as hex]`: JSON has no bytes.
+fn answer_row(answer: &Answer) -> (u16, Option<&str>, String) {
+    (
+        answer.status,
+        answer.content_type.as_deref(),
+        hex::encode(&answer.body),
+    )
 }

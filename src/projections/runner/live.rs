@@ -1,8 +1,10 @@
 //! The live group: every batch of the log is read and decoded once and applied by each
 //! running projection to its serving generation, in a transaction of its own, side by
-//! side; a projection whose batch fails leaves the group and is retried alone, then
-//! stopped (marked failed) at the event it cannot apply. The live runner also drops a
-//! generation a switch retired, once queries on it have had time to finish.
+//! side (on SQLite, whose single writer would only queue them, in one transaction for
+//! all, falling back to one each when it fails); a projection whose batch fails leaves
+//! the group and is retried alone, then stopped (marked failed) at the event it cannot
+//! apply. The live runner also drops a generation a switch retired, once queries on it
+//! have had time to finish.
 //!
 //! A projection that is rebuilding keeps its place in the group: its serving generation
 //! goes on following the log until the successor takes over (the switch moves the
@@ -155,10 +157,15 @@ impl Projections {
                 work.push((projection, row, mine));
             }
         }
-        let outcomes = futures::future::join_all(work.iter().map(|(projection, row, mine)| {
-            self.apply_batch(projection, (row.generation, row.version), row.cursor, mine)
-        }))
-        .await;
+        let outcomes = match self.apply_together(&work).await {
+            Some(outcomes) => outcomes,
+            None => {
+                futures::future::join_all(work.iter().map(|(projection, row, mine)| {
+                    self.apply_batch(projection, (row.generation, row.version), row.cursor, mine)
+                }))
+                .await
+            }
+        };
         for ((projection, row, _), outcome) in work.into_iter().zip(outcomes) {
             let name = projection.name();
             match outcome {
@@ -321,6 +328,92 @@ impl Projections {
         }
     }
 
+    /// SQLite only: every projection's share of the batch in one transaction. SQLite
+    /// has one writer, so side by side their transactions only queue for it, and each
+    /// pays its own BEGIN and COMMIT; under load those were most of the time the views
+    /// held the write lock, which the commands wait for. Returns `None` when the batch
+    /// is not for this (PostgreSQL, or a single projection) or any part of it fails:
+    /// nothing is then applied, and the caller applies the shares one by one, which
+    /// tells the failing projection from the others.
+    async fn apply_together(
+        &self,
+        work: &[(Arc<dyn Projection>, Row, &[Envelope])],
+    ) -> Option<Vec<Result<Applied, ProjectionError>>> {
+        if !matches!(self.db, crate::store::Database::Sqlite(_)) || work.len() < 2 {
+            return None;
+        }
+        match self.apply_together_now(work).await {
+            Ok(outcomes) => Some(outcomes),
+            Err(e) => {
+                tracing::debug!(error = %e, "the batch failed as one; applying it projection by projection");
+                None
+            }
+        }
+    }
+
+    async fn apply_together_now(
+        &self,
+        work: &[(Arc<dyn Projection>, Row, &[Envelope])],
+    ) -> Result<Vec<Result<Applied, ProjectionError>>, ProjectionError> {
+        let mut tx = Tx::begin(&self.db).await?;
+        let names: Vec<&str> = work.iter().map(|(p, _, _)| p.name()).collect();
+        let locked = lock_rows(&mut tx, &names).await?;
+        let mut outcomes = Vec::with_capacity(work.len());
+        for (projection, row, events) in work {
+            let name = projection.name();
+            let Some(last) = events.last().map(|e| e.entry.cursor) else {
+                outcomes.push(Ok(Applied::Moved));
+                continue;
+            };
+            if !planned_for(locked.get(name), (row.generation, row.version), row.cursor) {
+                outcomes.push(Ok(Applied::Moved));
+                continue;
+            }
+            let mut view = View {
+                store: ViewStore::Tx(tx),
+                projection: name,
+                generation: row.generation,
+            };
+            let applied = projection
+                .apply(&mut view, events)
+                .instrument(self.apply_span(projection, events))
+                .await;
+            let ViewStore::Tx(back) = view.store else {
+                return Err(
+                    StoreError::Corrupt("a live view must be in a transaction".into()).into(),
+                );
+            };
+            tx = back;
+            applied?;
+            self.injected_fault(name, events)?;
+            advance(&mut tx, name, last).await?;
+            outcomes.push(Ok(Applied::All(last)));
+        }
+        tx.commit().await?;
+        self.signal.notify();
+        Ok(outcomes)
+    }
+
+    /// One span per applied batch, not per event (a batch is up to 500 events), tied to
+    /// the commands that appended them: their child when the batch is one command's
+    /// events, linked to each of them otherwise. None unless traces are exported.
+    fn apply_span(&self, projection: &Arc<dyn Projection>, events: &[Envelope]) -> tracing::Span {
+        if !crate::trace::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "projection_apply",
+            projection = projection.name(),
+            events = events.len(),
+        );
+        let stored: Vec<String> = events
+            .iter()
+            .filter_map(|e| crate::trace::stored_traceparent(e.entry.metadata.as_deref()))
+            .collect();
+        crate::trace::parent_or_link(&span, stored.iter().map(String::as_str));
+        span
+    }
+
     /// One transaction: lock the row, check the checkpoint, apply, advance.
     /// `target` is the (generation, version) the batch was planned for.
     ///
@@ -335,26 +428,8 @@ impl Projections {
         expected: Cursor,
         events: &[Envelope],
     ) -> Result<Applied, ProjectionError> {
-        if !crate::trace::enabled() {
-            return self
-                .apply_batch_now(projection, target, expected, events)
-                .await;
-        }
-        // With traces exported: one span per applied batch, not per event (a batch is
-        // up to 500 events), tied to the commands that appended them: their child when
-        // the batch is one command's events, linked to each of them otherwise.
-        let span = tracing::info_span!(
-            "projection_apply",
-            projection = projection.name(),
-            events = events.len(),
-        );
-        let stored: Vec<String> = events
-            .iter()
-            .filter_map(|e| crate::trace::stored_traceparent(e.entry.metadata.as_deref()))
-            .collect();
-        crate::trace::parent_or_link(&span, stored.iter().map(String::as_str));
         self.apply_batch_now(projection, target, expected, events)
-            .instrument(span)
+            .instrument(self.apply_span(projection, events))
             .await
     }
 
@@ -373,39 +448,21 @@ impl Projections {
         let mut tx = Tx::begin(&self.db).await?;
         let _look_past = tx.derived_only().await?.map(LookPast::register);
         let locked = lock_rows(&mut tx, &[name]).await?;
-        let (generation, version) = target;
-        let matches = locked.get(name).is_some_and(|locked| {
-            locked.generation == generation
-                && locked.cursor == expected
-                && locked.status == "running"
-                && locked.version == version
-        });
-        if !matches {
+        if !planned_for(locked.get(name), target, expected) {
             // Another runner, a skip or a switch moved the projection: start over.
             return Ok(Applied::Moved);
         }
         let mut view = View {
             store: ViewStore::Tx(tx),
             projection: name,
-            generation,
+            generation: target.0,
         };
         projection.apply(&mut view, events).await?;
         self.injected_fault(name, events)?;
         let ViewStore::Tx(mut tx) = view.store else {
             return Err(StoreError::Corrupt("a live view must be in a transaction".into()).into());
         };
-        let sql = "UPDATE projections SET cursor_tx = $2, cursor_position = $3, updated_at = $4
-                    WHERE name = $1";
-        tx.execute(
-            sql,
-            &[
-                Param::Text(name.to_owned()),
-                Param::Int(last.transaction_id),
-                Param::Int(last.position),
-                Param::Text(now()),
-            ],
-        )
-        .await?;
+        advance(&mut tx, name, last).await?;
         tx.commit().await?;
         // Other processes' readers do not look past our transaction: events committed
         // meanwhile may just have become visible to them, and ours is told too.
@@ -476,6 +533,35 @@ impl Projections {
         .await?;
         tx.commit().await
     }
+}
+
+/// Whether the locked row is still where the batch was planned from: the same
+/// (generation, version), checkpoint and running. A row skipped as held elsewhere is not.
+fn planned_for(locked: Option<&Row>, target: (i64, i64), expected: Cursor) -> bool {
+    let (generation, version) = target;
+    locked.is_some_and(|locked| {
+        locked.generation == generation
+            && locked.cursor == expected
+            && locked.status == "running"
+            && locked.version == version
+    })
+}
+
+/// Moves the projection's checkpoint to `last`, in the transaction that applied it.
+async fn advance(tx: &mut Tx, name: &str, last: Cursor) -> Result<(), StoreError> {
+    let sql = "UPDATE projections SET cursor_tx = $2, cursor_position = $3, updated_at = $4
+                WHERE name = $1";
+    tx.execute(
+        sql,
+        &[
+            Param::Text(name.to_owned()),
+            Param::Int(last.transaction_id),
+            Param::Int(last.position),
+            Param::Text(now()),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Projections out of the live group while a task of their own retries them.

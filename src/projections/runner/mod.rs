@@ -190,8 +190,21 @@ impl Projections {
         let live = self.clone();
         let live_shutdown = shutdown.clone();
         let rebuilds = self.clone();
+        let live = match &self.db {
+            // The live group holds SQLite's write lock for every batch: on the writers'
+            // thread, beside the event writer (`store::spawn_sqlite_writer`).
+            Database::Sqlite(_) => crate::store::spawn_sqlite_writer(move |dropped| async move {
+                tokio::select! {
+                    _ = live.run_live(live_shutdown) => {}
+                    _ = dropped.cancelled() => {}
+                }
+            }),
+            Database::Postgres(_) => {
+                tokio::spawn(async move { live.run_live(live_shutdown).await })
+            }
+        };
         vec![
-            tokio::spawn(async move { live.run_live(live_shutdown).await }),
+            live,
             tokio::spawn(async move { rebuilds.run_rebuilds(shutdown).await }),
         ]
     }
