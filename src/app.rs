@@ -185,6 +185,7 @@ impl Application {
             })
             .await
             .context("serving HTTP")?;
+        self.state.idempotency.settle().await;
         shutdown.cancel();
         let _ = sweeper.await;
         let _ = meter.await;

@@ -62,7 +62,7 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     };
     // Held before the check, so that a duplicate arriving meanwhile cannot also find the
     // key free.
-    let Some(held) = state.idempotency.hold(&key) else {
+    let Some(held) = state.idempotency.hold(&key).await else {
         return Err(in_flight());
     };
     let found = state
@@ -128,7 +128,8 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     let body = read_body(body).await.map_err(IntoResponse::into_response)?;
     // The command has taken effect: the client hears so even if keeping the response
     // fails. A claim that committed with the command's events then stays in flight until
-    // it expires, so a retry is refused rather than run twice; a request that appended
+    // it expires, so a retry is refused rather than run twice (and the client does not
+    // wait for its answer's commit, `store::idempotency`); a request that appended
     // nothing (a refusal, a subscription or token created) and could not be kept is
     // run again by its retry.
     let answer = Answer {
@@ -140,10 +141,13 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             .map(str::to_owned),
         body: kept.map_or_else(|| body.to_vec(), |k| k.0),
     };
-    if let Err(e) = state.idempotency.keep(&claim, answer, Utc::now()).await {
+    if let Err(e) = state
+        .idempotency
+        .keep(held, &claim, answer, Utc::now())
+        .await
+    {
         tracing::error!(error = %e, "could not keep the response of an idempotent request");
     }
-    drop(held);
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 

@@ -5,7 +5,11 @@
 //! and its key rides to the log with its command ([`KeyClaim`]): the claim commits in
 //! the same group commit as the command's events (`store::writer`), so a retry after a
 //! crash finds both or neither. The answer is kept once the handler has it, in the next
-//! group commit, before the client hears it.
+//! group commit, and the client does not wait for that commit: the claim already stops
+//! the command from running twice, and a crash before the answer commits leaves the
+//! claim in flight whether or not the client heard (a third of a keyed order's time went
+//! to waiting for it, measured in BENCHMARKS.md). Until the answer is in, the key stays
+//! held in this process, and a duplicate arriving meanwhile waits for it and gets it.
 //!
 //! A request that appends nothing (a refusal, a route outside the aggregates) keeps key
 //! and answer at once. Two processes given one key at the same instant: for a command,
@@ -16,12 +20,14 @@
 //! stays in flight until it expires: the command took effect, and running it again
 //! could append it twice.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 use super::writer::{Answer, EventWriter, KeyWrite};
 use super::{Database, StoreError};
@@ -95,14 +101,45 @@ pub struct IdempotencyStore {
     db: Database,
     writer: EventWriter,
     ttl: Duration,
-    /// Keys with a request running in this process.
-    running: Arc<Mutex<HashSet<String>>>,
+    running: Running,
+    /// Answers being kept after their response went out.
+    keeping: TaskTracker,
 }
+
+/// Keys with a request running in this process; once its response is out, with the
+/// token cancelled when its answer is kept.
+type Running = Arc<Mutex<HashMap<String, Option<CancellationToken>>>>;
+
+/// How long a duplicate waits for its twin's answer to be kept before it is told the
+/// key is in flight. The answer's commit takes milliseconds; this only bounds a stall.
+const KEEPING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A key held by the request running it in this process; let go when dropped.
 pub struct Held {
     key: String,
-    running: Arc<Mutex<HashSet<String>>>,
+    running: Running,
+}
+
+impl Held {
+    /// The response is out and the answer on its way to the log: duplicates wait for it.
+    fn answering(self) -> Answering {
+        let kept = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(self.key.clone(), Some(kept.clone()));
+        Answering {
+            _held: self,
+            _kept: kept.drop_guard(),
+        }
+    }
+}
+
+/// A held key whose answer is being kept. Dropped once it is: the key is let go first,
+/// then the duplicates waiting are woken, so that they find it free.
+struct Answering {
+    _held: Held,
+    _kept: DropGuard,
 }
 
 impl Drop for Held {
@@ -121,19 +158,43 @@ impl IdempotencyStore {
             writer,
             ttl: Duration::from_std(ttl).unwrap_or(Duration::hours(24)),
             running: Arc::default(),
+            keeping: TaskTracker::new(),
         }
     }
 
-    /// Holds `key` for a request of this process, or `None` when one is running.
-    pub fn hold(&self, key: &str) -> Option<Held> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        running.insert(key.to_owned()).then(|| Held {
-            key: key.to_owned(),
-            running: self.running.clone(),
-        })
+    /// Holds `key` for a request of this process, or `None` when one is running. When
+    /// that one has answered and its answer is being kept, waits for it (a retry that
+    /// fast then gets the answer replayed, as it would a moment later).
+    pub async fn hold(&self, key: &str) -> Option<Held> {
+        loop {
+            let kept = {
+                let mut running = self
+                    .running
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                match running.get(key) {
+                    None => {
+                        running.insert(key.to_owned(), None);
+                        return Some(Held {
+                            key: key.to_owned(),
+                            running: self.running.clone(),
+                        });
+                    }
+                    Some(None) => return None,
+                    Some(Some(kept)) => kept.clone(),
+                }
+            };
+            tokio::time::timeout(KEEPING_WAIT, kept.cancelled())
+                .await
+                .ok()?;
+        }
+    }
+
+    /// Waits for the answers still being kept: the server calls it once it takes no
+    /// more requests, before it closes the database.
+    pub async fn settle(&self) {
+        self.keeping.close();
+        self.keeping.wait().await;
     }
 
     /// What the kept keys say of this request. Reads only, but for an expired key,
@@ -191,32 +252,52 @@ impl IdempotencyStore {
         })
     }
 
-    /// Keeps the answer for retries: with the claim that committed with the command's
-    /// events, or with a new record of the key when nothing was claimed.
+    /// Keeps the answer for retries, and lets the key go once it is kept.
+    ///
+    /// With a claim that committed with the command's events, this returns at once and
+    /// the answer follows in the next group commit (the module's doc says why). With
+    /// nothing claimed (a refusal, a route outside the aggregates), the key and answer
+    /// are recorded before this returns: the retry of a request that appended nothing
+    /// runs again unless it finds them.
     pub async fn keep(
         &self,
+        held: Held,
         claim: &KeyClaim,
         answer: Answer,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let write = if claim.taken() {
-            KeyWrite::Answer {
-                key: claim.key.clone(),
-                answer,
-                at: now,
-            }
-        } else {
-            KeyWrite::Record {
+        if !claim.taken() {
+            let record = KeyWrite::Record {
                 key: claim.key.clone(),
                 request_hash: claim.request_hash.clone(),
                 answer,
                 at: claim.at,
-            }
+            };
+            let kept = self
+                .writer
+                .append_with(Vec::new(), vec![record], Vec::new(), None)
+                .await;
+            drop(held);
+            return Ok(kept?);
+        }
+        let write = KeyWrite::Answer {
+            key: claim.key.clone(),
+            answer,
+            at: now,
         };
-        Ok(self
-            .writer
-            .append_with(Vec::new(), vec![write], Vec::new(), None)
-            .await?)
+        let answering = held.answering();
+        let writer = self.writer.clone();
+        self.keeping.spawn(async move {
+            if let Err(e) = writer
+                .append_with(Vec::new(), vec![write], Vec::new(), None)
+                .await
+            {
+                // The claim stays in flight until it expires, as after a crash.
+                tracing::error!(error = %e, "could not keep the response of an idempotent request");
+            }
+            drop(answering);
+        });
+        Ok(())
     }
 
     async fn forget_expired(

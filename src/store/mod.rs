@@ -181,7 +181,13 @@ impl Database {
                 .foreign_keys(true)
                 // Deleted rows are zeroed, not left in free pages: an erased customer's
                 // data keys (`vault`) must be gone from the file, not merely unlinked.
-                .pragma("secure_delete", "ON");
+                .pragma("secure_delete", "ON")
+                // A checkpoint runs in the commit that crosses the threshold, with the
+                // write turn held; the hot pages (the log's last leaf, the checkpoints,
+                // the views' rows) are copied back once per checkpoint however often
+                // they were written. Every 10,000 pages (about 40 MB of WAL) rather than
+                // SQLite's 1,000: measured +4% and +13% orders/s, same run.
+                .pragma("wal_autocheckpoint", "10000");
             if let Some(parent) = options.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(parent).map_err(|source| {

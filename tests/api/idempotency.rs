@@ -15,6 +15,7 @@ on_both_backends!(
     a_malformed_key_is_refused,
     a_replay_keeps_the_first_answers_content_type,
     the_store_keeps_each_answers_content_type,
+    a_duplicate_arriving_while_the_answer_is_kept_waits_for_it,
     one_key_sent_to_two_servers_at_once_places_one_order,
 );
 
@@ -219,8 +220,9 @@ async fn the_store_keeps_each_answers_content_type(backend: Backend) {
             content_type: content_type.map(str::to_owned),
             body: body.to_vec(),
         };
+        let held = store.hold(key).await.unwrap();
         store
-            .keep(&KeyClaim::new(key, "h", now), answer, now)
+            .keep(held, &KeyClaim::new(key, "h", now), answer, now)
             .await
             .unwrap();
         assert_eq!(
@@ -275,4 +277,46 @@ async fn retry_until_answered(app: &TestApp, body: &Value) -> (StatusCode, Value
         },
     )
     .await
+}
+
+async fn a_duplicate_arriving_while_the_answer_is_kept_waits_for_it(backend: Backend) {
+    use orderlog::store::idempotency::{Claim, IdempotencyStore, KeyClaim};
+    use orderlog::store::reader::LogSignal;
+    use orderlog::store::writer::{Answer, EventWriter};
+    let url = fresh_database(backend).await;
+    let db = orderlog::store::Database::connect(&url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let writer = EventWriter::start(&db, LogSignal::default(), Default::default());
+    let store = IdempotencyStore::new(db, std::time::Duration::from_secs(60), writer.clone());
+    let now = chrono::Utc::now();
+    // Given a claim committed with its command, as the group commit does it.
+    let held = store.hold("k-1").await.unwrap();
+    let claim = KeyClaim::new("k-1", "h", now);
+    writer
+        .append_with(Vec::new(), vec![claim.write()], Vec::new(), None)
+        .await
+        .unwrap();
+    claim.mark_taken();
+    // While the request still runs, a duplicate is turned away at once.
+    assert!(store.hold("k-1").await.is_none());
+    // When its answer is kept, the call returns before the answer commits...
+    let answer = Answer {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: b"{\"order_id\":\"o-1\"}".to_vec(),
+    };
+    store.keep(held, &claim, answer, now).await.unwrap();
+    // ...and a duplicate arriving meanwhile waits for it, then finds it kept.
+    let duplicate = store.hold("k-1").await;
+    assert!(duplicate.is_some());
+    assert_eq!(
+        store.check("k-1", "h", now).await.unwrap(),
+        Claim::Replay {
+            status: 201,
+            content_type: Some("application/json".into()),
+            body: b"{\"order_id\":\"o-1\"}".to_vec(),
+        }
+    );
+    drop(duplicate);
+    store.settle().await;
 }
