@@ -190,6 +190,15 @@ impl Op {
         self
     }
 
+    /// A JSON answer whose body is `T`, described in place rather than as a component:
+    /// the instances of a generic `T` would all share one component name.
+    pub fn json_inline<T: ToSchema>(mut self, status: u16, description: &'static str) -> Op {
+        T::schemas(&mut self.components);
+        self.responses
+            .push((status, description, Some(("application/json", T::schema()))));
+        self
+    }
+
     /// A JSON object answer whose fields the README lists.
     pub fn object(self, status: u16, description: &'static str) -> Op {
         self.content(status, description, "application/json", any_object())
@@ -560,7 +569,22 @@ mod values {
     use utoipa::openapi::RefOr;
     use utoipa::{PartialSchema, ToSchema};
 
+    use crate::domain::order::{OrderStatus, Origin, PaymentStatus, ShipmentLine, ShipmentStatus};
     use crate::domain::values::*;
+
+    /// A string enum, from the names serde gives the values.
+    fn names<T: serde::Serialize>(values: &[T], description: &str) -> RefOr<Schema> {
+        let names: Vec<String> = values
+            .iter()
+            .filter_map(|v| serde_json::to_value(v).ok())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .description(Some(description))
+            .into()
+    }
 
     fn identifier(max: usize, dots: bool, description: &str) -> RefOr<Schema> {
         // Letters, digits, `-`, `_` (and `.` in SKUs), but never `.` or `..`.
@@ -719,6 +743,67 @@ mod values {
             .property("country", CountryCode::schema())
             .required("country")
             .description(Some("an address (personal data, sealed at rest)"))
+            .into()
+    );
+
+    schema!(
+        OrderStatus,
+        names(
+            &[
+                OrderStatus::Placed,
+                OrderStatus::PaymentPending,
+                OrderStatus::Paid,
+                OrderStatus::PartiallyShipped,
+                OrderStatus::Shipped,
+                OrderStatus::Fulfilled,
+                OrderStatus::Cancelled,
+                OrderStatus::Expired,
+                OrderStatus::PartiallyRefunded,
+                OrderStatus::Refunded,
+            ],
+            "where the order stands"
+        )
+    );
+    schema!(
+        PaymentStatus,
+        names(
+            &[
+                PaymentStatus::Pending,
+                PaymentStatus::Captured,
+                PaymentStatus::Failed
+            ],
+            "where a payment stands"
+        )
+    );
+    schema!(
+        ShipmentStatus,
+        names(
+            &[ShipmentStatus::Dispatched, ShipmentStatus::Delivered],
+            "where a shipment stands"
+        )
+    );
+    schema!(
+        ShipmentLine,
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("sku", Sku::schema())
+            .required("sku")
+            .property("quantity", Quantity::schema())
+            .required("quantity")
+            .into()
+    );
+    schema!(
+        Origin,
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("source", SourceName::schema())
+            .required("source")
+            .property("external_id", Text::schema())
+            .required("external_id")
+            .property("external_number", Text::schema())
+            .description(Some(
+                "the storefront the order came through, and its own id for it"
+            ))
             .into()
     );
 

@@ -83,12 +83,12 @@ pub fn operations() -> Vec<Op> {
     ops.extend([
         command(Op::post("/v1/orders", "Place an order, reserving its stock"))
             .json_body::<PlaceOrderIn>()
-            .object(201, "the order")
+            .json::<OrderOut>(201, "the order")
             .error(409, "out_of_stock (with `short`), order_exists")
             .error(422, "no_lines, duplicate_line, unknown_sku, line_not_in_order, discount_exceeds_amount, total_too_large"),
         read(Op::get("/v1/orders/{order_id}", "An order's state, now or `at` a position or time"))
             .query::<GetQuery>()
-            .object(200, "the order")
+            .json::<OrderOut>(200, "the order")
             .error(404, "order_not_found"),
         read(Op::get("/v1/orders/{order_id}/events", "An order's events"))
             .object(200, "`{order_id, events}`")
@@ -98,37 +98,37 @@ pub fn operations() -> Vec<Op> {
             .error(404, "order_not_found"),
         command(Op::post("/v1/orders/{order_id}/payments", "Attempt a payment of the amount due"))
             .json_body::<PaymentIn>()
-            .object(201, "the payment")
+            .json_inline::<PartOut<PaymentOut>>(201, "the payment")
             .error(404, "order_not_found")
             .error(409, "order_cancelled, order_expired, payment_in_progress, already_paid, payment_exists")
             .error(422, "amount_mismatch"),
         command(Op::post("/v1/orders/{order_id}/payments/{payment_id}/capture", "Capture a pending payment"))
-            .object(200, "the payment")
+            .json_inline::<PartOut<PaymentOut>>(200, "the payment")
             .error(404, "order_not_found, payment_not_found")
             .error(409, "payment_not_pending"),
         command(Op::post("/v1/orders/{order_id}/payments/{payment_id}/fail", "Record a declined payment"))
             .json_body::<ReasonIn>()
-            .object(200, "the payment")
+            .json_inline::<PartOut<PaymentOut>>(200, "the payment")
             .error(404, "order_not_found, payment_not_found")
             .error(409, "payment_not_pending"),
         command(Op::post("/v1/orders/{order_id}/shipments", "Dispatch some or all remaining units"))
             .json_body::<ShipmentIn>()
-            .object(201, "the shipment")
+            .json_inline::<PartOut<ShipmentOut>>(201, "the shipment")
             .error(404, "order_not_found")
             .error(409, "order_not_paid, order_cancelled, nothing_to_ship, shipment_exists")
             .error(422, "line_not_in_order, shipment_exceeds_remaining"),
         command(Op::post("/v1/orders/{order_id}/shipments/{shipment_id}/deliver", "Record a shipment's delivery"))
-            .object(200, "the shipment")
+            .json_inline::<PartOut<ShipmentOut>>(200, "the shipment")
             .error(404, "order_not_found, shipment_not_found")
             .error(409, "shipment_already_delivered"),
         command(Op::post("/v1/orders/{order_id}/cancel", "Cancel an order before any shipment"))
             .json_body::<ReasonIn>()
-            .object(200, "the order")
+            .json::<OrderOut>(200, "the order")
             .error(404, "order_not_found")
             .error(409, "order_already_shipped, order_cancelled, order_expired"),
         command(Op::post("/v1/orders/{order_id}/refunds", "Refund captured money"))
             .json_body::<RefundIn>()
-            .object(201, "the refund")
+            .json_inline::<PartOut<RefundOut>>(201, "the refund")
             .error(404, "order_not_found")
             .error(409, "nothing_to_refund, refund_exists")
             .error(422, "refund_exceeds_captured"),
@@ -241,7 +241,7 @@ struct RefundIn {
 
 // Output: amounts are integers in minor units of the order's `currency`.
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OrderOut {
     order_id: OrderId,
     version: usize,
@@ -272,7 +272,7 @@ struct OrderOut {
     fulfilled_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LineOut {
     sku: Sku,
     quantity: Quantity,
@@ -282,7 +282,7 @@ struct LineOut {
     backordered: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DiscountOut {
     code: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,19 +290,19 @@ struct DiscountOut {
     amount: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShippingLineOut {
     title: Text,
     price: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TaxLineOut {
     title: Text,
     amount: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PaymentOut {
     payment_id: PaymentId,
     amount: i64,
@@ -314,7 +314,7 @@ struct PaymentOut {
     attempted_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShipmentOut {
     shipment_id: ShipmentId,
     carrier: Text,
@@ -326,7 +326,7 @@ struct ShipmentOut {
     delivered_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RefundOut {
     refund_id: RefundId,
     amount: i64,
@@ -334,15 +334,15 @@ struct RefundOut {
     refunded_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CancellationOut {
     reason: Text,
     cancelled_at: DateTime<Utc>,
 }
 
 /// The answer to a command on part of an order: that part, plus where the order now is.
-#[derive(Serialize)]
-struct PartOut<T: Serialize> {
+#[derive(Serialize, ToSchema)]
+struct PartOut<T: Serialize + ToSchema> {
     order_id: OrderId,
     order_status: OrderStatus,
     version: usize,
@@ -423,6 +423,32 @@ impl PersonalOut {
         }
     }
 }
+
+/// The members an order's personal data adds to it: each `null` once the customer is
+/// erased, with `"erased": true`.
+impl utoipa::PartialSchema for PersonalOut {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let or_null = |schema: RefOr<Schema>| -> RefOr<Schema> {
+            OneOfBuilder::new()
+                .item(schema)
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .into()
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("shipping_address", or_null(ShippingAddress::schema()))
+            .property("billing_address", or_null(ShippingAddress::schema()))
+            .property("email", or_null(Email::schema()))
+            .property("phone", or_null(Phone::schema()))
+            .property("note", or_null(FreeText::schema()))
+            .property("erased", ObjectBuilder::new().schema_type(Type::Boolean))
+            .into()
+    }
+}
+
+impl ToSchema for PersonalOut {}
 
 impl Serialize for PersonalOut {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -623,7 +649,7 @@ fn respond_order(
     response
 }
 
-fn part<T: Serialize>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
+fn part<T: Serialize + ToSchema>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
     PartOut {
         order_id: order.order_id.clone(),
         order_status: order.status(),
