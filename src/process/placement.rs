@@ -146,25 +146,32 @@ impl Placement<'_> {
             }
         }
         // Every line at once: each is a command on its own SKU, so they share one group
-        // commit rather than waiting for one round each. Each is bounded by the
-        // caller's deadline; a line shed by it is an error like any other, and what
-        // the others held is given back. No read first: a repeated order id is refused
-        // by the order itself (after its holds are released again), or by its SKUs
-        // while the first order holds them.
-        let results = futures::future::join_all(command.lines.iter().map(|line| {
-            let sku = line.sku.clone();
-            let reserve = InventoryCommandFor {
-                sku: line.sku.clone(),
-                command: mode.reserve(order_id.clone(), line.quantity, command.at),
-            };
-            let line_metadata = metadata.caused();
-            async move {
-                self.inventory
-                    .execute(sku.as_str(), reserve, &line_metadata)
-                    .await
-            }
-        }))
-        .await;
+        // commit rather than waiting for one round each. The deadline bounds when a
+        // placement starts, not how long it takes: only the first line carries it, as
+        // when lines were reserved one after another (a 5 ms deadline under a burst then
+        // refused nearly every two-line order, each line having its own chance to miss
+        // it). Should it be shed, what the others held is given back. No read first: a
+        // repeated order id is refused by the order itself (after its holds are
+        // released again), or by its SKUs while the first order holds them.
+        let results =
+            futures::future::join_all(command.lines.iter().enumerate().map(|(i, line)| {
+                let sku = line.sku.clone();
+                let reserve = InventoryCommandFor {
+                    sku: line.sku.clone(),
+                    command: mode.reserve(order_id.clone(), line.quantity, command.at),
+                };
+                let line_metadata = if i == 0 {
+                    metadata.caused()
+                } else {
+                    metadata.caused().unbounded()
+                };
+                async move {
+                    self.inventory
+                        .execute(sku.as_str(), reserve, &line_metadata)
+                        .await
+                }
+            }))
+            .await;
         let mut held: Vec<Sku> = Vec::new();
         let mut short = Vec::new();
         let mut unknown = Vec::new();
