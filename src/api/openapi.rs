@@ -748,21 +748,7 @@ mod values {
 
     schema!(
         OrderStatus,
-        names(
-            &[
-                OrderStatus::Placed,
-                OrderStatus::PaymentPending,
-                OrderStatus::Paid,
-                OrderStatus::PartiallyShipped,
-                OrderStatus::Shipped,
-                OrderStatus::Fulfilled,
-                OrderStatus::Cancelled,
-                OrderStatus::Expired,
-                OrderStatus::PartiallyRefunded,
-                OrderStatus::Refunded,
-            ],
-            "where the order stands"
-        )
+        names(&OrderStatus::ALL, "where the order stands")
     );
     schema!(
         PaymentStatus,

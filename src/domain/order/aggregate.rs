@@ -219,21 +219,22 @@ impl OrderStatus {
         }
     }
 
+    /// Every status an order can have.
+    pub const ALL: [OrderStatus; 10] = [
+        OrderStatus::Placed,
+        OrderStatus::PaymentPending,
+        OrderStatus::Paid,
+        OrderStatus::PartiallyShipped,
+        OrderStatus::Shipped,
+        OrderStatus::Fulfilled,
+        OrderStatus::Cancelled,
+        OrderStatus::Expired,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+    ];
+
     pub fn parse(raw: &str) -> Option<OrderStatus> {
-        [
-            OrderStatus::Placed,
-            OrderStatus::PaymentPending,
-            OrderStatus::Paid,
-            OrderStatus::PartiallyShipped,
-            OrderStatus::Shipped,
-            OrderStatus::Fulfilled,
-            OrderStatus::Cancelled,
-            OrderStatus::Expired,
-            OrderStatus::PartiallyRefunded,
-            OrderStatus::Refunded,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
     pub fn of(facts: &StatusFacts) -> OrderStatus {
