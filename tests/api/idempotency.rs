@@ -120,8 +120,14 @@ async fn keys_survive_a_restart(backend: Backend) {
 
     let restarted = spawn_app_on(&url, |_| {}).await;
     let replay = restarted.post_with_key("/v1/orders", "key-r", &body).await;
-    assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(expect_status(replay, StatusCode::CREATED).await, first);
+    let replayed = replay.headers().get("idempotent-replayed").cloned();
+    let again = expect_status(replay, StatusCode::CREATED).await;
+    assert_eq!(
+        replayed.as_ref().and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "the retry after the restart was run again: {again}"
+    );
+    assert_eq!(again, first);
 }
 
 async fn keys_expire_after_their_retention(backend: Backend) {
