@@ -29,40 +29,36 @@ pub fn routes() -> Routes {
 pub fn operations() -> Vec<Op> {
     let named = |op: Op| op.error(404, "projection_not_found");
     vec![
-        Op::get("/v1/admin/projections", "Every projection's state").object(200, "`{projections}`"),
+        Op::get("/v1/admin/projections", "Every projection's state")
+            .json::<ListOut>(200, "every projection"),
         named(Op::get(
             "/v1/admin/projections/{name}",
             "A projection's state",
         ))
-        .object(200, "the projection"),
+        .json::<Status>(200, "the projection"),
         named(Op::post(
             "/v1/admin/projections/{name}/rebuild",
             "Start a blue/green rebuild",
         ))
-        .content(
-            202,
-            "the rebuild started",
-            "application/json",
-            super::openapi::any_object(),
-        )
+        .json::<Status>(202, "the projection, its rebuild started")
         .error(409, "the projection is busy"),
         named(Op::post(
             "/v1/admin/projections/{name}/retry",
             "Resume a failed or stopped projection",
         ))
-        .object(200, "the projection")
+        .json::<Status>(200, "the projection")
         .error(409, "the projection is busy"),
         named(Op::post(
             "/v1/admin/projections/{name}/skip",
             "Skip the event it failed on",
         ))
-        .object(200, "the projection")
+        .json::<Status>(200, "the projection")
         .error(409, "the projection is busy"),
         named(Op::post(
             "/v1/admin/projections/{name}/stop",
             "Stop a projection",
         ))
-        .object(200, "the projection")
+        .json::<Status>(200, "the projection")
         .error(409, "the projection is busy"),
     ]
 }
@@ -84,7 +80,8 @@ impl From<RunnerError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ProjectionList)]
 struct ListOut {
     projections: Vec<Status>,
 }

@@ -14,7 +14,7 @@ use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::projections::analytics::{self, DailyRow, TopSku};
 use crate::state::AppState;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -30,10 +30,10 @@ pub fn operations() -> Vec<Op> {
             "Per-day counts, revenue and the funnel",
         )
         .query::<RangeQuery>()
-        .object(200, "`{from, to, days, totals, revenue, funnel}`"),
+        .json::<SummaryOut>(200, "the range's days, totals, revenue and funnel"),
         Op::get("/v1/analytics/top-skus", "SKUs by units sold, then revenue")
             .query::<RangeQuery>()
-            .object(200, "`{from, to, skus}`"),
+            .json::<TopSkusOut>(200, "the range's SKUs by units sold"),
     ]
 }
 
@@ -49,7 +49,8 @@ struct RangeQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = AnalyticsSummary)]
 struct SummaryOut {
     from: String,
     to: String,
@@ -59,7 +60,7 @@ struct SummaryOut {
     funnel: FunnelOut,
 }
 
-#[derive(Serialize, Default, Clone, Copy)]
+#[derive(Serialize, Default, Clone, Copy, ToSchema)]
 struct Counts {
     orders_placed: i64,
     orders_paid: i64,
@@ -80,7 +81,7 @@ impl Counts {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DayOut {
     day: String,
     #[serde(flatten)]
@@ -89,7 +90,7 @@ struct DayOut {
 }
 
 /// Amounts in minor units of `currency`.
-#[derive(Serialize, Default, Clone)]
+#[derive(Serialize, Default, Clone, ToSchema)]
 struct RevenueOut {
     currency: String,
     orders_placed: i64,
@@ -113,7 +114,7 @@ impl RevenueOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FunnelOut {
     placed: i64,
     paid: i64,
@@ -202,7 +203,7 @@ async fn summary(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TopSkusOut {
     from: String,
     to: String,

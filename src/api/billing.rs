@@ -26,11 +26,11 @@ pub fn operations() -> Vec<Op> {
     vec![
         Op::get("/v1/billing/orders/{order_id}", "An order's billing view")
             .param("order_id", <OrderId as utoipa::PartialSchema>::schema())
-            .object(200, "`{id, currency, total, amount_due, captured, failed_attempts, refunded, balance, updated_at}`")
+            .json::<BillingRow>(200, "the order's billing")
             .error(404, "order_not_found"),
         Op::get("/v1/billing/daily", "Money captured and refunded per day")
             .query::<DailyQuery>()
-            .object(200, "`{days}`"),
+            .json::<DailyOut>(200, "money captured and refunded, per day and currency"),
     ]
 }
 
@@ -60,7 +60,8 @@ struct DailyQuery {
     currency: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BillingDays)]
 struct DailyOut {
     days: Vec<DailyRow>,
 }

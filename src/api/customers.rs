@@ -42,12 +42,12 @@ pub fn operations() -> Vec<Op> {
             "Erase a customer's personal data",
         ))
         .optional_json_body::<EraseIn>()
-        .object(200, "the erasure receipt"),
+        .json::<Receipt>(200, "the erasure receipt"),
         customer(Op::get(
             "/v1/customers/{customer_id}/erasure",
             "A customer's erasure receipt",
         ))
-        .object(
+        .json::<Receipt>(
             200,
             "the receipt; `state: not_erased` for a customer never erased",
         ),

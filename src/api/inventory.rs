@@ -38,12 +38,9 @@ pub fn operations() -> Vec<Op> {
             "SKUs with fewer than `below` available, fewest first",
         )
         .query::<LowStockQuery>()
-        .object(200, "`{items, next_cursor?}`"),
+        .json::<LowStockOut>(200, "a page of SKUs; `next_cursor` for the next one"),
         sku(Op::get("/v1/inventory/{sku}", "A SKU's stock levels"))
-            .object(
-                200,
-                "`{id, on_hand, reserved, available, backordered, updated_at}`",
-            )
+            .json::<StockRow>(200, "the SKU's stock levels")
             .error(404, "sku_not_found"),
         sku(Op::post("/v1/inventory/{sku}/receipts", "Receive units"))
             .json_body::<ReceiptIn>()
@@ -189,7 +186,7 @@ struct LowStockQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LowStockOut {
     items: Vec<StockRow>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -25,13 +25,13 @@ pub fn operations() -> Vec<Op> {
     vec![
         Op::get("/v1/shipping/shipments", "Shipments, by status")
             .query::<ShipmentsQuery>()
-            .object(200, "`{shipments}`"),
+            .json::<ShipmentsOut>(200, "the shipments, newest first"),
         Op::get(
             "/v1/shipping/backlog",
             "Paid orders with units still to ship",
         )
         .query::<BacklogQuery>()
-        .object(200, "`{orders}`"),
+        .json::<BacklogOut>(200, "the paid orders still to ship, oldest first"),
     ]
 }
 
@@ -42,7 +42,7 @@ struct ShipmentsQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ShipmentsOut {
     shipments: Vec<ShipmentRow>,
 }
@@ -74,7 +74,7 @@ struct BacklogQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BacklogOut {
     orders: Vec<BacklogRow>,
 }

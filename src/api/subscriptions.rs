@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{
     parse_limit, parse_overlap, parse_time, JsonBody, OptionalJsonBody, PathParams, QueryParams,
 };
-use super::openapi::{any_object, uuid, Op};
+use super::openapi::{uuid, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::delivery::store::{from_millis, AttemptRecord, QueuedRow};
@@ -74,24 +74,24 @@ pub fn operations() -> Vec<Op> {
             "Subscribe a webhook or a NATS subject to events",
         )
         .json_body::<CreateIn>()
-        .object(
+        .json::<CreatedOut>(
             201,
             "the subscription, with its signing `secret` shown once",
         )
         .error(422, "invalid_field, forbidden_target"),
         Op::get("/v1/subscriptions", "Every subscription and its state")
-            .object(200, "`{subscriptions}`"),
+            .json::<ListOut>(200, "every subscription"),
         with_id(Op::get(
             "/v1/subscriptions/{id}",
             "A subscription's settings and state",
         ))
-        .object(200, "the subscription"),
+        .json::<SubscriptionOut>(200, "the subscription"),
         with_id(Op::patch(
             "/v1/subscriptions/{id}",
             "Pause, resume or change a subscription",
         ))
         .json_body::<UpdateIn>()
-        .object(200, "the subscription")
+        .json::<SubscriptionOut>(200, "the subscription")
         .error(422, "invalid_field, forbidden_target"),
         with_id(Op::delete(
             "/v1/subscriptions/{id}",
@@ -103,40 +103,40 @@ pub fn operations() -> Vec<Op> {
             "Rotate the signing secret",
         ))
         .optional_json_body::<RotateIn>()
-        .object(200, "`{id, secret, previous_secret_expires_at}`"),
+        .json::<RotatedOut>(200, "the new secret, shown once"),
         with_id(Op::post(
             "/v1/subscriptions/{id}/rewind",
             "Move the cursor back to a position or time",
         ))
         .json_body::<RewindIn>()
-        .object(200, "the subscription"),
+        .json::<SubscriptionOut>(200, "the subscription"),
         with_id(Op::get(
             "/v1/subscriptions/{id}/attempts",
             "Every attempt to deliver one event",
         ))
         .query::<AttemptsQuery>()
-        .object(200, "`{attempts}`"),
+        .json::<AttemptsOut>(200, "the event's attempts, oldest first"),
         with_id(Op::get(
             "/v1/subscriptions/{id}/dead-letters",
             "Dead letters, in log order",
         ))
         .query::<PageQuery>()
-        .object(200, "`{dead_letters, next_after}`"),
+        .json::<DeadLettersOut>(200, "a page of dead letters; `next_after` for the next one"),
         with_id(Op::delete(
             "/v1/subscriptions/{id}/dead-letters",
             "Discard every dead letter",
         ))
-        .object(200, "`{discarded}`"),
+        .json::<DiscardedOut>(200, "how many were discarded"),
         with_id(Op::post(
             "/v1/subscriptions/{id}/dead-letters/retry",
             "Send every dead letter again",
         ))
-        .content(202, "`{retried}`", "application/json", any_object()),
+        .json::<RetriedOut>(202, "how many are queued again"),
         with_event(Op::get(
             "/v1/subscriptions/{id}/dead-letters/{event_id}",
             "A dead letter and its attempts",
         ))
-        .object(200, "the dead letter with its `history`"),
+        .json::<DeadLetterOut>(200, "the dead letter with its `history`"),
         with_event(Op::delete(
             "/v1/subscriptions/{id}/dead-letters/{event_id}",
             "Discard one dead letter",
@@ -146,7 +146,7 @@ pub fn operations() -> Vec<Op> {
             "/v1/subscriptions/{id}/dead-letters/{event_id}/retry",
             "Send one dead letter again",
         ))
-        .content(202, "`{retried}`", "application/json", any_object()),
+        .json::<RetriedOut>(202, "how many are queued again"),
     ]
 }
 
@@ -238,7 +238,8 @@ struct CreateIn {
     from_time: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Subscription)]
 struct SubscriptionOut {
     id: Uuid,
     kind: Kind,
@@ -274,26 +275,26 @@ struct SubscriptionOut {
     updated_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SecretErrorOut {
     code: &'static str,
     detail: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LeaseOut {
     node: String,
     since: String,
     reported_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueueOut {
     waiting: i64,
     dead: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LagOut {
     events: i64,
     seconds: f64,
@@ -390,12 +391,11 @@ async fn create(
     };
     let (subscription, secret) = state.deliveries.create(new).await?;
     let id = subscription.id;
-    let mut out = serde_json::to_value(SubscriptionOut::from(state.deliveries.status(id).await?))
-        .map_err(|e| ApiError::internal(&e))?;
-    if let Some(secret) = secret {
+    let out = CreatedOut {
+        subscription: state.deliveries.status(id).await?.into(),
         // Shown here once; GET never returns it.
-        out["secret"] = Value::from(secret.as_str());
-    }
+        secret: secret.map(|s| s.as_str().to_owned()),
+    };
     let mut response = (StatusCode::CREATED, Json(out)).into_response();
     if let Ok(location) = format!("/v1/subscriptions/{id}").parse() {
         response
@@ -405,7 +405,22 @@ async fn create(
     Ok(response)
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+struct CreatedOut {
+    #[serde(flatten)]
+    subscription: SubscriptionOut,
+    /// The signing secret of a webhook; a NATS subscription has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SubscriptionList)]
+struct ListOut {
+    subscriptions: Vec<SubscriptionOut>,
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<ListOut>, ApiError> {
     let subscriptions: Vec<SubscriptionOut> = state
         .deliveries
         .list()
@@ -413,7 +428,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         .into_iter()
         .map(SubscriptionOut::from)
         .collect();
-    Ok(Json(json!({ "subscriptions": subscriptions })))
+    Ok(Json(ListOut { subscriptions }))
 }
 
 async fn show(
@@ -516,14 +531,24 @@ async fn rotate(
     PathParams(id): PathParams<Uuid>,
     // The body is optional: an empty one takes the default overlap.
     OptionalJsonBody(body): OptionalJsonBody<RotateIn>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotatedOut>, ApiError> {
     let overlap = parse_overlap(body.overlap.as_deref(), DEFAULT_OVERLAP)?;
     let (subscription, secret) = state.deliveries.rotate_secret(id, overlap).await?;
-    Ok(Json(json!({
-        "id": subscription.id,
-        "secret": secret.as_str(),
-        "previous_secret_expires_at": subscription.previous_secret.map(|(_, until)| rfc3339(until)),
-    })))
+    Ok(Json(RotatedOut {
+        id: subscription.id,
+        secret: secret.as_str().to_owned(),
+        previous_secret_expires_at: subscription
+            .previous_secret
+            .map(|(_, until)| rfc3339(until)),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct RotatedOut {
+    id: Uuid,
+    secret: String,
+    /// Until when the replaced secret still signs beside the new one.
+    previous_secret_expires_at: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -544,7 +569,8 @@ async fn rewind(
     Ok(Json(state.deliveries.status(id).await?.into()))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryAttempt)]
 struct AttemptOut {
     attempted_at: String,
     outcome: String,
@@ -565,7 +591,7 @@ impl From<AttemptRecord> for AttemptOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeadLetterOut {
     event_id: String,
     event_type: String,
@@ -574,7 +600,9 @@ struct DeadLetterOut {
     attempts: i64,
     dead_at: Option<String>,
     last_error: Option<String>,
+    /// The message as it would be sent now.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     message: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     history: Option<Vec<AttemptOut>>,
@@ -614,7 +642,7 @@ async fn dead_letters(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
     QueryParams(query): QueryParams<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLettersOut>, ApiError> {
     let limit = parse_limit(query.limit, 100, 1000)?;
     let rows = state
         .deliveries
@@ -623,11 +651,31 @@ async fn dead_letters(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.position))
         .flatten();
-    let letters: Vec<DeadLetterOut> = rows
+    let dead_letters = rows
         .into_iter()
         .map(|r| dead_letter_out(r, None, None))
         .collect();
-    Ok(Json(json!({ "dead_letters": letters, "next_after": next })))
+    Ok(Json(DeadLettersOut {
+        dead_letters,
+        next_after: next,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct DeadLettersOut {
+    dead_letters: Vec<DeadLetterOut>,
+    /// The `after` of the next page; null on the last.
+    next_after: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RetriedOut {
+    retried: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DiscardedOut {
+    discarded: u64,
 }
 
 async fn dead_letter(
@@ -646,17 +694,17 @@ async fn dead_letter(
 async fn retry_one(
     State(state): State<AppState>,
     PathParams((id, event_id)): PathParams<(Uuid, Uuid)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let n = state.deliveries.retry_dead(id, Some(event_id)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
+) -> Result<(StatusCode, Json<RetriedOut>), ApiError> {
+    let retried = state.deliveries.retry_dead(id, Some(event_id)).await?;
+    Ok((StatusCode::ACCEPTED, Json(RetriedOut { retried })))
 }
 
 async fn retry_all(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let n = state.deliveries.retry_dead(id, None).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": n }))))
+) -> Result<(StatusCode, Json<RetriedOut>), ApiError> {
+    let retried = state.deliveries.retry_dead(id, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(RetriedOut { retried })))
 }
 
 async fn discard_one(
@@ -670,9 +718,9 @@ async fn discard_one(
 async fn discard_all(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    let n = state.deliveries.discard_dead(id, None).await?;
-    Ok(Json(json!({ "discarded": n })))
+) -> Result<Json<DiscardedOut>, ApiError> {
+    let discarded = state.deliveries.discard_dead(id, None).await?;
+    Ok(Json(DiscardedOut { discarded }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -686,7 +734,7 @@ async fn attempts(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
     QueryParams(query): QueryParams<AttemptsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptsOut>, ApiError> {
     let event_id = Uuid::parse_str(&query.event_id)
         .map_err(|_| ApiError::invalid_field("event_id", "must be an event id (a UUID)"))?;
     let attempts: Vec<AttemptOut> = state
@@ -696,5 +744,11 @@ async fn attempts(
         .into_iter()
         .map(AttemptOut::from)
         .collect();
-    Ok(Json(json!({ "event_id": event_id, "attempts": attempts })))
+    Ok(Json(AttemptsOut { event_id, attempts }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct AttemptsOut {
+    event_id: Uuid,
+    attempts: Vec<AttemptOut>,
 }

@@ -14,8 +14,9 @@ use crate::domain::order::OrderEvent;
 use crate::store::reader::Cursor;
 use crate::store::sealed::SealError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SubscriptionKind)]
 pub enum Kind {
     Webhook,
     Nats,
@@ -40,8 +41,9 @@ impl Kind {
 
 /// `active` delivers; `paused` (by an operator) and `disabled` (by a receiver's 410)
 /// hold events at the cursor until resumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SubscriptionState)]
 pub enum State {
     Active,
     Paused,

@@ -23,7 +23,8 @@ use crate::store::vault::{DataKeyWrite, Vault};
 use crate::store::{sources, Database, StoreError};
 
 /// What an erasure answers with, and what `GET /v1/customers/{id}/erasure` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ErasureReceipt)]
 pub struct Receipt {
     pub customer_id: CustomerId,
     /// `erased`, or `not_erased` for a customer never erased.
@@ -38,7 +39,7 @@ pub struct Receipt {
     pub data_keys: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErasureOut {
     /// The sequence of its `customer.erased` in the customer's stream.
     pub receipt: usize,

@@ -296,7 +296,7 @@ pub async fn revenue(
     .await
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopSku {
     pub sku: String,
     pub currency: String,

@@ -45,7 +45,7 @@ pub static DAILY: Table = Table {
 
 static TABLES: [Table; 2] = [ORDERS, DAILY];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BillingRow {
     pub id: String,
     pub currency: String,
@@ -67,7 +67,8 @@ impl ViewRow for BillingRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = BillingDay)]
 pub struct DailyRow {
     pub id: String,
     pub day: String,

@@ -26,7 +26,7 @@ pub static ITEMS: Table = Table {
     indexes: &[&["available", "id"]],
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockRow {
     /// The SKU.
     pub id: String,

@@ -48,7 +48,7 @@ pub static ORDERS: Table = Table {
 
 static TABLES: [Table; 2] = [SHIPMENTS, ORDERS];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShipmentRow {
     pub id: String,
     pub order_id: String,
@@ -69,7 +69,7 @@ impl ViewRow for ShipmentRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BacklogRow {
     pub id: String,
     pub customer_id: String,

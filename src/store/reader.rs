@@ -32,7 +32,9 @@ use super::{copy_out, Database, StoreError};
 use crate::domain::upcast;
 
 /// Where a reader is in the log: everything at or before it has been read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Cursor {
     /// The writing transaction's id on PostgreSQL; always 0 on SQLite.
     pub transaction_id: i64,

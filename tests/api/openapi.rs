@@ -153,7 +153,8 @@ async fn schemathesis_finds_nothing(backend: Backend) {
 
 on_both_backends!(
     schemathesis_finds_nothing,
-    an_orders_answers_match_the_schemas_the_document_gives_them
+    an_orders_answers_match_the_schemas_the_document_gives_them,
+    the_views_deliveries_sources_and_levers_answer_as_their_schemas_say
 );
 
 /// The schema `doc` gives the JSON answer of `method path` with `status`, as a JSON
@@ -321,4 +322,233 @@ async fn schemathesis(
     .await
     .expect("schemathesis finished within 5 minutes")
     .expect("schemathesis runs")
+}
+
+/// Every other typed answer, from a shop with stock, a paid and shipped order, a
+/// subscription, a source and the projections' levers: each checked against the schema
+/// the document gives its route.
+async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let doc = document(&app).await;
+    let check = |method: &str, template: &str, status: u16, body: &Value| {
+        let validator = answer_schema(&doc, method, template, status);
+        let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status}: {errors:?}\n{body}"
+        );
+    };
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let response = app.get(&path).await;
+            assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    let received = app
+        .post(
+            "/v1/inventory/MUG-BLUE/receipts",
+            &serde_json::json!({ "quantity": 10 }),
+        )
+        .await;
+    assert_eq!(received.status(), StatusCode::CREATED);
+    check(
+        "post",
+        "/v1/inventory/{sku}/receipts",
+        201,
+        &received.json().await.unwrap(),
+    );
+    let webhook = app
+        .post(
+            "/v1/subscriptions",
+            &serde_json::json!({ "kind": "webhook", "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
+        )
+        .await;
+    assert_eq!(webhook.status(), StatusCode::CREATED);
+    let webhook: Value = webhook.json().await.unwrap();
+    check("post", "/v1/subscriptions", 201, &webhook);
+    assert!(webhook["secret"].is_string(), "{webhook}");
+    let id = webhook["id"].as_str().unwrap().to_owned();
+
+    app.paid_order("schema-3").await;
+    let shipped = app
+        .post(
+            "/v1/orders/schema-3/shipments",
+            &serde_json::json!({ "shipment_id": "s1", "carrier": "DHL", "tracking_number": "T1" }),
+        )
+        .await;
+    assert_eq!(shipped.status(), StatusCode::CREATED);
+    // Paid, nothing shipped: the backlog lists it.
+    app.paid_order("schema-4").await;
+    app.projections_caught_up().await;
+
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let range = format!("from={today}&to={today}");
+    let reads = [
+        ("/v1/inventory/{sku}", "/v1/inventory/MUG-BLUE".to_owned()),
+        ("/v1/inventory", "/v1/inventory?below=100".to_owned()),
+        (
+            "/v1/billing/orders/{order_id}",
+            "/v1/billing/orders/schema-3".to_owned(),
+        ),
+        ("/v1/billing/daily", format!("/v1/billing/daily?{range}")),
+        (
+            "/v1/shipping/shipments",
+            "/v1/shipping/shipments".to_owned(),
+        ),
+        ("/v1/shipping/backlog", "/v1/shipping/backlog".to_owned()),
+        (
+            "/v1/analytics/summary",
+            format!("/v1/analytics/summary?{range}"),
+        ),
+        (
+            "/v1/analytics/top-skus",
+            format!("/v1/analytics/top-skus?{range}"),
+        ),
+        (
+            "/v1/orders/{order_id}/events",
+            "/v1/orders/schema-3/events".to_owned(),
+        ),
+        (
+            "/v1/orders/{order_id}/journey",
+            "/v1/orders/schema-3/journey".to_owned(),
+        ),
+        ("/v1/admin/projections", "/v1/admin/projections".to_owned()),
+        (
+            "/v1/admin/projections/{name}",
+            "/v1/admin/projections/order_summary".to_owned(),
+        ),
+        ("/v1/subscriptions", "/v1/subscriptions".to_owned()),
+        ("/v1/subscriptions/{id}", format!("/v1/subscriptions/{id}")),
+        (
+            "/v1/subscriptions/{id}/dead-letters",
+            format!("/v1/subscriptions/{id}/dead-letters"),
+        ),
+        (
+            "/v1/customers/{customer_id}/erasure",
+            "/v1/customers/cust-42/erasure".to_owned(),
+        ),
+    ];
+    let mut answers = std::collections::BTreeMap::new();
+    for (template, path) in reads {
+        let body = get(path).await;
+        check("get", template, 200, &body);
+        answers.insert(template, body);
+    }
+    // The checks saw rows, not only empty lists.
+    for (template, list) in [
+        ("/v1/inventory", "items"),
+        ("/v1/billing/daily", "days"),
+        ("/v1/shipping/shipments", "shipments"),
+        ("/v1/shipping/backlog", "orders"),
+        ("/v1/analytics/top-skus", "skus"),
+        ("/v1/orders/{order_id}/journey", "events"),
+        ("/v1/admin/projections", "projections"),
+        ("/v1/subscriptions", "subscriptions"),
+    ] {
+        let rows = answers[template][list].as_array().map_or(0, Vec::len);
+        assert!(
+            rows > 0,
+            "{template} listed no {list}: {}",
+            answers[template]
+        );
+    }
+    let journey = &answers["/v1/orders/{order_id}/journey"]["events"][0];
+    assert!(
+        journey["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{journey}"
+    );
+
+    let event_id = answers["/v1/orders/{order_id}/events"]["events"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let attempts = get(format!(
+        "/v1/subscriptions/{id}/attempts?event_id={event_id}"
+    ))
+    .await;
+    check("get", "/v1/subscriptions/{id}/attempts", 200, &attempts);
+    let rotated = app
+        .post_empty(&format!("/v1/subscriptions/{id}/secret/rotate"))
+        .await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    check(
+        "post",
+        "/v1/subscriptions/{id}/secret/rotate",
+        200,
+        &rotated.json().await.unwrap(),
+    );
+    let retried = app
+        .post_empty(&format!("/v1/subscriptions/{id}/dead-letters/retry"))
+        .await;
+    assert_eq!(retried.status(), StatusCode::ACCEPTED);
+    check(
+        "post",
+        "/v1/subscriptions/{id}/dead-letters/retry",
+        202,
+        &retried.json().await.unwrap(),
+    );
+    let discarded = app
+        .client
+        .delete(app.url(&format!("/v1/subscriptions/{id}/dead-letters")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discarded.status(), StatusCode::OK);
+    check(
+        "delete",
+        "/v1/subscriptions/{id}/dead-letters",
+        200,
+        &discarded.json().await.unwrap(),
+    );
+    let paused = app
+        .client
+        .patch(app.url(&format!("/v1/subscriptions/{id}")))
+        .json(&serde_json::json!({ "state": "paused" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    check(
+        "patch",
+        "/v1/subscriptions/{id}",
+        200,
+        &paused.json().await.unwrap(),
+    );
+
+    let source = crate::sources::shopify_source(&app, "schema-shop").await;
+    check("post", "/v1/sources", 201, &source);
+    for (template, path) in [
+        ("/v1/sources", "/v1/sources"),
+        ("/v1/sources/{name}", "/v1/sources/schema-shop"),
+        ("/v1/sources/{name}/inbox", "/v1/sources/schema-shop/inbox"),
+    ] {
+        check("get", template, 200, &get(path.to_owned()).await);
+    }
+
+    let stopped = app
+        .post_empty("/v1/admin/projections/order_summary/stop")
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    check(
+        "post",
+        "/v1/admin/projections/{name}/stop",
+        200,
+        &stopped.json().await.unwrap(),
+    );
+    let retried = app
+        .post_empty("/v1/admin/projections/order_summary/retry")
+        .await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    check(
+        "post",
+        "/v1/admin/projections/{name}/retry",
+        200,
+        &retried.json().await.unwrap(),
+    );
+    app.stop().await;
 }

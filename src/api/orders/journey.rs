@@ -30,13 +30,13 @@ use crate::store::reader::{Cursor, LogEntry};
 /// placement reserves, then creates the order, within one request.
 const RESERVED_BEFORE: Duration = Duration::minutes(5);
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct JourneyOut {
     order_id: OrderId,
     events: Vec<StepOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct StepOut {
     global_position: i64,
     event_id: Uuid,
@@ -54,13 +54,14 @@ struct StepOut {
     deliveries: Vec<DeliveryOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AppliedOut {
     name: &'static str,
     applied: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JourneyDelivery)]
 struct DeliveryOut {
     subscription_id: Uuid,
     kind: &'static str,
@@ -76,7 +77,8 @@ struct DeliveryOut {
     last_error: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JourneyAttempt)]
 struct AttemptOut {
     attempted_at: DateTime<Utc>,
     outcome: String,

@@ -91,10 +91,10 @@ pub fn operations() -> Vec<Op> {
             .json::<OrderOut>(200, "the order")
             .error(404, "order_not_found"),
         read(Op::get("/v1/orders/{order_id}/events", "An order's events"))
-            .object(200, "`{order_id, events}`")
+            .json::<EventsOut>(200, "the order's events, in order")
             .error(404, "order_not_found"),
         read(Op::get("/v1/orders/{order_id}/journey", "An order's events, their projections and deliveries"))
-            .object(200, "`{order_id, events}`")
+            .json::<journey::JourneyOut>(200, "the order's journey, in time order")
             .error(404, "order_not_found"),
         command(Op::post("/v1/orders/{order_id}/payments", "Attempt a payment of the amount due"))
             .json_body::<PaymentIn>()
@@ -350,7 +350,7 @@ struct PartOut<T: Serialize + ToSchema> {
     part: T,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EventsOut<'a> {
     order_id: OrderId,
     events: Vec<EventOut<'a>>,
@@ -358,7 +358,8 @@ struct EventsOut<'a> {
 
 /// One stored event as the history shows it. Payload and metadata are the JSON text
 /// stored, sent on without being parsed into a tree and printed again.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = StoredEvent)]
 struct EventOut<'a> {
     global_position: i64,
     event_id: uuid::Uuid,
@@ -367,7 +368,9 @@ struct EventOut<'a> {
     sequence: i64,
     event_type: &'a str,
     event_version: &'a str,
+    #[schema(value_type = Object)]
     payload: &'a RawValue,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<&'a RawValue>,
     recorded_at: DateTime<Utc>,
 }

@@ -382,7 +382,7 @@ async fn place(
 }
 
 /// What an import did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportCounts {
     /// Lines whose order changed.
     pub applied: u32,
@@ -391,7 +391,7 @@ pub struct ImportCounts {
     pub failed: Vec<ImportFailure>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportFailure {
     /// 1-based, as editors count.
     pub line: usize,

@@ -77,7 +77,10 @@ pub fn operations() -> Vec<Op> {
         "WooCommerce's topic (`order.created`, …)",
         header_text(),
     )
-    .object(200, "`{status: received | duplicate | ping}`")
+    .json::<IngestOut>(
+        200,
+        "the delivery is in the inbox, was there already, or was a ping",
+    )
     .error(400, "missing_topic, invalid_encoding")
     .error(401, "invalid_signature")
     .error(403, "wrong_shop")
@@ -173,7 +176,7 @@ async fn ingest(
     Path((platform, source)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<IngestOut>), ApiError> {
     let received_at = Utc::now();
     let unknown = || {
         ApiError::not_found(
@@ -190,7 +193,12 @@ async fn ingest(
         .filter(|s| s.platform == platform_kind)
         .ok_or_else(unknown)?;
     if platform_kind == Platform::WooCommerce && is_woocommerce_ping(&headers, &body) {
-        return Ok((StatusCode::OK, Json(json!({ "status": "ping" }))));
+        return Ok((
+            StatusCode::OK,
+            Json(IngestOut {
+                status: Ingested::Ping,
+            }),
+        ));
     }
     let signature_header = match platform_kind {
         Platform::Shopify => "x-shopify-hmac-sha256",
@@ -261,10 +269,40 @@ async fn ingest(
     if stored {
         state.inbox_signal.notify_one();
     }
-    let outcome = if stored { "received" } else { "duplicate" };
-    metrics::counter!("orderlog_inbox_deliveries_total", "source" => source, "outcome" => outcome)
+    let outcome = if stored {
+        Ingested::Received
+    } else {
+        Ingested::Duplicate
+    };
+    metrics::counter!("orderlog_inbox_deliveries_total", "source" => source, "outcome" => outcome.as_str())
         .increment(1);
-    Ok((StatusCode::OK, Json(json!({ "status": outcome }))))
+    Ok((StatusCode::OK, Json(IngestOut { status: outcome })))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct IngestOut {
+    status: Ingested,
+}
+
+#[derive(Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Ingested {
+    /// Stored in the inbox, to be applied.
+    Received,
+    /// Already in the inbox: the platform sent it again.
+    Duplicate,
+    /// WooCommerce's check that the URL answers; nothing stored.
+    Ping,
+}
+
+impl Ingested {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ingested::Received => "received",
+            Ingested::Duplicate => "duplicate",
+            Ingested::Ping => "ping",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,13 +58,13 @@ pub fn operations() -> Vec<Op> {
     let mut ops = vec![
         Op::post("/v1/sources", "Register a storefront source")
             .json_body::<SourceIn>()
-            .object(201, "the source, with its `ingest_url`")
+            .json::<SourceOut>(201, "the source, with its `ingest_url`")
             .error(409, "source_exists"),
-        Op::get("/v1/sources", "Every source").object(200, "`{sources}`"),
-        named(Op::get("/v1/sources/{name}", "A source")).object(200, "the source"),
+        Op::get("/v1/sources", "Every source").json::<ListOut>(200, "every source"),
+        named(Op::get("/v1/sources/{name}", "A source")).json::<SourceOut>(200, "the source"),
         named(Op::patch("/v1/sources/{name}", "Rotate a source's secret"))
             .json_body::<RotateIn>()
-            .object(200, "the source"),
+            .json::<SourceOut>(200, "the source"),
         named(Op::delete(
             "/v1/sources/{name}",
             "Delete a source and its inbox",
@@ -75,17 +75,12 @@ pub fn operations() -> Vec<Op> {
             "A source's deliveries, newest first",
         ))
         .query::<InboxQuery>()
-        .object(200, "`{deliveries, next_before}`"),
+        .json::<InboxPageOut>(200, "a page of deliveries; `next_before` for the next one"),
         delivery(Op::post(
             "/v1/sources/{name}/inbox/{id}/retry",
             "Retry a failed delivery",
         ))
-        .content(
-            202,
-            "the delivery",
-            "application/json",
-            super::openapi::any_object(),
-        ),
+        .json::<InboxOut>(202, "the delivery, waiting to be applied again"),
         delivery(Op::delete(
             "/v1/sources/{name}/inbox/{id}",
             "Discard a failed delivery",
@@ -98,7 +93,7 @@ pub fn operations() -> Vec<Op> {
         // Any JSON value per line: a line that is not a platform order is reported in
         // `failed`, never refused as a whole.
         .raw_body("application/x-ndjson", super::openapi::any_value())
-        .object(200, "`{applied, unchanged, failed}`"),
+        .json::<apply::ImportCounts>(200, "what the import did, line by line"),
     ];
     ops.extend(ingest::operations());
     ops
@@ -128,7 +123,8 @@ struct RotateIn {
     overlap: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Source)]
 struct SourceOut {
     name: SourceName,
     platform: &'static str,
@@ -288,10 +284,16 @@ async fn create(
     ))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = SourceList)]
+struct ListOut {
+    sources: Vec<SourceOut>,
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<ListOut>, ApiError> {
     let all = sources::list(&state.db, &state.keys).await?;
-    let out: Vec<SourceOut> = all.iter().map(SourceOut::new).collect();
-    Ok(Json(serde_json::json!({ "sources": out })))
+    let sources = all.iter().map(SourceOut::new).collect();
+    Ok(Json(ListOut { sources }))
 }
 
 async fn show(
@@ -344,7 +346,8 @@ struct InboxQuery {
 }
 
 /// One delivery as the inbox lists it. The body is kept, and shown, as received.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = InboxDelivery)]
 struct InboxOut {
     id: i64,
     topic: String,
@@ -360,11 +363,14 @@ struct InboxOut {
     error: Option<ErrorOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     settled_at: Option<DateTime<Utc>>,
+    /// The platform's headers that were kept, by name.
+    #[schema(value_type = Object)]
     headers: Value,
     body: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = InboxError)]
 struct ErrorOut {
     code: String,
     detail: String,
@@ -396,7 +402,7 @@ async fn inbox(
     State(state): State<AppState>,
     PathParams(name): PathParams<SourceName>,
     QueryParams(query): QueryParams<InboxQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InboxPageOut>, ApiError> {
     let wanted = query
         .state
         .as_deref()
@@ -412,11 +418,18 @@ async fn inbox(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    let deliveries: Vec<InboxOut> = rows.into_iter().map(InboxOut::new).collect();
-    Ok(Json(serde_json::json!({
-        "deliveries": deliveries,
-        "next_before": next,
-    })))
+    let deliveries = rows.into_iter().map(InboxOut::new).collect();
+    Ok(Json(InboxPageOut {
+        deliveries,
+        next_before: next,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct InboxPageOut {
+    deliveries: Vec<InboxOut>,
+    /// The `before` of the next page; null on the last.
+    next_before: Option<i64>,
 }
 
 fn not_failed(name: &SourceName, id: i64) -> ApiError {
@@ -459,7 +472,7 @@ async fn import(
     PathParams(name): PathParams<SourceName>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<apply::ImportCounts>, ApiError> {
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -476,5 +489,5 @@ async fn import(
         .map_err(|_| ApiError::bad_request("invalid_encoding", "the import is not UTF-8"))?;
     let source = load(&state, &name).await?;
     let counts = apply::import(&state, &source, text).await?;
-    Ok(Json(serde_json::to_value(counts).unwrap_or(Value::Null)))
+    Ok(Json(counts))
 }

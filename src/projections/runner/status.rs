@@ -16,7 +16,8 @@ use crate::store::reader::{self, Cursor};
 use crate::store::views::Param;
 
 /// What `GET /v1/admin/projections` and `orderlog projections list` show.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ProjectionStatus)]
 pub struct Status {
     pub name: &'static str,
     pub version: i64,
@@ -36,7 +37,7 @@ pub struct Status {
     pub apply_lag: LagSummary,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct LagSummary {
     pub events: u64,
     pub p50_ms: f64,
@@ -44,13 +45,13 @@ pub struct LagSummary {
     pub max_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailedEvent {
     pub position: i64,
     pub event_id: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RebuildProgress {
     pub generation: i64,
     pub version: i64,
