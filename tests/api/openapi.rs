@@ -170,19 +170,31 @@ fn answer_schema(doc: &Value, method: &str, path: &str, status: u16) -> jsonsche
     jsonschema::validator_for(&root).unwrap()
 }
 
+/// Asserts that `body` is what `doc` says `method path` answers with `status`, and
+/// returns the validator, for checks of its own.
+fn check_answer(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    body: &Value,
+) -> jsonschema::Validator {
+    let validator = answer_schema(doc, method, path, status);
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {errors:?}\n{body}"
+    );
+    validator
+}
+
 /// schemathesis, on an empty database, mostly sees refusals; an order's answers are
 /// checked here against their schemas, as placed, read and cancelled.
 async fn an_orders_answers_match_the_schemas_the_document_gives_them(backend: Backend) {
     let app = spawn_app(backend).await;
     let doc = document(&app).await;
     let check = |method: &str, path: &str, status: u16, body: &Value| {
-        let validator = answer_schema(&doc, method, path, status);
-        let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "{method} {path} {status}: {errors:?}\n{body}"
-        );
-        validator
+        check_answer(&doc, method, path, status, body)
     };
     let placed = app.place_order("schema-1").await;
     let validator = check("post", "/v1/orders", 201, &placed);
@@ -331,13 +343,19 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
     let app = spawn_app(backend).await;
     let doc = document(&app).await;
     let check = |method: &str, template: &str, status: u16, body: &Value| {
-        let validator = answer_schema(&doc, method, template, status);
-        let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "{method} {template} {status}: {errors:?}\n{body}"
-        );
+        check_answer(&doc, method, template, status, body);
     };
+    // The response has `status`, and its body the schema of `method template`.
+    let answered =
+        |response: reqwest::Response, method: &'static str, template: &'static str, status: u16| {
+            let doc = &doc;
+            async move {
+                assert_eq!(response.status().as_u16(), status, "{method} {template}");
+                let body: Value = response.json().await.unwrap();
+                check_answer(doc, method, template, status, &body);
+                body
+            }
+        };
     let get = |path: String| {
         let app = &app;
         async move {
@@ -347,28 +365,27 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
         }
     };
 
-    let received = app
-        .post(
+    answered(
+        app.post(
             "/v1/inventory/MUG-BLUE/receipts",
             &serde_json::json!({ "quantity": 10 }),
         )
-        .await;
-    assert_eq!(received.status(), StatusCode::CREATED);
-    check(
+        .await,
         "post",
         "/v1/inventory/{sku}/receipts",
         201,
-        &received.json().await.unwrap(),
-    );
-    let webhook = app
-        .post(
-            "/v1/subscriptions",
-            &serde_json::json!({ "kind": "webhook", "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
-        )
-        .await;
-    assert_eq!(webhook.status(), StatusCode::CREATED);
-    let webhook: Value = webhook.json().await.unwrap();
-    check("post", "/v1/subscriptions", 201, &webhook);
+    )
+    .await;
+    let subscribe = serde_json::json!({
+        "kind": "webhook", "url": "http://127.0.0.1:9/hook", "event_types": ["*"]
+    });
+    let webhook = answered(
+        app.post("/v1/subscriptions", &subscribe).await,
+        "post",
+        "/v1/subscriptions",
+        201,
+    )
+    .await;
     assert!(webhook["secret"].is_string(), "{webhook}");
     let id = webhook["id"].as_str().unwrap().to_owned();
 
@@ -472,53 +489,37 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
     ))
     .await;
     check("get", "/v1/subscriptions/{id}/attempts", 200, &attempts);
-    let rotated = app
-        .post_empty(&format!("/v1/subscriptions/{id}/secret/rotate"))
-        .await;
-    assert_eq!(rotated.status(), StatusCode::OK);
-    check(
+    answered(
+        app.post_empty(&format!("/v1/subscriptions/{id}/secret/rotate"))
+            .await,
         "post",
         "/v1/subscriptions/{id}/secret/rotate",
         200,
-        &rotated.json().await.unwrap(),
-    );
-    let retried = app
-        .post_empty(&format!("/v1/subscriptions/{id}/dead-letters/retry"))
-        .await;
-    assert_eq!(retried.status(), StatusCode::ACCEPTED);
-    check(
+    )
+    .await;
+    answered(
+        app.post_empty(&format!("/v1/subscriptions/{id}/dead-letters/retry"))
+            .await,
         "post",
         "/v1/subscriptions/{id}/dead-letters/retry",
         202,
-        &retried.json().await.unwrap(),
-    );
-    let discarded = app
+    )
+    .await;
+    let path = app.url(&format!("/v1/subscriptions/{id}"));
+    let discard = app.client.delete(format!("{path}/dead-letters"));
+    let template = "/v1/subscriptions/{id}/dead-letters";
+    answered(discard.send().await.unwrap(), "delete", template, 200).await;
+    let pause = app
         .client
-        .delete(app.url(&format!("/v1/subscriptions/{id}/dead-letters")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(discarded.status(), StatusCode::OK);
-    check(
-        "delete",
-        "/v1/subscriptions/{id}/dead-letters",
-        200,
-        &discarded.json().await.unwrap(),
-    );
-    let paused = app
-        .client
-        .patch(app.url(&format!("/v1/subscriptions/{id}")))
-        .json(&serde_json::json!({ "state": "paused" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paused.status(), StatusCode::OK);
-    check(
+        .patch(path)
+        .json(&serde_json::json!({ "state": "paused" }));
+    answered(
+        pause.send().await.unwrap(),
         "patch",
         "/v1/subscriptions/{id}",
         200,
-        &paused.json().await.unwrap(),
-    );
+    )
+    .await;
 
     let source = crate::sources::shopify_source(&app, "schema-shop").await;
     check("post", "/v1/sources", 201, &source);
@@ -530,25 +531,21 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
         check("get", template, 200, &get(path.to_owned()).await);
     }
 
-    let stopped = app
-        .post_empty("/v1/admin/projections/order_summary/stop")
-        .await;
-    assert_eq!(stopped.status(), StatusCode::OK);
-    check(
+    answered(
+        app.post_empty("/v1/admin/projections/order_summary/stop")
+            .await,
         "post",
         "/v1/admin/projections/{name}/stop",
         200,
-        &stopped.json().await.unwrap(),
-    );
-    let retried = app
-        .post_empty("/v1/admin/projections/order_summary/retry")
-        .await;
-    assert_eq!(retried.status(), StatusCode::OK);
-    check(
+    )
+    .await;
+    answered(
+        app.post_empty("/v1/admin/projections/order_summary/retry")
+            .await,
         "post",
         "/v1/admin/projections/{name}/retry",
         200,
-        &retried.json().await.unwrap(),
-    );
+    )
+    .await;
     app.stop().await;
 }
