@@ -505,7 +505,8 @@ impl AttemptSeries {
 }
 
 /// One second of the history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = MeterPoint)]
 pub struct Point {
     /// Unix seconds.
     pub at: i64,
@@ -517,7 +518,7 @@ pub struct Point {
     pub delivered: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MeterSnapshot {
     /// False when `ORDERLOG_LIVE_STATS=false`: every figure below stays zero.
     pub live: bool,
@@ -527,7 +528,8 @@ pub struct MeterSnapshot {
     pub history: Vec<Point>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = MeterEvents)]
 pub struct EventsOut {
     /// Appended in the last full second.
     pub per_second: u64,
@@ -536,20 +538,21 @@ pub struct EventsOut {
     pub by_type: Vec<EventRate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventRate {
     pub event_type: String,
     pub per_second: u64,
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = MeterCommands)]
 pub struct CommandsOut {
     pub all: CommandRate,
     pub by_kind: Vec<CommandRate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CommandRate {
     pub kind: String,
     /// In the last full second.
@@ -586,7 +589,7 @@ impl CommandRate {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptRate {
     pub subscription_id: String,
     /// Attempts in the last full second.

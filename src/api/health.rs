@@ -8,10 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::error::ApiError;
-use super::openapi::{any_object, string, Op};
+use super::openapi::{string, Op};
 use super::ops::StatsOut;
 use super::scoped::Routes;
 use crate::auth::Scope;
@@ -32,13 +32,8 @@ pub fn routes() -> Routes {
 /// What [`router`] and [`routes`] serve, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
     vec![
-        Op::get("/health", "Liveness").content(200, "alive", "application/json", any_object()),
-        Op::get("/ready", "Readiness: the database answers").content(
-            200,
-            "ready",
-            "application/json",
-            any_object(),
-        ),
+        Op::get("/health", "Liveness").json::<HealthOut>(200, "alive"),
+        Op::get("/ready", "Readiness: the database answers").json::<ReadyOut>(200, "ready"),
         Op::get("/metrics", "Prometheus text").content(200, "the series", "text/plain", string()),
     ]
 }
@@ -103,12 +98,26 @@ fn set_inbox_gauges(depths: &[InboxDepth]) {
 }
 
 /// The process is up and serving HTTP.
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn health() -> Json<HealthOut> {
+    Json(HealthOut { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct HealthOut {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ReadyOut {
+    /// Always `ready`.
+    status: &'static str,
+    /// `sqlite` or `postgres`.
+    database: &'static str,
 }
 
 /// The process can do its work: the database answers.
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn ready(State(state): State<AppState>) -> Result<Json<ReadyOut>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(
@@ -117,7 +126,8 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             "the database does not answer",
         )
     })?;
-    Ok(Json(
-        json!({ "status": "ready", "database": state.db.backend_name() }),
-    ))
+    Ok(Json(ReadyOut {
+        status: "ready",
+        database: state.db.backend_name(),
+    }))
 }

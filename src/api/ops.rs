@@ -25,7 +25,7 @@ use futures::Stream;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::openapi::{any_object, string, Op};
+use super::openapi::{string, Op};
 use super::scoped::Routes;
 use crate::auth::Scope;
 use crate::meter::MeterSnapshot;
@@ -67,12 +67,8 @@ pub fn operations() -> Vec<Op> {
         Op::get(path, summary).content(200, "the file", content_type, string())
     };
     vec![
-        Op::get("/v1/ops/stats", "This server's snapshot for the dashboard").content(
-            200,
-            "the snapshot",
-            "application/json",
-            any_object(),
-        ),
+        Op::get("/v1/ops/stats", "This server's snapshot for the dashboard")
+            .json::<StatsOut>(200, "the snapshot"),
         Op::get(
             "/v1/ops/stream",
             "The snapshot as Server-Sent Events, once a second",
@@ -180,7 +176,8 @@ pub struct Latest(Arc<tokio::sync::Mutex<Option<Made>>>);
 /// A snapshot, and when it was made.
 type Made = (Instant, Arc<StatsOut>);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OpsStats)]
 pub struct StatsOut {
     pub at: DateTime<Utc>,
     pub backend: &'static str,
@@ -194,7 +191,8 @@ pub struct StatsOut {
     pub inbox: Vec<InboxDepth>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OpsSubscription)]
 pub struct SubscriptionOut {
     pub id: String,
     pub kind: &'static str,
@@ -218,7 +216,8 @@ pub struct SubscriptionOut {
     pub attempt_p99_ms: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OpsProjection)]
 pub struct ProjectionOut {
     pub name: &'static str,
     pub state: String,
@@ -229,7 +228,8 @@ pub struct ProjectionOut {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OpsStock)]
 pub struct StockOut {
     pub below: i64,
     pub low: Vec<StockRow>,

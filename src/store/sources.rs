@@ -582,7 +582,7 @@ pub async fn list_inbox(
 }
 
 /// How many deliveries of one source wait or failed: the dashboard's inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct InboxDepth {
     pub source: String,
     pub state: String,

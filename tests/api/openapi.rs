@@ -447,6 +447,9 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
             "/v1/customers/{customer_id}/erasure",
             "/v1/customers/cust-42/erasure".to_owned(),
         ),
+        ("/v1/ops/stats", "/v1/ops/stats".to_owned()),
+        ("/health", "/health".to_owned()),
+        ("/ready", "/ready".to_owned()),
     ];
     let mut answers = std::collections::BTreeMap::new();
     for (template, path) in reads {
@@ -464,6 +467,7 @@ async fn the_views_deliveries_sources_and_levers_answer_as_their_schemas_say(bac
         ("/v1/orders/{order_id}/journey", "events"),
         ("/v1/admin/projections", "projections"),
         ("/v1/subscriptions", "subscriptions"),
+        ("/v1/ops/stats", "projections"),
     ] {
         let rows = answers[template][list].as_array().map_or(0, Vec::len);
         assert!(
