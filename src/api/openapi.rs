@@ -199,11 +199,6 @@ impl Op {
         self
     }
 
-    /// A JSON object answer whose fields the README lists.
-    pub fn object(self, status: u16, description: &'static str) -> Op {
-        self.content(status, description, "application/json", any_object())
-    }
-
     /// An answer with no body (204).
     pub fn empty(mut self, status: u16, description: &'static str) -> Op {
         self.responses.push((status, description, None));
