@@ -6,30 +6,29 @@ use std::sync::Mutex;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::openapi::{string, Op};
 use super::ops::StatsOut;
-use super::scoped::Routes;
+use super::scoped::{OpenRoutes, Routes};
 use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::sources::InboxDepth;
 
 /// Open to anyone: what a load balancer probes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+pub fn open_routes() -> OpenRoutes {
+    OpenRoutes::new()
+        .get("/health", health)
+        .get("/ready", ready)
 }
 
 pub fn routes() -> Routes {
     Routes::new().get("/metrics", Scope::MetricsRead, metrics)
 }
 
-/// What [`router`] and [`routes`] serve, for `GET /openapi.json`.
+/// What [`open_routes`] and [`routes`] serve, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
     vec![
         Op::get("/health", "Liveness").json::<HealthOut>(200, "alive"),

@@ -35,7 +35,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use error::ApiError;
-use scoped::{RouteScope, Routes};
+use scoped::{OpenRoute, OpenRoutes, RouteScope, Routes};
 
 /// Every route behind the token gate, with the scope it needs: what the gate
 /// enforces, and what the authorization tests walk.
@@ -63,20 +63,23 @@ pub fn route_table() -> Vec<RouteScope> {
     routes().into_parts().1
 }
 
-/// The routes outside the token gate, as (method, path): `/health`, `/ready`, the
-/// dashboard's files, the signed storefront webhooks and this API's document. The
-/// OpenAPI tests hold the document to these and to [`route_table`], both ways.
-pub const OPEN_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/ready"),
-    ("GET", "/openapi.json"),
-    ("GET", "/ops"),
-    ("GET", "/ops/ops.js"),
-    ("GET", "/ops/ops.css"),
-    ("GET", "/ops/vendor/uPlot.iife.min.js"),
-    ("GET", "/ops/vendor/uPlot.min.css"),
-    ("POST", "/v1/ingest/{platform}/{source}"),
-];
+/// Every route outside the token gate: `/health`, `/ready`, this API's document, the
+/// dashboard's files and the signed storefront webhooks. `guard` wraps the webhooks'
+/// router in the layers that need the state (`sources::ingest::guard`); the table does
+/// not depend on it.
+fn open_routes(guard: impl FnOnce(Router<AppState>) -> Router<AppState>) -> OpenRoutes {
+    OpenRoutes::new()
+        .merge(health::open_routes())
+        .merge(openapi::open_routes())
+        .merge(ops::open_routes())
+        .merge(sources::ingest::open_routes().wrap(guard))
+}
+
+/// The routes outside the token gate, as they are served. The OpenAPI tests hold the
+/// document to these and to [`route_table`], both ways.
+pub fn open_route_table() -> Vec<OpenRoute> {
+    open_routes(|router| router).into_parts().1
+}
 
 /// Every operation `GET /openapi.json` describes, gated or open.
 pub fn operations() -> Vec<openapi::Op> {
@@ -137,11 +140,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             ops::meter_commands,
         ));
+    let (open, _) = open_routes(|router| sources::ingest::guard(router, &state)).into_parts();
     Router::new()
-        .merge(health::router())
-        .merge(openapi::router())
-        .merge(ops::router())
-        .merge(sources::ingest::router(state.clone()))
+        .merge(open)
         .merge(gated)
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route; see the README for the API")

@@ -14,8 +14,6 @@ use std::sync::OnceLock;
 
 use axum::http::{header, Method};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
 };
@@ -28,7 +26,7 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, ToSchema};
 
-use crate::state::AppState;
+use super::scoped::OpenRoutes;
 
 /// The security scheme every gated operation names, with its one scope.
 pub const BEARER: &str = "bearerAuth";
@@ -41,8 +39,8 @@ pub const HEADER_TEXT: &str = "^[!-~]{1,255}$";
 const ERROR_SCHEMA: &str = "Error";
 
 /// Open to anyone, like `/health`: the document holds no data.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(serve))
+pub fn open_routes() -> OpenRoutes {
+    OpenRoutes::new().get("/openapi.json", serve)
 }
 
 pub fn operations() -> Vec<Op> {
@@ -497,9 +495,9 @@ mod tests {
             .map(|route| (route.method.to_string(), route.path))
             .collect();
         served.extend(
-            crate::api::OPEN_ROUTES
-                .iter()
-                .map(|(method, path)| ((*method).to_owned(), (*path).to_owned())),
+            crate::api::open_route_table()
+                .into_iter()
+                .map(|route| (route.method.to_string(), route.path)),
         );
         served.sort();
         let mut documented: Vec<(String, String)> = crate::api::operations()

@@ -18,15 +18,14 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::openapi::{string, Op};
-use super::scoped::Routes;
+use super::scoped::{OpenRoutes, Routes};
 use crate::auth::Scope;
 use crate::meter::MeterSnapshot;
 use crate::projections::inventory::{self, StockRow};
@@ -49,19 +48,16 @@ pub fn routes() -> Routes {
 }
 
 /// The page and its assets, open to anyone: the data behind it is not.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ops", get(|| asset(Asset::PAGE)))
-        .route("/ops/ops.js", get(|| asset(Asset::SCRIPT)))
-        .route("/ops/ops.css", get(|| asset(Asset::STYLE)))
-        .route("/ops/vendor/uPlot.iife.min.js", get(|| asset(Asset::UPLOT)))
-        .route(
-            "/ops/vendor/uPlot.min.css",
-            get(|| asset(Asset::UPLOT_STYLE)),
-        )
+pub fn open_routes() -> OpenRoutes {
+    OpenRoutes::new()
+        .get("/ops", || asset(Asset::PAGE))
+        .get("/ops/ops.js", || asset(Asset::SCRIPT))
+        .get("/ops/ops.css", || asset(Asset::STYLE))
+        .get("/ops/vendor/uPlot.iife.min.js", || asset(Asset::UPLOT))
+        .get("/ops/vendor/uPlot.min.css", || asset(Asset::UPLOT_STYLE))
 }
 
-/// What [`routes`] and [`router`] serve, for `GET /openapi.json`.
+/// What [`routes`] and [`open_routes`] serve, for `GET /openapi.json`.
 pub fn operations() -> Vec<Op> {
     let asset = |path, summary, content_type| {
         Op::get(path, summary).content(200, "the file", content_type, string())

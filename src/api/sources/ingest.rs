@@ -11,7 +11,6 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::{middleware, Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -22,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
 use crate::api::openapi::{any_object, Op};
+use crate::api::scoped::OpenRoutes;
 use crate::api::{admission, extract};
 use crate::domain::values::SourceName;
 use crate::state::AppState;
@@ -29,11 +29,15 @@ use crate::store::sources::{self, Arrival, Platform};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
-/// Outside the token gate, behind the same deadline, admission and body limit as every
-/// other command.
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/ingest/{platform}/{source}", post(ingest))
+/// Outside the token gate: the signature is the authentication ([`guard`] adds the rest).
+pub fn open_routes() -> OpenRoutes {
+    OpenRoutes::new().post("/v1/ingest/{platform}/{source}", ingest)
+}
+
+/// What [`open_routes`]' router needs around it: no token gate, but the deadline, the
+/// admission queue and the body limit of every command.
+pub fn guard(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router
         .layer(middleware::from_fn_with_state(
             state.clone(),
             extract::limit_body,
@@ -43,12 +47,12 @@ pub fn router(state: AppState) -> Router<AppState> {
             admission::admit,
         ))
         .layer(middleware::from_fn_with_state(
-            state,
+            state.clone(),
             extract::stamp_deadline,
         ))
 }
 
-/// What [`router`] serves, for `GET /openapi.json`: no bearer token, the signature is
+/// What [`open_routes`] serves, for `GET /openapi.json`: no bearer token, the signature is
 /// the authentication.
 pub fn operations() -> Vec<Op> {
     vec![Op::post(
