@@ -8,7 +8,7 @@
 //! when the previous answer is in), with an `Idempotency-Key` on every POST as a
 //! storefront sends (`BENCH_KEYS=0` leaves them out):
 //!
-//! - `orders`: `POST /v1/orders` of 1–3 distinct SKUs, every line reserved;
+//! - `orders`: `POST /v1/orders` of 1–`BENCH_LINES` (3) distinct SKUs, every line reserved;
 //! - `flows`: place → attempt payment → capture, one flow after another;
 //! - `flash`: `BENCH_FLASH_ATTEMPTS` one-unit orders race for `BENCH_FLASH_UNITS` units
 //!   of one SKU; the accepted count is checked against the stock (0 oversold).
@@ -23,6 +23,13 @@
 //! starts on 127.0.0.1 (it takes every export and counts it). What the meter and
 //! tracing cost:
 //! `BENCH_VARIANTS='off:ORDERLOG_LIVE_STATS=false;meter;traced:OTEL_EXPORTER_OTLP_ENDPOINT={collector}'`.
+//!
+//! With `BENCH_DASHBOARD=1`, headless Chromium watches `/ops` through each run
+//! (`tests/browser/watch.mjs`: install it as `scripts/test` does) and the report adds what
+//! the page lived with: updates, the gap between them, render times, long tasks, the
+//! events/s it showed, and how long its search took to open an order's journey. Does the
+//! dashboard stay usable at 10,000 events/s:
+//! `BENCH_DASHBOARD=1 BENCH_KEYS=0 BENCH_LINES=6 BENCH_SCENARIOS=orders`.
 //!
 //! A 503 (`saturated`, `unavailable`) is answered with `Retry-After`; the client waits
 //! that long before its next request, as the header asks. Refused requests are counted
@@ -41,7 +48,7 @@
 //!
 //! Settings (environment): `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_SCENARIOS`
 //! (`orders,flows,flash`), `BENCH_CLIENTS` (`64`), `BENCH_SECONDS` (10), `BENCH_KEYS`
-//! (1), `BENCH_PERSONAL` (`0`), `BENCH_SKUS` (1000), `BENCH_FLASH_UNITS` (1000), `BENCH_FLASH_ATTEMPTS` (5000),
+//! (1), `BENCH_LINES` (3), `BENCH_DASHBOARD` (0), `BENCH_PERSONAL` (`0`), `BENCH_SKUS` (1000), `BENCH_FLASH_UNITS` (1000), `BENCH_FLASH_ATTEMPTS` (5000),
 //! `ORDERLOG_BIN` (the binary this bench was built with), `ORDERLOG_BENCH_HTTP_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_http`; the
 //! schema is dropped and recreated for each run). Any other `ORDERLOG_*` variable in the
@@ -98,6 +105,9 @@ impl Scenario {
 struct Config {
     seconds: f64,
     keys: bool,
+    /// At most this many lines an order.
+    lines: usize,
+    dashboard: bool,
     skus: usize,
     flash_units: u64,
     flash_attempts: usize,
@@ -119,6 +129,8 @@ async fn main() -> Result<()> {
     let config = Config {
         seconds: env_number("BENCH_SECONDS", 10.0)?,
         keys: env_number("BENCH_KEYS", 1)? != 0,
+        lines: env_number("BENCH_LINES", 3)?,
+        dashboard: env_number("BENCH_DASHBOARD", 0)? != 0,
         skus: env_number("BENCH_SKUS", 1000)?,
         flash_units: env_number("BENCH_FLASH_UNITS", 1000)?,
         flash_attempts: env_number("BENCH_FLASH_ATTEMPTS", 5000)?,
@@ -258,6 +270,7 @@ struct Client {
     name: String,
     n: usize,
     keys: bool,
+    lines: usize,
     /// Orders carry personal data.
     personal: bool,
     tally: Tally,
@@ -313,7 +326,7 @@ impl Client {
     }
 
     async fn place(&mut self, skus: usize) -> Result<Option<Value>> {
-        let count = self.rng.gen_range(1..=3usize);
+        let count = self.rng.gen_range(1..=self.lines);
         let first = self.rng.gen_range(0..skus);
         let lines: Vec<Value> = (0..count)
             .map(|i| {
@@ -428,6 +441,11 @@ async fn run(
     let mut admin = Http::connect(server.addr).await?;
     stock(server.addr, config, scenario).await?;
     wait_caught_up(&mut admin, Duration::from_secs(120)).await?;
+    let mut watcher = match config.dashboard {
+        true => Some(Watcher::start(&mut admin, server.addr, config.seconds).await?),
+        false => None,
+    };
+    let events_before = events_total(&mut admin).await?;
 
     let conns = Http::connect_many(server.addr, clients).await?;
     let flash_left = Arc::new(AtomicUsize::new(config.flash_attempts));
@@ -439,7 +457,7 @@ async fn run(
     let mut tasks = Vec::new();
     for (i, http) in conns.into_iter().enumerate() {
         let (flash_left, flows, tally) = (flash_left.clone(), flows.clone(), tally.clone());
-        let (skus, keys) = (config.skus, config.keys);
+        let (skus, keys, lines) = (config.skus, config.keys, config.lines);
         tasks.push(tokio::spawn(async move {
             let mut client = Client {
                 http,
@@ -447,6 +465,7 @@ async fn run(
                 name: format!("c{i}"),
                 n: 0,
                 keys,
+                lines,
                 personal,
                 tally: Tally::default(),
                 until: (scenario != Scenario::Flash).then_some(until),
@@ -482,6 +501,7 @@ async fn run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = CpuTimes::now();
+    let appended = events_total(&mut admin).await? - events_before;
     let catch_up_started = Instant::now();
     let status = wait_caught_up(&mut admin, Duration::from_secs(300)).await?;
     let catch_up = catch_up_started.elapsed().as_secs_f64();
@@ -528,11 +548,12 @@ async fn run(
         .join("; ");
     let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
     let mut report = format!(
-        "{backend} {}{} x{clients}: {rate} in {elapsed:.1} s; accepted {accepted} ({}); \
+        "{backend} {}{} x{clients}: {rate} in {elapsed:.1} s; {:.0} events appended/s; accepted {accepted} ({}); \
          refused 503 {refused} ({}); {}peak RSS {:.0} MiB; {cpu}; views caught up {catch_up:.2} s \
          after the load; apply-lag ms: {lag}",
         scenario.name(),
         if personal { " (personal data)" } else { "" },
+        appended as f64 / elapsed,
         quantiles(&tally.accepted),
         quantiles(&tally.refused),
         if scenario == Scenario::Flash {
@@ -568,6 +589,9 @@ async fn run(
         report.push_str(&format!(
             "; the server logged {warnings} lines, the first: {first}"
         ));
+    }
+    if let Some(watcher) = watcher.take() {
+        report.push_str(&format!("; dashboard: {}", watcher.figures().await?));
     }
     if !tally.other.is_empty() {
         report.push_str(&format!("; unexpected answers: {:?}", tally.other));
@@ -608,6 +632,79 @@ async fn stock(addr: SocketAddr, config: &Config, scenario: Scenario) -> Result<
         task.await??;
     }
     Ok(())
+}
+
+/// Events the server has appended since it started, as its meter counts them.
+async fn events_total(http: &mut Http) -> Result<u64> {
+    let (status, body) = http.request("GET", "/v1/ops/stats", None).await?;
+    if status != 200 {
+        bail!(
+            "GET /v1/ops/stats: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let stats: Value = serde_json::from_slice(&body)?;
+    stats["events"]["total"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no events.total in the stats"))
+}
+
+/// Headless Chromium on `/ops` for one run (`tests/browser/watch.mjs`).
+struct Watcher {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watcher {
+    /// Places the order the page will open, starts the browser and waits until the page
+    /// is live and watched.
+    async fn start(admin: &mut Http, addr: SocketAddr, seconds: f64) -> Result<Watcher> {
+        use tokio::io::AsyncBufReadExt;
+        let order = json!({
+            "order_id": "watched-order",
+            "customer_id": "cust-watched",
+            "currency": "USD",
+            "lines": [{ "sku": "SKU-0000", "quantity": 1, "unit_price": 1299 }],
+        });
+        let (status, body) = admin
+            .request("POST", "/v1/orders", Some(&order.to_string()))
+            .await?;
+        if status != 201 {
+            bail!(
+                "the watched order: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch.mjs");
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .env("OPS_URL", format!("http://{addr}"))
+            .env("OPS_TOKEN", support::TOKEN)
+            .env("OPS_SECONDS", seconds.to_string())
+            .env("OPS_ORDER", "watched-order")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("node runs tests/browser/watch.mjs (install it as scripts/test does)")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == "live" => Ok(Watcher { child, lines }),
+            other => bail!("the dashboard did not come up: {other:?}"),
+        }
+    }
+
+    /// What the page lived with, once its watch is over.
+    async fn figures(mut self) -> Result<String> {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .context("the watcher did not finish")??;
+        let status = self.child.wait().await?;
+        match line {
+            Some(figures) if status.success() => Ok(figures),
+            _ => bail!("the watcher failed ({status}); its error is above"),
+        }
+    }
 }
 
 /// Waits until every projection has applied the whole log; returns their status.

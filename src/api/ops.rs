@@ -242,26 +242,34 @@ async fn stream(
     // The first snapshot is made before answering, so a failure is an error status
     // rather than a stream that ends at once.
     let first = snapshot(&state).await?;
-    let pushes = futures::stream::unfold((state, Some(first)), |(state, ready)| async move {
-        let snapshot = match ready {
-            Some(snapshot) => snapshot,
-            None => {
-                tokio::select! {
-                    _ = state.closing.cancelled() => return None,
-                    _ = tokio::time::sleep(PUSH_EVERY) => {}
+    // On the second, however long a snapshot takes to make: a busy database delays a
+    // push, not every push after it.
+    let next = tokio::time::Instant::now() + PUSH_EVERY;
+    let pushes = futures::stream::unfold(
+        (state, Some(first), next),
+        |(state, ready, next)| async move {
+            let (snapshot, next) = match ready {
+                Some(snapshot) => (snapshot, next),
+                None => {
+                    tokio::select! {
+                        _ = state.closing.cancelled() => return None,
+                        _ = tokio::time::sleep_until(next) => {}
+                    }
+                    // A push that came late is not followed by a burst catching up.
+                    let next = (next + PUSH_EVERY).max(tokio::time::Instant::now());
+                    match snapshot(&state).await {
+                        Ok(snapshot) => (snapshot, next),
+                        Err(_) => return None,
+                    }
                 }
-                match snapshot(&state).await {
-                    Ok(snapshot) => snapshot,
-                    Err(_) => return None,
-                }
-            }
-        };
-        let event = Event::default()
-            .event("stats")
-            .json_data(&*snapshot)
-            .unwrap_or_else(|_| Event::default().comment("unrenderable snapshot"));
-        Some((Ok(event), (state, None)))
-    });
+            };
+            let event = Event::default()
+                .event("stats")
+                .json_data(&*snapshot)
+                .unwrap_or_else(|_| Event::default().comment("unrenderable snapshot"));
+            Some((Ok(event), (state, None, next)))
+        },
+    );
     Ok(Sse::new(pushes).keep_alive(KeepAlive::default()))
 }
 
@@ -273,17 +281,30 @@ pub async fn snapshot(state: &AppState) -> Result<Arc<StatsOut>, ApiError> {
             return Ok(snapshot.clone());
         }
     }
+    // Stamped when begun: a stream pushing on the second then finds the last one stale
+    // however long it took to make.
+    let begun = Instant::now();
     let snapshot = Arc::new(make(state).await?);
-    *latest = Some((Instant::now(), snapshot.clone()));
+    *latest = Some((begun, snapshot.clone()));
     Ok(snapshot)
 }
 
 async fn make(state: &AppState) -> Result<StatsOut, ApiError> {
     let meter = state.meter.snapshot();
-    let subscriptions = state
-        .deliveries
-        .list()
-        .await?
+    // The reads are independent, and under load each waits its turn for a connection
+    // behind the commands: side by side, a snapshot takes the longest of them rather
+    // than their sum (BENCHMARKS.md, the dashboard at 10,000 events/s).
+    let (subscriptions, projections, stock, inbox) = tokio::try_join!(
+        async { state.deliveries.list().await.map_err(ApiError::from) },
+        async { state.projections.status().await.map_err(ApiError::from) },
+        stock(state),
+        async {
+            sources::inbox_depths(&state.db)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
+    let subscriptions = subscriptions
         .into_iter()
         .map(|status| {
             let id = status.subscription.id.to_string();
@@ -308,10 +329,7 @@ async fn make(state: &AppState) -> Result<StatsOut, ApiError> {
             }
         })
         .collect();
-    let projections = state
-        .projections
-        .status()
-        .await?
+    let projections = projections
         .into_iter()
         .map(|status| ProjectionOut {
             name: status.name,
@@ -322,15 +340,6 @@ async fn make(state: &AppState) -> Result<StatsOut, ApiError> {
             last_error: status.last_error,
         })
         .collect();
-    let table = state
-        .projections
-        .table(inventory::NAME, inventory::ITEMS.name)
-        .await?;
-    let stock = StockOut {
-        below: LOW_STOCK_BELOW,
-        low: inventory::low_stock(&state.db, &table, LOW_STOCK_BELOW, None, STOCK_ROWS).await?,
-        backordered: inventory::backordered(&state.db, &table, STOCK_ROWS).await?,
-    };
     Ok(StatsOut {
         at: Utc::now(),
         backend: state.db.backend_name(),
@@ -339,6 +348,18 @@ async fn make(state: &AppState) -> Result<StatsOut, ApiError> {
         subscriptions,
         projections,
         stock,
-        inbox: sources::inbox_depths(&state.db).await?,
+        inbox,
+    })
+}
+
+async fn stock(state: &AppState) -> Result<StockOut, ApiError> {
+    let table = state
+        .projections
+        .table(inventory::NAME, inventory::ITEMS.name)
+        .await?;
+    Ok(StockOut {
+        below: LOW_STOCK_BELOW,
+        low: inventory::low_stock(&state.db, &table, LOW_STOCK_BELOW, None, STOCK_ROWS).await?,
+        backordered: inventory::backordered(&state.db, &table, STOCK_ROWS).await?,
     })
 }

@@ -10,7 +10,7 @@
 //   OPS_JOURNEY_SCREENSHOT  optional: and of the journey
 //   CHROMIUM          optional: the browser (default /usr/bin/chromium)
 // Exits 0 when every check holds; otherwise prints what failed and exits 1.
-import { chromium } from "playwright-core";
+import { launch, openDashboard } from "./launch.mjs";
 
 const env = (name) => {
   const value = process.env[name];
@@ -24,25 +24,10 @@ const subscription = env("OPS_SUBSCRIPTION");
 const projections = env("OPS_PROJECTIONS").split(",");
 const WAIT = { timeout: 20000 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // The machine is offline: without these, Chromium keeps trying hosts it cannot reach.
-  args: [
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  // playwright gives each launch a fresh, empty profile of its own.
-});
+const browser = await launch();
 const problems = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-
-  await page.goto(`${base}/ops`);
-  await page.locator("#token").fill(token);
-  await page.locator("#token-form button").click();
-  await page.locator('#connection[data-state="live"]').waitFor(WAIT);
+  const page = await openDashboard(browser, base, token, WAIT, problems);
   const total = async () => Number((await page.locator("#events-total").textContent()).replace(/,/g, ""));
   await page.waitForFunction(() => document.querySelector("#events-total").textContent !== "0", null, WAIT);
   const before = await total();
