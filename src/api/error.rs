@@ -309,6 +309,12 @@ impl From<PlacementError> for ApiError {
             )
             .with_field("lines")
             .with_extra("skus", serde_json::to_value(&skus).unwrap_or_default()),
+            pending @ PlacementError::Pending { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "placement_pending",
+                pending.to_string(),
+            )
+            .with_field("order_id"),
             PlacementError::Order(e) => e.into(),
             PlacementError::Inventory(e) => e.into(),
             PlacementError::Injected => ApiError::internal(&"injected placement fault"),

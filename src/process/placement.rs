@@ -47,6 +47,15 @@ pub enum PlacementError {
     Order(CommandError<OrderError>),
     #[error(transparent)]
     Inventory(CommandError<InventoryError>),
+    /// A SKU already holds stock for this order id, and no order of that id exists: an
+    /// earlier placement of it is finishing, or was cut off by a crash and its holds
+    /// are released once `ORDERLOG_ORPHAN_HOLD_TIMEOUT` has passed. Either way a retry
+    /// later gets the true answer; "the order exists" now would be false.
+    #[error(
+        "an earlier placement of order `{order_id}` holds its stock but has not created it; \
+         it is finishing, or was cut off and its holds will be released: retry shortly"
+    )]
+    Pending { order_id: OrderId },
     #[error("injected placement fault")]
     Injected,
 }
@@ -203,12 +212,11 @@ impl Placement<'_> {
                     }
                 }
                 Err(CommandError::Rejected(InventoryError::AlreadyReserved { .. })) => {
-                    // The same order id is being placed by another request right now.
-                    failed.get_or_insert(PlacementError::Order(CommandError::Rejected(
-                        OrderError::AlreadyExists {
-                            order_id: order_id.clone(),
-                        },
-                    )));
+                    // The order exists, or another placement of it holds this SKU
+                    // (told apart below).
+                    failed.get_or_insert(PlacementError::Pending {
+                        order_id: order_id.clone(),
+                    });
                 }
                 Err(e) => {
                     failed.get_or_insert(PlacementError::Inventory(e));
@@ -218,7 +226,10 @@ impl Placement<'_> {
         if let Some(error) = failed {
             self.release(&order_id, &held, metadata, "order_not_placed")
                 .await;
-            return Err(error);
+            return Err(match error {
+                PlacementError::Pending { order_id } => self.exists_or_pending(order_id).await,
+                other => other,
+            });
         }
         if !short.is_empty() || !unknown.is_empty() {
             self.release(&order_id, &held, metadata, "order_not_placed")
@@ -253,6 +264,20 @@ impl Placement<'_> {
                     .await;
                 Err(PlacementError::Order(e))
             }
+        }
+    }
+
+    /// A SKU holds stock for `order_id` already: the order exists, or another placement
+    /// of it (alive, or cut off by a crash) holds the stock.
+    async fn exists_or_pending(&self, order_id: OrderId) -> PlacementError {
+        match self.orders.load(order_id.as_str()).await {
+            Ok(order) if order.placed().is_some() => {
+                PlacementError::Order(CommandError::Rejected(OrderError::AlreadyExists {
+                    order_id,
+                }))
+            }
+            Ok(_) => PlacementError::Pending { order_id },
+            Err(e) => PlacementError::Order(e),
         }
     }
 

@@ -156,6 +156,14 @@ fn action_id(order_id: &str, kind: &str) -> String {
     [order_id, kind].join("|")
 }
 
+/// The orphan check of one hold. Each hold falls due after its own reservation: a
+/// storefront retrying an order whose first placement a crash cut off reserves its other
+/// SKUs again and again, and a check per order that each of those moved would never
+/// fall due while the retries kept coming (the crash test in `tests/api/crash.rs`).
+fn orphan_id(order_id: &str, sku: &str) -> String {
+    [order_id, "orphan", sku].join("|")
+}
+
 fn commit_id(order_id: &str, shipment_id: &str, sku: &str) -> String {
     [order_id, "commit", shipment_id, sku].join("|")
 }
@@ -167,11 +175,20 @@ fn touched_actions(envelope: &Envelope) -> Vec<String> {
         _ => return Vec::new(),
     };
     let mut ids = vec![
+        // Kept before checks were per hold, and still carried out.
         action_id(&order_id, "orphan"),
         action_id(&order_id, "expire"),
         action_id(&order_id, "release"),
     ];
+    if let Some((_, sku)) = envelope.inventory_event().and_then(held_of) {
+        ids.push(orphan_id(&order_id, sku.as_str()));
+    }
     match (envelope.order_event(), envelope.inventory_event()) {
+        (Some(OrderEvent::OrderCreated { lines, .. }), _) => {
+            for line in lines {
+                ids.push(orphan_id(&order_id, line.sku.as_str()));
+            }
+        }
         (
             Some(OrderEvent::ShipmentDispatched {
                 shipment_id, lines, ..
@@ -317,12 +334,16 @@ impl ReservationManager {
                 hold.quantity += i64::from(quantity.get());
                 hold.reserved_at = *at;
                 if !orders.contains(order) {
-                    actions.insert(action(
-                        order,
-                        "orphan",
-                        "order never placed",
-                        *at + self.orphan_hold_timeout,
-                    ));
+                    actions.insert(ActionRow {
+                        id: orphan_id(order, sku.as_str()),
+                        sku: Some(sku.as_str().to_owned()),
+                        ..action(
+                            order,
+                            "orphan",
+                            "order never placed",
+                            *at + self.orphan_hold_timeout,
+                        )
+                    });
                 }
             }
             // A filled backorder changes what the order's hold is made of, not its size:
@@ -332,6 +353,7 @@ impl ReservationManager {
             InventoryEvent::ReservationReleased { order_id, sku, .. }
             | InventoryEvent::BackorderCancelled { order_id, sku, .. } => {
                 holds.remove(&hold_id(order_id.as_str(), sku.as_str()));
+                actions.remove(&orphan_id(order_id.as_str(), sku.as_str()));
             }
             InventoryEvent::ReservationCommitted {
                 order_id,
@@ -386,6 +408,9 @@ impl ReservationManager {
                     tracked: serde_json::to_string(&tracked).unwrap_or_else(|_| "[]".to_owned()),
                 });
                 actions.remove(&action_id(order, "orphan"));
+                for line in lines {
+                    actions.remove(&orphan_id(order, line.sku.as_str()));
+                }
                 // A storefront's sale already happened: its platform decides its payment.
                 if origin.is_none() {
                     actions.insert(action(
@@ -553,7 +578,13 @@ async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError
         "orphan" => {
             let order = state.orders.load(order_id.as_str()).await?;
             if order.placed().is_none() {
-                release_holds(state, &order_id, &reason, &metadata).await?;
+                match &action.sku {
+                    Some(sku) => {
+                        release(state, &order_id, &Sku::from_stored(sku), &reason, &metadata)
+                            .await?
+                    }
+                    None => release_holds(state, &order_id, &reason, &metadata).await?,
+                }
             }
         }
         "release" => release_holds(state, &order_id, &reason, &metadata).await?,
@@ -628,20 +659,37 @@ async fn release_holds(
     )
     .await?;
     for hold in holds {
-        let sku = Sku::from_stored(&hold.sku);
-        let release = InventoryCommandFor {
-            sku: sku.clone(),
-            command: InventoryCommand::ReleaseReservation {
-                order_id: order_id.clone(),
-                reason: reason.clone(),
-                at: Utc::now(),
-            },
-        };
-        state
-            .inventory
-            .execute(sku.as_str(), release, metadata)
-            .await?;
+        release(
+            state,
+            order_id,
+            &Sku::from_stored(&hold.sku),
+            reason,
+            metadata,
+        )
+        .await?;
     }
+    Ok(())
+}
+
+async fn release(
+    state: &Ticker,
+    order_id: &OrderId,
+    sku: &Sku,
+    reason: &Text,
+    metadata: &CommandMetadata,
+) -> Result<(), ActionError> {
+    let release = InventoryCommandFor {
+        sku: sku.clone(),
+        command: InventoryCommand::ReleaseReservation {
+            order_id: order_id.clone(),
+            reason: reason.clone(),
+            at: Utc::now(),
+        },
+    };
+    state
+        .inventory
+        .execute(sku.as_str(), release, metadata)
+        .await?;
     Ok(())
 }
 
@@ -774,9 +822,9 @@ mod tests {
         }
     }
 
-    /// The orphan check of `ord-1`, if the manager keeps one.
-    async fn orphan_check(view: &mut View) -> Option<ActionRow> {
-        row(view, &ACTIONS, "ord-1|orphan").await
+    /// The orphan check of `ord-1`'s hold on `sku`, if the manager keeps one.
+    async fn orphan_check(view: &mut View, sku: &str) -> Option<ActionRow> {
+        row(view, &ACTIONS, &orphan_id("ord-1", sku)).await
     }
 
     /// One row of one of the manager's tables, if it is there.
@@ -801,12 +849,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_of_an_order_never_placed_fall_due_after_its_last_reservation() {
+    async fn each_hold_of_an_order_never_placed_falls_due_after_its_own_reservation() {
         let manager = ReservationManager::new(&Settings::default());
         let first = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
         let last = first + chrono::Duration::seconds(5);
         let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
-        // One line per batch, then two in one batch: the check moves either way.
+        // One line per batch, then two in one batch: each hold has its own check.
         for batches in [
             vec![
                 vec![reserved(1, "MUG", first)],
@@ -818,20 +866,64 @@ mod tests {
             for batch in batches {
                 manager.apply(&mut view, &batch).await.unwrap();
             }
-            assert_eq!(
-                orphan_check(&mut view).await,
-                Some(ActionRow {
-                    id: "ord-1|orphan".into(),
-                    order_id: "ord-1".into(),
-                    kind: "orphan".into(),
-                    sku: None,
-                    shipment_id: None,
-                    quantity: None,
-                    reason: "order never placed".into(),
-                    due_at: last + timeout,
-                })
-            );
+            for (sku, reserved_at) in [("MUG", first), ("CUP", last)] {
+                assert_eq!(
+                    orphan_check(&mut view, sku).await,
+                    Some(ActionRow {
+                        id: format!("ord-1|orphan|{sku}"),
+                        order_id: "ord-1".into(),
+                        kind: "orphan".into(),
+                        sku: Some(sku.into()),
+                        shipment_id: None,
+                        quantity: None,
+                        reason: "order never placed".into(),
+                        due_at: reserved_at + timeout,
+                    })
+                );
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_reserving_and_releasing_other_skus_leaves_the_orphaned_hold_due_and_creation_clears_it(
+    ) {
+        let manager = ReservationManager::new(&Settings::default());
+        let crashed = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
+        let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
+        let mut view = memory_view();
+        // A crash left MUG held; each retry holds CUP, finds MUG held, and gives CUP back.
+        let mut batches = vec![vec![reserved(1, "MUG", crashed)]];
+        for retry in 1..=3 {
+            let at = crashed + chrono::Duration::seconds(retry);
+            let released = InventoryEvent::ReservationReleased {
+                sku: Sku::parse("CUP").unwrap(),
+                order_id: ord(),
+                quantity: units(1),
+                reason: Text::parse("order_not_placed").unwrap(),
+                reserved: 0,
+                available: 10,
+                released_at: at,
+            };
+            batches.push(vec![
+                reserved(2 * retry, "CUP", at),
+                inventory(2 * retry + 1, released),
+            ]);
+        }
+        for batch in &batches {
+            manager.apply(&mut view, batch).await.unwrap();
+        }
+        assert_eq!(
+            orphan_check(&mut view, "MUG").await.map(|a| a.due_at),
+            Some(crashed + timeout),
+            "the retries did not move the orphaned hold's check"
+        );
+        assert_eq!(orphan_check(&mut view, "CUP").await, None);
+        // Once released and placed by a later retry, the order has no orphan check.
+        manager
+            .apply(&mut view, &[order(10, created(None))])
+            .await
+            .unwrap();
+        assert_eq!(orphan_check(&mut view, "MUG").await, None);
     }
 
     #[tokio::test]
@@ -981,7 +1073,7 @@ mod tests {
             .unwrap();
         let timeout = chrono::Duration::from_std(Settings::default().orphan_hold_timeout).unwrap();
         assert_eq!(
-            orphan_check(&mut view).await.map(|a| a.due_at),
+            orphan_check(&mut view, "MUG").await.map(|a| a.due_at),
             Some(at() + timeout)
         );
         assert_eq!(held(&mut view).await, Some(3));

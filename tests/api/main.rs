@@ -1,12 +1,14 @@
 //! The HTTP-level suite: the real server, over real HTTP, on SQLite and on PostgreSQL.
 
 mod helpers;
+mod nodes;
 mod receiver;
 
 mod append_only;
 mod auth;
 mod charges;
 mod concurrency;
+mod crash;
 mod dashboard;
 mod deliveries;
 mod errors;

@@ -4,101 +4,32 @@
 //! a survivor takes the lease over, and nothing is dead-lettered.
 
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    client_for, eventually, expect_status, fixture, fresh_database, test_secret_key, Backend,
-    ADMIN_TOKEN,
+    client_for, eventually, expect_status, fixture, fresh_database, Backend, ADMIN_TOKEN,
 };
+use crate::nodes::Node;
 use crate::receiver::Receiver;
 
-/// One `orderlog serve` process, killed however the test ends.
-struct Node {
-    name: String,
-    base: String,
-    child: Child,
-}
-
-impl Node {
-    fn start(name: &str, database_url: &str) -> Node {
-        let port = crate::settings::free_port();
-        let mut command = crate::settings::orderlog_command();
-        let logs = || match std::env::var_os("TEST_LOG") {
-            Some(_) => Stdio::inherit(),
-            None => Stdio::null(),
-        };
-        let key = test_secret_key().to_base64();
-        let child = command
-            .arg("serve")
-            .env("ORDERLOG_DATABASE_URL", database_url)
-            .env("ORDERLOG_BIND", format!("127.0.0.1:{port}"))
-            .env("ORDERLOG_NODE_NAME", name)
-            .env("ORDERLOG_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
-            .env("ORDERLOG_SECRET_KEY", &key)
-            .env("ORDERLOG_DB_POOL_SIZE", "8")
-            .env("ORDERLOG_NATS_URL", crate::helpers::nats_url())
-            .env("ORDERLOG_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
-            // Retries soon enough that a turned-away request is sent again within the
-            // test, and many of them: a dead letter here would be a lost event.
-            .env("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", ["100ms"; 20].join(","))
-            .env("ORDERLOG_WEBHOOK_TIMEOUT", "5s")
-            // A small receiver's 503s are pushback, not an outage: the window shrinks,
-            // and a breaker open for long would only slow the test down.
-            .env("ORDERLOG_BREAKER_FAILURES", "5")
-            .env("ORDERLOG_BREAKER_COOLDOWN", "500ms")
-            .stdout(logs())
-            .stderr(logs())
-            .spawn()
-            .expect("the orderlog binary starts");
-        Node {
-            name: name.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-
-    /// Waits for `/ready`, failing at once if the process exits instead.
-    async fn ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready = format!("{}/ready", self.base);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited before it was ready: {status}", self.name);
-            }
-            if let Ok(r) = reqwest::get(&ready).await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no lease released by the process itself; only PostgreSQL
-    /// seeing its connections close.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the node");
-        self.child.wait().expect("reap the node");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Each node's delivery settings: retries soon enough that a turned-away request is
+/// sent again within the test, and many of them (a dead letter here would be a lost
+/// event); a small receiver's 503s are pushback, not an outage, so the breaker opens
+/// on few failures and not for long.
+const DELIVERY: &[(&str, &str)] = &[
+    ("ORDERLOG_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+    ("ORDERLOG_WEBHOOK_RETRY_SCHEDULE", RETRIES),
+    ("ORDERLOG_WEBHOOK_TIMEOUT", "5s"),
+    ("ORDERLOG_BREAKER_FAILURES", "5"),
+    ("ORDERLOG_BREAKER_COOLDOWN", "500ms"),
+];
+const RETRIES: &str = "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,\
+                       100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms";
 
 async fn subscription(client: &reqwest::Client, base: &str, id: &str) -> Value {
     let r = client
@@ -134,10 +65,10 @@ async fn killing_the_lease_holder_mid_load_loses_nothing_and_dead_letters_nothin
     let client = client_for(ADMIN_TOKEN);
     // The first node migrates the fresh schema alone; the others start on a migrated
     // one, as servers added to a running deployment do.
-    let mut nodes = vec![Node::start("node-a", &url)];
+    let mut nodes = vec![Node::start("node-a", &url, DELIVERY)];
     nodes[0].ready().await;
-    nodes.push(Node::start("node-b", &url));
-    nodes.push(Node::start("node-c", &url));
+    nodes.push(Node::start("node-b", &url, DELIVERY));
+    nodes.push(Node::start("node-c", &url, DELIVERY));
     for node in &mut nodes[1..] {
         node.ready().await;
     }

@@ -85,7 +85,8 @@ pub fn operations() -> Vec<Op> {
             .json_body::<PlaceOrderIn>()
             .json::<OrderOut>(201, "the order")
             .error(409, "out_of_stock (with `short`), order_exists")
-            .error(422, "no_lines, duplicate_line, unknown_sku, line_not_in_order, discount_exceeds_amount, total_too_large"),
+            .error(422, "no_lines, duplicate_line, unknown_sku, line_not_in_order, discount_exceeds_amount, total_too_large")
+            .error(503, "placement_pending: an earlier placement of this order id holds its stock and has not created it yet (or was cut off, and its holds are being released)"),
         read(Op::get("/v1/orders/{order_id}", "An order's state, now or `at` a position or time"))
             .query::<GetQuery>()
             .json::<OrderOut>(200, "the order")

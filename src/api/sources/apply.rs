@@ -377,6 +377,8 @@ async fn place(
         }))) => Outcome::Raced,
         Err(PlacementError::Order(e)) => outcome::<OrderError>(Err(e), ApiError::from),
         Err(PlacementError::Inventory(e)) => outcome(Err(e), ApiError::from),
+        // Applied again later, once the earlier placement finished or was released.
+        Err(e @ PlacementError::Pending { .. }) => Outcome::Transient(e.to_string()),
         Err(e) => Outcome::Refused(ApiError::from(e)),
     }
 }
