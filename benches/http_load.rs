@@ -636,15 +636,7 @@ async fn stock(addr: SocketAddr, config: &Config, scenario: Scenario) -> Result<
 
 /// Events the server has appended since it started, as its meter counts them.
 async fn events_total(http: &mut Http) -> Result<u64> {
-    let (status, body) = http.request("GET", "/v1/ops/stats", None).await?;
-    if status != 200 {
-        bail!(
-            "GET /v1/ops/stats: {status} {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let stats: Value = serde_json::from_slice(&body)?;
-    stats["events"]["total"]
+    support::get_json(http, "/v1/ops/stats").await?["events"]["total"]
         .as_u64()
         .ok_or_else(|| anyhow!("no events.total in the stats"))
 }

@@ -267,15 +267,20 @@ impl Http {
 /// `GET /v1/admin/projections`: each projection's status (`name`, `state`, `lag_events`,
 /// `apply_lag`, …).
 pub async fn projections(http: &mut Http) -> Result<Vec<Value>> {
-    let (status, body) = http.request("GET", "/v1/admin/projections", None).await?;
+    let body = get_json(http, "/v1/admin/projections").await?;
+    Ok(body["projections"].as_array().cloned().unwrap_or_default())
+}
+
+/// A GET that must answer 200 with JSON.
+pub async fn get_json(http: &mut Http, path: &str) -> Result<Value> {
+    let (status, body) = http.request("GET", path, None).await?;
     if status != 200 {
         bail!(
-            "GET /v1/admin/projections answered {status}: {}",
+            "GET {path} answered {status}: {}",
             String::from_utf8_lossy(&body)
         );
     }
-    let body: Value = serde_json::from_slice(&body)?;
-    Ok(body["projections"].as_array().cloned().unwrap_or_default())
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// CPU seconds used so far by every process, and machine-wide (from /proc; Linux only,

@@ -1,7 +1,14 @@
-// Debian's Chromium through playwright-core, as every script here launches it: nothing
-// is downloaded, and the flags keep an offline browser from trying hosts it cannot
-// reach. playwright gives each launch a fresh, empty profile of its own.
+// What the scripts here share. Debian's Chromium is launched through playwright-core:
+// nothing is downloaded, and the flags keep an offline browser from trying hosts it
+// cannot reach. playwright gives each launch a fresh, empty profile of its own.
 import { chromium } from "playwright-core";
+
+// A variable the script cannot run without.
+export function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
 
 export function launch() {
   return chromium.launch({

@@ -10,13 +10,8 @@
 //   OPS_JOURNEY_SCREENSHOT  optional: and of the journey
 //   CHROMIUM          optional: the browser (default /usr/bin/chromium)
 // Exits 0 when every check holds; otherwise prints what failed and exits 1.
-import { launch, openDashboard } from "./launch.mjs";
+import { env, launch, openDashboard } from "./launch.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env("OPS_URL");
 const token = env("OPS_TOKEN");
 const orderId = env("OPS_ORDER");

@@ -9,13 +9,8 @@
 //   OPS_ORDER    an order to open halfway through
 //   CHROMIUM     optional: the browser (default /usr/bin/chromium)
 // Prints `live` once the page is up and watched. Exits 1, printing why, when the page fails to come up or errs.
-import { launch, openDashboard } from "./launch.mjs";
+import { env, launch, openDashboard } from "./launch.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env("OPS_URL");
 const token = env("OPS_TOKEN");
 const seconds = Number(env("OPS_SECONDS"));
