@@ -111,6 +111,17 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             .into_response())
         }
         Claim::InFlight => return Err(in_flight()),
+        Claim::Lost => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_answer_lost",
+                "the request with this Idempotency-Key took effect, but the server stopped \
+                 before keeping its answer; it will not run again: read the resource to see \
+                 what it did",
+            )
+            .with_field(IDEMPOTENCY_KEY)
+            .into_response())
+        }
     }
 
     let claim = KeyClaim::new(&key, &request_hash, now);

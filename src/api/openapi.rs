@@ -328,6 +328,13 @@ fn generic_errors(op: &Op, gated: bool) -> Vec<(u16, &'static str)> {
     if command && gated {
         errors.push((409, "conflict: concurrent requests changed it; retry"));
     }
+    if op.method == Method::POST && gated {
+        errors.push((
+            409,
+            "idempotency_key_in_flight: the Idempotency-Key's first request is still running; \
+             idempotency_answer_lost: it took effect and its answer was lost in a crash",
+        ));
+    }
     errors.push((
         503,
         "saturated or unavailable: nothing was written; retry after Retry-After",

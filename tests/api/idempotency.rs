@@ -5,12 +5,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::on_both_backends;
+use orderlog::store::Database;
 
 on_both_backends!(
     a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing,
     a_retry_of_a_refused_command_replays_the_refusal,
     the_same_key_with_another_body_is_refused,
     keys_survive_a_restart,
+    an_answer_lost_in_a_crash_is_never_run_again_and_says_so,
     keys_expire_after_their_retention,
     a_malformed_key_is_refused,
     a_replay_keeps_the_first_answers_content_type,
@@ -128,6 +130,71 @@ async fn keys_survive_a_restart(backend: Backend) {
         "the retry after the restart was run again: {again}"
     );
     assert_eq!(again, first);
+}
+
+/// As a crash between the claim's commit and the answer's leaves a key: claimed with its
+/// command's events, no answer; claimed `ago`.
+async fn lose_the_answer(db: &Database, key: &str, ago: std::time::Duration) {
+    let claimed_at = chrono::Utc::now() - ago;
+    let sql = "UPDATE idempotency_keys SET status_code = NULL, content_type = NULL, \
+               response_body = NULL, created_at = $1 WHERE key = $2";
+    match db {
+        Database::Postgres(pool) => sqlx::query(sql)
+            .bind(claimed_at)
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(drop),
+        // SQLite keeps times as milliseconds since the epoch.
+        Database::Sqlite(pool) => sqlx::query(sql)
+            .bind(claimed_at.timestamp_millis())
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+    .unwrap();
+}
+
+async fn an_answer_lost_in_a_crash_is_never_run_again_and_says_so(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let url = app.database_url.clone();
+    // No order_id: run again, the retry would place a second order.
+    let mut body = fixture("place_order.json", "unused");
+    body.as_object_mut().unwrap().remove("order_id");
+    expect_status(
+        app.post_with_key("/v1/orders", "key-lost", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    app.stop().await;
+    let db = Database::connect(&url, 1).await.unwrap();
+    let events = event_count(&db).await;
+
+    // Just claimed: another server may be about to keep its answer.
+    lose_the_answer(&db, "key-lost", std::time::Duration::ZERO).await;
+    let restarted = spawn_app_on(&url, |_| {}).await;
+    expect_error(
+        restarted
+            .post_with_key("/v1/orders", "key-lost", &body)
+            .await,
+        StatusCode::CONFLICT,
+        "idempotency_key_in_flight",
+    )
+    .await;
+    // Past the grace: the answer is gone, and the retry is told so, not to wait.
+    lose_the_answer(&db, "key-lost", std::time::Duration::from_secs(60)).await;
+    let lost = expect_error(
+        restarted
+            .post_with_key("/v1/orders", "key-lost", &body)
+            .await,
+        StatusCode::CONFLICT,
+        "idempotency_answer_lost",
+    )
+    .await;
+    assert_eq!(lost["field"], "idempotency-key");
+    assert_eq!(event_count(&db).await, events, "nothing ran twice");
+    db.close().await;
 }
 
 async fn keys_expire_after_their_retention(backend: Backend) {
