@@ -12,7 +12,8 @@
 //! share one group commit; if a line is refused, or the order cannot be created, the
 //! reservations (and backorders) made are released before answering. A crash
 //! between the reservations and the order leaves holds behind: the reservation process
-//! manager releases them once the order has not appeared in time.
+//! manager releases each once the order has not appeared in time, and a retry of the
+//! order meanwhile is told to wait ([`PlacementError::Pending`]), not that it exists.
 
 use std::sync::Arc;
 
