@@ -22,6 +22,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
+use tokio::time::MissedTickBehavior;
 
 use super::error::ApiError;
 use super::openapi::{string, Op};
@@ -243,22 +244,23 @@ async fn stream(
     // rather than a stream that ends at once.
     let first = snapshot(&state).await?;
     // On the second, however long a snapshot takes to make: a busy database delays a
-    // push, not every push after it.
-    let next = tokio::time::Instant::now() + PUSH_EVERY;
+    // push, not every push after it; a push that came late is not followed by a burst
+    // catching up (`Delay`).
+    let mut every = tokio::time::interval(PUSH_EVERY);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    every.reset();
     let pushes = futures::stream::unfold(
-        (state, Some(first), next),
-        |(state, ready, next)| async move {
-            let (snapshot, next) = match ready {
-                Some(snapshot) => (snapshot, next),
+        (state, Some(first), every),
+        |(state, ready, mut every)| async move {
+            let snapshot = match ready {
+                Some(snapshot) => snapshot,
                 None => {
                     tokio::select! {
                         _ = state.closing.cancelled() => return None,
-                        _ = tokio::time::sleep_until(next) => {}
+                        _ = every.tick() => {}
                     }
-                    // A push that came late is not followed by a burst catching up.
-                    let next = (next + PUSH_EVERY).max(tokio::time::Instant::now());
                     match snapshot(&state).await {
-                        Ok(snapshot) => (snapshot, next),
+                        Ok(snapshot) => snapshot,
                         Err(_) => return None,
                     }
                 }
@@ -267,7 +269,7 @@ async fn stream(
                 .event("stats")
                 .json_data(&*snapshot)
                 .unwrap_or_else(|_| Event::default().comment("unrenderable snapshot"));
-            Some((Ok(event), (state, None, next)))
+            Some((Ok(event), (state, None, every)))
         },
     );
     Ok(Sse::new(pushes).keep_alive(KeepAlive::default()))
@@ -357,9 +359,13 @@ async fn stock(state: &AppState) -> Result<StockOut, ApiError> {
         .projections
         .table(inventory::NAME, inventory::ITEMS.name)
         .await?;
+    let (low, backordered) = tokio::try_join!(
+        inventory::low_stock(&state.db, &table, LOW_STOCK_BELOW, None, STOCK_ROWS),
+        inventory::backordered(&state.db, &table, STOCK_ROWS),
+    )?;
     Ok(StockOut {
         below: LOW_STOCK_BELOW,
-        low: inventory::low_stock(&state.db, &table, LOW_STOCK_BELOW, None, STOCK_ROWS).await?,
-        backordered: inventory::backordered(&state.db, &table, STOCK_ROWS).await?,
+        low,
+        backordered,
     })
 }

@@ -580,7 +580,7 @@ async fn carry_out(state: &Ticker, action: &ActionRow) -> Result<(), ActionError
             if order.placed().is_none() {
                 match &action.sku {
                     Some(sku) => {
-                        release(state, &order_id, &Sku::from_stored(sku), &reason, &metadata)
+                        release_hold(state, &order_id, &Sku::from_stored(sku), &reason, &metadata)
                             .await?
                     }
                     None => release_holds(state, &order_id, &reason, &metadata).await?,
@@ -659,7 +659,7 @@ async fn release_holds(
     )
     .await?;
     for hold in holds {
-        release(
+        release_hold(
             state,
             order_id,
             &Sku::from_stored(&hold.sku),
@@ -671,7 +671,7 @@ async fn release_holds(
     Ok(())
 }
 
-async fn release(
+async fn release_hold(
     state: &Ticker,
     order_id: &OrderId,
     sku: &Sku,
