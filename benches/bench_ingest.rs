@@ -24,6 +24,16 @@
 //! 3. the create of step 1 sent again, same bytes, signature and webhook id (a platform's
 //!    retry); answered `duplicate`, and stored nothing.
 //!
+//! With `BENCH_RATE` set, the senders are paced instead (open loop): together they offer
+//! that many deliveries per second, each sender on a fixed schedule of its own, the 64
+//! schedules evenly staggered, as a platform's webhooks arrive at the pace of its shop's
+//! orders whatever our answers take. A sender whose answer comes late sends its next
+//! delivery at once, and each latency is timed from when the delivery was due, not from
+//! when it went (so a slow answer counts against every delivery it held up: no
+//! coordinated omission, as wrk2 measures). Closed loop measures latency at saturation,
+//! where Little's law makes p50 the queue (64 senders / the server's rate); paced
+//! measures it at a given load.
+//!
 //! A 503 (`Retry-After: 1`) makes the sender wait that long (never past the end of the
 //! run). Any answer but 200 is an error, counted, and the first few are printed; a 200
 //! with the other `status` than expected is counted as unexpected.
@@ -48,7 +58,8 @@
 //! ```
 //!
 //! Settings (environment): `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_SENDERS` (64),
-//! `BENCH_SECONDS` (10), `ORDERLOG_BIN` (the binary this bench was built with),
+//! `BENCH_SECONDS` (10), `BENCH_RATE` (deliveries/s offered by all senders together;
+//! unset or 0: closed loop), `ORDERLOG_BIN` (the binary this bench was built with),
 //! `ORDERLOG_BENCH_INGEST_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres?options[search_path]=bench_ingest`; the
 //! schema is dropped and recreated for each run). Any other `ORDERLOG_*` variable in the
@@ -100,6 +111,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 struct Config {
     seconds: f64,
     senders: usize,
+    /// Deliveries/s offered by all senders together; `None`: closed loop.
+    rate: Option<f64>,
     binary: String,
     pg_url: String,
 }
@@ -118,6 +131,7 @@ async fn main() -> Result<()> {
     let config = Config {
         seconds: env_number("BENCH_SECONDS", 10.0)?,
         senders: env_number("BENCH_SENDERS", 64)?,
+        rate: Some(env_number("BENCH_RATE", 0.0)?).filter(|r| *r > 0.0),
         binary: std::env::var("ORDERLOG_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_orderlog").to_owned()),
         pg_url: std::env::var("ORDERLOG_BENCH_INGEST_DATABASE_URL")
@@ -127,9 +141,12 @@ async fn main() -> Result<()> {
     let backends = list("BENCH_BACKENDS", "sqlite,postgres");
     let templates = Arc::new(Templates::load()?);
     println!(
-        "bench_ingest: binary {}, {} senders, {} s per run; each sender: orders/create, \
+        "bench_ingest: binary {}, {} senders, {} s per run, {}; each sender: orders/create, \
          orders/paid, the create again (duplicate)",
-        config.binary, config.senders, config.seconds
+        config.binary,
+        config.senders,
+        config.seconds,
+        config.load()
     );
     let mut runs = Vec::new();
     for backend in &backends {
@@ -139,6 +156,15 @@ async fn main() -> Result<()> {
     }
     print_summary(&config, &runs);
     Ok(())
+}
+
+impl Config {
+    fn load(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("paced: {rate:.0} deliveries/s offered"),
+            None => "closed loop".to_owned(),
+        }
+    }
 }
 
 /// The two fixtures, checked to take a fresh order id and number where expected.
@@ -310,14 +336,26 @@ impl Delivery {
     }
 }
 
+/// A paced sender's schedule: when its next delivery is due, and the gap between two.
+struct Pace {
+    next: Instant,
+    every: Duration,
+}
+
 /// One simulated Shopify shop's webhook sender on one connection.
 struct Sender {
     http: Http,
     tally: Tally,
     until: Instant,
+    pace: Option<Pace>,
 }
 
 impl Sender {
+    /// Whether the run is over for this sender: a paced one sends nothing due after it.
+    fn over(&self) -> bool {
+        self.pace.as_ref().map_or_else(Instant::now, |p| p.next) >= self.until
+    }
+
     /// Sends one delivery; whether it was acknowledged with `expect` as its status.
     async fn send(&mut self, delivery: &Delivery, expect: &str) -> bool {
         let headers = [
@@ -330,7 +368,16 @@ impl Sender {
                 HeaderValue::from_static(API_VERSION),
             ),
         ];
-        let sent = Instant::now();
+        // Paced, the clock starts when the delivery was due, even if it goes later.
+        let sent = match &mut self.pace {
+            Some(pace) => {
+                let due = pace.next;
+                pace.next += pace.every;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         let answer = self
             .http
             .post_unauthenticated(INGEST_PATH, delivery.body.clone(), &headers)
@@ -394,19 +441,19 @@ impl Sender {
         for n in 0.. {
             let id = ID_BASE + index as u64 * ID_STRIDE + n;
             let number = index as u64 * 10_000_000 + n + 1;
-            if Instant::now() >= self.until {
+            if self.over() {
                 break;
             }
             let create = Delivery::new(substitute(&templates.create, id, number), "orders/create");
             let created = self.send(&create, "received").await;
-            if Instant::now() >= self.until {
+            if self.over() {
                 break;
             }
             let paid = Delivery::new(substitute(&templates.paid, id, number), "orders/paid");
             if self.send(&paid, "received").await && created {
                 last_whole = Some(id);
             }
-            if Instant::now() >= self.until {
+            if self.over() {
                 break;
             }
             // A platform's retry: same bytes, signature and webhook id.
@@ -472,14 +519,21 @@ async fn run(config: &Config, backend: &str, templates: Arc<Templates>) -> Resul
     let cpu_before = CpuTimes::now();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(config.seconds);
+    let (rate, senders) = (config.rate, config.senders);
     let mut tasks = Vec::new();
     for (i, http) in conns.into_iter().enumerate() {
         let (tally, templates) = (tally.clone(), templates.clone());
         tasks.push(tokio::spawn(async move {
+            // Sender `i` of `n` at `rate`/s together: every `n / rate` s, from `i / rate` s.
+            let pace = rate.map(|rate| Pace {
+                next: started + Duration::from_secs_f64(i as f64 / rate),
+                every: Duration::from_secs_f64(senders as f64 / rate),
+            });
             let mut sender = Sender {
                 http,
                 tally: Tally::default(),
                 until,
+                pace,
             };
             sender.run(&templates, i).await;
             tally.lock().await.merge(sender.tally);
@@ -547,10 +601,11 @@ async fn run(config: &Config, backend: &str, templates: Arc<Templates>) -> Resul
     };
     let t = &run.tally;
     let mut report = format!(
-        "{backend} x{}: {:.0} deliveries/s acknowledged in {elapsed:.1} s; acknowledged {} \
+        "{backend} x{} ({}): {:.0} deliveries/s acknowledged in {elapsed:.1} s; acknowledged {} \
          (received {}, duplicate {}); p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; \
          errors {} (503 {}); unexpected status {}; ",
         config.senders,
+        config.load(),
         run.rate(),
         t.acknowledged(),
         t.received,
@@ -664,9 +719,11 @@ fn print_summary(config: &Config, runs: &[Run]) {
     println!();
     println!("== bench_ingest summary ==");
     println!(
-        "signed Shopify webhooks to one source, {} senders x {} s; each: create, paid, the \
-         create again",
-        config.senders, config.seconds
+        "signed Shopify webhooks to one source, {} senders x {} s, {}; each: create, paid, \
+         the create again",
+        config.senders,
+        config.seconds,
+        config.load()
     );
     println!(
         "{:<9} {:>8} {:>8} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>10}",

@@ -23,11 +23,12 @@ on_both_backends!(
     personal_data_is_checked_at_the_edge,
 );
 
-const EMAIL: &str = "grace.hopper@example.com";
-const STREET: &str = "7 Harbour Lane Unique";
-const NOTE: &str = "leave it with the neighbour at number nine";
+pub(crate) const EMAIL: &str = "grace.hopper@example.com";
+pub(crate) const STREET: &str = "7 Harbour Lane Unique";
+pub(crate) const NOTE: &str = "leave it with the neighbour at number nine";
+pub(crate) const PHONE: &str = "+1 555 010 0199";
 
-fn personal_order(order_id: &str, customer_id: &str) -> Value {
+pub(crate) fn personal_order(order_id: &str, customer_id: &str) -> Value {
     json!({
         "order_id": order_id,
         "customer_id": customer_id,
@@ -48,7 +49,7 @@ fn personal_order(order_id: &str, customer_id: &str) -> Value {
             "country": "US"
         },
         "email": EMAIL,
-        "phone": "+1 555 010 0199",
+        "phone": PHONE,
         "note": NOTE,
     })
 }
@@ -127,6 +128,29 @@ async fn streamed_order_created(app: &TestApp, order_id: &str) -> Value {
 
 /// Everything the database holds, as bytes: the SQLite file with its WAL checkpointed,
 /// or a `pg_dump` of the test's schema.
+/// The order's journey, as served: it carries no payload, so no personal data, before an
+/// erasure or after it; it still lists the order's creation.
+async fn assert_journey_holds_none(app: &TestApp, order_id: &str, what: &str) {
+    let r = app.get(&format!("/v1/orders/{order_id}/journey")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{what}");
+    let text = r.text().await.unwrap();
+    let journey: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        journey["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event_type"] == "order.created"),
+        "{what}: {text}"
+    );
+    for clear in [EMAIL, STREET, NOTE, PHONE] {
+        assert!(
+            !text.contains(clear),
+            "{what}: `{clear}` in the journey {text}"
+        );
+    }
+}
+
 async fn database_bytes(app: &TestApp) -> Vec<u8> {
     if let Some(path) = app.database_url.strip_prefix("sqlite://") {
         let db = Database::connect(&app.database_url, 1).await.unwrap();
@@ -225,6 +249,7 @@ async fn erasure_shows_everywhere_and_leaves_no_copy_in_the_database(backend: Ba
     assert_shown(&stored, "the order's events");
     assert_shown(&exported_order_created(&app, "pe-1").await, "the export");
     assert_shown(&streamed_order_created(&app, "pe-1").await, "the stream");
+    assert_journey_holds_none(&app, "pe-1", "the journey before").await;
     let replay = app
         .post_with_key(
             "/v1/orders",
@@ -293,6 +318,7 @@ async fn erasure_shows_everywhere_and_leaves_no_copy_in_the_database(backend: Ba
     );
     assert_erased(&exported_order_created(&app, "pe-1").await, "the export");
     assert_erased(&streamed_order_created(&app, "pe-1").await, "the stream");
+    assert_journey_holds_none(&app, "pe-1", "the journey after").await;
     let replay = app
         .post_with_key(
             "/v1/orders",

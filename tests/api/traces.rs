@@ -52,6 +52,9 @@ struct Collector {
     content_types: Arc<Mutex<Vec<String>>>,
     /// The `service.name` of each resource exported.
     services: Arc<Mutex<Vec<String>>>,
+    /// Every export's body as posted, back to back: protobuf keeps strings as UTF-8, so
+    /// a text any span carries is found in it as in the JSON.
+    raw: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Collector {
@@ -78,6 +81,7 @@ async fn export(State(collector): State<Collector>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    collector.raw.lock().unwrap().extend_from_slice(&body);
     let request = if content_type.starts_with("application/json") {
         match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
             Ok(request) => request,
@@ -485,6 +489,105 @@ on_both_backends!(
     one_command_is_one_trace_over_protobuf,
     one_command_is_one_trace_over_json
 );
+
+/// Personal data reaches neither the server's log nor its spans, at the most verbose
+/// level: an order with every personal field is placed, read, replayed, its events
+/// listed, delivered to a webhook, and its customer erased; another is refused for a
+/// malformed email. The receiver gets the data (it is there to leak); the log and the
+/// collector never do.
+async fn personal_data_reaches_neither_logs_nor_traces(backend: Backend) {
+    use crate::privacy::{personal_order, EMAIL, NOTE, PHONE, STREET};
+    const MALFORMED: &str = "grace.hopper.at.example.com";
+    let (collector, endpoint) = Collector::start().await;
+    let receiver = Receiver::start(200).await;
+    let server = Traced::start(
+        backend,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let post =
+        |path: &str, body: serde_json::Value| server.client.post(server.url(path)).json(&body);
+    let r = post(
+        "/v1/subscriptions",
+        json!({"kind": "webhook", "url": receiver.url(), "event_types": ["order.created"]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_status(r, reqwest::StatusCode::CREATED).await;
+    let order = personal_order("ord-private", "cust-private");
+    for _ in 0..2 {
+        // The second is a replay of the first, from its kept answer.
+        let r = post("/v1/orders", order.clone())
+            .header("idempotency-key", "k-private")
+            .header("x-wait-for", "all")
+            .header("x-wait-timeout-ms", "30000")
+            .send()
+            .await
+            .unwrap();
+        let placed = expect_status(r, reqwest::StatusCode::CREATED).await;
+        assert_eq!(placed["email"], EMAIL, "{placed}");
+    }
+    let mut refused = personal_order("ord-refused", "cust-private");
+    refused["email"] = json!(MALFORMED);
+    let r = post("/v1/orders", refused).send().await.unwrap();
+    expect_status(r, reqwest::StatusCode::UNPROCESSABLE_ENTITY).await;
+    for path in ["/v1/orders/ord-private", "/v1/orders/ord-private/events"] {
+        let r = server.client.get(server.url(path)).send().await.unwrap();
+        let text = expect_status(r, reqwest::StatusCode::OK).await.to_string();
+        assert!(text.contains(EMAIL), "{path} shows the data: {text}");
+    }
+    let sent = receiver
+        .wait_until(Duration::from_secs(15), "the order delivered", |r| {
+            r.iter().any(|r| r.status == 200)
+        })
+        .await;
+    assert!(
+        sent.iter().any(|r| r.raw.contains(EMAIL)),
+        "the webhook carries it"
+    );
+    let r = post(
+        "/v1/customers/cust-private/erase",
+        json!({"reason": "test"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_status(r, reqwest::StatusCode::OK).await;
+
+    let logs = server.logs.clone();
+    server.stop().await;
+    let logs = logs.lock().unwrap().join("\n");
+    let exported = String::from_utf8_lossy(&collector.raw.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().count() > 100 && logs.contains("ord-private"),
+        "the debug log is written, and names the order: {logs}"
+    );
+    assert!(
+        collector.spans().iter().any(|s| s.name == "append"),
+        "the spans are exported"
+    );
+    for clear in [
+        EMAIL,
+        STREET,
+        NOTE,
+        PHONE,
+        "Grace Hopper",
+        "1 Billing Row",
+        MALFORMED,
+    ] {
+        assert!(!logs.contains(clear), "`{clear}` is in the server's log");
+        assert!(
+            !exported.contains(clear),
+            "`{clear}` is in an exported span"
+        );
+    }
+}
+
+on_both_backends!(personal_data_reaches_neither_logs_nor_traces);
 
 /// Places 20 orders against a server whose collector is out of reach, each answered
 /// within 2 s; then waits for `orderlog_trace_spans_dropped_total{reason}` to count
