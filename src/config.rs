@@ -100,12 +100,15 @@ pub struct Settings {
 
     /// Most commands (POST, PATCH, DELETE) running at once; the rest wait for a turn,
     /// newest first, until ORDERLOG_COMMAND_DEADLINE.
-    // About the load at which this machine's throughput stops growing (BENCHMARKS.md,
-    // overload): more inside only adds queueing to every command.
+    // Enough inside for the group commits to fill: with 64, 1,024 clients got 1–28%
+    // fewer orders/s on PostgreSQL than 64 clients did (the refused sleep out their
+    // Retry-After and leave turns empty), with 96 from −4% to +22% on both backends, the
+    // admitted p99 still ≤ 135 ms; 112 put SQLite's at 154 ms (BENCHMARKS.md, overload,
+    // thirteenth session).
     #[arg(
         long,
         env = "ORDERLOG_MAX_CONCURRENT_COMMANDS",
-        default_value_t = 64,
+        default_value_t = 96,
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub max_concurrent_commands: u32,
