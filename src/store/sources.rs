@@ -322,7 +322,8 @@ const BATCH_MAX: usize = 256;
 impl InboxWriter {
     pub fn start(db: Database) -> InboxWriter {
         let (sender, mut queue) = tokio::sync::mpsc::channel::<(Arrival, Receipt)>(4 * BATCH_MAX);
-        tokio::spawn(async move {
+        let sqlite = matches!(db, Database::Sqlite(_));
+        let writer = async move {
             let mut batch = Vec::with_capacity(BATCH_MAX);
             while queue.recv_many(&mut batch, BATCH_MAX).await > 0 {
                 let outcome = store_batch(&db, &batch).await;
@@ -334,7 +335,14 @@ impl InboxWriter {
                     let _ = receipt.send(answer);
                 }
             }
-        });
+        };
+        if sqlite {
+            // It holds SQLite's write lock for each batch: on the writers' thread, beside
+            // the event writer and the live views (`store::spawn_sqlite_writer`).
+            drop(crate::store::spawn_sqlite_writer(|_| writer));
+        } else {
+            drop(tokio::spawn(writer));
+        }
         InboxWriter { sender }
     }
 
