@@ -100,11 +100,11 @@ pub struct Settings {
 
     /// Most commands (POST, PATCH, DELETE) running at once; the rest wait for a turn,
     /// newest first, until ORDERLOG_COMMAND_DEADLINE.
-    // Enough inside for the group commits to fill: with 64, 1,024 clients got 1–28%
-    // fewer orders/s on PostgreSQL than 64 clients did (the refused sleep out their
-    // Retry-After and leave turns empty), with 96 from −4% to +22% on both backends, the
-    // admitted p99 still ≤ 135 ms; 112 put SQLite's at 154 ms (BENCHMARKS.md, overload,
-    // thirteenth session).
+    // Enough inside for the group commits to fill: with 64, 1,024 clients got 14–28%
+    // fewer orders/s on PostgreSQL than 64 clients did in four runs of five (the refused
+    // sleep out their Retry-After and leave turns empty); with 96, −8.9% to +22% on both
+    // backends over four runs, the admitted p99 at most 141 ms; 112 put SQLite's at
+    // 154 ms (BENCHMARKS.md, overload, thirteenth session).
     #[arg(
         long,
         env = "ORDERLOG_MAX_CONCURRENT_COMMANDS",
