@@ -1,9 +1,10 @@
 //! `Idempotency-Key` for every POST, as one middleware rather than in each handler.
 //!
 //! The key is checked before the handler runs and travels with its command, whose
-//! events commit with the claim (`store::idempotency`); its response (success or
-//! refusal) is kept and replayed to a retry with the same key and body, with the
-//! status, content type and body it first had. The same key with another body, path or
+//! events commit with the claim (`store::idempotency`), and with its answer when the
+//! command rendered it before the commit (a placed order); otherwise its response
+//! (success or refusal) is kept here. It is replayed to a retry with the same key and
+//! body, with the status, content type and body it first had. The same key with another body, path or
 //! method is refused with 422 `idempotency_key_reused`. A transient failure (a conflict,
 //! a 5xx) before anything was committed keeps nothing, so the retry really runs again.
 
@@ -131,6 +132,10 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     if response.extensions().get::<Transient>().is_some() && !claim.taken() {
+        return Ok(response);
+    }
+    if claim.answered() {
+        // Kept already, in the commit of the command's events.
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();

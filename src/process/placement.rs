@@ -24,7 +24,7 @@ use crate::domain::inventory::{
 };
 use crate::domain::order::{Order, OrderCommand, OrderError, PlaceOrder};
 use crate::domain::values::{OrderId, Quantity, Sku, Text};
-use crate::store::commands::{AggregateStore, CommandError, Executed};
+use crate::store::commands::{AggregateStore, CommandError, Executed, RenderAnswer};
 use crate::store::metadata::CommandMetadata;
 
 /// A test-only fault between the reservations and the order, as a crash would strike.
@@ -108,6 +108,8 @@ pub struct Placement<'a> {
     pub inventory: &'a Arc<AggregateStore<InventoryItem>>,
     pub require_tracked_skus: bool,
     pub fault: Option<&'a PlacementFault>,
+    /// The answer a keyed request's claim commits with (`store::idempotency`).
+    pub answer: Option<RenderAnswer<Order>>,
 }
 
 impl Placement<'_> {
@@ -252,10 +254,11 @@ impl Placement<'_> {
         };
         match self
             .orders
-            .execute(
+            .execute_answered(
                 order_id.as_str(),
                 OrderCommand::PlaceOrder(command),
                 &order_metadata,
+                self.answer,
             )
             .await
         {
@@ -353,6 +356,7 @@ mod tests {
                 inventory: &self.inventory,
                 require_tracked_skus: true,
                 fault: None,
+                answer: None,
             }
         }
 

@@ -42,7 +42,7 @@ use tracing::Instrument;
 use super::idempotency::KeyClaim;
 use super::metadata::CommandMetadata;
 use super::vault::DataKeyWrite;
-use super::writer::{EventWriter, KeyWrite, NewEvent, WriteError};
+use super::writer::{Answer, EventWriter, KeyWrite, NewEvent, WriteError};
 use super::Database;
 use crate::domain::upcast;
 
@@ -88,6 +88,11 @@ pub struct Executed<A: Aggregate> {
 
 type Reply<A> = Result<Executed<A>, CommandError<<A as Aggregate>::Error>>;
 
+/// A keyed request's answer, rendered from the state its command left, before the
+/// commit: it is written with the key's claim (`store::idempotency`). `None` when this
+/// state has no answer to give, which leaves the answer to the handler.
+pub type RenderAnswer<A> = fn(&A) -> Option<Answer>;
+
 struct Pending<A: Aggregate> {
     /// The span the command was issued in, which its `decide` span is a child of;
     /// `Span::none()` when traces are off.
@@ -99,6 +104,8 @@ struct Pending<A: Aggregate> {
     start_by: Option<Instant>,
     /// Claimed in the commit of this command's events, if it appends any.
     claim: Option<KeyClaim>,
+    /// The claim's answer, written with it.
+    render: Option<RenderAnswer<A>>,
     /// Written in the commit of this command's events, if it appends any.
     data_key: Option<DataKeyWrite>,
     reply: oneshot::Sender<Reply<A>>,
@@ -213,6 +220,18 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Reply<A> {
+        self.execute_answered(id, command, metadata, None).await
+    }
+
+    /// As [`Self::execute`], and the request's idempotency key, if it has one, commits
+    /// with the answer `render` gives for the state the command left.
+    pub async fn execute_answered(
+        self: &Arc<Self>,
+        id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        render: Option<RenderAnswer<A>>,
+    ) -> Reply<A> {
         let (reply, answer) = oneshot::channel();
         let start_by = metadata.start_by;
         let claim = metadata.claim.clone();
@@ -245,6 +264,7 @@ where
             metadata,
             start_by,
             claim,
+            render,
             data_key,
             reply,
         };
@@ -357,10 +377,11 @@ where
             match committed {
                 Ok(()) => {
                     self.remember(id, decided.state, decided.sequence);
-                    for (pending, outcome) in batch.into_iter().zip(decided.outcomes) {
+                    let outcomes = decided.outcomes.into_iter().zip(decided.answered);
+                    for (pending, (outcome, answered)) in batch.into_iter().zip(outcomes) {
                         if let (Some(claim), Ok(executed)) = (&pending.claim, &outcome) {
                             if !executed.events.is_empty() {
-                                claim.mark_taken();
+                                claim.mark_taken(answered);
                             }
                         }
                         let _ = pending.reply.send(outcome.map_err(CommandError::Rejected));
@@ -400,7 +421,9 @@ where
         let mut claims = Vec::new();
         let mut data_keys = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut answered = Vec::with_capacity(batch.len());
         for pending in batch {
+            let mut with_answer = false;
             let mut candidate = state.clone();
             let sink = EventSink::default();
             let decision = candidate.handle(pending.command.clone(), &self.services, &sink);
@@ -434,7 +457,9 @@ where
                         });
                     }
                     if let Some(claim) = pending.claim.as_ref().filter(|_| !envelopes.is_empty()) {
-                        claims.push(claim.write());
+                        let answer = pending.render.and_then(|render| render(&candidate));
+                        with_answer = answer.is_some();
+                        claims.push(claim.write(answer));
                     }
                     if let Some(key) = pending.data_key.as_ref().filter(|_| !envelopes.is_empty()) {
                         data_keys.push(key.clone());
@@ -449,6 +474,7 @@ where
                     outcomes.push(Err(e));
                 }
             }
+            answered.push(with_answer);
         }
         Decided {
             state,
@@ -457,6 +483,7 @@ where
             claims,
             data_keys,
             outcomes,
+            answered,
         }
     }
 
@@ -494,6 +521,8 @@ struct Decided<A: Aggregate> {
     claims: Vec<KeyWrite>,
     data_keys: Vec<DataKeyWrite>,
     outcomes: Vec<Result<Executed<A>, A::Error>>,
+    /// For each outcome: its claim's answer is in `claims`.
+    answered: Vec<bool>,
 }
 
 fn new_event<A: Aggregate>(

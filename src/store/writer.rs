@@ -64,11 +64,13 @@ pub struct Answer {
 /// One write to `idempotency_keys`, in the same transaction as the append it rides with.
 #[derive(Debug, Clone)]
 pub enum KeyWrite {
-    /// The key, taken by a command whose events are in the same append. A key taken
-    /// already refuses the whole append (`KeyTaken`).
+    /// The key, taken by a command whose events are in the same append, with its answer
+    /// when that could be rendered before the commit. A key taken already refuses the
+    /// whole append (`KeyTaken`).
     Claim {
         key: String,
         request_hash: String,
+        answer: Option<Answer>,
         at: DateTime<Utc>,
     },
     /// The answer to a request whose claim committed earlier.
@@ -330,8 +332,11 @@ async fn write_postgres(
                      WITH ORDINALITY AS u(t, i, s, et, ev, p, m, n)
                ORDER BY n),
           claimed AS (
-              INSERT INTO idempotency_keys (key, request_hash, created_at)
-              SELECT * FROM UNNEST($8::text[], $9::text[], $10::timestamptz[])),
+              INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
+                                            content_type, response_body, completed_at)
+              SELECT k, h, a, s, ct, b, CASE WHEN s IS NULL THEN NULL ELSE a END
+                FROM UNNEST($8::text[], $9::text[], $10::timestamptz[], $27::int2[],
+                            $28::text[], $29::bytea[]) AS u(k, h, a, s, ct, b)),
           recorded AS (
               INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
                                             content_type, response_body, completed_at)
@@ -358,6 +363,7 @@ async fn write_postgres(
         answer_arrays(rows.records.iter().map(|r| r.3));
     let (answer_statuses, answer_types, answer_bodies) =
         answer_arrays(rows.answers.iter().map(|a| a.2));
+    let claim_answers = || rows.claims.iter().map(|c| c.3);
     bind_events(statement, events)
         .bind(rows.claims.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(rows.claims.iter().map(|c| c.1).collect::<Vec<_>>())
@@ -378,6 +384,17 @@ async fn write_postgres(
         .bind(data.created.iter().map(|c| c.2).collect::<Vec<_>>())
         .bind(data.created.iter().map(|c| c.3).collect::<Vec<_>>())
         .bind(data.destroyed)
+        .bind(claim_answers().map(|a| a.map(status)).collect::<Vec<_>>())
+        .bind(
+            claim_answers()
+                .map(|a| a.and_then(|a| a.content_type.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            claim_answers()
+                .map(|a| a.map(|a| a.body.as_slice()))
+                .collect::<Vec<_>>(),
+        )
         .execute(pool)
         .await
         .map(drop)
@@ -418,7 +435,7 @@ fn answer_arrays<'a>(answers: impl Iterator<Item = &'a Answer> + Clone) -> Answe
 /// The key writes of one statement, by kind.
 #[derive(Default)]
 struct KeyRows<'a> {
-    claims: Vec<(&'a str, &'a str, DateTime<Utc>)>,
+    claims: Vec<(&'a str, &'a str, DateTime<Utc>, Option<&'a Answer>)>,
     records: Vec<(&'a str, &'a str, DateTime<Utc>, &'a Answer)>,
     answers: Vec<(&'a str, DateTime<Utc>, &'a Answer)>,
 }
@@ -431,8 +448,9 @@ impl<'a> KeyRows<'a> {
                 KeyWrite::Claim {
                     key,
                     request_hash,
+                    answer,
                     at,
-                } => rows.claims.push((key, request_hash, *at)),
+                } => rows.claims.push((key, request_hash, *at, answer.as_ref())),
                 KeyWrite::Record {
                     key,
                     request_hash,
@@ -511,14 +529,18 @@ async fn write_sqlite(
     }
     let rows = KeyRows::of(keys);
     if !rows.claims.is_empty() {
-        let claims = json_rows(
-            rows.claims
-                .iter()
-                .map(|(key, hash, at)| (key, hash, super::millis(*at))),
-        );
+        let claims = json_rows(rows.claims.iter().map(|(key, hash, at, answer)| {
+            (key, hash, super::millis(*at), answer.map(answer_row))
+        }));
+        // A claim without its answer has a null fourth element, so every answer column
+        // stays null until the answer is written.
         sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, created_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+            "INSERT INTO idempotency_keys (key, request_hash, created_at, status_code,
+                                           content_type, response_body, completed_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3 ->> 0,
+                    value -> 3 ->> 1, unhex(value -> 3 ->> 2),
+                    CASE WHEN value -> 3 ->> 0 IS NULL THEN NULL ELSE value ->> 2 END
+               FROM json_each(?)",
         )
         .bind(claims)
         .execute(&mut *tx)

@@ -107,6 +107,7 @@ async fn a_key_claimed_first_elsewhere_refuses_only_its_own_append(backend: Back
     let claim = |key: &str| KeyWrite::Claim {
         key: key.to_owned(),
         request_hash: "h".to_owned(),
+        answer: None,
         at: chrono::Utc::now(),
     };
     writer

@@ -19,6 +19,7 @@ on_both_backends!(
     the_store_keeps_each_answers_content_type,
     a_duplicate_arriving_while_the_answer_is_kept_waits_for_it,
     one_key_sent_to_two_servers_at_once_places_one_order,
+    a_placed_orders_answer_commits_with_its_claim,
 );
 
 async fn a_retry_with_the_same_key_replays_the_first_response_and_appends_nothing(
@@ -197,6 +198,64 @@ async fn an_answer_lost_in_a_crash_is_never_run_again_and_says_so(backend: Backe
     db.close().await;
 }
 
+/// When the key was claimed, and when its answer was kept (`None`: not yet).
+async fn key_times(db: &Database, key: &str) -> (String, Option<String>) {
+    let row: (String, Option<String>) =
+        match db {
+            Database::Postgres(pool) => sqlx::query_as(
+                "SELECT created_at::text, completed_at::text FROM idempotency_keys WHERE key = $1",
+            )
+            .bind(key)
+            .fetch_one(pool)
+            .await,
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT CAST(created_at AS TEXT), CAST(completed_at AS TEXT)
+               FROM idempotency_keys WHERE key = ?",
+                )
+                .bind(key)
+                .fetch_one(pool)
+                .await
+            }
+        }
+        .unwrap();
+    row
+}
+
+async fn a_placed_orders_answer_commits_with_its_claim(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let db = Database::connect(&app.database_url, 1).await.unwrap();
+    let mut body = fixture("place_order.json", "unused");
+    body.as_object_mut().unwrap().remove("order_id");
+    let placed = expect_status(
+        app.post_with_key("/v1/orders", "key-placed", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // Rendered before the commit, the answer was written with the claim, in the same
+    // statement, stamped with the claim's own time: no crash can part them.
+    let (claimed, answered) = key_times(&db, "key-placed").await;
+    assert_eq!(answered.as_deref(), Some(claimed.as_str()));
+    let replayed = app.post_with_key("/v1/orders", "key-placed", &body).await;
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_status(replayed, StatusCode::CREATED).await, placed);
+
+    // A payment's answer is the handler's, kept after its commit.
+    let order_id = placed["order_id"].as_str().unwrap();
+    let path = format!("/v1/orders/{order_id}/payments");
+    let pay = json!({"amount": 5000});
+    let paid = expect_status(
+        app.post_with_key(&path, "key-paid", &pay).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // A retry meanwhile waits for it (`IdempotencyStore::hold`).
+    let replayed = app.post_with_key(&path, "key-paid", &pay).await;
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_status(replayed, StatusCode::CREATED).await, paid);
+    db.close().await;
+}
+
 async fn keys_expire_after_their_retention(backend: Backend) {
     let url = fresh_database(backend).await;
     let app = spawn_app_on(&url, |s| {
@@ -366,10 +425,10 @@ async fn a_duplicate_arriving_while_the_answer_is_kept_waits_for_it(backend: Bac
     let held = store.hold("k-1").await.unwrap();
     let claim = KeyClaim::new("k-1", "h", now);
     writer
-        .append_with(Vec::new(), vec![claim.write()], Vec::new(), None)
+        .append_with(Vec::new(), vec![claim.write(None)], Vec::new(), None)
         .await
         .unwrap();
-    claim.mark_taken();
+    claim.mark_taken(false);
     // While the request still runs, a duplicate is turned away at once.
     assert!(store.hold("k-1").await.is_none());
     // When its answer is kept, the call returns before the answer commits...

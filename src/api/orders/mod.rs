@@ -32,6 +32,7 @@ use crate::store::history::{self, AsOf};
 use crate::store::log;
 use crate::store::reader::LogEntry;
 use crate::store::vault::Opened;
+use crate::store::writer::Answer;
 
 mod journey;
 mod list;
@@ -653,6 +654,20 @@ fn respond_order(
     response
 }
 
+/// A placed order's answer, as kept for retries (`respond_order` with `kept`): rendered
+/// before the commit, it commits with the request's key, so a placement's answer is
+/// never lost to a crash.
+fn placed_answer(order: &Order) -> Option<Answer> {
+    let placed = order.placed()?;
+    let kept = OrderOut::new(placed, order.version(), PersonalOut::kept(placed));
+    Some(Answer {
+        status: StatusCode::CREATED.as_u16(),
+        content_type: Some("application/json".to_owned()),
+        // A struct of plain values always serialises.
+        body: serde_json::to_vec(&kept).ok()?,
+    })
+}
+
 fn part<T: Serialize + ToSchema>(order: &PlacedOrder, version: usize, part: T) -> PartOut<T> {
     PartOut {
         order_id: order.order_id.clone(),
@@ -752,6 +767,7 @@ async fn place_order(
         inventory: &state.inventory,
         require_tracked_skus: state.settings.require_tracked_skus,
         fault: state.placement_fault.as_ref(),
+        answer: Some(placed_answer),
     };
     let executed = placement.place(command, &metadata).await?;
     let accepted = accept(&state, &order_id, executed, wait).await?;

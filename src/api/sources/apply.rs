@@ -369,6 +369,7 @@ async fn place(
         inventory: &state.inventory,
         require_tracked_skus: false,
         fault: state.placement_fault.as_ref(),
+        answer: None,
     };
     match placement.place_sale(command, metadata).await {
         Ok(executed) => Outcome::Done(Box::new(executed.state)),
